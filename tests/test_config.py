@@ -1,0 +1,78 @@
+"""Config validation: every mistake is reported with the field that holds it, before work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from thresher.config import load_config, parse_config
+from thresher.errors import ConfigError
+
+BASE = {"run_dir": "run", "input": {"paths": ["data/*.parquet"]}}
+
+
+def test_minimal_config_has_defaults(tmp_path: Path) -> None:
+    config = parse_config(BASE, base_dir=tmp_path)
+    assert config.engine.kind == "spark"
+    assert config.engine.spark.master == "local[*]"
+    assert config.selector.name == "random"
+    assert config.run_path == (tmp_path / "run").resolve()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"scorers": [{"name": "perplexitty"}]}, "scorers[0].name: unknown scorer 'perplexitty'"),
+        ({"scorers": [{"name": "word_count", "params": {"window": 3}}]}, "scorers[0].params"),
+        ({"selector": {"name": "kmeans-ish", "budget": 3}}, "selector.name: unknown selector"),
+        ({"selector": {"name": "random"}}, "selector.budget: 'random' needs a budget"),
+        ({"selector": {"name": "random", "budget": 1.5}}, "selector.budget"),
+        ({"selector": {"name": "random", "budget": -2}}, "selector.budget"),
+        ({"selecter": {"name": "random"}}, "selecter: Extra inputs are not permitted"),
+        ({"engine": {"kind": "dask"}}, "engine.kind"),
+        (
+            {"filters": [{"name": "threshold", "params": {"score": "perplexity", "min": 1}}]},
+            "filters[0]: score column 'perplexity' is not produced by any scorer",
+        ),
+        ({"scorers": [{"name": "word_count"}, {"name": "word_count"}]}, "used twice"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, change: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({**BASE, **change}, base_dir=tmp_path)
+    assert expected in str(error.value)
+
+
+def test_missing_input_names_the_pattern(tmp_path: Path) -> None:
+    config = parse_config(BASE, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"input.paths: 'data/\*.parquet' matches no file"):
+        config.input_files()
+
+
+def test_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "data").mkdir()
+    (tmp_path / "conf" / "data" / "a.parquet").write_bytes(b"")
+    (tmp_path / "conf" / "job.yaml").write_text(
+        "run_dir: out\ninput:\n  paths: [data/*.parquet]\n", encoding="utf-8"
+    )
+    config = load_config(tmp_path / "conf" / "job.yaml")
+    assert config.input_files() == [(tmp_path / "conf" / "data" / "a.parquet").resolve()]
+    assert config.run_path == (tmp_path / "conf" / "out").resolve()
+
+
+def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("run_dir: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_config_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
+    a = parse_config(BASE, base_dir=tmp_path)
+    b = parse_config(dict(BASE), base_dir=tmp_path)
+    c = parse_config({**BASE, "seed": 1}, base_dir=tmp_path)
+    assert a.config_hash() == b.config_hash() != c.config_hash()

@@ -1,0 +1,123 @@
+"""Every registered scorer meets the scorer contract.
+
+A new scorer must add a factory below (the first test fails until it does):
+it returns a ready scorer, fitting it on the small sample corpus if needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.conftest import text_batch
+from thresher.scorers import SCORERS, Scorer, make_scorer
+from thresher.scorers.base import FitContext
+
+Factory = Callable[[Callable[[], FitContext]], Scorer]
+
+SCORER_FACTORIES: dict[str, Factory] = {
+    "word_count": lambda ctx: make_scorer("word_count"),
+    "alpha_fraction": lambda ctx: make_scorer("alpha_fraction"),
+    "mean_word_length": lambda ctx: make_scorer("mean_word_length"),
+    "repeated_line_fraction": lambda ctx: make_scorer("repeated_line_fraction"),
+}
+
+DOCUMENTS = [
+    "The chef simmered the fragrant sauce for an hour.\nThen the guests arrived.",
+    "Analysts said the quarterly earnings were volatile this year.",
+    "x7# qq!! zz@ 0193 ~~~",
+    "BUY NOW\nBUY NOW\nBUY NOW\nclick here",
+    "word",
+    "Travellers explored the quiet harbour and the ancient cathedral before the ferry left.",
+]
+LABELS = ["cooking", "finance", "science", "finance", "sports", "travel"]
+
+
+@pytest.fixture(scope="module")
+def fit_context(
+    tmp_path_factory: pytest.TempPathFactory, small_corpus: Path
+) -> Callable[[], FitContext]:
+    from thresher.config import SchemaConfig
+    from thresher.io.ingest import ingest_shard
+    from thresher.io.shards import make_shards
+
+    shards = make_shards(sorted(small_corpus.glob("shard-*")), small_corpus)
+    table = pa.concat_tables(
+        [ingest_shard(s, SchemaConfig(label="topic")).table for s in shards],
+        promote_options="permissive",
+    )
+
+    def sample(n: int, columns: list[str], seed: int) -> pa.Table:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(table.num_rows, size=min(n, table.num_rows), replace=False))
+        return table.take(pa.array(rows))
+
+    def make() -> FitContext:
+        directory = tmp_path_factory.mktemp("artifacts")
+        return FitContext(artifact_dir=directory, sample=sample, n_rows=table.num_rows, seed=0)
+
+    return make
+
+
+def test_every_registered_scorer_has_a_conformance_factory() -> None:
+    assert set(SCORER_FACTORIES) == set(SCORERS)
+
+
+@pytest.fixture(scope="module", params=sorted(SCORERS))
+def scorer(request: pytest.FixtureRequest, fit_context: Callable[[], FitContext]) -> Scorer:
+    instance = SCORER_FACTORIES[request.param](fit_context)
+    instance.setup()
+    return instance
+
+
+def _batch() -> pa.RecordBatch:
+    return text_batch(DOCUMENTS, LABELS)
+
+
+def _score(scorer: Scorer, batch: pa.RecordBatch) -> pa.Array:
+    view = pa.RecordBatch.from_arrays(
+        [batch.column(batch.schema.get_field_index(c)) for c in scorer.input_columns],
+        names=list(scorer.input_columns),
+    )
+    return scorer.score(view)
+
+
+def test_same_length_and_declared_type(scorer: Scorer) -> None:
+    result = _score(scorer, _batch())
+    assert len(result) == len(DOCUMENTS)
+    assert result.type == scorer.output_field("x").type
+
+
+def test_empty_and_single_row_batches(scorer: Scorer) -> None:
+    batch = _batch()
+    assert len(_score(scorer, batch.slice(0, 0))) == 0
+    one = _score(scorer, batch.slice(1, 1))
+    assert len(one) == 1
+    assert one.to_pylist() == _score(scorer, batch).slice(1, 1).to_pylist()
+
+
+def test_deterministic_and_pure(scorer: Scorer) -> None:
+    batch = _batch()
+    before = batch.to_pydict()
+    first = _score(scorer, batch).to_pylist()
+    second = _score(scorer, batch).to_pylist()
+    assert first == second
+    assert batch.to_pydict() == before
+
+
+def test_setup_is_idempotent_and_scorer_pickles(scorer: Scorer) -> None:
+    import pickle
+
+    scorer.setup()
+    clone = pickle.loads(pickle.dumps(scorer))
+    clone.setup()
+    assert _score(clone, _batch()).to_pylist() == _score(scorer, _batch()).to_pylist()
+
+
+def test_params_round_trip(scorer: Scorer) -> None:
+    rebuilt = type(scorer)(**scorer.get_params())
+    assert rebuilt.get_params() == scorer.get_params()

@@ -1,0 +1,109 @@
+"""Every registered selector meets the selector contract (hypothesis property tests).
+
+A new selector must add a factory below: it returns the selector configured
+to read the columns of ``_table`` (``score``, ``label``) and the embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from thresher.selectors import SELECTORS, Selector, make_selector
+
+SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
+    "random": lambda: make_selector("random"),
+    "threshold": lambda: make_selector("threshold", {"score": "score", "min": 0.0}),
+    "quantile_band": lambda: make_selector("quantile_band", {"score": "score", "band": "medium"}),
+}
+
+
+def _table(n: int, seed: int) -> tuple[pa.Table, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scores = pa.table(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "score": rng.normal(size=n),
+            "label": rng.integers(0, 3, size=n),
+        }
+    )
+    centres = rng.normal(scale=4.0, size=(4, 8))
+    embeddings = centres[rng.integers(0, 4, size=n)] + rng.normal(size=(n, 8))
+    return scores, embeddings.astype(np.float32)
+
+
+def test_every_registered_selector_has_a_conformance_factory() -> None:
+    assert set(SELECTOR_FACTORIES) == set(SELECTORS)
+
+
+budgets = st.one_of(
+    st.integers(min_value=0, max_value=80),
+    st.floats(min_value=0.01, max_value=1.0, allow_nan=False),
+)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(n=st.integers(min_value=1, max_value=60), budget=budgets, seed=st.integers(0, 2**16))
+def test_selection_contract(name: str, n: int, budget: int | float, seed: int) -> None:
+    selector = SELECTOR_FACTORIES[name]()
+    scores, embeddings = _table(n, seed)
+    use_budget = budget if selector.requires_budget else None
+    selection = selector.select(scores, embeddings, use_budget, random_state=seed)
+    indices = selection.indices
+    assert indices.dtype == np.int64
+    assert np.all(np.diff(indices) > 0), "sorted and unique"
+    assert indices.size == 0 or (indices[0] >= 0 and indices[-1] < n)
+    assert selection.weights.shape == indices.shape
+    assert np.all(np.isfinite(selection.weights)) and np.all(selection.weights > 0)
+    assert selection.groups.shape == indices.shape
+    if selector.requires_budget:
+        expected = (
+            min(budget, n) if isinstance(budget, int) else min(n, int(np.floor(budget * n + 0.5)))
+        )
+        assert len(selection) == expected, "exactly the budget"
+    again = selector.select(scores, embeddings, use_budget, random_state=seed)
+    np.testing.assert_array_equal(again.indices, indices)
+    np.testing.assert_array_equal(again.weights, selection.weights)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in SELECTORS.items() if c.requires_budget))
+def test_budget_larger_than_rows_keeps_all(name: str) -> None:
+    scores, embeddings = _table(17, 0)
+    selector = SELECTOR_FACTORIES[name]()
+    np.testing.assert_array_equal(
+        selector.select(scores, embeddings, 1000, random_state=0).indices, np.arange(17)
+    )
+    np.testing.assert_array_equal(
+        selector.select(scores, embeddings, 1.0, random_state=0).indices, np.arange(17)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in SELECTORS.items() if c.requires_budget))
+def test_input_is_not_mutated(name: str) -> None:
+    scores, embeddings = _table(30, 1)
+    before_scores, before_embeddings = scores.to_pydict(), embeddings.copy()
+    SELECTOR_FACTORIES[name]().select(scores, embeddings, 10, random_state=0)
+    assert scores.to_pydict() == before_scores
+    np.testing.assert_array_equal(embeddings, before_embeddings)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_nan_scores_are_refused_with_a_message(name: str) -> None:
+    selector = SELECTOR_FACTORIES[name]()
+    if not selector.score_columns():
+        pytest.skip("selector reads no score column")
+    scores, embeddings = _table(10, 2)
+    values = scores.column("score").to_numpy().copy()
+    values[3] = np.nan
+    scores = scores.set_column(1, "score", pa.array(values))
+    budget = 5 if selector.requires_budget else None
+    with pytest.raises(ValueError, match="NaN"):
+        selector.select(scores, embeddings, budget, random_state=0)

@@ -1,0 +1,23 @@
+"""Exceptions with messages meant for the person running thresher."""
+
+from __future__ import annotations
+
+
+class ThresherError(Exception):
+    """Base class: a problem the user can fix, reported without a traceback by the CLI."""
+
+
+class ConfigError(ThresherError):
+    """The run configuration is invalid; the message names the offending field."""
+
+
+class InputError(ThresherError):
+    """An input shard or column cannot be used at all (as opposed to a bad row)."""
+
+
+class RunStateError(ThresherError):
+    """The run directory holds results that do not match this run (config or input changed)."""
+
+
+class ScorerError(ThresherError):
+    """A scorer broke its contract (wrong length or type) or failed on a batch."""

@@ -1,0 +1,97 @@
+"""manifest.json: what a training team needs to trust a pruned dataset.
+
+It records the configuration and its hash, each input file's fingerprint,
+package versions, the seed, time per stage, and counts per stage and reason
+that must reconcile: ``input = kept + dropped + quarantined``.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+from thresher.config import RunConfig
+
+_PACKAGES = (
+    "thresher",
+    "pyarrow",
+    "pyspark",
+    "prefect",
+    "numpy",
+    "pandas",
+    "torch",
+    "faiss-cpu",
+    "datasketch",
+    "fasttext-community",
+    "pydantic",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_counts(
+    shards: list[dict[str, Any]], selection: dict[str, Any], written: int
+) -> dict[str, Any]:
+    """Counts per stage and reason; ``reconciles`` is the invariant every run must meet."""
+    quarantined: Counter[str] = Counter()
+    for shard in shards:
+        quarantined.update(shard["quarantined_by_reason"])
+    n_input = sum(s["rows_in"] for s in shards)
+    n_quarantined = sum(quarantined.values())
+    kept, dropped = selection["kept"], selection["dropped"]
+    return {
+        "input": n_input,
+        "quarantined": {"total": n_quarantined, "by_reason": dict(sorted(quarantined.items()))},
+        "ingested": selection["ingested"],
+        "dropped": {"total": dropped, "by_reason": selection["dropped_by_reason"]},
+        "kept": kept,
+        "written": written,
+        "reconciles": n_input == kept + dropped + n_quarantined and written == kept,
+    }
+
+
+def build_manifest(
+    config: RunConfig,
+    engine: str,
+    shards: list[dict[str, Any]],
+    selection: dict[str, Any],
+    written: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    counts = build_counts(shards, selection, written)
+    return {
+        "thresher_manifest_version": 1,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.config_dict(),
+        "config_hash": config.config_hash(),
+        "seed": config.seed,
+        "engine": engine,
+        "inputs": [
+            {
+                "index": s["index"],
+                "path": s["name"],
+                "format": s["format"],
+                **s["fingerprint"],
+                "rows": s["rows_in"],
+                "ingested": s["ingested"],
+                "quarantined": s["quarantined"],
+            }
+            for s in sorted(shards, key=lambda s: s["index"])
+        ],
+        "versions": package_versions(),
+        "counts": counts,
+        "selection_steps": selection["steps"],
+        "weighted": selection["weighted"],
+        "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
+    }

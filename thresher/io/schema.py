@@ -1,0 +1,68 @@
+"""Column names thresher uses internally, and the fixed schemas of its tables.
+
+Ingest renames the configured id/text/label columns to ``id``, ``text`` and
+``label`` and adds ``thresher_shard``/``thresher_row`` (the position of the
+record in the input, a key that stays unique even when ids do not).
+Materialisation renames them back, so the pruned dataset keeps the user's
+column names.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ID = "id"
+TEXT = "text"
+LABEL = "label"
+SHARD = "thresher_shard"
+ROW = "thresher_row"
+ROLE_COLUMNS = (ID, TEXT, LABEL)
+POSITION_COLUMNS = (SHARD, ROW)
+IMPORTANCE_WEIGHT = "importance_weight"
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("raw", pa.string()),
+    ]
+)
+
+SELECTION_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string(), nullable=False),
+        pa.field(SHARD, pa.int32(), nullable=False),
+        pa.field(ROW, pa.int64(), nullable=False),
+        pa.field("keep", pa.bool_(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("group", pa.int64()),
+    ]
+)
+
+DROPPED_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+# Why a row is quarantined at ingest.
+INVALID_UTF8 = "invalid_utf8"
+MALFORMED_JSON = "malformed_json"
+MISSING_TEXT = "missing_text"
+EMPTY_TEXT = "empty_text"
+TEXT_NOT_STRING = "text_not_string"
+MISSING_ID = "missing_id"
+MISSING_TEXT_COLUMN = "missing_text_column"
+
+# Why an ingested row is dropped at selection.
+DUPLICATE_ID = "duplicate_id"
+INVALID_SCORE = "invalid_score"
+NOT_SELECTED = "not_selected"
+FILTERED = "filtered"

@@ -1,0 +1,129 @@
+"""The run directory: where every output of a run lives, and what is already done.
+
+Layout::
+
+    RUN_DIR/
+      data/            pruned dataset (Parquet, _SUCCESS), published atomically
+      dropped/         id, reason, detail of every ingested row not kept
+      quarantine/      rows that could not be used, with a reason (one file per shard)
+      scores/          one directory per shard: id, position, label, one column per scorer
+      selection/       id, keep, weight, reason, detail, group for every ingested row
+      models/          artefacts fitted by scorers, reused on resume
+      ingested/        validated canonical copy of each input shard (internal)
+      manifest.json    config and hash, inputs, versions, counts that reconcile
+      README.md        dataset card
+      _state/          completion markers and the keys that guard resume
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thresher.errors import RunStateError
+from thresher.io.files import read_json, write_json_atomic
+
+_STATE_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def dropped(self) -> Path:
+        return self.root / "dropped"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "selection"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def ingested(self) -> Path:
+        return self.root / "ingested"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "README.md"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "_state"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "_staging"
+
+    # -- per-shard paths ---------------------------------------------------------
+    def ingested_shard(self, index: int) -> Path:
+        return self.ingested / f"shard-{index:05d}.parquet"
+
+    def quarantine_shard(self, index: int) -> Path:
+        return self.quarantine / f"shard-{index:05d}.parquet"
+
+    def ingest_marker(self, index: int) -> Path:
+        return self.state / "ingest" / f"shard-{index:05d}.json"
+
+    def scores_shard(self, index: int) -> Path:
+        return self.scores / f"shard-{index:05d}"
+
+    # -- lifecycle ---------------------------------------------------------------
+    def is_run_dir(self) -> bool:
+        return (self.state / _STATE_FILE).is_file()
+
+    def prepare(self, keys: dict[str, str], *, fresh: bool = False) -> None:
+        """Create the run directory, or check that its results belong to this run.
+
+        ``keys`` identify what earlier results depend on (e.g. the input and
+        schema, the scorers). A run directory made with other keys is refused
+        unless ``fresh`` asks to start over, which deletes it first; a
+        non-empty directory that is not a thresher run is never deleted.
+        """
+        if fresh and self.root.exists():
+            if not self.is_run_dir() and any(self.root.iterdir()):
+                raise RunStateError(
+                    f"{self.root} is not empty and is not a thresher run directory; "
+                    "refusing to delete it (choose another run_dir)"
+                )
+            shutil.rmtree(self.root)
+        if self.is_run_dir():
+            recorded = read_json(self.state / _STATE_FILE).get("keys", {})
+            changed = sorted(k for k in keys if k in recorded and recorded[k] != keys[k])
+            if changed:
+                raise RunStateError(
+                    f"{self.root} holds results made with a different {', '.join(changed)}; "
+                    "rerun with --fresh to start over, or choose another run_dir"
+                )
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise RunStateError(
+                f"{self.root} is not empty and is not a thresher run directory; choose another run_dir"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic({"keys": keys}, self.state / _STATE_FILE)
+
+    def read_state(self) -> dict[str, Any]:
+        return read_json(self.state / _STATE_FILE)

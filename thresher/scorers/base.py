@@ -1,0 +1,79 @@
+"""The scorer interface.
+
+A scorer maps an Arrow RecordBatch to one Arrow array of the same length
+(one value per document). It is a pure function of the batch once
+``setup()`` has run, so the same object runs in a local worker process and
+inside Spark's ``mapInArrow`` on an executor: the engine pickles the scorer,
+calls ``setup()`` once per worker, then ``score()`` per batch.
+
+Scorers that need a model learn it in ``fit()``, called once per run on the
+driver with a :class:`FitContext`; they save their artefacts under
+``context.artifact_dir`` and keep only the path, so the pickled scorer stays
+small and ``setup()`` loads the model where it runs.
+
+Conventions (scikit-learn style): ``__init__`` stores keyword arguments and
+nothing else; state created by ``setup``/``fit`` lives in attributes ending
+in ``_``; attributes listed in ``transient_attributes`` (loaded models) are
+not pickled.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from thresher._params import ParamsMixin
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a scorer may use to fit its model, once per run, on the driver.
+
+    ``sample(n, columns, seed)`` returns up to ``n`` ingested rows drawn
+    uniformly at random (deterministic for a seed) with the canonical
+    columns (``id``, ``text``, ``label``...). ``artifact_dir`` is a directory
+    of the run reserved for this scorer; what is saved there is reused on
+    resume when ``is_fitted`` says so.
+    """
+
+    artifact_dir: Path
+    sample: Callable[[int, list[str], int], pa.Table]
+    n_rows: int
+    seed: int
+    device: str = "cpu"
+
+
+class Scorer(ParamsMixin, ABC):
+    """Base class for scorers; subclasses set ``name``/``input_columns`` and define ``score``."""
+
+    name: ClassVar[str]
+    input_columns: ClassVar[tuple[str, ...]] = ("text",)
+    output_type: ClassVar[pa.DataType] = pa.float64()
+    requires_fit: ClassVar[bool] = False
+    transient_attributes: ClassVar[tuple[str, ...]] = ()
+
+    # -- lifecycle -------------------------------------------------------------
+    def fit(self, context: FitContext) -> None:
+        """Learn what the scorer needs from the corpus (no-op unless ``requires_fit``)."""
+
+    def setup(self) -> None:
+        """Load heavy state once per worker. Must be idempotent."""
+
+    @abstractmethod
+    def score(self, batch: pa.RecordBatch) -> pa.Array:
+        """Return one value per row of ``batch`` (same length, no side effects)."""
+
+    def output_field(self, column: str) -> pa.Field:
+        """The Arrow field this scorer writes under ``column``."""
+        return pa.field(column, self.output_type)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for attribute in self.transient_attributes:
+            state.pop(attribute, None)
+        return state

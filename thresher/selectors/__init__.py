@@ -1,0 +1,30 @@
+"""Selectors, registered by name. Adding one: its module, one line below, its test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thresher.selectors.base import Selection, Selector
+from thresher.selectors.quantile_band import QuantileBandSelector
+from thresher.selectors.random_baseline import RandomSelector
+from thresher.selectors.threshold import ThresholdSelector
+
+_REGISTERED: list[type[Selector]] = [
+    RandomSelector,
+    ThresholdSelector,
+    QuantileBandSelector,
+]
+SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
+
+
+def make_selector(name: str, params: dict[str, Any] | None = None) -> Selector:
+    """Instantiate a registered selector; unknown names and parameters raise ValueError."""
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selector {name!r}; available: {', '.join(sorted(SELECTORS))}")
+    try:
+        return SELECTORS[name](**(params or {}))
+    except TypeError as error:
+        raise ValueError(f"selector {name!r}: {error}") from None
+
+
+__all__ = ["SELECTORS", "Selection", "Selector", "make_selector"]

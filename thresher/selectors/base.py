@@ -1,0 +1,166 @@
+"""The selector interface and the input checks every selector shares.
+
+Selectors follow scikit-learn's conventions: ``__init__`` stores
+hyper-parameters and does nothing else; ``select`` takes the score table,
+the embeddings, a budget and a ``random_state`` and returns a
+:class:`Selection`. Selectors see ids, scores and embeddings, never text.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from thresher._params import ParamsMixin
+
+Budget = int | float
+RandomState = int | np.random.Generator | None
+
+
+@dataclass
+class Selection:
+    """The rows a selector keeps.
+
+    Attributes
+    ----------
+    indices : ndarray of int64, shape (k,)
+        Sorted, unique row positions in the score table.
+    weights : ndarray of float64, shape (k,)
+        Importance weight of each kept row (1.0 unless the method defines
+        weights, as sensitivity sampling does).
+    groups : ndarray of int64, shape (k,)
+        Stratum or cluster of each kept row, -1 when the method has none.
+    details : dict
+        Method-specific facts for the report (strata, cluster sizes...).
+    """
+
+    indices: NDArray[np.int64]
+    weights: NDArray[np.float64]
+    groups: NDArray[np.int64]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_indices(
+        cls,
+        indices: NDArray[np.integer[Any]] | list[int],
+        weights: NDArray[np.floating[Any]] | None = None,
+        groups: NDArray[np.integer[Any]] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Selection:
+        """Build a Selection, sorting rows by index and checking shapes."""
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        idx = idx[order]
+        if idx.size and np.any(np.diff(idx) == 0):
+            raise ValueError("a selection may not contain the same row twice")
+        w = np.ones(idx.size) if weights is None else np.asarray(weights, np.float64)[order]
+        g = (
+            np.full(idx.size, -1, np.int64)
+            if groups is None
+            else np.asarray(groups, np.int64)[order]
+        )
+        if w.shape != idx.shape or g.shape != idx.shape:
+            raise ValueError("indices, weights and groups must have the same length")
+        return cls(idx, w, g, details or {})
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+
+class Selector(ParamsMixin, ABC):
+    """Base class: subclasses set ``name`` and implement ``select``."""
+
+    name: ClassVar[str]
+    #: False for selectors that define their own size (``threshold``).
+    requires_budget: ClassVar[bool] = True
+    #: True for selectors that need an embedding matrix.
+    requires_embeddings: ClassVar[bool] = False
+
+    @abstractmethod
+    def select(
+        self,
+        scores: pa.Table,
+        embeddings: NDArray[np.floating[Any]] | None = None,
+        budget: Budget | None = None,
+        *,
+        random_state: RandomState = None,
+    ) -> Selection:
+        """Choose rows of ``scores`` (and of ``embeddings``, row-aligned)."""
+
+    def score_columns(self) -> list[str]:
+        """Score-table columns this selector reads (checked for NaN before selection)."""
+        column = getattr(self, "score", None)
+        return [column] if isinstance(column, str) else []
+
+
+# -- shared input checks ------------------------------------------------------------
+
+
+def resolve_budget(budget: Budget | None, n_rows: int, *, selector: str = "selector") -> int:
+    """Turn a count or a fraction into a number of rows, capped at ``n_rows``.
+
+    A fraction rounds half up: 0.5 of 5 rows is 3.
+    """
+    if budget is None:
+        raise ValueError(f"{selector}: a budget is required (a count or a fraction)")
+    if isinstance(budget, bool) or not isinstance(budget, int | float | np.integer | np.floating):
+        raise ValueError(
+            f"{selector}: budget must be an int count or a float fraction, got {budget!r}"
+        )
+    if isinstance(budget, int | np.integer):
+        if budget < 0:
+            raise ValueError(f"{selector}: budget must be >= 0, got {budget}")
+        return int(min(budget, n_rows))
+    if not 0.0 < budget <= 1.0:
+        raise ValueError(f"{selector}: a fraction budget must be in (0, 1], got {budget}")
+    return int(min(n_rows, math.floor(budget * n_rows + 0.5)))
+
+
+def score_values(
+    scores: pa.Table, column: str, *, selector: str = "selector"
+) -> NDArray[np.float64]:
+    """A score column as float64, refusing missing columns and non-finite values."""
+    if column not in scores.column_names:
+        raise ValueError(
+            f"{selector}: score column {column!r} not found; have {scores.column_names}"
+        )
+    values = scores.column(column).to_numpy(zero_copy_only=False)
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{selector}: score column {column!r} is not numeric") from None
+    if values.ndim != 1:
+        raise ValueError(f"{selector}: score column {column!r} must hold one number per row")
+    if not np.all(np.isfinite(values)):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        raise ValueError(f"{selector}: score column {column!r} has {bad} NaN/inf values")
+    return values
+
+
+def check_embeddings(
+    embeddings: NDArray[Any] | None, n_rows: int, *, selector: str = "selector"
+) -> NDArray[np.float32]:
+    """Check an (n_rows, d) finite embedding matrix and return it as float32."""
+    if embeddings is None:
+        raise ValueError(f"{selector}: needs embeddings (configure a scorer that writes one)")
+    matrix = np.asarray(embeddings, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != n_rows:
+        raise ValueError(
+            f"{selector}: embeddings must have shape ({n_rows}, d), got {matrix.shape}"
+        )
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError(f"{selector}: embeddings contain NaN/inf")
+    return matrix
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """A numpy Generator from a seed, a Generator or None."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)

@@ -1,0 +1,155 @@
+"""Score stage: run the configured scorers over batches of one shard.
+
+``score_batches`` is what both engines run: the local engine over the
+batches of one ingested shard in a worker process, the Spark engine inside
+``mapInArrow`` on an executor. Scorers are set up once per worker process
+(a cache keyed by the scorer's pickled state), not once per batch or task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.errors import ScorerError, ThresherError
+from thresher.io import schema as S
+from thresher.io.files import write_parquet_atomic
+from thresher.run_dir import RunDir
+from thresher.scorers.base import Scorer
+
+
+@dataclass(frozen=True)
+class BoundScorer:
+    """A scorer and the column its output is written to."""
+
+    column: str
+    scorer: Scorer
+
+    @property
+    def field(self) -> pa.Field:
+        return self.scorer.output_field(self.column)
+
+
+_READY: dict[str, Scorer] = {}
+
+
+def _ready(scorer: Scorer) -> Scorer:
+    """Return a set-up scorer equal to ``scorer``, set up at most once per process."""
+    key = hashlib.sha256(pickle.dumps(scorer)).hexdigest()
+    ready = _READY.get(key)
+    if ready is None:
+        scorer.setup()
+        ready = _READY[key] = scorer
+    return ready
+
+
+def input_columns(scorers: list[BoundScorer], has_label: bool) -> list[str]:
+    """Ingested columns that scoring reads: positions, id, label, and every scorer input."""
+    columns = [S.ID, S.SHARD, S.ROW] + ([S.LABEL] if has_label else [])
+    for bound in scorers:
+        for name in bound.scorer.input_columns:
+            if name not in columns:
+                columns.append(name)
+    return columns
+
+
+def score_schema(scorers: list[BoundScorer], label_type: pa.DataType | None) -> pa.Schema:
+    """Schema of a score table: id, positions, label (if any), one column per scorer."""
+    fields = [
+        pa.field(S.ID, pa.string()),
+        pa.field(S.SHARD, pa.int32()),
+        pa.field(S.ROW, pa.int64()),
+    ]
+    if label_type is not None:
+        fields.append(pa.field(S.LABEL, label_type))
+    return pa.schema(fields + [bound.field for bound in scorers])
+
+
+def score_batches(
+    batches: Iterable[pa.RecordBatch], scorers: list[BoundScorer], schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """Yield one score batch per input batch (see module docstring)."""
+    ready = [BoundScorer(b.column, _ready(b.scorer)) for b in scorers]
+    for batch in batches:
+        columns: list[pa.Array] = []
+        for field in schema:
+            if field.name in (b.column for b in ready):
+                continue
+            columns.append(batch.column(batch.schema.get_field_index(field.name)).cast(field.type))
+        for bound in ready:
+            columns.append(_score_one(bound, batch))
+        yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> pa.Array:
+    scorer = bound.scorer
+    missing = [c for c in scorer.input_columns if c not in batch.schema.names]
+    if missing:
+        raise ScorerError(
+            f"scorer {scorer.name!r} needs column(s) {missing}, which the corpus lacks"
+        )
+    view = pa.RecordBatch.from_arrays(
+        [batch.column(batch.schema.get_field_index(c)) for c in scorer.input_columns],
+        names=list(scorer.input_columns),
+    )
+    try:
+        result = scorer.score(view)
+    except ThresherError:
+        raise
+    except Exception as error:
+        raise ScorerError(f"scorer {scorer.name!r} failed on a batch: {error!r}") from error
+    if isinstance(result, pa.ChunkedArray):
+        result = result.combine_chunks()
+    if len(result) != batch.num_rows:
+        raise ScorerError(
+            f"scorer {scorer.name!r} returned {len(result)} values for {batch.num_rows} rows"
+        )
+    try:
+        return result.cast(bound.field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise ScorerError(
+            f"scorer {scorer.name!r} returned {result.type}, expected {bound.field.type}"
+        ) from error
+
+
+def score_shard_to_run(
+    shard_index: int, scorers: list[BoundScorer], run_root: str, batch_size: int
+) -> dict[str, Any]:
+    """Score one ingested shard and commit ``scores/shard-NNNNN/`` atomically (idempotent)."""
+    run = RunDir(Path(run_root))
+    target = run.scores_shard(shard_index)
+    source = pq.ParquetFile(run.ingested_shard(shard_index))
+    rows = source.metadata.num_rows
+    if target.is_dir():
+        return {"index": shard_index, "rows": rows, "skipped": True}
+    names = source.schema_arrow.names
+    has_label = S.LABEL in names
+    label_type = source.schema_arrow.field(S.LABEL).type if has_label else None
+    schema = score_schema(scorers, label_type)
+    columns = [c for c in input_columns(scorers, has_label) if c in names]
+    batches = source.iter_batches(batch_size=batch_size, columns=columns)
+    table = pa.Table.from_batches(list(score_batches(batches, scorers, schema)), schema=schema)
+    staging = run.staging / f"scores-{shard_index:05d}"
+    write_parquet_atomic(table, staging / "part-0.parquet")
+    commit_directory(staging, target)
+    return {"index": shard_index, "rows": rows, "skipped": False}
+
+
+def commit_directory(staging: Path, target: Path) -> None:
+    """Move a finished directory into place; an existing target (a concurrent retry) wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)

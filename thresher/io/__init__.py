@@ -1,0 +1,1 @@
+"""Reading, validating and writing: shards, ingest, atomic files, the manifest."""

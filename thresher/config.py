@@ -134,10 +134,13 @@ class RunConfig(_Strict):
                     f"available: {', '.join(sorted(SCORERS))}"
                 )
             try:
-                make_scorer(scorer.name, scorer.params)
+                instance = make_scorer(scorer.name, scorer.params)
             except ValueError as error:
                 raise ValueError(f"scorers[{i}].params: {error}") from None
-            columns.append(scorer.output_column)
+            columns += [field.name for field in instance.output_fields(scorer.output_column)]
+        reserved = sorted(set(columns) & {"id", "label", "thresher_shard", "thresher_row"})
+        if reserved:
+            raise ValueError(f"scorers: output column(s) {reserved} are reserved; set `column`")
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
         if duplicated:
             raise ValueError(

@@ -72,6 +72,16 @@ class Scorer(ParamsMixin, ABC):
         """The Arrow field this scorer writes under ``column``."""
         return pa.field(column, self.output_type)
 
+    def output_fields(self, column: str) -> list[pa.Field]:
+        """Every field this scorer writes; one unless the scorer has several outputs.
+
+        A scorer with several outputs returns a ``pa.StructArray`` from
+        ``score`` whose children are, in order, these fields' values. Name
+        extra outputs ``f"{column}_<what>"`` so that renaming the scorer's
+        column renames them all.
+        """
+        return [self.output_field(column)]
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for attribute in self.transient_attributes:

@@ -33,8 +33,8 @@ class BoundScorer:
     scorer: Scorer
 
     @property
-    def field(self) -> pa.Field:
-        return self.scorer.output_field(self.column)
+    def fields(self) -> list[pa.Field]:
+        return self.scorer.output_fields(self.column)
 
 
 _READY: dict[str, Scorer] = {}
@@ -69,7 +69,7 @@ def score_schema(scorers: list[BoundScorer], label_type: pa.DataType | None) -> 
     ]
     if label_type is not None:
         fields.append(pa.field(S.LABEL, label_type))
-    return pa.schema(fields + [bound.field for bound in scorers])
+    return pa.schema(fields + [field for bound in scorers for field in bound.fields])
 
 
 def score_batches(
@@ -77,18 +77,20 @@ def score_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Yield one score batch per input batch (see module docstring)."""
     ready = [BoundScorer(b.column, _ready(b.scorer)) for b in scorers]
+    scored = {field.name for bound in ready for field in bound.fields}
     for batch in batches:
         columns: list[pa.Array] = []
         for field in schema:
-            if field.name in (b.column for b in ready):
-                continue
-            columns.append(batch.column(batch.schema.get_field_index(field.name)).cast(field.type))
+            if field.name not in scored:
+                columns.append(
+                    batch.column(batch.schema.get_field_index(field.name)).cast(field.type)
+                )
         for bound in ready:
-            columns.append(_score_one(bound, batch))
+            columns.extend(_score_one(bound, batch))
         yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> pa.Array:
+def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> list[pa.Array]:
     scorer = bound.scorer
     missing = [c for c in scorer.input_columns if c not in batch.schema.names]
     if missing:
@@ -111,11 +113,20 @@ def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> pa.Array:
         raise ScorerError(
             f"scorer {scorer.name!r} returned {len(result)} values for {batch.num_rows} rows"
         )
+    fields = bound.fields
+    if len(fields) == 1:
+        values = [result]
+    elif isinstance(result, pa.StructArray) and result.type.num_fields == len(fields):
+        values = [result.field(i) for i in range(len(fields))]
+    else:
+        raise ScorerError(
+            f"scorer {scorer.name!r} must return a struct of {len(fields)} fields, got {result.type}"
+        )
     try:
-        return result.cast(bound.field.type)
+        return [value.cast(field.type) for value, field in zip(values, fields, strict=True)]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise ScorerError(
-            f"scorer {scorer.name!r} returned {result.type}, expected {bound.field.type}"
+            f"scorer {scorer.name!r} returned {result.type}, expected {[f.type for f in fields]}"
         ) from error
 
 

@@ -1,0 +1,57 @@
+"""Where torch code runs: device choice and CPU thread budget.
+
+Torch scorers take ``device="auto"``: the GPU that Spark assigned to this
+task when there is one, else the first CUDA device, else the CPU. On the
+CPU a worker uses only its share of the cores (the local engine sets
+``THRESHER_WORKER_THREADS`` in each worker process), so that several
+workers do not oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def spark_task_gpu() -> int | None:
+    """The GPU address Spark assigned to the running task, if any."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    context = TaskContext.get()
+    if context is None:
+        return None
+    gpus = context.resources().get("gpu")
+    if gpus is None or not gpus.addresses:
+        return None
+    return int(gpus.addresses[0])
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda:N"`` (Spark's assignment, else 0) or ``"cpu"``; others unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    assigned = spark_task_gpu()
+    return f"cuda:{assigned if assigned is not None else 0}"
+
+
+def worker_threads() -> int:
+    """CPU threads this worker may use (its share of the cores)."""
+    configured = os.environ.get("THRESHER_WORKER_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return max(1, os.cpu_count() or 1)
+
+
+def configure_torch(device: str) -> Any:
+    """Cap torch's CPU threads to the worker's share; return the torch.device."""
+    import torch
+
+    if device == "cpu" and torch.get_num_threads() != worker_threads():
+        torch.set_num_threads(worker_threads())
+    return torch.device(device)

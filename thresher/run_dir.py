@@ -91,25 +91,45 @@ class RunDir:
     def scores_shard(self, index: int) -> Path:
         return self.scores / f"shard-{index:05d}"
 
+    @property
+    def lock(self) -> Path:
+        return self.state / "lock"
+
     # -- lifecycle ---------------------------------------------------------------
     def is_run_dir(self) -> bool:
         return (self.state / _STATE_FILE).is_file()
 
+    def _foreign_content(self) -> bool:
+        """True when the directory holds files and is not a thresher run directory."""
+        if not self.root.exists() or self.is_run_dir():
+            return False
+        return any(p.name != self.state.name for p in self.root.iterdir())
+
+    def check_usable(self) -> None:
+        """Refuse a non-empty directory that is not a thresher run directory (never touch it)."""
+        if self._foreign_content():
+            raise RunStateError(
+                f"{self.root} is not empty and is not a thresher run directory; "
+                "choose another run_dir"
+            )
+
     def prepare(self, keys: dict[str, str], *, fresh: bool = False) -> None:
         """Create the run directory, or check that its results belong to this run.
 
-        ``keys`` identify what earlier results depend on (e.g. the input and
-        schema, the scorers). A run directory made with other keys is refused
-        unless ``fresh`` asks to start over, which deletes it first; a
-        non-empty directory that is not a thresher run is never deleted.
+        Call it while holding :attr:`lock`. ``keys`` identify what earlier
+        results depend on (e.g. the input and schema, the scorers). A run
+        directory made with other keys is refused unless ``fresh`` asks to
+        start over, which deletes its contents first (but not the lock).
         """
+        self.check_usable()
         if fresh and self.root.exists():
-            if not self.is_run_dir() and any(self.root.iterdir()):
-                raise RunStateError(
-                    f"{self.root} is not empty and is not a thresher run directory; "
-                    "refusing to delete it (choose another run_dir)"
-                )
-            shutil.rmtree(self.root)
+            for entry in self.root.iterdir():
+                if entry == self.state:
+                    for item in entry.iterdir():
+                        if item != self.lock:
+                            _remove(item)
+                else:
+                    _remove(entry)
         if self.is_run_dir():
             recorded = read_json(self.state / _STATE_FILE).get("keys", {})
             changed = sorted(k for k in keys if k in recorded and recorded[k] != keys[k])
@@ -118,12 +138,15 @@ class RunDir:
                     f"{self.root} holds results made with a different {', '.join(changed)}; "
                     "rerun with --fresh to start over, or choose another run_dir"
                 )
-        elif self.root.exists() and any(self.root.iterdir()):
-            raise RunStateError(
-                f"{self.root} is not empty and is not a thresher run directory; choose another run_dir"
-            )
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic({"keys": keys}, self.state / _STATE_FILE)
 
     def read_state(self) -> dict[str, Any]:
         return read_json(self.state / _STATE_FILE)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -25,6 +25,7 @@ from thresher.config import RunConfig, SchemaConfig, load_config
 from thresher.engines import Engine, make_engine
 from thresher.engines.local import LocalEngine
 from thresher.io.files import publish_directory, write_json_atomic, write_text_atomic
+from thresher.io.lock import RunLock
 from thresher.io.manifest import build_manifest
 from thresher.io.shards import Shard, make_shards
 from thresher.report.card import render_card
@@ -145,7 +146,13 @@ def curate(
     cfg = resolve_config(config, engine)
     files = cfg.input_files()  # fails before any work if an input pattern matches nothing
     run = RunDir(cfg.run_path)
-    run.prepare(run_keys(cfg), fresh=fresh)
+    run.check_usable()
+    with RunLock(run.lock):
+        run.prepare(run_keys(cfg), fresh=fresh)
+        return _curate(cfg, run, files, logger)
+
+
+def _curate(cfg: RunConfig, run: RunDir, files: list[Path], logger: Any) -> dict[str, Any]:
     shards = make_shards(files, Path(cfg.base_dir), cfg.input.format)
     root = str(run.root)
     timings: dict[str, float] = {}

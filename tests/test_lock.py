@@ -1,0 +1,73 @@
+"""One writer per run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from thresher.errors import RunStateError
+from thresher.io.lock import RunLock
+
+
+def test_second_holder_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+    path = tmp_path / "_state" / "lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "since": "t"}))
+        with pytest.raises(
+            RunStateError, match=f"in use by another thresher run \\(pid {holder.pid}"
+        ):
+            RunLock(path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = tmp_path / "lock"
+    path.write_text(
+        json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": "t"})
+    )
+    with RunLock(path):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert not path.exists()
+
+
+def test_lock_from_another_host_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "since": "t"}))
+    with pytest.raises(RunStateError, match=r"elsewhere\.example"):
+        RunLock(path).acquire()
+
+
+def test_lock_is_reentrant_across_runs(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    with RunLock(path):
+        pass
+    with RunLock(path):
+        assert path.exists()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_concurrent_run_on_the_same_directory_is_refused(make_config) -> None:  # type: ignore[no-untyped-def]
+    from thresher.flows.curate import curate
+    from thresher.run_dir import RunDir
+
+    config = make_config()
+    run = RunDir(config.run_path)
+    with RunLock(run.lock), pytest.raises(RunStateError, match="in use by another thresher run"):
+        curate(config)
+    assert not (config.run_path / "data").exists()

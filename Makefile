@@ -3,6 +3,8 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+# What `make venv` installs after torch; the Docker image sets EXTRAS= (no dev tools).
+EXTRAS ?= dev
 BIN := $(VENV)/bin
 CORPUS := examples/sample_corpus
 
@@ -13,7 +15,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 $(CORPUS)/_truth.parquet: | venv

@@ -15,7 +15,7 @@ BASE = {"run_dir": "run", "input": {"paths": ["data/*.parquet"]}}
 def test_minimal_config_has_defaults(tmp_path: Path) -> None:
     config = parse_config(BASE, base_dir=tmp_path)
     assert config.engine.kind == "spark"
-    assert config.engine.spark.master == "local[*]"
+    assert config.engine.spark.master is None  # local[*] unless spark-submit gives one
     assert config.selector.name == "random"
     assert config.run_path == (tmp_path / "run").resolve()
 
@@ -36,6 +36,8 @@ def test_minimal_config_has_defaults(tmp_path: Path) -> None:
             "filters[0]: score column 'perplexity' is not produced by any scorer",
         ),
         ({"scorers": [{"name": "word_count"}, {"name": "word_count"}]}, "used twice"),
+        ({"scorers": [{"name": "word_count", "column": "../../etc"}]}, "scorers.0.column"),
+        ({"scorers": [{"name": "word_count", "column": "id"}]}, "reserved"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, change: dict, expected: str) -> None:

@@ -85,7 +85,3 @@ def main() -> None:
     except ThresherError as error:
         console.print(f"[bold red]error[/]: {error}", markup=True, highlight=False)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -48,10 +48,14 @@ class SchemaConfig(_Strict):
 
 
 class ScorerConfig(_Strict):
-    """One scorer by registry name; ``column`` names its output (default: the name)."""
+    """One scorer by registry name; ``column`` names its output (default: the name).
+
+    Column names are identifiers (letters, digits, ``_``): they name files
+    under the run directory (``models/<column>/``), so they may not hold a path.
+    """
 
     name: str
-    column: str | None = None
+    column: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     params: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -88,9 +92,14 @@ class SelectorConfig(_Strict):
 
 
 class SparkConfig(_Strict):
-    """Spark session settings; ``master`` may be ``local[N]`` or a cluster URL."""
+    """Spark session settings.
 
-    master: str = "local[*]"
+    ``master`` is ``local[N]`` or a cluster URL (``spark://``, ``k8s://``).
+    Left out, it is the master given to ``spark-submit`` when thresher runs
+    under it (``infra/spark/thresher-submit``), else ``local[*]``.
+    """
+
+    master: str | None = None
     app_name: str = "thresher"
     conf: dict[str, str] = Field(default_factory=dict)
 

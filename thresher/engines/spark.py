@@ -64,7 +64,10 @@ class SparkEngine(Engine):
             # pyspark's RDD API reads only the environment variable.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             self._owns_session = SparkSession.getActiveSession() is None
-            builder = SparkSession.builder.master(self.config.master).appName(self.config.app_name)
+            builder = SparkSession.builder.appName(self.config.app_name)
+            master = self.config.master or (None if _under_spark_submit() else "local[*]")
+            if master is not None:
+                builder = builder.master(master)
             defaults = {
                 "spark.pyspark.python": sys.executable,
                 "spark.pyspark.driver.python": sys.executable,
@@ -189,3 +192,8 @@ def _user_errors() -> Iterator[None]:
         if not (isinstance(cls, type) and issubclass(cls, errors.ThresherError)):
             cls = errors.ThresherError
         raise cls(match.group(2).strip()) from error
+
+
+def _under_spark_submit() -> bool:
+    """True when spark-submit launched this driver (it then provides the master)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -7,8 +7,12 @@ VENV ?= .venv
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 CORPUS := examples/sample_corpus
+# Debian packages the test suite needs (chromium: the run report's browser test).
+SYSDEPS ?= chromium
+# Debian packages only the benchmarks need (Fashion-MNIST IDX files: benchmarks/eval_fashion_mnist.py).
+BENCH_SYSDEPS ?= dataset-fashion-mnist
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv sysdeps sysdeps-bench demo test lint format bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,7 +28,22 @@ $(CORPUS)/_truth.parquet: | venv
 demo: venv $(CORPUS)/_truth.parquet
 	$(BIN)/thresher run examples/curate.yaml
 
-test: venv
+# Installs the missing SYSDEPS with apt-get when run as root; otherwise says how.
+sysdeps:
+	@missing="$$(for p in $(SYSDEPS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done | xargs)"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing Debian packages; install them with: sudo apt-get install -y $$missing" >&2; \
+	fi
+
+sysdeps-bench:
+	@$(MAKE) --no-print-directory sysdeps SYSDEPS="$(BENCH_SYSDEPS)"
+
+test: venv sysdeps
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -36,7 +55,7 @@ format: venv
 	$(BIN)/ruff format thresher tests benchmarks examples
 	$(BIN)/ruff check --fix thresher tests benchmarks examples
 
-bench: venv
+bench: venv sysdeps-bench
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -1,11 +1,13 @@
 """The Spark engine on a real standalone cluster (master + 2 workers on 127.0.0.1).
 
 Each run is a separate `thresher run` process, as a user would start it, so
-the test's own local Spark session does not interfere.
+the test's own local Spark session does not interfere. The processes report
+to the test session's Prefect server, so that none starts its own.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +20,15 @@ import yaml
 
 from tests.spark_cluster import standalone_cluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.spark]
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.usefixtures("prefect_server")]
+
+
+@pytest.fixture(scope="module")
+def child_env(prefect_server: None) -> dict[str, str]:
+    """Environment for `thresher run` subprocesses: the test session's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
 
 
 def _write_config(path: Path, corpus: Path, run_dir: Path, master: str, **extra: Any) -> Path:
@@ -59,12 +69,13 @@ def _write_config(path: Path, corpus: Path, run_dir: Path, master: str, **extra:
     return path
 
 
-def _run(config: Path) -> subprocess.Popen[str]:
+def _run(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "thresher", "run", str(config), "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
 
 
@@ -84,21 +95,24 @@ def _kept(run_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference_ids(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> list[str]:
+def reference_ids(
+    tmp_path_factory: pytest.TempPathFactory, small_corpus: Path, child_env: dict[str, str]
+) -> list[str]:
     """Kept ids of the same job on Spark in local[*] mode."""
     work = tmp_path_factory.mktemp("local")
-    _finish(_run(_write_config(work / "job.yaml", small_corpus, work / "run", "local[*]")))
+    job = _write_config(work / "job.yaml", small_corpus, work / "run", "local[*]")
+    _finish(_run(job, child_env))
     return _kept(work / "run")
 
 
 def test_cluster_run_matches_local_mode_and_survives_a_lost_worker(
-    tmp_path: Path, small_corpus: Path, reference_ids: list[str]
+    tmp_path: Path, small_corpus: Path, reference_ids: list[str], child_env: dict[str, str]
 ) -> None:
     with standalone_cluster(n_workers=2, cores=1) as cluster:
         job = _write_config(
             tmp_path / "job.yaml", small_corpus, tmp_path / "run", cluster.master_url
         )
-        _finish(_run(job))
+        _finish(_run(job, child_env))
         assert _kept(tmp_path / "run") == reference_ids
 
         # Same job again from scratch; kill one worker (and its executors) once
@@ -106,7 +120,7 @@ def test_cluster_run_matches_local_mode_and_survives_a_lost_worker(
         fresh = _write_config(
             tmp_path / "job2.yaml", small_corpus, tmp_path / "run2", cluster.master_url
         )
-        process = _run(fresh)
+        process = _run(fresh, child_env)
         markers = tmp_path / "run2" / "_state" / "ingest"
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:

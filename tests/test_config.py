@@ -78,3 +78,31 @@ def test_config_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
     b = parse_config(dict(BASE), base_dir=tmp_path)
     c = parse_config({**BASE, "seed": 1}, base_dir=tmp_path)
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+def test_scorer_file_parameters_resolve_against_the_config_file(tmp_path: Path) -> None:
+    from thresher.stages.fit import build_scorers
+
+    config = parse_config(
+        {
+            **BASE,
+            "scorers": [
+                {
+                    "name": "fasttext_quality",
+                    "params": {
+                        "positive_files": ["clean.txt", "/abs/other.txt"],
+                        "classifiers": [{"seed": 1}, {"seed": 2, "negative_files": ["neg.txt"]}],
+                    },
+                }
+            ],
+        },
+        base_dir=tmp_path,
+    )
+    params = build_scorers(config)[0].scorer.get_params()
+    assert params["positive_files"] == [str((tmp_path / "clean.txt").resolve()), "/abs/other.txt"]
+    assert params["classifiers"] == [
+        {"seed": 1},
+        {"seed": 2, "negative_files": [str((tmp_path / "neg.txt").resolve())]},
+    ]
+    # the recorded configuration keeps what the user wrote
+    assert config.config_dict()["scorers"][0]["params"]["positive_files"][0] == "clean.txt"

@@ -19,11 +19,67 @@ from thresher.scorers.base import FitContext
 
 Factory = Callable[[Callable[[], FitContext]], Scorer]
 
+# A tiny proxy classifier shared by the proxy-based scorers (trained once: same settings).
+TINY_PROXY = {
+    "features": {"dim": 256},
+    "hidden": 8,
+    "epochs": 2,
+    "n_seeds": 2,
+    "max_rows": 300,
+    "batch_size": 32,
+}
+
+# A tiny reference LM (seconds to train) for the LM-based scorers.
+TINY_LM = {
+    "vocab_size": 512,
+    "d_model": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "context_length": 64,
+    "n_documents": 200,
+    "steps": 10,
+    "batch_size": 4,
+}
+
+
+def _fitted(scorer: Scorer, ctx: Callable[[], FitContext]) -> Scorer:
+    scorer.fit(ctx())
+    return scorer
+
+
 SCORER_FACTORIES: dict[str, Factory] = {
     "word_count": lambda ctx: make_scorer("word_count"),
     "alpha_fraction": lambda ctx: make_scorer("alpha_fraction"),
     "mean_word_length": lambda ctx: make_scorer("mean_word_length"),
     "repeated_line_fraction": lambda ctx: make_scorer("repeated_line_fraction"),
+    "minhash": lambda ctx: make_scorer("minhash", {"num_perm": 64, "ngram": 3}),
+    "el2n": lambda ctx: _fitted(make_scorer("el2n", {"proxy": TINY_PROXY}), ctx),
+    "grand": lambda ctx: _fitted(make_scorer("grand", {"proxy": TINY_PROXY}), ctx),
+    "influence": lambda ctx: _fitted(
+        make_scorer("influence", {"proxy": TINY_PROXY, "projection_dim": 4}), ctx
+    ),
+    "vog": lambda ctx: _fitted(make_scorer("vog", {"proxy": TINY_PROXY, "n_normalize": 100}), ctx),
+    "embedding": lambda ctx: _fitted(make_scorer("embedding", {"dim": 32}), ctx),
+    # The conformance batches carry no row positions: no `_in_lm_train` output here.
+    "perplexity": lambda ctx: _fitted(
+        make_scorer("perplexity", {"lm": TINY_LM, "token_el2n": True, "flag_lm_train": False}),
+        ctx,
+    ),
+    "fasttext_quality": lambda ctx: _fitted(
+        make_scorer(
+            "fasttext_quality",
+            {
+                "positive_labels": ["science", "travel"],
+                "n_documents": 300,
+                "epoch": 2,
+                "dim": 16,
+                "bucket": 10_000,
+                "classifiers": [{"seed": 1}, {"seed": 2}],
+                "write_members": True,
+            },
+        ),
+        ctx,
+    ),
 }
 
 DOCUMENTS = [
@@ -89,7 +145,12 @@ def _score(scorer: Scorer, batch: pa.RecordBatch) -> pa.Array:
 def test_same_length_and_declared_type(scorer: Scorer) -> None:
     result = _score(scorer, _batch())
     assert len(result) == len(DOCUMENTS)
-    assert result.type == scorer.output_field("x").type
+    fields = scorer.output_fields("x")
+    if len(fields) == 1:
+        assert result.type == fields[0].type
+    else:  # several outputs: a struct whose children match the fields by position
+        assert isinstance(result, pa.StructArray)
+        assert [child.type for child in result.type] == [field.type for field in fields]
 
 
 def test_empty_and_single_row_batches(scorer: Scorer) -> None:

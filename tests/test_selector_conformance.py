@@ -20,6 +20,16 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "random": lambda: make_selector("random"),
     "threshold": lambda: make_selector("threshold", {"score": "score", "min": 0.0}),
     "quantile_band": lambda: make_selector("quantile_band", {"score": "score", "band": "medium"}),
+    "topk": lambda: make_selector("topk", {"score": "score", "by_label": True}),
+    "bottomk": lambda: make_selector("bottomk", {"score": "score"}),
+    "ccs": lambda: make_selector(
+        "ccs", {"score": "score", "beta": 0.2, "n_strata": 5, "by_label": True}
+    ),
+    "dpp": lambda: make_selector("dpp", {"score": "score", "alpha": 0.5, "device": "cpu"}),
+    "kmeans_sensitivity": lambda: make_selector("kmeans_sensitivity", {"n_clusters": 4}),
+    "prototypes": lambda: make_selector("prototypes", {"n_clusters": 4, "keep": "hard"}),
+    "semdedup": lambda: make_selector("semdedup", {"eps": 0.05, "n_clusters": 3}),
+    "semdedup_rank": lambda: make_selector("semdedup_rank", {"n_clusters": 3}),
 }
 
 

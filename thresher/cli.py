@@ -1,31 +1,82 @@
-"""The ``thresher`` command line.
+"""The ``thresher`` command line: run | score | select | report | eval | inspect | validate.
 
-Environment variables are read here (the edge), not in the library.
+Environment variables are read here (the edge), not in the library. A
+problem the user can fix (a :class:`~thresher.errors.ThresherError`) is
+printed as one line and exits with status 2; anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from thresher.errors import ThresherError
+from thresher.errors import ConfigError, ThresherError
 
 app = typer.Typer(
     name="thresher",
-    help="Score corpus shards, select a subset, and write a pruned Parquet dataset you can trust.\n\n"
-    "Example: thresher run examples/curate.yaml",
+    help=(
+        "Score corpus shards, select a subset, and write a pruned Parquet dataset you can trust.\n\n"
+        "A typical session:\n\n"
+        "  thresher validate examples/curate.yaml     # check the config, run nothing\n\n"
+        "  thresher run examples/curate.yaml          # everything; opens with a report\n\n"
+        "  thresher inspect runs/sample               # what was dropped and why\n\n"
+        "  thresher select runs/sample --budget 0.3   # re-select from stored scores\n\n"
+        "Exit status: 0 done, 2 a problem with the input or config (message on stderr)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+out = Console()
 
-ConfigArg = Annotated[Path, typer.Argument(help="Run configuration (YAML).", show_default=False)]
+F = TypeVar("F", bound=Callable[..., Any])
+EngineKind = Literal["local", "spark"]
+
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Run configuration (YAML).", show_default=False, metavar="CONFIG")
+]
+RunDirArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A run directory (run_dir of a config).", show_default=False, metavar="RUN_DIR"
+    ),
+]
+FreshOpt = Annotated[
+    bool, typer.Option("--fresh", help="Delete earlier results in the run directory first.")
+]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(help="Override the engine: local or spark.", show_default=False, metavar="KIND"),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress display; only errors and the summary.")
+]
+
+
+def _user_errors(command: F) -> F:
+    """Print a ThresherError as one line and exit with status 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ThresherError as error:
+            console.print(
+                f"[bold red]error[/]: {escape(str(error))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
+
+    return cast(F, wrapper)
 
 
 def _quiet_prefect(quiet: bool) -> None:
@@ -33,55 +84,322 @@ def _quiet_prefect(quiet: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    elif sys.stderr.isatty():
+        # The progress bars say what the per-shard task-run lines would.
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+
+
+def _engine(engine: str | None) -> EngineKind | None:
+    if engine not in (None, "local", "spark"):
+        raise ConfigError(f"--engine must be local or spark, got {engine!r}")
+    return cast("EngineKind | None", engine)
+
+
+def _done(manifest: dict[str, Any], run_dir: Path) -> None:
+    counts = manifest["counts"]
+    console.print(
+        f"[bold green]done[/]: kept {counts['kept']:,}, dropped {counts['dropped']['total']:,}, "
+        f"quarantined {counts['quarantined']['total']:,} of {counts['input']:,} input records\n"
+        f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}",
+        soft_wrap=True,
+    )
 
 
 @app.command()
+@_user_errors
 def run(
-    config: ConfigArg,
-    fresh: Annotated[
-        bool, typer.Option("--fresh", help="Delete earlier results in the run directory first.")
-    ] = False,
-    engine: Annotated[str | None, typer.Option(help="Override the engine: local or spark.")] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only print errors and the summary.")
-    ] = False,
+    config: ConfigArg, fresh: FreshOpt = False, engine: EngineOpt = None, quiet: QuietOpt = False
 ) -> None:
-    """Run a curation job: ingest, score, select and write the pruned dataset.
+    """Run a curation job: ingest, score, select, write the pruned dataset, card and report.
 
-    Example: thresher run examples/curate.yaml --engine local
+    A re-run resumes: shards already ingested and scored are skipped.
+
+    Examples:
+
+      thresher run examples/curate.yaml
+
+      thresher run examples/curate.yaml --engine local --quiet
+
+      thresher run examples/curate.yaml --fresh     # start over
     """
     _quiet_prefect(quiet)
-    if engine not in (None, "local", "spark"):
-        raise ThresherError(f"--engine must be local or spark, got {engine!r}")
+    kind = _engine(engine)
     from thresher.config import load_config
     from thresher.flows.curate import curate
 
     cfg = load_config(config)
     cfg.input_files()  # fail fast, before Prefect and Spark start
-    kind: Literal["local", "spark"] | None = engine  # type: ignore[assignment]
-    manifest = curate(cfg, fresh=fresh, engine=kind)
-    counts = manifest["counts"]
+    manifest = curate(cfg, fresh=fresh, engine=kind, quiet=quiet)
+    _done(manifest, cfg.run_path)
+
+
+@app.command()
+@_user_errors
+def score(
+    config: ConfigArg, fresh: FreshOpt = False, engine: EngineOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Ingest, fit and score only; select later with `thresher select`.
+
+    The score table (RUN_DIR/scores/) is the reusable asset: selections at
+    any budget are made from it without scoring again.
+
+    Examples:
+
+      thresher score examples/curate.yaml
+
+      thresher select runs/sample --budget 0.5
+    """
+    _quiet_prefect(quiet)
+    kind = _engine(engine)
+    from thresher.config import load_config
+    from thresher.flows.curate import curate
+
+    cfg = load_config(config)
+    cfg.input_files()
+    summary = curate(cfg, fresh=fresh, engine=kind, stages="score", quiet=quiet)
     console.print(
-        f"[bold green]done[/]: kept {counts['kept']:,}, dropped {counts['dropped']['total']:,}, "
-        f"quarantined {counts['quarantined']['total']:,} of {counts['input']:,} input records\n"
-        f"run directory: {cfg.run_path}"
+        f"[bold green]scored[/]: {summary['ingested']:,} records in {summary['shards']} shard(s) "
+        f"({summary['quarantined']:,} quarantined)\nrun directory: {cfg.run_path}\n"
+        f"next: thresher select {cfg.run_path} --budget B",
+        soft_wrap=True,
+    )
+
+
+def _budget(text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--budget must be a count (e.g. 1000) or a fraction (e.g. 0.3), got {text!r}"
+        ) from None
+
+
+def _params(pairs: list[str]) -> dict[str, Any] | None:
+    import yaml
+
+    if not pairs:
+        return None
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param must look like KEY=VALUE, got {pair!r}")
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+@app.command()
+@_user_errors
+def select(
+    target: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory (uses the configuration it recorded) or a config file.",
+            show_default=False,
+            metavar="RUN_DIR|CONFIG",
+        ),
+    ],
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="New budget: a count (1000) or a fraction (0.3).",
+            show_default=False,
+            metavar="B",
+        ),
+    ] = None,
+    selector: Annotated[
+        str | None,
+        typer.Option(help="Another selector (registry name).", show_default=False, metavar="NAME"),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="A selector parameter KEY=VALUE (repeatable).",
+            show_default=False,
+            metavar="KEY=VALUE",
+        ),
+    ] = None,
+    engine: EngineOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-run selection from the stored scores, without scoring again.
+
+    Redoes selection, the pruned dataset, manifest, card and report. No
+    input file is read and no scorer is built, fitted or run, so this takes
+    seconds whatever the scorers cost.
+
+    Examples:
+
+      thresher select runs/sample --budget 0.3
+
+      thresher select runs/sample --budget 5000 --selector topk --param score=word_count
+
+      thresher select examples/curate.yaml        # after editing the selector in the config
+    """
+    _quiet_prefect(quiet)
+    kind = _engine(engine)
+    from thresher.api import _target_config, with_selector
+    from thresher.flows.curate import curate
+
+    if not target.exists():
+        raise ConfigError(f"{target} does not exist (expected a run directory or a config file)")
+    cfg = with_selector(
+        _target_config(target),
+        budget=_budget(budget),
+        selector=selector,
+        params=_params(param or []),
+    )
+    manifest = curate(cfg, engine=kind, stages="select", quiet=quiet)
+    _done(manifest, cfg.run_path)
+
+
+@app.command()
+@_user_errors
+def report(
+    run_dir: RunDirArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the page (default RUN_DIR/report.html).", show_default=False
+        ),
+    ] = None,
+    max_rows: Annotated[
+        int, typer.Option(min=1000, help="Most score rows read for the histograms (sampled).")
+    ] = 200_000,
+) -> None:
+    """Rebuild the run report: one self-contained HTML page with plots.
+
+    Examples:
+
+      thresher report runs/sample
+
+      thresher report runs/sample --output /tmp/sample-report.html
+    """
+    from thresher.report.html import write_report
+
+    path = write_report(run_dir, output, max_rows=max_rows)
+    console.print(f"[bold green]report[/]: {path}", soft_wrap=True)
+
+
+@app.command(name="eval")
+@_user_errors
+def eval_(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Eval configuration: a run configuration with an `eval` section (YAML).",
+            show_default=False,
+            metavar="CONFIG",
+        ),
+    ],
+    fresh: FreshOpt = False,
+    engine: EngineOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train on each selector's subsets and draw the pruning curve.
+
+    Splits the labelled data (train pool, validation, test), scores the pool
+    once, then for every selector, pruning rate and seed selects a subset
+    from the stored scores, trains a small classifier on it for a fixed
+    number of steps and measures it on the test split. Writes
+    RUN_DIR/run/eval/ (results.parquet, summary.csv, pruning_curve.svg) and
+    the curve into RUN_DIR/run/report.html. A re-run resumes.
+
+    Examples:
+
+      thresher eval examples/eval-digits.yaml
+
+      thresher eval examples/eval-fashion-mnist.yaml --engine local --quiet
+
+      thresher eval examples/eval-topics.yaml --fresh     # start over
+    """
+    _quiet_prefect(quiet)
+    kind = _engine(engine)
+    from thresher.evaluation.config import load_eval_config
+    from thresher.evaluation.flow import evaluate_with_runner
+    from thresher.evaluation.result import load_evaluation
+    from thresher.evaluation.summary import markdown_table
+
+    cfg = load_eval_config(config)
+    cfg.run.input_files()  # fail fast, before Prefect and Spark start
+    evaluate_with_runner(cfg, fresh=fresh, engine=kind, quiet=quiet)
+    result = load_evaluation(cfg.root)
+    best = result.best
+    if not best.empty:
+        out.print(
+            "Best selector per pruning rate (test accuracy; margin over random, paired, ± std):"
+        )
+        out.print(markdown_table(best), highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold green]evaluated[/]: {len(result.results):,} models\n"
+        f"results: {result.dir / 'results.parquet'}\nsummary: {result.dir / 'summary.csv'}\n"
+        f"curve: {result.curve}\nreport: {result.report}",
+        soft_wrap=True,
     )
 
 
 @app.command()
+@_user_errors
+def inspect(
+    run_dir: RunDirArg,
+    top: Annotated[int, typer.Option(min=1, help="How many reasons to list.")] = 10,
+) -> None:
+    """Print the funnel and the top drop and quarantine reasons of a run.
+
+    Examples:
+
+      thresher inspect runs/sample
+
+      thresher inspect runs/sample --top 5
+    """
+    from thresher.report.console import render_inspect
+
+    render_inspect(run_dir, out, top=top)
+
+
+@app.command()
+@_user_errors
 def validate(config: ConfigArg) -> None:
-    """Check a configuration and its input paths without running anything."""
+    """Check a run or eval configuration and its input paths without running anything.
+
+    A file with an `eval:` section is checked as an eval job (thresher eval).
+
+    Example:
+
+      thresher validate examples/curate.yaml
+      thresher validate examples/eval-digits.yaml
+    """
+    import yaml
+
     from thresher.config import load_config
 
-    cfg = load_config(config)
+    try:
+        is_eval = isinstance(data := yaml.safe_load(config.read_text(encoding="utf-8")), dict) and (
+            "eval" in data
+        )
+    except (OSError, yaml.YAMLError):
+        is_eval = False  # load_config reports the missing file or bad YAML
+    if is_eval:
+        from thresher.evaluation.config import load_eval_config
+
+        cfg = load_eval_config(config).run
+        kind = "eval job"
+    else:
+        cfg = load_config(config)
+        kind = "run"
     files = cfg.input_files()
-    console.print(f"[green]valid[/]: {len(files)} input file(s), run directory {cfg.run_path}")
+    console.print(
+        f"[green]valid[/] {kind}: {len(files)} input file(s), run directory {cfg.run_path}"
+    )
 
 
 def main() -> None:
     """Entry point: user errors print one clear line and exit with status 2."""
     try:
         app()
-    except ThresherError as error:
-        console.print(f"[bold red]error[/]: {error}", markup=True, highlight=False)
+    except ThresherError as error:  # raised outside a command (e.g. while parsing)
+        console.print(f"[bold red]error[/]: {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -39,12 +41,29 @@ class SchemaConfig(_Strict):
     ``id: null`` (or an id column missing from a shard) derives a stable id
     from the shard path and row number. ``passthrough`` lists the other
     columns copied to the pruned dataset (``"all"`` keeps every column).
+    ``features`` names a column holding a list of numbers per record (image
+    pixels, precomputed embeddings); ``text`` may then be null, for data that
+    is not text. At least one of ``text`` and ``features`` is required.
+    ``max_text_bytes`` quarantines longer texts (UTF-8 bytes) as
+    ``text_too_long``; ``null`` accepts any length.
     """
 
     id: str | None = "id"
-    text: str = "text"
+    text: str | None = "text"
     label: str | None = None
+    features: str | None = None
     passthrough: list[str] | Literal["all"] = "all"
+    max_text_bytes: int | None = Field(default=8 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _check_content(self) -> SchemaConfig:
+        if self.text is None and self.features is None:
+            raise ValueError(
+                "schema: set `text` or `features` (a record needs text or a feature vector)"
+            )
+        if self.features is not None and self.features in (self.id, self.text, self.label):
+            raise ValueError(f"schema.features: column {self.features!r} already has another role")
+        return self
 
 
 class ScorerConfig(_Strict):
@@ -62,6 +81,43 @@ class ScorerConfig(_Strict):
     def output_column(self) -> str:
         return self.column or self.name
 
+    def resolved_params(self, resolve: Callable[[str], Path]) -> dict[str, Any]:
+        """``params`` with file paths resolved against the config file's directory.
+
+        A parameter is a path when its key ends in ``_path``, ``_file`` or
+        ``_files`` (at any depth, e.g. inside a list of classifier specs), so
+        a config runs the same from any working directory.
+        """
+        return _resolve_paths(self.params, resolve)
+
+
+def _resolve_paths(value: Any, resolve: Callable[[str], Path], is_path: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _resolve_paths(item, resolve, key.endswith(("_path", "_file", "_files")))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_resolve_paths(item, resolve, is_path) for item in value]
+    if is_path and isinstance(value, str):
+        return str(resolve(value))
+    return value
+
+
+class PartitionConfig(_Strict):
+    """Partitioned selection: run a selector per k-means partition of the embeddings.
+
+    ``clusters`` partitions are fitted (faiss k-means, ``iterations``
+    Lloyd steps) on a uniform sample of ``sample`` rows; every row goes to
+    its nearest centroid (on Spark executors with the Spark engine), the
+    budget is split across partitions on the driver, and the selector runs
+    on each partition alone. One partition gives the in-memory result.
+    """
+
+    clusters: int = Field(ge=1)
+    sample: int = Field(default=100_000, ge=1)
+    iterations: int = Field(default=20, ge=1)
+
 
 class SelectorConfig(_Strict):
     """A selector by registry name, its parameters and the budget it must meet.
@@ -70,12 +126,16 @@ class SelectorConfig(_Strict):
     rows that reach this step. ``null`` is allowed only for selectors that
     define their own size, such as ``threshold``. ``embeddings`` names the
     score column holding vectors, for selectors that need them.
+    ``partitions`` runs the selector per k-means partition (corpora larger
+    than the driver's memory; ``ccs``, ``dpp``, ``kmeans_sensitivity``,
+    ``prototypes``, ``semdedup``, ``semdedup_rank``).
     """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     budget: Budget | None = None
     embeddings: str = "embedding"
+    partitions: PartitionConfig | None = None
 
     @field_validator("budget")
     @classmethod
@@ -113,6 +173,49 @@ class EngineConfig(_Strict):
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
+class KeeperConfig(_Strict):
+    """One key of the dedup keeper order: a numeric score column, highest first by default."""
+
+    score: str
+    order: Literal["desc", "asc"] = "desc"
+
+
+class DedupConfig(_Strict):
+    """Near-duplicate removal from the columns of a ``minhash`` scorer (``thresher.dedup``).
+
+    ``signature`` names that scorer's column. Documents whose estimated
+    Jaccard similarity reaches ``threshold`` are linked; clusters are the
+    connected components. ``bands``/``rows`` ``auto`` picks the LSH banding
+    with P(candidate | J = threshold) >= ``min_recall``; ``verify`` checks
+    each candidate pair's signature-estimated Jaccard before linking it;
+    ``exact`` links byte-identical texts first (content hash). Each cluster
+    keeps its first document in ``keeper`` order (score columns; default:
+    the longest text), then smallest id; the others are dropped as
+    ``duplicate``.
+    """
+
+    signature: str = "minhash"
+    threshold: float = Field(default=0.8, gt=0.0, lt=1.0)
+    bands: int | Literal["auto"] = "auto"
+    rows: int | Literal["auto"] = "auto"
+    min_recall: float = Field(default=0.95, ge=0.0, le=1.0)
+    verify: bool = True
+    exact: bool = True
+    keeper: list[KeeperConfig] | None = None
+
+    @model_validator(mode="after")
+    def _check_banding(self) -> DedupConfig:
+        if (self.bands == "auto") != (self.rows == "auto"):
+            raise ValueError("dedup: set both `bands` and `rows`, or leave both `auto`")
+        for name in ("bands", "rows"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, bool) or value < 1):
+                raise ValueError(
+                    f"dedup.{name}: must be a positive integer or 'auto', got {value!r}"
+                )
+        return self
+
+
 class RunConfig(_Strict):
     """A whole curation run."""
 
@@ -126,6 +229,7 @@ class RunConfig(_Strict):
         default_factory=lambda: SelectorConfig(name="random", budget=1.0)
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    dedup: DedupConfig | None = None
     base_dir: str = Field(default=".", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -134,6 +238,7 @@ class RunConfig(_Strict):
     def _check_steps(self) -> RunConfig:
         from thresher.scorers import SCORERS, make_scorer
         from thresher.selectors import SELECTORS, make_selector
+        from thresher.selectors._partition import Partitionable
 
         columns: list[str] = []
         for i, scorer in enumerate(self.scorers):
@@ -177,14 +282,57 @@ class RunConfig(_Strict):
                     f"{where}.budget: {step.name!r} defines its own size; remove budget"
                 )
             needed = list(selector.score_columns())
-            if selector.requires_embeddings:
+            if selector.requires_embeddings or step.partitions is not None:
                 needed.append(step.embeddings)
+            if step.partitions is not None and not isinstance(selector, Partitionable):
+                supported = sorted(n for n, c in SELECTORS.items() if issubclass(c, Partitionable))
+                raise ValueError(
+                    f"{where}.partitions: {step.name!r} cannot run per partition; "
+                    f"supported: {', '.join(supported)}"
+                )
             for column in needed:
                 if column not in available:
                     raise ValueError(
                         f"{where}: score column {column!r} is not produced by any scorer; "
                         f"available: {sorted(available) or 'none (configure scorers)'}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _check_dedup(self) -> RunConfig:
+        """``dedup`` needs a ``minhash`` scorer's column and numeric keeper scores."""
+        if self.dedup is None:
+            return self
+        from thresher.scorers import SCORERS, make_scorer
+
+        dedup = self.dedup
+        signature = [s for s in self.scorers if s.output_column == dedup.signature]
+        if not signature or signature[0].name != "minhash":
+            raise ValueError(
+                f"dedup.signature: {dedup.signature!r} is not the column of a `minhash` scorer; "
+                "add `- name: minhash` to scorers (or set dedup.signature to its column)"
+            )
+        num_perm = make_scorer("minhash", signature[0].params).get_params()["num_perm"]
+        if dedup.bands != "auto" and int(dedup.bands) * int(dedup.rows) > num_perm:
+            raise ValueError(
+                f"dedup: {dedup.bands} bands x {dedup.rows} rows need more than the "
+                f"{num_perm} values of a signature"
+            )
+        types = {
+            field.name: field.type
+            for scorer in self.scorers
+            if scorer.name in SCORERS
+            for field in make_scorer(scorer.name, scorer.params).output_fields(scorer.output_column)
+        }
+        for i, key in enumerate(dedup.keeper or []):
+            if key.score not in types:
+                raise ValueError(
+                    f"dedup.keeper[{i}].score: {key.score!r} is not produced by any scorer; "
+                    f"available: {sorted(types)}"
+                )
+            kind = types[key.score]
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                raise ValueError(f"dedup.keeper[{i}].score: {key.score!r} is not numeric ({kind})")
         return self
 
     # -- derived values -------------------------------------------------------
@@ -225,6 +373,34 @@ class RunConfig(_Strict):
                 )
             files.update(p.resolve() for p in matched)
         return sorted(files)
+
+
+def check_input_apart(config: RunConfig, files: list[Path]) -> None:
+    """Refuse a run directory that overlaps the input.
+
+    thresher owns everything under ``run_dir`` (``--fresh`` deletes it, and
+    every output goes there), so an input file inside it could be deleted,
+    and a run directory inside an input directory (or under a recursive
+    ``**`` pattern) would have its outputs read back as input next time.
+    """
+    run = config.run_path.resolve()
+    for path in files:
+        if run in path.resolve().parents:
+            raise ConfigError(
+                f"input.paths: {path} lies inside run_dir {run}; thresher owns its run "
+                "directory (--fresh deletes it): move the input or choose another run_dir"
+            )
+    for pattern in config.input.paths:
+        resolved = config.resolve(pattern)
+        parts = resolved.parts
+        static = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        recursive = "**" in parts[static:]
+        base = Path(*parts[:static])
+        if (resolved.is_dir() or recursive) and (base == run or base in run.parents):
+            raise ConfigError(
+                f"run_dir: {run} lies inside the input {pattern!r}; its outputs would be "
+                "read back as input: choose a run_dir outside the input"
+            )
 
 
 _SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")

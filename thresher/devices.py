@@ -41,11 +41,32 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def worker_threads() -> int:
-    """CPU threads this worker may use (its share of the cores)."""
+    """CPU threads this worker may use (its share of the cores).
+
+    ``THRESHER_WORKER_THREADS`` when set (the local engine sets it); inside a
+    Spark task, the CPUs Spark gave the task (``spark.task.cpus``, default 1),
+    since each of an executor's concurrent tasks runs its own Python worker;
+    else every core.
+    """
     configured = os.environ.get("THRESHER_WORKER_THREADS")
     if configured:
         return max(1, int(configured))
+    task_cpus = spark_task_cpus()
+    if task_cpus is not None:
+        return task_cpus
     return max(1, os.cpu_count() or 1)
+
+
+def spark_task_cpus() -> int | None:
+    """CPUs Spark assigned to the running task, if this runs inside one."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    context = TaskContext.get()
+    if context is None:
+        return None
+    return max(1, int(context.cpus()))
 
 
 def configure_torch(device: str) -> Any:

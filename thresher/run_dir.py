@@ -12,6 +12,9 @@ Layout::
       ingested/        validated canonical copy of each input shard (internal)
       manifest.json    config and hash, inputs, versions, counts that reconcile
       README.md        dataset card
+      report.html      the run report (self-contained HTML, plots embedded)
+      dedup/           duplicate clusters (clusters.parquet), when dedup ran
+      eval/            results.parquet and summary.csv, when eval ran
       _state/          completion markers and the keys that guard resume
 """
 
@@ -71,8 +74,25 @@ class RunDir:
         return self.root / "README.md"
 
     @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def dedup(self) -> Path:
+        return self.root / "dedup"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
     def state(self) -> Path:
         return self.root / "_state"
+
+    @property
+    def recorded_config(self) -> Path:
+        """The configuration of the latest run here (and its base directory)."""
+        return self.state / "config.json"
 
     @property
     def staging(self) -> Path:
@@ -143,6 +163,15 @@ class RunDir:
 
     def read_state(self) -> dict[str, Any]:
         return read_json(self.state / _STATE_FILE)
+
+    def record_config(self, config: dict[str, Any], base_dir: str) -> None:
+        """Record the configuration of the run now using this directory (see recorded_config)."""
+        write_json_atomic({"config": config, "base_dir": base_dir}, self.recorded_config)
+
+    def stored_ingest_stats(self) -> list[dict[str, Any]]:
+        """Statistics of every shard ingested so far (their completion markers), by index."""
+        markers = sorted((self.state / "ingest").glob("shard-*.json"))
+        return sorted((read_json(m) for m in markers), key=lambda s: int(s["index"]))
 
 
 def _remove(path: Path) -> None:

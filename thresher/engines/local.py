@@ -12,6 +12,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from thresher.config import SchemaConfig
+from thresher.dedup.spec import DedupSpec
 from thresher.engines.base import Engine
 from thresher.io.shards import Shard
 from thresher.stages.ingest import ingest_to_run
@@ -20,14 +21,15 @@ from thresher.stages.score import BoundScorer, score_shard_to_run
 
 
 def _init_worker(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["THRESHER_WORKER_THREADS"] = str(threads)
-    try:
-        import torch
+    """Cap the threads of this worker before anything starts a thread pool.
 
-        torch.set_num_threads(threads)
-    except ImportError:  # torch is a dependency, but scoring must not need it
-        pass
+    torch (and numpy's BLAS) read these variables when first imported, so
+    torch is not imported here: a run whose scorers do not need it pays
+    neither its import time nor its memory in every worker.
+    """
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    os.environ["THRESHER_WORKER_THREADS"] = str(threads)
 
 
 class LocalEngine(Engine):
@@ -91,6 +93,14 @@ class LocalEngine(Engine):
             self.submit_materialize(i, schema, weighted, run_root, out_dir) for i in shard_indices
         ]
         return sum(f.result() for f in futures)
+
+    def dedup(
+        self, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
+    ) -> dict[str, Any]:
+        """Dedup in this process, band by band in bounded memory (``thresher.dedup.local``)."""
+        from thresher.dedup.local import dedup_local
+
+        return dedup_local(shard_indices, spec, run_root, out_dir)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -15,13 +15,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher import errors
 from thresher.config import SchemaConfig, SparkConfig
+from thresher.dedup.spec import DedupSpec
 from thresher.engines.base import Engine
 from thresher.io import schema as S
 from thresher.io.files import write_parquet_atomic
@@ -36,6 +37,10 @@ from thresher.stages.score import (
     score_batches,
     score_schema,
 )
+
+if TYPE_CHECKING:
+    from thresher.selectors import Selection
+    from thresher.stages.partitioned import PartitionJob
 
 _PARTITION = "thresher_p"
 _THRESHER_ERROR = re.compile(r"thresher\.[\w.]*?(\w+Error): (.+)")
@@ -172,6 +177,38 @@ class SparkEngine(Engine):
         with _user_errors():
             joined.repartition(partitions).write.mode("overwrite").parquet(out_dir)
             return int(self.spark.read.parquet(out_dir).count())
+
+    # -- partitioned selection -------------------------------------------------------
+    remote_selection = True
+
+    def select_partitioned(
+        self,
+        job: PartitionJob,
+        scores: pa.Table,
+        embeddings: Any,
+        run_root: str,
+    ) -> Selection:
+        """Partitioned selection as Spark jobs over the score shards (see ``partitioned_spark``)."""
+        from thresher.stages.partitioned_spark import select_partitioned_spark
+
+        with _user_errors():
+            return select_partitioned_spark(self.spark, job, scores, run_root)
+
+    def invalid_vector_rows(self, run_root: str, column: str) -> pa.Table:
+        """(shard, row) of score rows whose vector ``column`` is null, empty or not finite."""
+        from thresher.stages.partitioned_spark import invalid_vector_rows
+
+        with _user_errors():
+            return invalid_vector_rows(self.spark, run_root, column)
+
+    def dedup(
+        self, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
+    ) -> dict[str, Any]:
+        """Dedup as Spark jobs (``thresher.dedup.spark``); no edge or signature reaches the driver."""
+        from thresher.dedup.spark import dedup_spark
+
+        with _user_errors():
+            return dedup_spark(self.spark, shard_indices, spec, run_root, out_dir)
 
     def close(self) -> None:
         if self._spark is not None and self._owns_session:

@@ -1,8 +1,9 @@
 """Column names thresher uses internally, and the fixed schemas of its tables.
 
-Ingest renames the configured id/text/label columns to ``id``, ``text`` and
-``label`` and adds ``thresher_shard``/``thresher_row`` (the position of the
-record in the input, a key that stays unique even when ids do not).
+Ingest renames the configured id/text/label/features columns to ``id``,
+``text``, ``label`` and ``features`` (list<float32>) and adds
+``thresher_shard``/``thresher_row`` (the position of the record in the
+input, a key that stays unique even when ids do not).
 Materialisation renames them back, so the pruned dataset keeps the user's
 column names.
 """
@@ -14,9 +15,10 @@ import pyarrow as pa
 ID = "id"
 TEXT = "text"
 LABEL = "label"
+FEATURES = "features"
 SHARD = "thresher_shard"
 ROW = "thresher_row"
-ROLE_COLUMNS = (ID, TEXT, LABEL)
+ROLE_COLUMNS = (ID, TEXT, LABEL, FEATURES)
 POSITION_COLUMNS = (SHARD, ROW)
 IMPORTANCE_WEIGHT = "importance_weight"
 
@@ -60,6 +62,9 @@ EMPTY_TEXT = "empty_text"
 TEXT_NOT_STRING = "text_not_string"
 MISSING_ID = "missing_id"
 MISSING_TEXT_COLUMN = "missing_text_column"
+INVALID_FEATURES = "invalid_features"
+MISSING_FEATURES_COLUMN = "missing_features_column"
+TEXT_TOO_LONG = "text_too_long"
 
 # Why an ingested row is dropped at selection.
 DUPLICATE_ID = "duplicate_id"

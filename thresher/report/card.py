@@ -1,28 +1,62 @@
-"""The dataset card (README.md of a run), in the Hugging Face dataset card layout."""
+"""The dataset card (``README.md`` of a run), in the Hugging Face dataset card layout.
+
+A YAML header (``configs`` pointing at the Parquet files, so the Hub and
+``datasets`` find them) and sections: source, method and parameters,
+columns, counts, how to load it (pyarrow, pandas, polars, ``datasets``),
+and lineage (the manifest's config hash). Paths in the card are relative
+to the run directory, where the card lives: the load snippets work as
+written from there.
+
+References
+----------
+Hugging Face, "Dataset Cards" and "Manual Configuration" (the ``configs``
+YAML field), https://huggingface.co/docs/hub/datasets-cards.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
+
+from thresher.io import schema as S
+from thresher.io.files import read_json, write_text_atomic
+from thresher.run_dir import RunDir
+
+DATA_GLOB = "data/*.parquet"
+
+
+def size_category(n: int) -> str:
+    """The Hugging Face ``size_categories`` bucket of ``n`` records."""
+    buckets = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")]
+    buckets += [(1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]
+    buckets += [(100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    for limit, name in buckets:
+        if n < limit:
+            return name
+    return "n>1B"
+
+
+def _header(manifest: dict[str, Any]) -> str:
+    header = {
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": DATA_GLOB}]}
+        ],
+        "size_categories": [size_category(int(manifest["counts"]["kept"]))],
+        "tags": ["thresher", "data-pruning"],
+        "thresher": {"config_hash": manifest["config_hash"], "seed": manifest["seed"]},
+    }
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---"
 
 
 def _counts_table(rows: list[tuple[str, int]]) -> str:
     lines = ["| | records |", "|---|---:|"]
     lines += [f"| {name} | {value:,} |" for name, value in rows]
     return "\n".join(lines)
-
-
-def _header(manifest: dict[str, Any]) -> str:
-    header = {
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}
-        ],
-        "tags": ["thresher", "data-pruning"],
-        "thresher": {"config_hash": manifest["config_hash"], "seed": manifest["seed"]},
-    }
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---"
 
 
 def _sources(manifest: dict[str, Any]) -> str:
@@ -32,30 +66,118 @@ def _sources(manifest: dict[str, Any]) -> str:
     )
 
 
+def _params(params: dict[str, Any]) -> str:
+    return f" with `{json.dumps(params, sort_keys=True)}`" if params else ""
+
+
 def _scorers(config: dict[str, Any]) -> str:
     lines = []
     for scorer in config["scorers"]:
-        params = f" {json.dumps(scorer['params'])}" if scorer["params"] else ""
-        lines.append(
-            f"- `{scorer.get('column') or scorer['name']}`: scorer `{scorer['name']}`{params}"
-        )
+        column = scorer.get("column") or scorer["name"]
+        lines.append(f"- `{column}`: scorer `{scorer['name']}`{_params(scorer['params'])}")
     return "\n".join(lines) or "- none"
+
+
+def _dedup(config: dict[str, Any], counts: dict[str, Any]) -> str:
+    removed = {
+        reason: n
+        for reason, n in counts["dropped"]["by_reason"].items()
+        if reason.split(":")[0] in ("duplicate_id", "duplicate", "exact_duplicate")
+    }
+    settings = config.get("dedup")
+    lines = []
+    if settings:
+        shown = {k: v for k, v in settings.items() if v is not None}
+        lines.append(f"Near-duplicate removal: `{json.dumps(shown, sort_keys=True)}`.")
+        lines.append("One keeper per duplicate cluster is kept (`dedup/clusters.parquet`).")
+    else:
+        lines.append("No near-duplicate removal configured.")
+    lines.append("Rows whose id repeats an earlier row's are dropped as `duplicate_id`.")
+    if removed:
+        lines.append(
+            "Removed: " + ", ".join(f"`{r}` {n:,}" for r, n in sorted(removed.items())) + "."
+        )
+    return " ".join(lines)
 
 
 def _steps(manifest: dict[str, Any]) -> str:
     lines = []
     for number, step in enumerate(manifest["selection_steps"], start=1):
-        budget = f" (budget {step['budget']})" if step["budget"] is not None else ""
+        budget = f", budget {step['budget']}" if step["budget"] is not None else ""
         lines.append(
-            f"{number}. **{step['role']}** `{step['step']}`: {step['rows_in']:,} rows in, "
-            f"{step['kept']:,} kept{budget}"
+            f"{number}. **{step['role']}** `{step['step']}`{_params(step.get('params') or {})}"
+            f"{budget}: {step['rows_in']:,} rows in, {step['kept']:,} kept"
         )
     return "\n".join(lines)
 
 
-def render_card(manifest: dict[str, Any]) -> str:
-    """Markdown card: YAML header pointing at the Parquet files, then what was done and counts."""
+def _columns(schema: pa.Schema | None) -> str:
+    if schema is None:
+        return ""
+    lines = ["## Columns", ""]
+    for field in schema:
+        note = ""
+        if field.name == S.IMPORTANCE_WEIGHT:
+            note = ": importance weight (see below)"
+        lines.append(f"- `{field.name}` ({field.type}){note}")
+    return "\n".join(lines) + "\n"
+
+
+def _weights(weighted: bool) -> str:
+    if not weighted:
+        return ""
+    return f"""
+## Importance weights
+
+The column `{S.IMPORTANCE_WEIGHT}` holds each row's importance weight from the
+selector (for sensitivity sampling, 1 / (budget x the row's sampling
+probability)). Use it as a sample weight: the weighted mean of a loss over
+this subset estimates the mean over the full corpus. For example, in
+PyTorch: `loss = (per_example_loss * weight).sum() / weight.sum()`.
+"""
+
+
+def _load(weighted: bool) -> str:
+    weight_line = (
+        f'\nweights = df["{S.IMPORTANCE_WEIGHT}"]  # sample weights, see below\n'
+        if weighted
+        else ""
+    )
+    return f"""## Load it
+
+From this directory (the one holding this card):
+
+```python
+import pandas as pd
+df = pd.read_parquet("data/")
+```
+
+```python
+import pyarrow.parquet as pq
+table = pq.read_table("data/")
+```
+
+```python
+import polars as pl
+df = pl.read_parquet("{DATA_GLOB}")
+```
+
+```python
+from datasets import load_dataset
+dataset = load_dataset("parquet", data_files="{DATA_GLOB}", split="train")
+```
+{weight_line}
+What was not kept is in `dropped/` (`id, reason, detail` for every dropped
+row: `pd.read_parquet("dropped/")`) and `quarantine/` (rows that could not be
+used at all, with the reason and the raw record).
+"""
+
+
+def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None) -> str:
+    """The card's Markdown from a run's manifest (and the pruned dataset's schema, if known)."""
     counts = manifest["counts"]
+    config = manifest["config"]
+    weighted = bool(manifest.get("weighted"))
     rows = [
         ("input records", counts["input"]),
         ("quarantined (unusable)", counts["quarantined"]["total"]),
@@ -64,40 +186,39 @@ def render_card(manifest: dict[str, Any]) -> str:
         *[(f"dropped: `{r}`", n) for r, n in counts["dropped"]["by_reason"].items()],
         *[(f"quarantined: `{r}`", n) for r, n in counts["quarantined"]["by_reason"].items()],
     ]
-    weights = ""
-    if manifest.get("weighted"):
-        weights = (
-            "\nThe column `importance_weight` holds each row's importance weight from the "
-            "selector: use it as a sample weight, so that weighted averages over this subset "
-            "estimate averages over the full corpus.\n"
-        )
     balance = (
         f"{counts['input']:,} = {counts['kept']:,} + {counts['dropped']['total']:,} + "
         f"{counts['quarantined']['total']:,}"
     )
+    version = manifest.get("versions", {}).get("thresher") or "unknown"
     return f"""{_header(manifest)}
 
 # Pruned dataset
 
-Selected by thresher from {len(manifest["inputs"])} input shard(s):
-{counts["kept"]:,} of {counts["input"]:,} input records kept.
+Selected by thresher from {len(manifest["inputs"])} input shard(s): {counts["kept"]:,} of
+{counts["input"]:,} input records kept ({counts["kept"] / max(counts["input"], 1):.1%}).
+Load it in one line from this directory: `pd.read_parquet("data/")` (pandas).
+The run report with plots is `report.html`.
 
 ## Source
 
 {_sources(manifest)}
 
-## Method
+## Method and parameters
 
-Scores:
+Scores (one column per scorer in `scores/`):
 
-{_scorers(manifest["config"])}
+{_scorers(config)}
+
+Duplicates: {_dedup(config, counts)}
 
 Selection, in order (each step sees the rows the previous one kept):
 
 {_steps(manifest)}
 
 Seed `{manifest["seed"]}`, engine `{manifest["engine"]}`.
-{weights}
+
+{_columns(schema)}{_weights(weighted)}
 ## Counts
 
 {_counts_table(rows)}
@@ -105,15 +226,24 @@ Seed `{manifest["seed"]}`, engine `{manifest["engine"]}`.
 Every input record is kept, dropped (`dropped/`, with its reason) or quarantined
 (`quarantine/`, with its reason): {balance}.
 
-## Load it
-
-```python
-import pandas as pd
-df = pd.read_parquet("data/")
-```
-
+{_load(weighted)}
 ## Lineage
 
-Config hash `{manifest["config_hash"]}`. The full configuration, input
-fingerprints and package versions are in `manifest.json`.
+Config hash `{manifest["config_hash"]}` (SHA-256 of the canonical JSON of the
+configuration), made by thresher {version} on {manifest["created"]}. The full
+configuration, input fingerprints and package versions are in `manifest.json`.
 """
+
+
+def data_schema(run_dir: str | Path) -> pa.Schema | None:
+    """The schema of the published dataset (its first Parquet file), None if there is none."""
+    files = sorted(RunDir(Path(run_dir)).data.glob("*.parquet"))
+    return pq.read_schema(files[0]) if files else None
+
+
+def write_card(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> Path:
+    """Write ``RUN_DIR/README.md`` from the manifest and the published dataset."""
+    run = RunDir(Path(run_dir))
+    manifest = manifest if manifest is not None else read_json(run.manifest)
+    write_text_atomic(render_card(manifest, data_schema(run.root)), run.card)
+    return run.card

@@ -5,18 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 from thresher.scorers.base import FitContext, Scorer
+from thresher.scorers.el2n import EL2NScorer
+from thresher.scorers.embedding import EmbeddingScorer
+from thresher.scorers.fasttext_quality import FastTextQualityScorer
+from thresher.scorers.grand import GraNdScorer
+from thresher.scorers.influence import InfluenceScorer
+from thresher.scorers.minhash import MinHashScorer
+from thresher.scorers.perplexity import PerplexityScorer
 from thresher.scorers.text_stats import (
     AlphaFractionScorer,
     MeanWordLengthScorer,
     RepeatedLineFractionScorer,
     WordCountScorer,
 )
+from thresher.scorers.vog import VoGScorer
 
 _REGISTERED: list[type[Scorer]] = [
     WordCountScorer,
     AlphaFractionScorer,
     MeanWordLengthScorer,
     RepeatedLineFractionScorer,
+    MinHashScorer,
+    EL2NScorer,
+    GraNdScorer,
+    InfluenceScorer,
+    VoGScorer,
+    EmbeddingScorer,
+    PerplexityScorer,
+    FastTextQualityScorer,
 ]
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in _REGISTERED}
 

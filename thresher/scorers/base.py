@@ -68,19 +68,21 @@ class Scorer(ParamsMixin, ABC):
     def score(self, batch: pa.RecordBatch) -> pa.Array:
         """Return one value per row of ``batch`` (same length, no side effects)."""
 
-    def output_field(self, column: str) -> pa.Field:
-        """The Arrow field this scorer writes under ``column``."""
-        return pa.field(column, self.output_type)
-
     def output_fields(self, column: str) -> list[pa.Field]:
         """Every field this scorer writes; one unless the scorer has several outputs.
 
         A scorer with several outputs returns a ``pa.StructArray`` from
-        ``score`` whose children are, in order, these fields' values. Name
-        extra outputs ``f"{column}_<what>"`` so that renaming the scorer's
-        column renames them all.
+        ``score`` whose children are, in order, these fields' values (the
+        engine matches them by position, so ``score`` need not know the
+        configured column). Name extra outputs ``f"{column}_<what>"`` so that
+        renaming the scorer's column renames them all.
         """
-        return [self.output_field(column)]
+        return [pa.field(column, self.output_type)]
+
+    def output_field(self, column: str) -> pa.Field:
+        """What ``score`` returns: the single output, or a struct of :meth:`output_fields`."""
+        fields = self.output_fields(column)
+        return fields[0] if len(fields) == 1 else pa.field(column, pa.struct(fields))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -5,14 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from thresher.selectors.base import Selection, Selector
+from thresher.selectors.ccs import CCSSelector
+from thresher.selectors.dpp import DPPSelector
+from thresher.selectors.kmeans_sensitivity import KMeansSensitivitySelector
+from thresher.selectors.prototypes import PrototypesSelector
 from thresher.selectors.quantile_band import QuantileBandSelector
 from thresher.selectors.random_baseline import RandomSelector
+from thresher.selectors.semdedup import SemDeDupRankSelector, SemDeDupSelector
 from thresher.selectors.threshold import ThresholdSelector
+from thresher.selectors.topk import BottomKSelector, TopKSelector
 
 _REGISTERED: list[type[Selector]] = [
     RandomSelector,
     ThresholdSelector,
     QuantileBandSelector,
+    TopKSelector,
+    BottomKSelector,
+    CCSSelector,
+    DPPSelector,
+    KMeansSensitivitySelector,
+    PrototypesSelector,
+    SemDeDupSelector,
+    SemDeDupRankSelector,
 ]
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
 

@@ -164,3 +164,19 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
     return np.random.default_rng(random_state)
+
+
+def label_codes(scores: pa.Table, *, selector: str = "selector") -> tuple[NDArray[np.int64], int]:
+    """Class codes ``0..n_classes-1`` of the ``label`` column, in order of first appearance.
+
+    A missing label (null) is a class of its own, so that class-balanced
+    selection never drops a row silently.
+    """
+    if "label" not in scores.column_names:
+        raise ValueError(
+            f"{selector}: by_label needs a `label` column (set schema.label in the config); "
+            f"have {scores.column_names}"
+        )
+    encoded = scores.column("label").combine_chunks().dictionary_encode(null_encoding="encode")
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return codes, len(encoded.dictionary)

@@ -22,8 +22,11 @@ from thresher.stages.score import BoundScorer
 
 
 def build_scorers(config: RunConfig) -> list[BoundScorer]:
-    """Instantiate the configured scorers (not yet fitted)."""
-    return [BoundScorer(s.output_column, make_scorer(s.name, s.params)) for s in config.scorers]
+    """Instantiate the configured scorers (not yet fitted), with their file paths resolved."""
+    return [
+        BoundScorer(s.output_column, make_scorer(s.name, s.resolved_params(config.resolve)))
+        for s in config.scorers
+    ]
 
 
 def fit_scorers(

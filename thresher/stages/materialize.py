@@ -15,14 +15,20 @@ import pyarrow.parquet as pq
 
 from thresher.config import SchemaConfig
 from thresher.io import schema as S
+from thresher.io.drift import conform
 from thresher.run_dir import RunDir
+from thresher.stages.harmonize import read_common_schema
 
 
 def output_names(schema: SchemaConfig) -> dict[str, str]:
     """Canonical column -> the name it has in the pruned dataset."""
-    names = {S.ID: schema.id or S.ID, S.TEXT: schema.text}
+    names = {S.ID: schema.id or S.ID}
+    if schema.text is not None:
+        names[S.TEXT] = schema.text
     if schema.label is not None:
         names[S.LABEL] = schema.label
+    if schema.features is not None:
+        names[S.FEATURES] = schema.features
     return names
 
 
@@ -51,6 +57,9 @@ def materialize_shard(
     if kept.num_rows == 0:
         return 0
     table = pq.read_table(run.ingested_shard(shard_index))
+    common = read_common_schema(run)
+    if common is not None:  # every part file gets every column (schema drift, see harmonize)
+        table = conform(table, common)
     table = table.filter(pc.is_in(table.column(S.ROW), value_set=kept.column(S.ROW)))
     table = table.sort_by(S.ROW)
     if table.num_rows != kept.num_rows:
@@ -60,3 +69,15 @@ def materialize_shard(
     out = Path(out_dir) / f"part-{shard_index:05d}.parquet"
     pq.write_table(output_columns(table, schema), out, compression="zstd")
     return table.num_rows
+
+
+def write_empty_part(run_root: str, schema: SchemaConfig, weighted: bool, out_dir: str) -> None:
+    """Write a part file with no rows, so that an empty dataset still has its columns."""
+    common = read_common_schema(RunDir(Path(run_root)))
+    if common is None:
+        return
+    table = common.empty_table()
+    if weighted:
+        table = table.append_column(S.IMPORTANCE_WEIGHT, pa.array([], pa.float64()))
+    out = Path(out_dir) / "part-empty.parquet"
+    pq.write_table(output_columns(table, schema), out, compression="zstd")

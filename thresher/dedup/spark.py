@@ -1,0 +1,434 @@
+"""Dedup as Spark jobs: nothing but small statistics reaches the driver.
+
+1. first occurrence of each id (a hash aggregate; repeated ids are dropped
+   earlier, as ``duplicate_id``); exact pass: copies of one content hash
+   link to the group's smallest document, and only the group's first in
+   keeper order goes on to LSH;
+2. band keys where the signatures are, moved by a vectorised shuffle
+   (:func:`_bucketed_rows`); rows whose band key another row shares get
+   their signatures joined in and become buckets (exact band values,
+   :func:`thresher.dedup.graph.group_buckets`) and verified edges
+   (``mapInArrow`` over partitions sorted by band, key, document, running
+   the same :func:`thresher.dedup.graph.bucket_edges` as the local engine),
+   contracted to stars per partition;
+3. connected components of all edges with the large-star / small-star
+   iteration, the input and each round's edges written to Parquet and read
+   back (a durable checkpoint that cuts the lineage);
+4. a window per component picks its keeper in the keeper order.
+
+References
+----------
+Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014
+(large-star / small-star).
+Leskovec, Rajaraman and Ullman, "Mining of Massive Datasets", chapter 3.4.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from thresher.dedup.columns import signature_array
+from thresher.dedup.graph import bucket_edges, group_buckets, roots, shared_rows, union_edges
+from thresher.dedup.keeper import spark_order
+from thresher.dedup.lsh import band_keys, describe
+from thresher.dedup.spec import CLUSTERS_FILE, CLUSTERS_SCHEMA, EXACT, NEAR, SHARD_SHIFT, DedupSpec
+from thresher.errors import ThresherError
+from thresher.io import schema as S
+from thresher.run_dir import RunDir
+
+_EDGES = "src long, dst long"
+_BLOBS = "part int, band binary, key binary, doc binary"
+_BLOBS_ARROW = pa.schema(
+    [("part", pa.int32()), ("band", pa.binary()), ("key", pa.binary()), ("doc", pa.binary())]
+)
+_BAND_ROWS = "band int, key long, doc long"
+_BAND_ROWS_ARROW = pa.schema([("band", pa.int32()), ("key", pa.int64()), ("doc", pa.int64())])
+_CLUSTERS = "keeper boolean"
+_MAX_ROUNDS = 200
+
+
+def dedup_spark(
+    spark: Any, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
+) -> dict[str, Any]:
+    """Deduplicate the scored shards of a run on Spark; write ``clusters.parquet/`` under ``out_dir``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    run = RunDir(Path(run_root))
+    out = Path(out_dir)
+    work = out / "_work"
+    files = [str(run.scores_shard(i)) for i in sorted(shard_indices)]
+    columns = list(
+        dict.fromkeys(
+            [S.ID, S.SHARD, S.ROW, spec.exact_column, spec.signature, *spec.keeper_columns]
+        )
+    )
+    arrow_schema = pq.read_schema(next(_parquet_files(Path(files[0]))))
+    schema = from_arrow_schema(pa.schema([arrow_schema.field(c) for c in columns]))
+    scores = (
+        spark.read.schema(schema)  # no schema inference job
+        .parquet(*files)
+        .select(*columns)
+        .withColumn("doc", (F.col(S.SHARD).cast("long") * (1 << SHARD_SHIFT)) + F.col(S.ROW))
+    )
+    persisted: list[Any] = []
+
+    def persist(frame: Any) -> Any:
+        persisted.append(frame.persist())
+        return frame
+
+    try:
+        # 1. Repeated ids leave (the select stage drops them as duplicate_id); exact pass.
+        repeated = (  # a hash aggregate: small output, no sort of the corpus
+            scores.groupBy(S.ID)
+            .agg(F.count("*").alias("n"), F.min("doc").alias("first"))
+            .filter(F.col("n") > 1)
+        )
+        later = (
+            scores.select(S.ID, "doc")
+            .join(repeated, S.ID)
+            .filter(F.col("doc") != F.col("first"))
+            .select("doc")
+        )
+        docs = persist(scores.join(later, "doc", "left_anti"))
+        counts = docs.agg(  # materialises the cache: later steps read it, never recompute it
+            F.count("*").alias("eligible"), F.count(spec.signature).alias("with_signature")
+        ).first()
+        order = spark_order(spec.keeper)
+        meta = docs.select(
+            *dict.fromkeys(["doc", S.ID, S.SHARD, S.ROW, spec.exact_column, *spec.keeper_columns])
+        )
+        members = docs.filter(F.col(spec.signature).isNotNull())
+        edges = None
+        n_exact = 0
+        if spec.exact:
+            # Copies link to their group's smallest document (a star, so no CC round is
+            # needed for them); only the group's first in keeper order goes on to LSH.
+            group = Window.partitionBy(spec.exact_column)
+            shared = (
+                meta.groupBy(spec.exact_column)
+                .count()
+                .filter((F.col("count") >= 2) & F.col(spec.exact_column).isNotNull())
+                .select(spec.exact_column)
+            )
+            copies = persist(
+                meta.join(shared, spec.exact_column, "left_semi")
+                .withColumn("low", F.min("doc").over(group))
+                .withColumn("head", F.first("doc").over(group.orderBy(*order)))
+                .select("doc", "low", "head")
+            )
+            copied = copies.agg(F.count("*").alias("n"), F.countDistinct("head").alias("groups"))
+            row = copied.first()
+            n_exact = int(row["n"]) - int(row["groups"])
+            edges = copies.filter(F.col("doc") != F.col("low")).select(
+                F.col("doc").alias("src"), F.col("low").alias("dst")
+            )
+            later_copies = copies.filter(F.col("doc") != F.col("head")).select("doc")
+            members = members.join(later_copies, "doc", "left_anti")
+
+        # 2. LSH buckets of two or more members, then verified edges.
+        bucketed = persist(_bucketed_rows(members, spec))
+        # Signatures of the bucketed documents: the band's values split a shared key
+        # exactly, and verification compares them.
+        wanted = bucketed.select("doc").distinct()
+        signatures = members.select("doc", spec.signature).join(wanted, "doc", "left_semi")
+        bucketed = bucketed.join(signatures, "doc")
+        near = _verified_edges(bucketed, spec, spark)
+        edges = near if edges is None else edges.unionByName(near)
+
+        # 3. Connected components; 4. keepers.
+        components = connected_components(spark, edges, work)
+        target = str(out / CLUSTERS_FILE)
+        _clusters(components.join(meta, "doc"), spec).write.mode("overwrite").parquet(target)
+        stats = (
+            spark.read.schema(_CLUSTERS)
+            .parquet(target)
+            .agg(
+                F.count("*").alias("clustered"),
+                F.sum(F.col("keeper").cast("long")).alias("clusters"),
+            )
+            .first()
+        )
+        n_documents = sum(
+            pq.ParquetFile(f).metadata.num_rows for d in files for f in _parquet_files(Path(d))
+        )
+    finally:
+        for frame in persisted:
+            frame.unpersist()
+        shutil.rmtree(work, ignore_errors=True)
+    clustered = int(stats["clustered"] or 0)
+    n_clusters = int(stats["clusters"] or 0)
+    return {
+        "engine": "spark",
+        "documents": int(n_documents),
+        "eligible": int(counts["eligible"]),
+        "with_signature": int(counts["with_signature"]),
+        "exact_copies": int(n_exact),
+        "lsh": describe(spec.threshold, spec.bands, spec.rows).to_dict(),
+        "clusters": n_clusters,
+        "clustered_documents": clustered,
+        "duplicates": clustered - n_clusters,
+    }
+
+
+def _bucketed_rows(members: Any, spec: DedupSpec) -> Any:
+    """``(band, key, doc)`` of every row whose (band, 64-bit band key) another row shares.
+
+    A vectorised shuffle: where the signatures are, numpy computes the band
+    keys (:func:`thresher.dedup.lsh.band_keys`, as the local engine) and
+    packs the rows bound for each shuffle partition into one binary row;
+    Spark moves those few large rows; each partition unpacks its arrays and
+    finds the shared keys with a numpy sort. The JVM never handles the
+    ``documents x bands`` rows one by one.
+    """
+    bands, rows, num_perm, signature = spec.bands, spec.rows, spec.num_perm, spec.signature
+    partitions = max(1, int(members.sparkSession.conf.get("spark.sql.shuffle.partitions")))
+
+    def route(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            matrix, _ = signature_array(batch.column(1), num_perm, signature)
+            keys = band_keys(matrix, bands, rows).reshape(-1)
+            docs = np.repeat(batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64), bands)
+            band = np.tile(np.arange(bands, dtype=np.int32), batch.num_rows)
+            target = (keys.view(np.uint64) % np.uint64(partitions)).astype(np.int64)
+            order = np.argsort(target, kind="stable")
+            bounds = np.searchsorted(target[order], np.arange(partitions + 1))
+            parts = [p for p in range(partitions) if bounds[p + 1] > bounds[p]]
+            slices = [order[bounds[p] : bounds[p + 1]] for p in parts]
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(parts, pa.int32()),
+                    pa.array([band[i].tobytes() for i in slices], pa.binary()),
+                    pa.array([keys[i].tobytes() for i in slices], pa.binary()),
+                    pa.array([docs[i].tobytes() for i in slices], pa.binary()),
+                ],
+                names=["part", "band", "key", "doc"],
+            )
+
+    def shared(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        blobs = pa.Table.from_batches(list(batches), schema=_BLOBS_ARROW)
+        band, key, doc = (
+            np.frombuffer(b"".join(blobs.column(name).to_pylist()), dtype=dtype)
+            for name, dtype in (("band", np.int32), ("key", np.int64), ("doc", np.int64))
+        )
+        order = np.lexsort((doc, key, band))
+        band, key, doc = band[order], key[order], doc[order]
+        kept = shared_rows(band, key)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(band[kept]), pa.array(key[kept]), pa.array(doc[kept])],
+            schema=_BAND_ROWS_ARROW,
+        )
+
+    return (
+        members.select("doc", signature)
+        .mapInArrow(route, _BLOBS)
+        .repartition(partitions, "part")
+        .mapInArrow(shared, _BAND_ROWS)
+    )
+
+
+def _verified_edges(bucketed: Any, spec: DedupSpec, spark: Any) -> Any:
+    """Edges of every bucket (``graph.bucket_edges``) over partitions sorted by band, key, doc."""
+    values = (spec.num_perm, spec.rows, spec.signature, spec.threshold, spec.verify)
+    signature = spec.signature
+
+    def to_edges(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        pending: pa.Table | None = None
+        found: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            if pending is not None:
+                table = pa.concat_tables([pending, table])
+            cut = _last_bucket_start(table)
+            if cut > 0:
+                found.append(_edges_of(table.slice(0, cut), values))
+            pending = table.slice(cut)
+        if pending is not None and pending.num_rows:
+            found.append(_edges_of(pending, values))
+        yield _as_stars(found)
+
+    partitions = max(1, int(spark.sparkContext.defaultParallelism))
+    return (
+        bucketed.repartition(partitions, "band", "key")
+        .sortWithinPartitions("band", "key", "doc")
+        .select("band", "key", "doc", signature)
+        .mapInArrow(to_edges, _EDGES)
+    )
+
+
+def _parquet_files(directory: Path) -> Iterator[Path]:
+    """Data files of a Parquet directory (hidden and ``_`` files skipped), in name order."""
+    return iter(sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))))
+
+
+def _last_bucket_start(table: pa.Table) -> int:
+    """Start of the last (band, key) run of a sorted table: rows before it are complete."""
+    if table.num_rows == 0:
+        return 0
+    bands = table.column("band").to_numpy()
+    keys = table.column("key").to_numpy()
+    different = np.flatnonzero((bands != bands[-1]) | (keys != keys[-1]))
+    return int(different[-1]) + 1 if different.size else 0
+
+
+def _edges_of(
+    table: pa.Table, spec_values: tuple[int, int, str, float, bool]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Verified edges of the complete buckets in ``table`` (band, key, doc, signature)."""
+    num_perm, rows, signature, threshold, verify = spec_values
+    bands = table.column("band").to_numpy().astype(np.int64)
+    keys = table.column("key").to_numpy()
+    docs = table.column("doc").to_numpy()
+    matrix, valid = signature_array(table.column(signature), num_perm, signature)
+    if not valid.all():
+        raise ThresherError(f"dedup: a bucketed document lost its {signature!r} signature")
+    positions = np.arange(table.num_rows, dtype=np.int64)
+    values = matrix[positions[:, None], bands[:, None] * rows + np.arange(rows)]
+    buckets, order = group_buckets([bands, keys, *values.T], docs)
+    zeros = np.zeros(order.size, dtype=np.int64)
+    sources, targets, _ = bucket_edges(
+        zeros, buckets, docs[order], order, matrix, threshold, verify
+    )
+    return sources, targets
+
+
+def _as_stars(edges: list[tuple[NDArray[np.int64], NDArray[np.int64]]]) -> pa.RecordBatch:
+    """The edges of one partition contracted to stars around each local component's minimum.
+
+    Same components, far fewer large-star / small-star rounds afterwards.
+    """
+    sources = np.concatenate([s for s, _ in edges] or [np.zeros(0, dtype=np.int64)])
+    targets = np.concatenate([t for _, t in edges] or [np.zeros(0, dtype=np.int64)])
+    nodes, index = np.unique(np.concatenate([sources, targets]), return_inverse=True)
+    parent = np.arange(nodes.size, dtype=np.int64)
+    union_edges(parent, index[: sources.size], index[sources.size :])
+    root = roots(parent)
+    leaves = np.flatnonzero(root != np.arange(nodes.size))
+    return pa.RecordBatch.from_arrays(
+        [pa.array(nodes[leaves]), pa.array(nodes[root[leaves]])], names=["src", "dst"]
+    )
+
+
+def connected_components(spark: Any, edges: Any, work: Path) -> Any:
+    """``(doc, root)`` for every node of ``edges``; ``root`` is its component's smallest node.
+
+    Alternates large-star and small-star (Kiveris et al. 2014) until the
+    edges form stars around each component's minimum (O(log^2 n) rounds at
+    most; none or one for the star-like graphs of duplicates). The input
+    edges and each round's edges are written under ``work`` and read back,
+    a durable checkpoint that keeps the plan short.
+    """
+    from pyspark.sql import functions as F
+
+    path = str(work / "edges")
+    edges.filter(F.col("src") != F.col("dst")).select(
+        F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst")
+    ).distinct().write.mode("overwrite").parquet(path)
+    current = spark.read.schema(_EDGES).parquet(path)
+    for round_number in range(_MAX_ROUNDS + 1):
+        if _is_star_forest(current):
+            centres = current.select(F.col("dst").alias("doc"), F.col("dst").alias("root"))
+            leaves = current.select(F.col("src").alias("doc"), F.col("dst").alias("root"))
+            return leaves.unionByName(centres.distinct())
+        path = str(work / f"round-{round_number:03d}")
+        _small_star(_large_star(current)).write.mode("overwrite").parquet(path)
+        current = spark.read.schema(_EDGES).parquet(path)
+    raise ThresherError(f"dedup: connected components did not converge in {_MAX_ROUNDS} rounds")
+
+
+def _large_star(edges: Any) -> Any:
+    """Link every node's larger neighbours to the smallest node of its closed neighbourhood.
+
+    Returns edges ``(src, dst)`` with ``src > dst`` (possibly repeated).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    both = edges.select(F.col("src").alias("u"), F.col("dst").alias("v")).unionByName(
+        edges.select(F.col("dst").alias("u"), F.col("src").alias("v"))
+    )
+    smallest = F.least(F.min("v").over(Window.partitionBy("u")), F.col("u"))
+    return (
+        both.withColumn("m", smallest)
+        .filter(F.col("v") > F.col("u"))
+        .select(F.col("v").alias("src"), F.col("m").alias("dst"))
+    )
+
+
+def _small_star(edges: Any) -> Any:
+    """Link every node and its smaller neighbours to the smallest of them (``src > dst`` in)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    linked = edges.withColumn("m", F.min("dst").over(Window.partitionBy("src")))
+    return (
+        linked.select(F.col("dst").alias("src"), F.col("m").alias("dst"))
+        .unionByName(linked.select("src", F.col("m").alias("dst")))
+        .filter(F.col("src") != F.col("dst"))
+        .distinct()
+    )
+
+
+def _is_star_forest(edges: Any) -> bool:
+    """True when every node has one smaller neighbour at most and no centre is a leaf."""
+    from pyspark.sql import functions as F
+
+    nodes = edges.select(
+        F.col("src").alias("node"), F.lit(1).alias("leaf"), F.lit(0).alias("centre")
+    ).unionByName(
+        edges.select(F.col("dst").alias("node"), F.lit(0).alias("leaf"), F.lit(1).alias("centre"))
+    )
+    bad = (
+        nodes.groupBy("node")
+        .agg(F.sum("leaf").alias("leaf"), F.max("centre").alias("centre"))
+        .filter((F.col("leaf") > 1) | ((F.col("leaf") >= 1) & (F.col("centre") == 1)))
+    )
+    return len(bad.limit(1).collect()) == 0
+
+
+def _clusters(members: Any, spec: DedupSpec) -> Any:
+    """The clusters table (CLUSTERS_SCHEMA) from ``(doc, root)`` joined with document columns."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    cluster = Window.partitionBy("root")
+    ordered = (
+        Window.partitionBy("root")
+        .orderBy(*spark_order(spec.keeper))
+        .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    )
+    exact = F.col(spec.exact_column)
+    frame = (
+        members.withColumn("cluster_size", F.count("*").over(cluster))
+        .withColumn("keeper_doc", F.first("doc").over(ordered))
+        .withColumn("keeper_id", F.first(S.ID).over(ordered))
+        .withColumn("keeper_exact", F.first(spec.exact_column).over(ordered))
+    )
+    identical = F.coalesce(exact == F.col("keeper_exact"), F.lit(False))
+    frame = frame.withColumn("identical", identical).withColumn(
+        "all_identical", F.min(F.col("identical").cast("int")).over(cluster) == 1
+    )
+    is_keeper = F.col("doc") == F.col("keeper_doc")
+    kind = F.when(
+        F.when(is_keeper, F.col("all_identical")).otherwise(F.col("identical")), F.lit(EXACT)
+    ).otherwise(F.lit(NEAR))
+    names = CLUSTERS_SCHEMA.names
+    return frame.select(
+        F.col(S.ID).alias(names[0]),
+        F.col(S.SHARD).cast("int").alias(names[1]),
+        F.col(S.ROW).cast("long").alias(names[2]),
+        F.col("root").alias("cluster"),
+        F.col("cluster_size").cast("long"),
+        is_keeper.alias("keeper"),
+        F.col("keeper_id"),
+        kind.alias("kind"),
+    )

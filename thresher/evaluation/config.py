@@ -1,0 +1,358 @@
+"""The eval configuration: a run configuration plus an ``eval`` section, in one YAML file.
+
+The run part (``run_dir``, ``seed``, ``input``, ``schema``, ``scorers``,
+``filters``, ``engine``, ``dedup``) is validated as a
+:class:`~thresher.config.RunConfig`; it names the labelled training data and
+the scorers whose scores the selectors read. The ``eval`` section names the
+held-out test split, the selectors to compare (``random`` is always added),
+the pruning rates, the seeds, the label noise, the downstream model and the
+hyper-parameter grids searched on a validation split.
+
+``run_dir`` is the eval's directory::
+
+    RUN_DIR/
+      splits/       train/ (the selection pool, labels noised), validation.parquet,
+                    test.parquet, splits.json
+      run/          the scoring run over splits/train (a thresher run directory):
+                    scores/, models/, report.html, and eval/ (results, summary, plot)
+      _state/       the eval's lock and recorded configuration
+
+A top-level ``selector`` is refused: the selectors compared are listed in
+``eval.selectors``, each with ``name``, ``params``, ``embeddings`` and
+``partitions`` as a run's ``selector`` step, plus a display ``label`` and a
+``search`` grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from thresher.config import (
+    InputConfig,
+    PartitionConfig,
+    RunConfig,
+    SelectorConfig,
+    parse_config,
+)
+from thresher.errors import ConfigError
+from thresher.models.features import FeatureConfig
+
+#: Display label of the reference trained on the whole training pool.
+FULL = "full"
+RANDOM = "random"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TestSplitConfig(_Strict):
+    """The held-out test split: files (``paths``, same schema as the input) or a carved ``fraction``.
+
+    A carved split takes the ``fraction`` of the input rows whose seeded
+    hash of the id is smallest: deterministic, independent of shard order,
+    and never seen by the scorers, the selectors or the search.
+    """
+
+    __test__ = False  # not a pytest class
+
+    paths: list[str] | None = None
+    format: Literal["auto", "parquet", "jsonl"] = "auto"
+    fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TestSplitConfig:
+        if (self.paths is None) == (self.fraction is None):
+            raise ValueError("eval.test: give either `paths` (files) or `fraction` (carved)")
+        if self.paths is not None and not self.paths:
+            raise ValueError("eval.test.paths: list at least one file or pattern")
+        return self
+
+    def input_config(self) -> InputConfig:
+        assert self.paths is not None
+        return InputConfig(paths=self.paths, format=self.format)
+
+
+class EvalSelectorConfig(_Strict):
+    """One selector to compare: a run's ``selector`` step (no budget) plus a label and a search grid.
+
+    ``search`` maps parameter names to candidate values; every combination
+    is tried at each pruning rate on the validation split, and the best
+    (highest mean validation accuracy, then the first listed) is used on
+    the test split at that rate.
+    """
+
+    name: str
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.()\-+=, ]+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    embeddings: str = "embedding"
+    partitions: PartitionConfig | None = None
+    search: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("search")
+    @classmethod
+    def _check_search(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, candidates in value.items():
+            if not candidates:
+                raise ValueError(f"search.{name}: list at least one candidate value")
+        return value
+
+    @property
+    def display(self) -> str:
+        """The name results and plots use: ``label``, else ``name(score)`` or ``name``."""
+        if self.label:
+            return self.label
+        score = self.params.get("score")
+        return f"{self.name}({score})" if isinstance(score, str) else self.name
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Parameter sets to try: ``params`` updated with each combination of ``search``."""
+        if not self.search:
+            return [dict(self.params)]
+        names = list(self.search)
+        return [
+            {**self.params, **dict(zip(names, values, strict=True))}
+            for values in itertools.product(*(self.search[n] for n in names))
+        ]
+
+    def step(self, params: dict[str, Any], budget: int | float) -> SelectorConfig:
+        """The run ``selector`` step for ``params`` and ``budget``."""
+        return SelectorConfig(
+            name=self.name,
+            params=params,
+            budget=budget,
+            embeddings=self.embeddings,
+            partitions=self.partitions,
+        )
+
+
+class DownstreamConfig(_Strict):
+    """The model trained on each subset: an MLP (``hidden > 0``) or a linear softmax classifier.
+
+    Every subset trains for exactly ``steps`` minibatch steps of
+    ``batch_size`` rows (the whole subset when smaller), whatever its size,
+    so that selectors are compared at equal compute. ``features`` chooses
+    the input vectors (:class:`thresher.models.features.FeatureConfig`);
+    left out, the ``features`` column when the schema has one, else hashed
+    word n-grams of the text. ``weighted`` uses the selection's importance
+    weights in the loss (sensitivity sampling defines them; 1 elsewhere).
+    """
+
+    features: FeatureConfig | None = None
+    hidden: int = Field(default=256, ge=0, le=8192)
+    steps: int = Field(default=500, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.05, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+    schedule: str = Field(default="cosine", pattern=r"^(cosine|constant)$")
+    weighted: bool = True
+
+
+class EvalSettings(_Strict):
+    """The ``eval`` section (see module docstring).
+
+    ``rates`` are fractions pruned, in (0, 1); ``seeds`` models per (selector,
+    rate), ``search_seeds`` per searched candidate; ``validation`` is the
+    fraction of the (non-test) training rows carved off for the search;
+    ``label_noise`` the fraction of training labels flipped before scoring;
+    ``full`` adds the model trained on the whole pool; ``shard_rows`` sizes
+    the training pool's shards; ``batch`` jobs run per Prefect task, by
+    ``workers`` threads.
+    """
+
+    test: TestSplitConfig
+    validation: float = Field(default=0.1, ge=0.0, lt=1.0)
+    selectors: list[EvalSelectorConfig] = Field(min_length=1)
+    rates: list[float] = Field(min_length=1)
+    seeds: int = Field(default=5, ge=1, le=1000)
+    search_seeds: int = Field(default=1, ge=1, le=100)
+    label_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
+    full: bool = True
+    model: DownstreamConfig = Field(default_factory=DownstreamConfig)
+    shard_rows: int = Field(default=20_000, ge=1)
+    batch: int = Field(default=8, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("rates")
+    @classmethod
+    def _check_rates(cls, rates: list[float]) -> list[float]:
+        for rate in rates:
+            if isinstance(rate, bool) or not 0.0 < rate < 1.0:
+                raise ValueError(f"a pruning rate is a fraction removed in (0, 1), got {rate!r}")
+        if len(set(rates)) != len(rates):
+            raise ValueError("rates: each pruning rate once")
+        return sorted(rates)
+
+    @model_validator(mode="after")
+    def _check_selectors(self) -> EvalSettings:
+        labels = [s.display for s in self.selectors]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"selectors: label(s) {repeated} used twice; set `label`")
+        if FULL in labels:
+            raise ValueError(f"selectors: the label {FULL!r} is reserved for the full-data model")
+        if any(s.display == RANDOM and s.name != RANDOM for s in self.selectors):
+            raise ValueError(f"selectors: the label {RANDOM!r} names the random baseline")
+        if any(s.search for s in self.selectors) and self.validation == 0.0:
+            raise ValueError("validation: a search needs a validation split; set validation > 0")
+        return self
+
+
+class EvalConfig(_Strict):
+    """A whole eval job: the run part (training data, scorers) and the ``eval`` section."""
+
+    run: RunConfig
+    eval: EvalSettings
+
+    @property
+    def root(self) -> Path:
+        """The eval's directory (``run_dir``)."""
+        return self.run.run_path
+
+    @property
+    def selectors(self) -> list[EvalSelectorConfig]:
+        """The configured selectors, with ``random`` first when it was not listed."""
+        listed = list(self.eval.selectors)
+        if not any(s.display == RANDOM for s in listed):
+            listed.insert(0, EvalSelectorConfig(name=RANDOM))
+        return listed
+
+    def config_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (what ``_state/eval.json`` records)."""
+        data = self.run.config_dict()
+        data.pop("selector", None)
+        return {**data, "eval": self.eval.model_dump(mode="json")}
+
+    def digest(self, *parts: Any) -> str:
+        """A short stable hash of ``parts`` (JSON), for cache keys."""
+        payload = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _format(error: ValidationError, prefix: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {prefix}{where}: {message}" if where else f"  {prefix}{message}")
+    return "invalid eval configuration:\n" + "\n".join(lines)
+
+
+def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalConfig:
+    """Validate an eval mapping; ConfigError names every bad field.
+
+    Each selector is also checked as a run's ``selector`` step would be
+    (registry name, parameters, score and embedding columns produced by the
+    scorers), for every combination of its search grid.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("invalid eval configuration: the top level must be a mapping")
+    data = dict(data)
+    if "eval" not in data:
+        raise ConfigError(
+            "invalid eval configuration: add an `eval` section (see thresher eval --help)"
+        )
+    if "selector" in data:
+        raise ConfigError(
+            "invalid eval configuration: selector: list the selectors to compare under "
+            "eval.selectors (a top-level selector is not used by eval)"
+        )
+    section = data.pop("eval")
+    run = parse_config(data, base_dir=base_dir)
+    if run.schema_.label is None:
+        raise ConfigError(
+            "invalid eval configuration: schema.label: eval trains classifiers; "
+            "name the column holding the labels"
+        )
+    try:
+        settings = EvalSettings.model_validate(section)
+    except ValidationError as error:
+        raise ConfigError(_format(error, "eval.")) from None
+    config = EvalConfig(run=run, eval=settings)
+    for i, selector in enumerate(config.eval.selectors):
+        for params in selector.grid():
+            try:
+                selection_config(config, selector.step(params, 1), seed=0)
+            except ConfigError as error:
+                detail = str(error).removeprefix("invalid run configuration:").strip()
+                raise ConfigError(
+                    f"invalid eval configuration: eval.selectors[{i}] ({selector.display}, "
+                    f"params {params}): {detail}"
+                ) from None
+    return config
+
+
+def load_eval_config(path: str | Path) -> EvalConfig:
+    """Read and validate an eval YAML file (relative paths: against its directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_eval_config(data or {}, base_dir=path.parent)
+
+
+def resolve_eval_config(
+    config: EvalConfig | str | Path | dict[str, Any], **overrides: Any
+) -> EvalConfig:
+    """A validated EvalConfig from a config, a YAML path or a mapping, with top-level overrides.
+
+    A mapping's relative paths are resolved against the current directory.
+    """
+    if isinstance(config, EvalConfig):
+        if not overrides:
+            return config
+        base, data = config.run.base_dir, config.config_dict()
+    elif isinstance(config, dict):
+        base, data = str(Path.cwd()), dict(config)
+    else:
+        loaded = load_eval_config(config)
+        if not overrides:
+            return loaded
+        base, data = loaded.run.base_dir, loaded.config_dict()
+    return parse_eval_config({**data, **overrides}, base_dir=base)
+
+
+def scoring_config(config: EvalConfig) -> RunConfig:
+    """The run that scores the training pool: ``RUN_DIR/run`` over ``RUN_DIR/splits/train``.
+
+    Its schema is the canonical one the split files are written in; the
+    scorers, filters, engine and seed are the eval config's.
+    """
+    data = config.run.config_dict()
+    schema = config.run.schema_
+    data.update(
+        run_dir=str(config.root / "run"),
+        input={"paths": [str(config.root / "splits" / "train" / "*.parquet")], "format": "parquet"},
+        schema={
+            "id": "id",
+            "text": "text" if schema.text is not None else None,
+            "label": "label",
+            "features": "features" if schema.features is not None else None,
+            "passthrough": "all",
+            "max_text_bytes": None,
+        },
+    )
+    data.pop("selector", None)
+    return parse_config(data, base_dir=config.run.base_dir)
+
+
+def selection_config(config: EvalConfig, step: SelectorConfig, seed: int) -> RunConfig:
+    """The scoring run's configuration with ``step`` as its selector and ``seed`` as its seed.
+
+    What the select stage (:func:`thresher.stages.select.select`) runs for
+    one (selector, rate, seed); checked like any run configuration.
+    """
+    data = scoring_config(config).config_dict()
+    data.update(seed=int(seed), selector=step.model_dump(mode="json"))
+    return parse_config(data, base_dir=config.run.base_dir)

@@ -1,0 +1,210 @@
+"""One eval job: select a subset from the stored scores, train on it, measure accuracy.
+
+A :class:`Job` is one (selector, parameters, pruning rate, seed) on one
+split (``validation`` for the hyper-parameter search, ``test`` for the
+results). The subset comes from the select stage itself
+(:func:`thresher.stages.select.select`) on the scoring run's score table,
+with the run's filters, the selector as its final step and a count budget
+of ``round((1 - prune_rate) * n)`` rows of the ``n``-row training pool, so
+every selector keeps the same number of rows at a rate. The ``full`` job
+keeps every row that reaches the selector (random, budget 1.0).
+
+Seeds: seed ``s`` of a split gives the selection seed and the model's seed
+(initial weights, batch order) through ``SeedSequence([run seed, split, s])``;
+every selector and rate uses the same model seed for the same ``s``, so the
+comparison against random is paired.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from thresher.config import PartitionConfig
+from thresher.errors import RunStateError
+from thresher.evaluation.config import (
+    FULL,
+    RANDOM,
+    EvalConfig,
+    EvalSelectorConfig,
+    selection_config,
+)
+from thresher.evaluation.features import load_split
+from thresher.evaluation.model import train_classifier
+from thresher.io import schema as S
+from thresher.models.features import take_rows
+from thresher.run_dir import RunDir
+from thresher.stages.select import read_score_table, select
+
+SPLIT_CODES = {"validation": 1, "test": 2}
+_SCORES: dict[tuple[str, int], pa.Table] = {}
+_SCORES_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model to train (see module docstring)."""
+
+    selector: str
+    name: str
+    params: dict[str, Any]
+    prune_rate: float
+    seed: int
+    split: str = "test"
+    embeddings: str = "embedding"
+    partitions: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        selector: EvalSelectorConfig,
+        params: dict[str, Any],
+        prune_rate: float,
+        seed: int,
+        split: str = "test",
+    ) -> Job:
+        return cls(
+            selector=selector.display,
+            name=selector.name,
+            params=params,
+            prune_rate=prune_rate,
+            seed=seed,
+            split=split,
+            embeddings=selector.embeddings,
+            partitions=None
+            if selector.partitions is None
+            else selector.partitions.model_dump(mode="json"),
+        )
+
+    @classmethod
+    def full(cls, seed: int) -> Job:
+        """The reference trained on every row of the pool that reaches the selector."""
+        return cls(selector=FULL, name=RANDOM, params={}, prune_rate=0.0, seed=seed)
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Selection and model seeds of seed number ``seed`` on ``split``."""
+
+    selection: int
+    model: int
+
+    @classmethod
+    def of(cls, run_seed: int, split: str, seed: int) -> Seeds:
+        state = np.random.SeedSequence([run_seed, SPLIT_CODES[split], seed]).generate_state(2)
+        return cls(selection=int(state[0]), model=int(state[1]))
+
+
+def score_table(config: EvalConfig) -> pa.Table:
+    """The scoring run's score table in input order (cached per process while unchanged)."""
+    run = RunDir(config.root / "run")
+    if not run.scores.is_dir():
+        raise RunStateError(f"{run.root} has no scores: score the training pool first")
+    stamp = max(p.stat().st_mtime_ns for p in run.scores.rglob("*.parquet"))
+    key = (str(run.root), stamp)
+    with _SCORES_LOCK:
+        if key not in _SCORES:
+            _SCORES.clear()
+            _SCORES[key] = read_score_table(run)
+        return _SCORES[key]
+
+
+def budget_rows(prune_rate: float, n_pool: int) -> int:
+    """Rows kept at ``prune_rate`` of an ``n_pool``-row pool (at least one)."""
+    return max(1, round((1.0 - prune_rate) * n_pool))
+
+
+def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Positions (score-table order) and importance weights of the subset a job trains on."""
+    scores = score_table(config)
+    selector = EvalSelectorConfig(
+        name=job.name,
+        params=job.params,
+        embeddings=job.embeddings,
+        partitions=None if job.partitions is None else PartitionConfig(**job.partitions),
+    )
+    budget: int | float = (
+        1.0 if job.selector == FULL else budget_rows(job.prune_rate, scores.num_rows)
+    )
+    seeds = Seeds.of(config.run.seed, job.split, job.seed)
+    run_config = selection_config(config, selector.step(job.params, budget), seeds.selection)
+    decisions, steps = select(run_config, scores)
+    kept = np.flatnonzero(pd.isna(decisions.reason))
+    return kept, decisions.weight[kept], steps[-1]
+
+
+def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
+    """Select, train and evaluate one job; return its result row."""
+    started = time.perf_counter()
+    kept, weights, step = select_rows(config, job)
+    selected = time.perf_counter()
+    train = load_split(config, "train")
+    scores = score_table(config)
+    positions = (scores.column(S.SHARD).to_numpy().astype(np.int64) << 40) | scores.column(
+        S.ROW
+    ).to_numpy().astype(np.int64)
+    if train.positions is None or not np.array_equal(train.positions, positions):
+        raise RunStateError(
+            f"{config.root / 'run'}: the eval features do not match the score table; "
+            "rerun thresher eval (it recomputes them)"
+        )
+    if kept.size == 0:
+        raise RunStateError(f"{job.selector} kept no row at pruning rate {job.prune_rate}")
+    n_classes = int(train.targets.max()) + 1
+    model = train_classifier(
+        take_rows(train.matrix, kept),
+        train.targets[kept],
+        n_classes,
+        config.eval.model,
+        Seeds.of(config.run.seed, job.split, job.seed).model,
+        weights=weights,
+    )
+    trained = time.perf_counter()
+    target = load_split(config, job.split)
+    accuracy = model.accuracy(target.matrix, target.targets)
+    return {
+        "selector": job.selector,
+        "prune_rate": float(job.prune_rate),
+        "fraction_kept": kept.size / scores.num_rows,
+        "seed": int(job.seed),
+        "label_noise": float(config.eval.label_noise),
+        "accuracy": float(accuracy),
+        "split": job.split,
+        "n_kept": int(kept.size),
+        "n_pool": int(scores.num_rows),
+        "flipped_kept": float(train.flipped[kept].mean()),
+        "params": json.dumps(job.params, sort_keys=True, default=str),
+        "classes_kept": int(np.unique(train.targets[kept]).size),
+        "select_seconds": round(selected - started, 4),
+        "train_seconds": round(trained - selected, 4),
+        "step_kept": int(step["kept"]),
+    }
+
+
+def run_jobs(config: EvalConfig, jobs: list[Job], parts: Path) -> list[dict[str, Any]]:
+    """Run ``jobs`` (one Prefect task's batch); reuse the batch's stored rows when present.
+
+    A finished batch is written to ``parts/<hash>.json`` (its rows), so an
+    interrupted eval resumes where it stopped.
+    """
+    from thresher.io.files import read_json, write_json_atomic
+
+    path = parts / f"{config.digest([job.key() for job in jobs])}.json"
+    if path.is_file():
+        stored = read_json(path)
+        if stored.get("jobs") == [job.key() for job in jobs]:
+            return list(stored["rows"])
+    rows = [run_job(config, job) for job in jobs]
+    write_json_atomic({"jobs": [job.key() for job in jobs], "rows": rows}, path)
+    return rows

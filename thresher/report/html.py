@@ -1,0 +1,299 @@
+"""Render a run's :class:`~thresher.report.data.ReportData` as one self-contained HTML page.
+
+``write_report(run_dir)`` gathers, renders and writes ``report.html``
+atomically; ``thresher report RUN_DIR`` and the curate flow call it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment
+
+from thresher.io.files import write_text_atomic
+from thresher.report import plots
+from thresher.report.data import ReportData, gather
+from thresher.report.template import STYLE, TEMPLATE
+from thresher.run_dir import RunDir
+
+_VERSION_KEYS = ("thresher", "python", "pyarrow", "pyspark", "prefect", "numpy", "pandas", "torch")
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        return _fmt(float(value))
+    return str(value)
+
+
+def _fmt(value: float) -> str:
+    """A float for a table: 4 significant digits, thousands separated."""
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:,.4g}"
+
+
+def _environment() -> Environment:
+    env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _number
+    return env
+
+
+def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 600) -> str:
+    """The report page for ``data`` (a complete HTML document)."""
+    from thresher import __version__
+
+    manifest = data.manifest
+    context: dict[str, Any] = {
+        "version": __version__,
+        "style": STYLE,
+        "title": data.run_dir.name,
+        "run_dir": str(data.run_dir),
+        "manifest": manifest,
+        "notes": data.notes,
+        "input_count": data.input_count,
+        "cards": _cards(data),
+        "funnel": data.funnel,
+        "kept": data.kept,
+        "funnel_plot": plots.funnel_plot(data.input_count, data.funnel, data.kept),
+        "examples_per_reason": examples_per_reason,
+        "text_limit": text_limit,
+        "stage_times": sorted(
+            (manifest or {}).get("seconds_per_stage", {}).items(), key=_stage_order
+        ),
+        "shards": data.shard_stats,
+        "versions": [
+            (k, v) for k, v in (manifest or {}).get("versions", {}).items() if k in _VERSION_KEYS
+        ],
+        **_scores_context(data),
+        "dedup": _dedup_context(data.clusters),
+        "steps": [_step_context(number, step) for number, step in enumerate(data.steps, 1)],
+        "curve": _curve_context(data.eval_results, data.eval_summary),
+        "examples": _examples_context(data),
+    }
+    return _environment().from_string(TEMPLATE).render(**context)
+
+
+def build_report(run_dir: str | Path, **options: Any) -> str:
+    """Gather and render the report of ``run_dir`` (options as in :func:`gather`)."""
+    render_options = {k: options[k] for k in ("examples_per_reason", "text_limit") if k in options}
+    return render(gather(run_dir, **options), **render_options)
+
+
+def write_report(run_dir: str | Path, output: str | Path | None = None, **options: Any) -> Path:
+    """Write the report of ``run_dir`` to ``output`` (default ``RUN_DIR/report.html``)."""
+    run = RunDir(Path(run_dir).resolve())
+    target = Path(output) if output is not None else run.report
+    write_text_atomic(build_report(run.root, **options), target)
+    return target
+
+
+# -- sections ----------------------------------------------------------------------
+
+
+def _cards(data: ReportData) -> list[dict[str, Any]]:
+    quarantined = data.funnel[0].total_removed if data.funnel else 0
+    cards = [{"value": quarantined, "label": "quarantined", "kind": "drop"}]
+    if data.kept is not None:
+        dropped = data.input_count - quarantined - data.kept
+        share = data.kept / data.input_count if data.input_count else 0.0
+        cards += [
+            {"value": dropped, "label": "dropped at selection", "kind": "drop"},
+            {"value": data.kept, "label": f"selected ({share:.1%} of input)", "kind": "kept"},
+        ]
+    return cards
+
+
+def _scores_context(data: ReportData) -> dict[str, Any]:
+    frame = data.scores
+    if frame is None or frame.empty:
+        return {"score_plots": [], "score_table": [], "has_decisions": False}
+    keep = frame["keep"]
+    has_decisions = bool(keep.notna().any())
+    kept_mask = keep.fillna(False).astype(bool)
+    table, figures = [], []
+    for column in data.score_columns:
+        values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        finite = values[np.isfinite(values)]
+        row = {
+            "column": column,
+            "min": _fmt(finite.min()) if len(finite) else "",
+            "median": _fmt(finite.median()) if len(finite) else "",
+            "max": _fmt(finite.max()) if len(finite) else "",
+        }
+        if has_decisions:
+            kept_values = finite[kept_mask.reindex(finite.index).to_numpy()]
+            dropped_values = finite[~kept_mask.reindex(finite.index).to_numpy()]
+            row["kept"] = _fmt(kept_values.median()) if len(kept_values) else ""
+            row["dropped"] = _fmt(dropped_values.median()) if len(dropped_values) else ""
+        table.append(row)
+        figures.append({"column": column, "uri": plots.score_histogram(values, keep, column)})
+    sampled = (
+        f"all {data.total_scored_rows:,} scored rows"
+        if data.sampled_rows >= data.total_scored_rows
+        else f"a uniform sample of {data.sampled_rows:,} of {data.total_scored_rows:,} scored rows"
+    )
+    caption = (
+        f"Histograms of {sampled}; the horizontal range is the 0.5–99.5 percentile range "
+        "and values beyond it are counted in the edge bins."
+    )
+    return {
+        "score_plots": figures,
+        "score_table": table,
+        "has_decisions": has_decisions,
+        "score_caption": caption,
+    }
+
+
+def _dedup_context(clusters: pd.DataFrame | None) -> dict[str, Any] | None:
+    if clusters is None or clusters.empty:
+        return None
+    documents = int(clusters["size"].sum())
+    summary = [
+        ("duplicate clusters", len(clusters)),
+        ("documents in clusters", documents),
+        ("duplicates removed (all but one keeper per cluster)", documents - len(clusters)),
+        ("largest cluster", int(clusters["size"].max())),
+    ]
+    for kind, group in clusters.groupby("kind", sort=True):
+        summary.append((f"{kind} clusters", len(group)))
+    summary += [
+        ("exact copies removed", int(clusters["exact_removed"].sum())),
+        ("near-duplicates removed", int(clusters["near_removed"].sum())),
+    ]
+    largest = clusters.sort_values(["size", "cluster"], ascending=[False, True]).head(10)
+    return {
+        "summary": summary,
+        "plot": plots.cluster_size_plot(clusters["size"]),
+        "largest": largest.to_dict("records"),
+    }
+
+
+def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
+    details = step.get("details") or {}
+    label = step.get("step", "?")
+    context: dict[str, Any] = {
+        "number": number,
+        "role": step.get("role", ""),
+        "step": label,
+        "params": json.dumps(step.get("params") or {}, sort_keys=True, default=str),
+        "budget": "" if step.get("budget") is None else step["budget"],
+        "rows_in": step.get("rows_in", ""),
+        "kept": step.get("kept", ""),
+        "plots": [],
+        "tables": [],
+        "scalars": [],
+    }
+    strata = details.get("strata")
+    if isinstance(strata, list) and strata:
+        context["plots"].append(
+            {"alt": f"strata of {label}", "uri": plots.strata_plot(strata, f"{label}: strata")}
+        )
+        context["tables"].append(
+            _table(f"{len(strata)} strata", strata, ["low", "high", "size", "selected"])
+        )
+    clusters = details.get("clusters")
+    if isinstance(clusters, list) and clusters:
+        context["plots"].append(
+            {
+                "alt": f"clusters of {label}",
+                "uri": plots.clusters_plot(clusters, f"{label}: clusters"),
+            }
+        )
+        context["tables"].append(
+            _table(
+                f"{len(clusters)} clusters",
+                clusters,
+                ["cluster", "size", "selected", "weight_mean"],
+            )
+        )
+    params = step.get("params") or {}
+    for key, value in sorted(details.items()):
+        if key in ("strata", "clusters") or value is None or params.get(key, ...) == value:
+            continue  # plotted above, empty, or already shown as a parameter
+        shown = value if isinstance(value, str | int | float | bool) or value is None else None
+        if shown is None and value is not None:
+            shown = json.dumps(value, sort_keys=True, default=str)
+            if len(shown) > 300:
+                shown = shown[:300] + "…"
+        context["scalars"].append((key, _number(shown) if shown is not None else "null"))
+    return context
+
+
+_STAGES = ("ingest", "fit", "score", "dedup", "select", "materialize", "report")
+
+
+def _stage_order(item: tuple[str, Any]) -> tuple[int, str]:
+    stage = item[0]
+    return (_STAGES.index(stage) if stage in _STAGES else len(_STAGES), stage)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    return {
+        "title": title,
+        "header": columns,
+        "rows": [[_number(row.get(c)) for c in columns] for row in rows],
+    }
+
+
+def _curve_context(results: pd.DataFrame | None, summary: pd.DataFrame | None) -> dict[str, Any]:
+    if results is None or results.empty:
+        return {}
+    n_seeds = results["seed"].nunique() if "seed" in results.columns else None
+    caption = (
+        "Test accuracy of a model trained on each selector's subset at each fraction kept "
+        "(mean ± standard deviation"
+        + (f" over {n_seeds} seeds" if n_seeds else "")
+        + "; random is dashed)."
+    )
+    table = None
+    if summary is not None and not summary.empty:
+        head = summary.head(200)
+        table = {
+            "header": [str(c) for c in head.columns],
+            "rows": [[_number(v) for v in row] for row in head.itertuples(index=False)],
+        }
+    return {"caption": caption, "plot": plots.pruning_curve(results), "table": table}
+
+
+def _examples_context(data: ReportData) -> list[dict[str, Any]]:
+    dropped = (data.manifest or {}).get("counts", {}).get("dropped", {}).get("by_reason", {})
+    quarantined = data.funnel[0].removed if data.funnel else {}
+    groups = []
+    for outcome in sorted(data.examples, key=_outcome_order):
+        documents = data.examples[outcome]
+        if outcome == "kept":
+            title, tag, count = "kept", "kept-tag", data.kept
+        elif outcome.startswith("quarantine:"):
+            reason = outcome.split(":", 1)[1]
+            title, tag, count = f"quarantined: {reason}", "drop-tag", quarantined.get(reason)
+        else:
+            title, tag, count = f"dropped: {outcome}", "drop-tag", dropped.get(outcome)
+        groups.append(
+            {
+                "title": title,
+                "tag": tag,
+                "count": count,
+                "documents": documents,
+                "open": outcome == "kept",
+            }
+        )
+    return groups
+
+
+def _outcome_order(outcome: str) -> tuple[int, str]:
+    if outcome == "kept":
+        return (0, outcome)
+    if outcome.startswith("quarantine:"):
+        return (2, outcome)
+    return (1, outcome)

@@ -1,0 +1,227 @@
+"""The report's plots: matplotlib (Agg) figures returned as ``data:`` URIs of SVG images.
+
+An SVG inside an ``<img>`` needs no network, no script and no font file,
+scales with the page, and its ids cannot clash with another plot's. Every
+figure is drawn from already-binned or already-aggregated numbers, so a
+plot's size does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from thresher.report.data import FunnelStep
+
+KEPT = "#2b8a3e"
+DROPPED = "#c92a2a"
+NEUTRAL = "#5c7cfa"
+_STYLE: Any = {
+    "svg.fonttype": "none",  # text stays text: small files, the browser's sans-serif font
+    "svg.hashsalt": "thresher",  # stable ids, so the same run gives the same report
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+}
+
+
+def to_data_uri(figure: Figure) -> str:
+    """Render ``figure`` as SVG and return it as a base64 ``data:`` URI (closes the figure)."""
+    buffer = io.BytesIO()
+    with plt.rc_context(_STYLE):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(width: float = 5.6, height: float = 3.0) -> tuple[Figure, Any]:
+    with plt.rc_context(_STYLE):
+        figure, axes = plt.subplots(figsize=(width, height))
+    return figure, axes
+
+
+def funnel_plot(input_count: int, funnel: list[FunnelStep], kept: int | None) -> str:
+    """Horizontal bars: records left after each stage, with what the stage removed."""
+    with plt.rc_context(_STYLE):
+        labels = ["input", *[_bar_label(step.stage) for step in funnel]]
+        values = [input_count, *[step.remaining for step in funnel]]
+        if kept is not None and values[-1] != kept:
+            labels.append("selected")
+            values.append(kept)
+        figure, axes = plt.subplots(figsize=(7.2, 0.45 * len(labels) + 0.8))
+        positions = np.arange(len(labels))[::-1]
+        colours = [NEUTRAL] * (len(labels) - 1) + [KEPT if kept is not None else NEUTRAL]
+        axes.barh(positions, values, color=colours, height=0.6)
+        axes.set_yticks(positions, labels)
+        scale = max(1, *values)
+        for position, value, step in zip(positions, values, [None, *funnel], strict=False):
+            text = f"{value:,}"
+            if step is not None and step.total_removed:
+                text += f"  (−{step.total_removed:,})"
+            axes.text(value + 0.01 * scale, position, text, va="center", fontsize=8)
+        axes.set_xlim(0, scale * 1.25)
+        axes.set_xlabel("records")
+        axes.set_title("Funnel: records left after each stage")
+        return to_data_uri(figure)
+
+
+def _bar_label(stage: str) -> str:
+    return "selected" if stage == "not selected" else f"after {stage}"
+
+
+def score_histogram(values: pd.Series, keep: pd.Series, column: str, bins: int = 40) -> str:
+    """Histogram of one score, kept and dropped rows overlaid on the same bins.
+
+    The range is the 0.5-99.5 percentile range of the sample; values beyond
+    it are counted in the edge bins (the caption of the report says so).
+    """
+    finite = values[np.isfinite(values.to_numpy(dtype=float))]
+    figure, axes = _figure()
+    with plt.rc_context(_STYLE):
+        if finite.empty:
+            axes.text(0.5, 0.5, "no finite values", ha="center", transform=axes.transAxes)
+        else:
+            low, high = np.percentile(finite, [0.5, 99.5])
+            if low == high:
+                low, high = low - 0.5, high + 0.5
+            edges = np.histogram_bin_edges(finite.clip(low, high), bins=bins, range=(low, high))
+            kept_mask = keep.reindex(finite.index).fillna(False).astype(bool).to_numpy()
+            clipped = finite.clip(low, high).to_numpy(dtype=float)
+            has_decisions = keep.notna().any()
+            if has_decisions:
+                axes.hist(
+                    clipped[~kept_mask], bins=edges, color=DROPPED, alpha=0.55, label="dropped"
+                )
+                axes.hist(clipped[kept_mask], bins=edges, color=KEPT, alpha=0.55, label="kept")
+                axes.legend(frameon=False)
+            else:
+                axes.hist(clipped, bins=edges, color=NEUTRAL, alpha=0.8, label="scored")
+        axes.set_title(column)
+        axes.set_xlabel(column)
+        axes.set_ylabel("documents (sample)")
+    return to_data_uri(figure)
+
+
+def cluster_size_plot(sizes: pd.Series) -> str:
+    """Number of duplicate clusters of each size (log-spaced bins past size 20)."""
+    figure, axes = _figure()
+    with plt.rc_context(_STYLE):
+        largest = int(sizes.max())
+        if largest <= 20:
+            counts = sizes.value_counts().sort_index()
+            axes.bar(counts.index.astype(int), counts.to_numpy(), color=NEUTRAL, width=0.8)
+            axes.set_xticks(range(2, largest + 1))
+        else:
+            edges = np.unique(np.geomspace(2, largest + 1, num=25).astype(int))
+            axes.hist(sizes, bins=edges, color=NEUTRAL)
+            axes.set_xscale("log")
+        if sizes.value_counts().max() > 100:  # a long tail of rare large clusters
+            axes.set_yscale("log")
+        else:
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("cluster size (documents)")
+        axes.set_ylabel("clusters")
+        axes.set_title("Duplicate clusters by size")
+    return to_data_uri(figure)
+
+
+def strata_plot(strata: list[dict[str, Any]], title: str) -> str:
+    """CCS strata: documents in each stratum and how many were selected."""
+    figure, axes = _figure(7.2, 3.0)
+    with plt.rc_context(_STYLE):
+        positions = np.arange(len(strata))
+        sizes = [int(s["size"]) for s in strata]
+        chosen = [int(s["selected"]) for s in strata]
+        axes.bar(positions, sizes, color="#adb5bd", label="in stratum", width=0.85)
+        axes.bar(positions, chosen, color=KEPT, label="selected", width=0.85)
+        step = max(1, len(strata) // 8)
+        ticks = positions[::step]
+        axes.set_xticks(ticks, [f"{float(strata[i]['low']):.3g}" for i in ticks])
+        axes.set_xlabel("stratum (lower edge of its score range)")
+        axes.set_ylabel("documents")
+        axes.set_title(title)
+        axes.legend(frameon=False)
+    return to_data_uri(figure)
+
+
+def clusters_plot(clusters: list[dict[str, Any]], title: str) -> str:
+    """k-means clusters sorted by size: size, selected, and the mean importance weight."""
+    ordered = sorted(clusters, key=lambda c: -int(c["size"]))
+    figure, axes = _figure(7.2, 3.0)
+    with plt.rc_context(_STYLE):
+        positions = np.arange(len(ordered))
+        axes.bar(positions, [int(c["size"]) for c in ordered], color="#adb5bd", label="size")
+        axes.bar(positions, [int(c["selected"]) for c in ordered], color=KEPT, label="selected")
+        axes.set_xlabel("cluster (largest first)")
+        axes.set_ylabel("documents")
+        axes.set_title(title)
+        weights = [c.get("weight_mean") for c in ordered]
+        if any(w is not None and np.isfinite(w) for w in weights):
+            twin = axes.twinx()
+            twin.plot(
+                positions,
+                [np.nan if w is None else float(w) for w in weights],
+                color=DROPPED,
+                marker=".",
+                linewidth=1,
+                label="mean weight",
+            )
+            twin.set_ylabel("mean importance weight")
+            twin.spines["top"].set_visible(False)
+            handles = axes.get_legend_handles_labels()
+            extra = twin.get_legend_handles_labels()
+            axes.legend(handles[0] + extra[0], handles[1] + extra[1], frameon=False)
+        else:
+            axes.legend(frameon=False)
+    return to_data_uri(figure)
+
+
+def pruning_curve(results: pd.DataFrame) -> str:
+    """Accuracy against fraction kept, one line per selector (mean ± std over seeds).
+
+    One panel per label-noise level.
+    """
+    noise_levels = sorted(results["label_noise"].unique())
+    with plt.rc_context(_STYLE):
+        figure, axes_list = plt.subplots(
+            1, len(noise_levels), figsize=(5.6 * len(noise_levels), 3.4), squeeze=False
+        )
+        for axes, noise in zip(axes_list[0], noise_levels, strict=True):
+            subset = results[results["label_noise"] == noise]
+            grouped = (
+                subset.groupby(["selector", "fraction_kept"])["accuracy"]
+                .agg(["mean", "std"])
+                .reset_index()
+            )
+            for selector, line in grouped.groupby("selector", sort=True):
+                line = line.sort_values("fraction_kept")
+                axes.errorbar(
+                    line["fraction_kept"],
+                    line["mean"],
+                    yerr=line["std"].fillna(0.0),
+                    marker="o",
+                    markersize=3,
+                    capsize=2,
+                    linewidth=1.2,
+                    label=str(selector),
+                    linestyle="--" if selector == "random" else "-",
+                )
+            axes.set_xlabel("fraction of training data kept")
+            axes.set_ylabel("test accuracy")
+            axes.set_title(f"Pruning curve (label noise {noise:g})")
+            axes.legend(frameon=False, fontsize=8)
+    return to_data_uri(figure)

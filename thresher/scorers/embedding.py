@@ -1,0 +1,239 @@
+"""An ``embedding`` column for the selectors (k-means, prototypes, DPP, SemDeDup...).
+
+Three sources (``source``):
+
+``hashed_ngrams`` (default)
+    The signed hashed bag of word n-grams of
+    :func:`thresher.models.features.hashed_ngrams`, ``dim`` wide. Needs no
+    model and no fitting: cheap, deterministic, good enough to cluster
+    documents by vocabulary.
+``proxy``
+    The hidden layer of the proxy classifier (:mod:`thresher.models.proxy`,
+    seed 0, at ``epoch``, default the last), ``proxy.hidden`` wide: a
+    supervised embedding where distances follow the label structure.
+``lm``
+    Mean-pooled final hidden states of the reference LM
+    (:meth:`thresher.models.lm.ReferenceLM.embed`), ``d_model`` wide:
+    trained with the ``lm`` settings (one LM shared with the perplexity
+    scorer when their ``lm`` settings are equal), or loaded from
+    ``model_path`` (a thresher LM directory or a local Hugging Face
+    checkpoint).
+
+With ``normalize`` (default) each vector is scaled to unit L2 norm, so
+Euclidean k-means on it clusters by cosine similarity (a zero vector stays
+zero). The column is a list of float32 holding exactly ``width()`` values in
+every row. Not Arrow's fixed-size list: Spark has no such type and refuses
+it from ``mapInArrow`` (``UNSUPPORTED_ARROWTYPE``), and a plain list is what
+both engines then write, so score tables look the same on both.
+
+References
+----------
+Sorscher et al., "Beyond neural scaling laws: beating power law scaling via
+data pruning", NeurIPS 2022 (embeddings for prototype-based pruning).
+Abbas et al., "SemDeDup: Data-efficient learning at web-scale through
+semantic deduplication", 2023.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from thresher.devices import resolve_device
+from thresher.errors import ConfigError, ScorerError
+from thresher.io import schema as S
+from thresher.models.features import hashed_ngrams
+from thresher.models.proxy import ProxyModel, fit_proxy, parse_proxy_config
+from thresher.scorers.base import FitContext, Scorer
+
+EmbeddingSource = Literal["hashed_ngrams", "proxy", "lm"]
+_SOURCES = ("hashed_ngrams", "proxy", "lm")
+
+
+class EmbeddingScorer(Scorer):
+    """Writes one vector per document (see module docstring).
+
+    Parameters
+    ----------
+    source : {"hashed_ngrams", "proxy", "lm"}
+        Where the vectors come from.
+    dim, ngrams : int
+        Width and largest n-gram order of ``hashed_ngrams``.
+    proxy : dict, optional
+        Proxy settings for ``source: proxy`` (``hidden`` must be > 0).
+    lm : dict, optional
+        Reference LM settings for ``source: lm`` (as the perplexity scorer's).
+    model_path : str, optional
+        For ``source: lm``: use this LM directory instead of training one.
+    epoch : int, optional
+        Proxy epoch whose hidden layer is used (default: the last).
+    normalize : bool
+        Scale every vector to unit L2 norm.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda:N"``.
+    """
+
+    name: ClassVar[str] = "embedding"
+    requires_fit: ClassVar[bool] = True
+    transient_attributes: ClassVar[tuple[str, ...]] = ("model_",)
+
+    def __init__(
+        self,
+        source: EmbeddingSource = "hashed_ngrams",
+        dim: int = 256,
+        ngrams: int = 2,
+        proxy: dict[str, Any] | None = None,
+        lm: dict[str, Any] | None = None,
+        model_path: str | None = None,
+        epoch: int | None = None,
+        normalize: bool = True,
+        device: str = "auto",
+    ) -> None:
+        self.source = source
+        self.dim = dim
+        self.ngrams = ngrams
+        self.proxy = proxy
+        self.lm = lm
+        self.model_path = model_path
+        self.epoch = epoch
+        self.normalize = normalize
+        self.device = device
+
+    # -- configuration -------------------------------------------------------------------
+    @property
+    def input_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self.source == "proxy":
+            return (parse_proxy_config(self.proxy, self.name).features.input_column,)
+        return (S.TEXT,)
+
+    def width(self) -> int:
+        """Width of the vectors (known from the parameters, before fitting)."""
+        if self.source not in _SOURCES:
+            raise ConfigError(f"embedding.source: {self.source!r} is not one of {_SOURCES}")
+        if self.source == "hashed_ngrams":
+            for name, low in (("dim", 2), ("ngrams", 1)):
+                value = getattr(self, name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                    raise ConfigError(
+                        f"embedding.{name}: expected an integer >= {low}, got {value!r}"
+                    )
+            return int(self.dim)
+        if self.source == "proxy":
+            config = parse_proxy_config(self.proxy, self.name)
+            if config.hidden == 0:
+                raise ConfigError(
+                    "embedding.proxy.hidden: source 'proxy' embeds with the hidden layer; "
+                    "set proxy.hidden > 0"
+                )
+            if self.epoch is not None and not 1 <= self.epoch <= config.epochs:
+                raise ConfigError(f"embedding.epoch: {self.epoch!r} is not in 1..{config.epochs}")
+            return config.hidden
+        if self.model_path is not None:
+            return _checkpoint_width(self._model_directory())
+        from thresher.models.lm import lm_params
+
+        try:
+            return int(lm_params(**(self.lm or {}))["d_model"])
+        except ValueError as error:
+            raise ConfigError(f"embedding.lm: {error}") from None
+
+    def _model_directory(self) -> Path:
+        assert self.model_path is not None
+        path = Path(self.model_path).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(
+                f"embedding.model_path: {self.model_path!r} is not a directory ({path})"
+            )
+        return path
+
+    def output_fields(self, column: str) -> list[pa.Field]:
+        self.width()  # checks the parameters
+        return [pa.field(column, pa.list_(pa.float32()))]
+
+    output_type: ClassVar[pa.DataType] = pa.list_(pa.float32())
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def fit(self, context: FitContext) -> None:
+        self.width()
+        if self.source == "proxy":
+            config = parse_proxy_config(self.proxy, self.name)
+            self.model_path_ = str(fit_proxy(context, config, device=resolve_device(self.device)))
+        elif self.source == "lm" and self.model_path is not None:
+            self.model_path_ = str(self._model_directory())
+        elif self.source == "lm":
+            from thresher.models.lm import fit_reference_lm
+
+            self.model_path_ = str(fit_reference_lm(context, **(self.lm or {})))
+
+    def setup(self) -> None:
+        if self.source == "hashed_ngrams" or getattr(self, "model_", None) is not None:
+            return
+        path = getattr(self, "model_path_", None)
+        if path is None:
+            raise ScorerError(f"embedding ({self.source}) is not fitted: call fit() first")
+        device = resolve_device(self.device)
+        self.model_: Any
+        if self.source == "proxy":
+            epochs = parse_proxy_config(self.proxy, self.name).epochs
+            self.model_ = ProxyModel.load(Path(path), epochs=[self.epoch or epochs], device=device)
+        else:
+            from thresher.models.lm import ReferenceLM
+
+            self.model_ = ReferenceLM.load(path, device=device)
+
+    def score(self, batch: pa.RecordBatch) -> pa.Array:
+        width = self.width()
+        column = batch.column(batch.schema.get_field_index(self.input_columns[0]))
+        if batch.num_rows == 0:
+            vectors = np.zeros((0, width), dtype=np.float32)
+        elif self.source == "hashed_ngrams":
+            vectors = hashed_ngrams(column.to_pylist(), self.dim, self.ngrams).dense()
+        else:
+            self.setup()
+            vectors = self._model_vectors(batch, column)
+        if vectors.shape != (batch.num_rows, width):
+            raise ScorerError(
+                f"embedding: got vectors of shape {vectors.shape}, expected width {width}"
+            )
+        if self.normalize:
+            vectors = _unit_rows(vectors)
+        flat = pa.array(vectors.astype(np.float32).reshape(-1), pa.float32())
+        offsets = pa.array(np.arange(0, (batch.num_rows + 1) * width, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, flat)
+
+    def _model_vectors(self, batch: pa.RecordBatch, column: pa.Array) -> NDArray[np.float32]:
+        if self.source == "proxy":
+            model: ProxyModel = self.model_
+            h, _ = model.forward(model.features(batch))
+            return h[:, 0, :].double().cpu().numpy().astype(np.float32)  # seed 0
+        texts = [t or "" for t in column.to_pylist()]
+        return np.asarray(self.model_.embed(texts), dtype=np.float32)
+
+
+def _unit_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rows scaled to unit L2 norm (computed in float64; zero rows stay zero)."""
+    as64 = vectors.astype(np.float64)
+    norms = np.linalg.norm(as64, axis=1, keepdims=True)
+    return (as64 / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _checkpoint_width(directory: Path) -> int:
+    """Hidden size recorded in an LM directory's ``config.json`` (thresher or Hugging Face)."""
+    import json
+
+    config_path = directory / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"embedding.model_path: cannot read {config_path} ({error})") from None
+    candidates = [config.get("model", {}).get("d_model")] if isinstance(config, dict) else []
+    if isinstance(config, dict):
+        candidates += [config.get(key) for key in ("hidden_size", "n_embd", "d_model")]
+    for value in candidates:
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ConfigError(f"embedding.model_path: {config_path} names no hidden size")

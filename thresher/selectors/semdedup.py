@@ -1,0 +1,309 @@
+"""Semantic deduplication (SemDeDup) within k-means clusters of the embeddings.
+
+Cluster the L2-normalised embeddings with spherical k-means. Inside each
+cluster, order the rows as the paper does (farthest from the centroid
+first, ``prefer="far"``; ties by row position), then scan them in that
+order: a row is dropped when its cosine similarity to a row *kept* before
+it exceeds ``1 - eps``. Rows of different clusters are never compared.
+
+Two selectors share this machinery:
+
+* ``semdedup`` is a filter (it defines its own size, no budget): give
+  ``eps``, or ``target_keep`` to search ``eps`` in ``[0, max_eps]`` by
+  bisection for the fraction of rows kept closest to the target.
+* ``semdedup_rank`` meets a budget exactly. It ranks rows by their
+  *redundancy*: the largest cosine similarity to any row before it in its
+  cluster's order (the first row of a cluster has none). The reference
+  code removes a row at ``eps`` exactly when its redundancy exceeds
+  ``1 - eps``, so the kept sets are nested in ``eps``, and keeping the
+  budget's least redundant rows (ties by row position) is SemDeDup at the
+  ``eps`` that keeps the budget. Compared with the filter, a row whose only
+  near-duplicate was itself removed counts as redundant here.
+
+Cost: O(sum of squared cluster sizes x d) time, memory bounded by blocks.
+
+References
+----------
+Abbas, Tirumala, Simig, Ganguli and Morcos, "SemDeDup: Data-efficient
+learning at web-scale through semantic deduplication", 2023.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from thresher.selectors._kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
+from thresher.selectors._partition import Partitionable
+from thresher.selectors.base import (
+    Budget,
+    RandomState,
+    Selection,
+    Selector,
+    check_embeddings,
+    check_random_state,
+    resolve_budget,
+)
+from thresher.selectors.prototypes import cosine_to_centroid
+
+Prefer = Literal["far", "near"]
+#: Similarity-matrix blocks hold at most this many entries (float32).
+_BLOCK_ENTRIES = 1 << 24
+_SEARCH_STEPS = 40
+
+
+def cluster_orders(
+    unit: NDArray[np.float32], clustering: KMeansResult, prefer: Prefer
+) -> list[NDArray[np.int64]]:
+    """Row indices of each cluster in scan order (``far``: lowest cosine to centroid first)."""
+    if prefer not in ("far", "near"):
+        raise ValueError(f"semdedup: prefer must be 'far' or 'near', got {prefer!r}")
+    cosine = cosine_to_centroid(unit, clustering)
+    key = cosine if prefer == "far" else -cosine
+    order = np.lexsort((np.arange(unit.shape[0]), key, clustering.labels))
+    bounds = np.cumsum(clustering.sizes())[:-1]
+    return [part for part in np.split(order, bounds) if part.size]
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    step = int(np.clip(_BLOCK_ENTRIES // max(n, 1), 1, 4096))
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def similar_earlier_pairs(
+    rows: NDArray[np.float32], threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Pairs (i, j), i < j, with cosine ``rows[i] . rows[j] > threshold``, sorted by j then i."""
+    found_i, found_j, found_s = [], [], []
+    for start, stop in _blocks(rows.shape[0]):
+        sims = rows[start:stop] @ rows[:stop].T
+        later, earlier = np.nonzero(sims > threshold)
+        later = later + start
+        below = earlier < later
+        found_i.append(earlier[below])
+        found_j.append(later[below])
+        found_s.append(sims[later[below] - start, earlier[below]])
+    if not found_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return (
+        np.concatenate(found_i).astype(np.int64),
+        np.concatenate(found_j).astype(np.int64),
+        np.concatenate(found_s),
+    )
+
+
+def greedy_keep(
+    n: int,
+    pairs: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]],
+    threshold: float,
+) -> NDArray[np.bool_]:
+    """Scan rows 0..n-1; drop a row whose similarity to an earlier *kept* row exceeds threshold."""
+    earlier, later, sims = pairs
+    mask = sims > threshold
+    earlier, later = earlier[mask], later[mask]
+    keep = np.ones(n, dtype=bool)
+    if later.size == 0:
+        return keep
+    starts = np.flatnonzero(np.r_[True, later[1:] != later[:-1]])
+    stops = np.r_[starts[1:], later.size]
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        if keep[earlier[start:stop]].any():
+            keep[later[start]] = False
+    return keep
+
+
+def redundancy(rows: NDArray[np.float32]) -> NDArray[np.float64]:
+    """Largest cosine similarity of each row to any earlier row (-inf for the first row)."""
+    n = rows.shape[0]
+    out = np.full(n, -np.inf)
+    for start, stop in _blocks(n):
+        if stop <= 1:
+            continue
+        sims = rows[start:stop] @ rows[: stop - 1].T  # rows before the block's last one
+        positions = np.arange(start, stop)
+        sims[np.arange(stop - 1)[None, :] >= positions[:, None]] = -np.inf
+        out[start:stop] = sims.max(axis=1)
+    return out
+
+
+class _SemDeDupBase(Partitionable, Selector):
+    requires_embeddings: ClassVar[bool] = True
+    n_clusters: int
+    n_iter: int
+    prefer: Prefer
+
+    def _cluster(
+        self, embeddings: NDArray[np.floating[Any]] | None, n: int, rng: np.random.Generator
+    ) -> tuple[NDArray[np.float32], KMeansResult, list[NDArray[np.int64]]]:
+        matrix = check_embeddings(embeddings, n, selector=self.name)
+        unit = normalize_rows(matrix)
+        clustering = fit_kmeans(
+            unit, self.n_clusters, seed=seed_from(rng), n_iter=self.n_iter, spherical=True
+        )
+        return unit, clustering, cluster_orders(unit, clustering, self.prefer)
+
+
+class SemDeDupSelector(_SemDeDupBase):
+    """SemDeDup as a filter: keep the rows that are no near-duplicate of a kept row.
+
+    Parameters
+    ----------
+    eps : float or None
+        Rows with cosine similarity above ``1 - eps`` to a kept row of their
+        cluster are dropped (the paper uses values around 0.01 to 0.1).
+    target_keep : float or None
+        Instead of ``eps``: the fraction of rows to keep, in (0, 1]; ``eps``
+        is searched in ``[0, max_eps]`` (the kept fraction is reached as
+        closely as the data allows).
+    max_eps : float
+        Upper end of the search.
+    n_clusters, n_iter : int
+        Spherical k-means settings.
+    prefer : {"far", "near"}
+        Which row of a duplicate group survives: the one farthest from the
+        centroid (the paper) or the closest.
+    """
+
+    name: ClassVar[str] = "semdedup"
+    requires_budget: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        target_keep: float | None = None,
+        max_eps: float = 0.5,
+        n_clusters: int = 100,
+        n_iter: int = 20,
+        prefer: Prefer = "far",
+    ) -> None:
+        self.eps = eps
+        self.target_keep = target_keep
+        self.max_eps = max_eps
+        self.n_clusters = n_clusters
+        self.n_iter = n_iter
+        self.prefer = prefer
+
+    def _check_params(self) -> None:
+        if (self.eps is None) == (self.target_keep is None):
+            raise ValueError("semdedup: give exactly one of `eps` and `target_keep`")
+        if self.eps is not None and not 0.0 <= self.eps <= 2.0:
+            raise ValueError(f"semdedup: eps must be in [0, 2], got {self.eps}")
+        if self.target_keep is not None and not 0.0 < self.target_keep <= 1.0:
+            raise ValueError(f"semdedup: target_keep must be in (0, 1], got {self.target_keep}")
+        if not 0.0 <= self.max_eps <= 2.0:
+            raise ValueError(f"semdedup: max_eps must be in [0, 2], got {self.max_eps}")
+
+    def select(
+        self,
+        scores: pa.Table,
+        embeddings: NDArray[np.floating[Any]] | None = None,
+        budget: Budget | None = None,
+        *,
+        random_state: RandomState = None,
+    ) -> Selection:
+        if budget is not None:
+            raise ValueError(
+                "semdedup is a filter and defines its own size; leave its budget empty "
+                "(or use semdedup_rank to meet a budget)"
+            )
+        self._check_params()
+        n = scores.num_rows
+        rng = check_random_state(random_state)
+        if n == 0:
+            check_embeddings(embeddings, n, selector=self.name)
+            return Selection.from_indices([], details={"eps": self.eps, "n_clusters": 0})
+        unit, clustering, orders = self._cluster(embeddings, n, rng)
+        widest = float(self.eps) if self.eps is not None else float(self.max_eps)
+        pairs = [similar_earlier_pairs(unit[order], 1.0 - widest) for order in orders]
+
+        def kept_at(eps: float) -> NDArray[np.bool_]:
+            keep = np.zeros(n, dtype=bool)
+            for order, cluster_pairs in zip(orders, pairs, strict=True):
+                keep[order] = greedy_keep(order.size, cluster_pairs, 1.0 - eps)
+            return keep
+
+        eps = float(self.eps) if self.eps is not None else self._search(kept_at, n)
+        keep = kept_at(eps)
+        kept = np.flatnonzero(keep)
+        return Selection.from_indices(
+            kept,
+            groups=clustering.labels[kept],
+            details={
+                "eps": eps,
+                "target_keep": self.target_keep,
+                "n_clusters": clustering.n_clusters,
+                "removed": int(n - kept.size),
+            },
+        )
+
+    def _search(self, kept_at: Callable[[float], NDArray[np.bool_]], n: int) -> float:
+        """Bisection for the eps whose kept fraction is closest to ``target_keep``."""
+        target = float(self.target_keep or 1.0) * n
+        low, high = 0.0, float(self.max_eps)
+        counts = {low: int(kept_at(low).sum()), high: int(kept_at(high).sum())}
+        if counts[high] >= target:  # even the widest eps keeps too many: remove what we can
+            return high
+        if counts[low] <= target:
+            return low
+        for _ in range(_SEARCH_STEPS):  # invariant: count(low) > target >= count(high)
+            middle = (low + high) / 2.0
+            counts[middle] = int(kept_at(middle).sum())
+            if counts[middle] > target:
+                low = middle
+            else:
+                high = middle
+        return min(counts, key=lambda eps: (abs(counts[eps] - target), eps))
+
+
+class SemDeDupRankSelector(_SemDeDupBase):
+    """SemDeDup at a budget: keep the budget's least redundant rows (see module docstring).
+
+    Parameters
+    ----------
+    n_clusters, n_iter : int
+        Spherical k-means settings.
+    prefer : {"far", "near"}
+        Scan order inside a cluster (see :class:`SemDeDupSelector`).
+    """
+
+    name: ClassVar[str] = "semdedup_rank"
+
+    def __init__(self, n_clusters: int = 100, n_iter: int = 20, prefer: Prefer = "far") -> None:
+        self.n_clusters = n_clusters
+        self.n_iter = n_iter
+        self.prefer = prefer
+
+    def select(
+        self,
+        scores: pa.Table,
+        embeddings: NDArray[np.floating[Any]] | None = None,
+        budget: Budget | None = None,
+        *,
+        random_state: RandomState = None,
+    ) -> Selection:
+        n = scores.num_rows
+        k = resolve_budget(budget, n, selector=self.name)
+        rng = check_random_state(random_state)
+        if n == 0:
+            check_embeddings(embeddings, n, selector=self.name)
+            return Selection.from_indices([], details={"n_clusters": 0})
+        unit, clustering, orders = self._cluster(embeddings, n, rng)
+        score = np.full(n, -np.inf)
+        for order in orders:
+            score[order] = redundancy(unit[order])
+        kept = np.lexsort((np.arange(n), score))[:k]
+        finite = score[kept][np.isfinite(score[kept])]
+        worst = float(finite.max()) if finite.size else None
+        return Selection.from_indices(
+            kept,
+            groups=clustering.labels[kept],
+            details={
+                "n_clusters": clustering.n_clusters,
+                "max_redundancy_kept": worst,
+                "equivalent_eps": None if worst is None else 1.0 - worst,
+            },
+        )

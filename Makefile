@@ -47,13 +47,13 @@ test: venv sysdeps
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check thresher tests benchmarks examples
-	$(BIN)/ruff format --check thresher tests benchmarks examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy thresher
 
 format: venv
-	$(BIN)/ruff format thresher tests benchmarks examples
-	$(BIN)/ruff check --fix thresher tests benchmarks examples
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: venv sysdeps-bench
 	$(BIN)/python -m benchmarks

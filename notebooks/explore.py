@@ -75,7 +75,7 @@ else:
     decided, kept_mask = scores, np.zeros(len(scores), dtype=bool)
 
 fig, axes = plt.subplots(1, len(score_columns), figsize=(4 * len(score_columns), 3), squeeze=False)
-for ax, column in zip(axes[0], score_columns):
+for ax, column in zip(axes[0], score_columns, strict=True):
     values = decided[column].to_numpy(dtype=float)
     bins = np.histogram_bin_edges(values[np.isfinite(values)], bins=40)
     ax.hist(values[~kept_mask], bins=bins, alpha=0.6, label="dropped" if kept_mask.any() else "all")
@@ -150,7 +150,7 @@ overlap
 column = score_columns[0]
 fig, axes = plt.subplots(1, len(BUDGETS), figsize=(4 * len(BUDGETS), 3), sharey=True)
 bins = np.histogram_bin_edges(scores[column].to_numpy(dtype=float), bins=40)
-for ax, budget in zip(axes, BUDGETS):
+for ax, budget in zip(axes, BUDGETS, strict=True):
     for name in SELECTORS:
         kept_values = scores.loc[trials[(name, budget)].keep, column]
         ax.hist(kept_values, bins=bins, alpha=0.6, label=name)

@@ -378,6 +378,7 @@ class Run:
             Seed (default: the run's).
         """
         from thresher.stages.select import select as run_selection
+        from thresher.stages.select import selection_table
 
         data = self.config.config_dict()
         data["selector"] = {"name": selector, "params": params or {}, "budget": budget}
@@ -391,17 +392,5 @@ class Run:
             raise ConfigError(f"try_selector({selector!r}): {error}") from None
         scores = self.scores
         decisions, steps = run_selection(cfg, scores)
-        keep = pd.isna(decisions.reason)
-        table = pa.table(
-            {
-                S.ID: scores.column(S.ID),
-                S.SHARD: scores.column(S.SHARD),
-                S.ROW: scores.column(S.ROW),
-                "keep": pa.array(keep),
-                "weight": pa.array(decisions.weight),
-                "reason": pa.array(decisions.reason, pa.string()),
-                "detail": pa.array(decisions.detail, pa.string()),
-                "group": pa.array(decisions.group),
-            }
-        )
+        table = selection_table(scores, decisions)
         return SelectionPreview(table, steps)

@@ -429,13 +429,17 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> RunConfig:
         raise ConfigError(_format_validation_error(error)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run configuration."""
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML config file (``{}`` when empty); ConfigError when unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_config(data or {}, base_dir=path.parent)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run configuration."""
+    return parse_config(read_yaml(path), base_dir=Path(path).parent)

@@ -13,13 +13,18 @@ import os
 from typing import Any
 
 
-def spark_task_gpu() -> int | None:
-    """The GPU address Spark assigned to the running task, if any."""
+def _spark_task() -> Any:
+    """The running Spark task's TaskContext, or None outside a Spark task."""
     try:
         from pyspark import TaskContext
     except ImportError:
         return None
-    context = TaskContext.get()
+    return TaskContext.get()
+
+
+def spark_task_gpu() -> int | None:
+    """The GPU address Spark assigned to the running task, if any."""
+    context = _spark_task()
     if context is None:
         return None
     gpus = context.resources().get("gpu")
@@ -59,11 +64,7 @@ def worker_threads() -> int:
 
 def spark_task_cpus() -> int | None:
     """CPUs Spark assigned to the running task, if this runs inside one."""
-    try:
-        from pyspark import TaskContext
-    except ImportError:
-        return None
-    context = TaskContext.get()
+    context = _spark_task()
     if context is None:
         return None
     return max(1, int(context.cpus()))

@@ -31,7 +31,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.config import (
@@ -40,6 +39,7 @@ from thresher.config import (
     RunConfig,
     SelectorConfig,
     parse_config,
+    read_yaml,
 )
 from thresher.errors import ConfigError
 from thresher.models.features import FeatureConfig
@@ -292,14 +292,7 @@ def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalC
 
 def load_eval_config(path: str | Path) -> EvalConfig:
     """Read and validate an eval YAML file (relative paths: against its directory)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_eval_config(data or {}, base_dir=path.parent)
+    return parse_eval_config(read_yaml(path), base_dir=Path(path).parent)
 
 
 def resolve_eval_config(

@@ -328,6 +328,23 @@ def _remote_invalid_rows(
     return np.isin(keys, bad_keys)
 
 
+def selection_table(scores: pa.Table, decisions: Decisions) -> pa.Table:
+    """The selection table (``S.SELECTION_SCHEMA``): one row per row of ``scores``."""
+    return pa.table(
+        {
+            S.ID: scores.column(S.ID),
+            S.SHARD: scores.column(S.SHARD),
+            S.ROW: scores.column(S.ROW),
+            "keep": pa.array(pd.isna(decisions.reason)),
+            "weight": pa.array(decisions.weight),
+            "reason": pa.array(decisions.reason, pa.string()),
+            "detail": pa.array(decisions.detail, pa.string()),
+            "group": pa.array(decisions.group),
+        },
+        schema=S.SELECTION_SCHEMA,
+    )
+
+
 def select_to_run(config: RunConfig, engine: Engine | None = None) -> dict[str, Any]:
     """Run selection on the stored scores and write ``selection/`` and ``dropped/``.
 
@@ -353,19 +370,7 @@ def select_to_run(config: RunConfig, engine: Engine | None = None) -> dict[str, 
         if owned is not None:
             owned.close()
     keep = pd.isna(decisions.reason)
-    selection = pa.table(
-        {
-            S.ID: scores.column(S.ID),
-            S.SHARD: scores.column(S.SHARD),
-            S.ROW: scores.column(S.ROW),
-            "keep": pa.array(keep),
-            "weight": pa.array(decisions.weight),
-            "reason": pa.array(decisions.reason, pa.string()),
-            "detail": pa.array(decisions.detail, pa.string()),
-            "group": pa.array(decisions.group),
-        },
-        schema=S.SELECTION_SCHEMA,
-    )
+    selection = selection_table(scores, decisions)
     # In input order, in row groups: each shard's materialisation reads only its own groups.
     write_parquet_atomic(selection, run.selection / "selection.parquet", row_group_size=1 << 16)
     dropped = selection.filter(pa.array(~keep)).select([S.ID, "reason", "detail"])

@@ -53,6 +53,7 @@ _BAND_ROWS = "band int, key long, doc long"
 _BAND_ROWS_ARROW = pa.schema([("band", pa.int32()), ("key", pa.int64()), ("doc", pa.int64())])
 _CLUSTERS = "keeper boolean"
 _MAX_ROUNDS = 200
+_BAND_ROWS_PER_PARTITION = 4_000_000  # (band, key, doc): 20 bytes a row, about 80 MB
 
 
 def dedup_spark(
@@ -136,7 +137,7 @@ def dedup_spark(
             members = members.join(later_copies, "doc", "left_anti")
 
         # 2. LSH buckets of two or more members, then verified edges.
-        bucketed = persist(_bucketed_rows(members, spec))
+        bucketed = persist(_bucketed_rows(members, spec, int(counts["with_signature"])))
         # Signatures of the bucketed documents: the band's values split a shared key
         # exactly, and verification compares them.
         wanted = bucketed.select("doc").distinct()
@@ -180,7 +181,7 @@ def dedup_spark(
     }
 
 
-def _bucketed_rows(members: Any, spec: DedupSpec) -> Any:
+def _bucketed_rows(members: Any, spec: DedupSpec, n_members: int) -> Any:
     """``(band, key, doc)`` of every row whose (band, 64-bit band key) another row shares.
 
     A vectorised shuffle: where the signatures are, numpy computes the band
@@ -188,10 +189,14 @@ def _bucketed_rows(members: Any, spec: DedupSpec) -> Any:
     packs the rows bound for each shuffle partition into one binary row;
     Spark moves those few large rows; each partition unpacks its arrays and
     finds the shared keys with a numpy sort. The JVM never handles the
-    ``documents x bands`` rows one by one.
+    ``documents x bands`` rows one by one. The number of shuffle partitions
+    follows the data (about :data:`_BAND_ROWS_PER_PARTITION` band rows each,
+    at least one per core), not ``spark.sql.shuffle.partitions``: each
+    partition is a Python task, and 200 of them cost seconds on a small corpus.
     """
     bands, rows, num_perm, signature = spec.bands, spec.rows, spec.num_perm, spec.signature
-    partitions = max(1, int(members.sparkSession.conf.get("spark.sql.shuffle.partitions")))
+    parallelism = int(members.sparkSession.sparkContext.defaultParallelism)
+    partitions = max(1, parallelism, -(-n_members * bands // _BAND_ROWS_PER_PARTITION))
 
     def route(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

@@ -78,6 +78,9 @@ class SparkEngine(Engine):
                 "spark.pyspark.driver.python": sys.executable,
                 "spark.sql.execution.arrow.maxRecordsPerBatch": str(self.batch_size),
                 "spark.sql.session.timeZone": "UTC",
+                # Lets adaptive execution coalesce the shuffles of cached frames too
+                # (dedup persists several): 200 near-empty tasks each otherwise.
+                "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
             }
             for key, value in {**defaults, **self.config.conf}.items():
                 builder = builder.config(key, value)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 _PARTITION = "thresher_p"
 _THRESHER_ERROR = re.compile(r"thresher\.[\w.]*?(\w+Error): (.+)")
+_MAX_WAVES = 8
 
 
 class SparkEngine(Engine):
@@ -109,7 +110,7 @@ class SparkEngine(Engine):
         run = RunDir(Path(run_root))
         pending = [i for i in shard_indices if not run.scores_shard(i).is_dir()]
         done = [{"index": i, "skipped": True} for i in shard_indices if i not in pending]
-        wave_size = max(1, 2 * self.parallelism)
+        wave_size = _wave_size(len(pending), self.parallelism)
         for start in range(0, len(pending), wave_size):
             wave = pending[start : start + wave_size]
             self._score_wave(wave, scorers, run, batch_size)
@@ -232,6 +233,18 @@ def _user_errors() -> Iterator[None]:
         if not (isinstance(cls, type) and issubclass(cls, errors.ThresherError)):
             cls = errors.ThresherError
         raise cls(match.group(2).strip()) from error
+
+
+def _wave_size(pending: int, parallelism: int) -> int:
+    """Shards per scoring job: two per core at least, and no more than ``_MAX_WAVES`` jobs.
+
+    Each wave is one Spark job whose shards commit together when it ends, so a
+    killed run redoes one wave at most; each job also costs about half a
+    second of scheduling and commit, which adds up over hundreds of shards.
+    A whole number of shards per core keeps the cores busy to the wave's end.
+    """
+    per_core = max(2, -(-pending // (_MAX_WAVES * parallelism)))
+    return max(1, per_core * parallelism)
 
 
 def _under_spark_submit() -> bool:

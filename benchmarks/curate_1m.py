@@ -199,6 +199,8 @@ def _child(job_file: str, result_file: str) -> None:
 
     from thresher.config import parse_config
     from thresher.flows.curate import curate
+    from thresher.io import schema as S
+    from thresher.stages.materialize import output_names
 
     job = json.loads(Path(job_file).read_text())
     config = parse_config(job["config"], base_dir=job["base_dir"])
@@ -237,8 +239,23 @@ def _child(job_file: str, result_file: str) -> None:
         "parallelism": parallelism,
         "counts": manifest["counts"],
         "seconds_per_stage": manifest["seconds_per_stage"],
+        "kept_ids_sha256": _kept_ids_digest(
+            config.run_path / "data", output_names(config.schema_)[S.ID]
+        ),
     }
     Path(result_file).write_text(json.dumps(result))
+
+
+def _kept_ids_digest(data_dir: Path, id_column: str) -> str:
+    """SHA-256 of the sorted kept ids (outside the timed part): equal digests, same selection."""
+    import hashlib
+
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    ids = ds.dataset(data_dir, format="parquet").to_table(columns=[id_column]).column(id_column)
+    ordered = pc.sort_indices(ids)
+    return hashlib.sha256("\n".join(ids.take(ordered).to_pylist()).encode()).hexdigest()
 
 
 def run_engine(engine: str, corpus: Path, work: Path, template: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +327,10 @@ def report(results: dict[str, dict[str, Any]], n_documents: int, template_name: 
             f"{r['scorer_seconds']:.1f} | {r['parallelism']} | {r['selector_seconds']:.2f} | "
             f"{r['overhead']:.0%} | {r['counts']['kept']:,} / {r['counts']['input']:,} |"
         )
+    digests = {r.get("kept_ids_sha256") for r in results.values()}
+    if len(results) > 1:
+        same = "yes" if len(digests) == 1 and None not in digests else "NO"
+        lines += ["", f"Same kept ids on every engine (SHA-256 of the sorted ids): {same}."]
     other = {k for r in results.values() for k in r["seconds_per_stage"]} - {
         "ingest",
         "fit",

@@ -51,3 +51,14 @@ def test_wrong_length_is_reported_with_the_scorer_name() -> None:
     bound = [BoundScorer("w", _WrongLength())]
     with pytest.raises(ScorerError, match="scorer 'wrong' returned 1 values for 2 rows"):
         list(score_batches([_positions(text_batch(["a", "b"]))], bound, score_schema(bound, None)))
+
+
+@pytest.mark.parametrize("parallelism", [1, 2, 8, 64])
+@pytest.mark.parametrize("pending", [1, 3, 8, 20, 100, 1000])
+def test_spark_scoring_waves_are_few_and_fill_every_core(pending: int, parallelism: int) -> None:
+    from thresher.engines.spark import _MAX_WAVES, _wave_size
+
+    size = _wave_size(pending, parallelism)
+    assert size % parallelism == 0  # whole shards per core: no idle core before the wave ends
+    assert size >= 2 * parallelism  # small corpora still commit in several waves (resume)
+    assert -(-pending // size) <= _MAX_WAVES  # the fixed cost per Spark job stays bounded

@@ -123,7 +123,7 @@ def test_gpu_selects_the_same_rows_as_cpu(request: pytest.FixtureRequest) -> Non
     if not torch.cuda.is_available():
         if "gpu" in (request.config.getoption("-m") or ""):
             pytest.fail("GPU tests were asked for (-m gpu) but no CUDA device is available")
-        pytest.skip("no CUDA device (GPU tests are opt-in: pytest -m gpu)")
+        pytest.skip("no CUDA device")
     table, features = _data(2000, 32, 6)
     cpu = make_selector("dpp", {"score": "quality", "device": "cpu"}).select(table, features, 100)
     gpu = make_selector("dpp", {"score": "quality", "device": "cuda"}).select(table, features, 100)

@@ -108,7 +108,7 @@ def _cards(data: ReportData) -> list[dict[str, Any]]:
         dropped = data.input_count - quarantined - data.kept
         share = data.kept / data.input_count if data.input_count else 0.0
         cards += [
-            {"value": dropped, "label": "dropped at selection", "kind": "drop"},
+            {"value": dropped, "label": "dropped (duplicates, filters, selector)", "kind": "drop"},
             {"value": data.kept, "label": f"selected ({share:.1%} of input)", "kind": "kept"},
         ]
     return cards

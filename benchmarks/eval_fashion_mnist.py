@@ -14,8 +14,8 @@ printed here), ``eval_fashion_mnist.csv`` (one row per trained model),
 pruning curves, one panel per noise level).
 
 Needs the IDX files of Debian's ``dataset-fashion-mnist``
-(``make sysdeps-bench``). Full scale (310 models; 10.5 minutes from scratch on
-a shared 2-core machine, within the 30-minute target)::
+(``make sysdeps-bench``). Full scale (310 models; 10.0 minutes from scratch on
+2 quiet cores, within the 30-minute target)::
 
     python -m benchmarks.eval_fashion_mnist
 

@@ -71,17 +71,9 @@ class Corpus:
     shard_rows: dict[int, int]
 
     def context(self, column: str, seed: int = 0) -> Any:
-        from thresher.scorers.base import FitContext
-        from thresher.stages.fit import sample_ingested
+        from thresher.stages.fit import fit_context
 
-        directory = self.run.models / column
-        directory.mkdir(parents=True, exist_ok=True)
-        return FitContext(
-            artifact_dir=directory,
-            sample=lambda n, columns, s: sample_ingested(self.run, self.shard_rows, n, columns, s),
-            n_rows=sum(self.shard_rows.values()),
-            seed=seed,
-        )
+        return fit_context(self.run, self.shard_rows, column, seed)
 
     def batches(self, columns: list[str]) -> list[pa.RecordBatch]:
         out = []

@@ -21,7 +21,7 @@ from thresher.config import SchemaConfig
 from thresher.io.shards import make_shards
 from thresher.run_dir import RunDir
 from thresher.scorers.base import FitContext, Scorer
-from thresher.stages.fit import sample_ingested
+from thresher.stages.fit import fit_context
 from thresher.stages.ingest import ingest_to_run
 from thresher.stages.score import BoundScorer, input_columns, score_batches, score_schema
 
@@ -48,14 +48,7 @@ class IngestedRun:
     corpus: Path
 
     def context(self, column: str, seed: int = 0) -> FitContext:
-        directory = self.run.models / column
-        directory.mkdir(parents=True, exist_ok=True)
-        return FitContext(
-            artifact_dir=directory,
-            sample=lambda n, columns, s: sample_ingested(self.run, self.shard_rows, n, columns, s),
-            n_rows=sum(self.shard_rows.values()),
-            seed=seed,
-        )
+        return fit_context(self.run, self.shard_rows, column, seed)
 
     def table(self) -> pa.Table:
         """Every ingested row with the ground truth ``kind`` of the sample corpus."""

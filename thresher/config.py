@@ -410,13 +410,14 @@ def _is_shard(path: Path) -> bool:
     return path.name.endswith(_SHARD_SUFFIXES) and not path.name.startswith((".", "_"))
 
 
-def _format_validation_error(error: ValidationError) -> str:
+def format_validation_error(error: ValidationError, what: str = "run", prefix: str = "") -> str:
+    """One line per bad field, named by its path (``prefix`` + dotted location)."""
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}" if where else f"  {message}")
-    return "invalid run configuration:\n" + "\n".join(lines)
+        lines.append(f"  {prefix}{where}: {message}" if where else f"  {prefix}{message}")
+    return f"invalid {what} configuration:\n" + "\n".join(lines)
 
 
 def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> RunConfig:
@@ -426,7 +427,7 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> RunConfig:
     try:
         return RunConfig.model_validate({**data, "base_dir": str(Path(base_dir).resolve())})
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error)) from None
+        raise ConfigError(format_validation_error(error)) from None
 
 
 def read_yaml(path: str | Path) -> Any:

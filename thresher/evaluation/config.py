@@ -38,6 +38,7 @@ from thresher.config import (
     PartitionConfig,
     RunConfig,
     SelectorConfig,
+    format_validation_error,
     parse_config,
     read_yaml,
 )
@@ -237,15 +238,6 @@ class EvalConfig(_Strict):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _format(error: ValidationError, prefix: str) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {prefix}{where}: {message}" if where else f"  {prefix}{message}")
-    return "invalid eval configuration:\n" + "\n".join(lines)
-
-
 def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalConfig:
     """Validate an eval mapping; ConfigError names every bad field.
 
@@ -275,7 +267,7 @@ def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalC
     try:
         settings = EvalSettings.model_validate(section)
     except ValidationError as error:
-        raise ConfigError(_format(error, "eval.")) from None
+        raise ConfigError(format_validation_error(error, "eval", "eval.")) from None
     config = EvalConfig(run=run, eval=settings)
     for i, selector in enumerate(config.eval.selectors):
         for params in selector.grid():

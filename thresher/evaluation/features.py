@@ -37,8 +37,7 @@ from thresher.models._safe import load_safetensors
 from thresher.models.features import FeatureConfig, FeatureExtractor, Matrix, SparseRows
 from thresher.models.proxy import label_key
 from thresher.run_dir import RunDir
-from thresher.scorers.base import FitContext
-from thresher.stages.fit import sample_ingested
+from thresher.stages.fit import fit_context
 
 SPLIT_NAMES = ("train", "validation", "test")
 _LOADED: dict[tuple[str, int], SplitData] = {}
@@ -111,11 +110,8 @@ def build_features(config: EvalConfig, splits_key: dict[str, Any]) -> dict[str, 
     )
     extractor = FeatureExtractor(source, device="cpu")
     shard_rows = {int(s["index"]): int(s["ingested"]) for s in run.stored_ingest_stats()}
-    context = FitContext(
-        artifact_dir=run.models / "eval_features",
-        sample=lambda n, columns, seed: sample_ingested(run, shard_rows, n, columns, seed),
-        n_rows=pool.num_rows,
-        seed=scoring_config(config).seed,
+    context = fit_context(
+        run, shard_rows, "eval_features", scoring_config(config).seed, n_rows=pool.num_rows
     )
     extractor.fit(pool, context)
     paths = SplitPaths(config.root / "splits")

@@ -35,20 +35,33 @@ def fit_scorers(
     """Build the scorers and fit those with ``requires_fit`` on samples of the ingested corpus."""
     run = RunDir(config.run_path)
     scorers = build_scorers(config)
-    n_rows = sum(shard_rows.values())
     for bound in scorers:
-        if not bound.scorer.requires_fit:
-            continue
-        context = FitContext(
-            artifact_dir=run.models / bound.column,
-            sample=lambda n, columns, seed: sample_ingested(run, shard_rows, n, columns, seed),
-            n_rows=n_rows,
-            seed=config.seed,
-            device=device,
-        )
-        context.artifact_dir.mkdir(parents=True, exist_ok=True)
-        bound.scorer.fit(context)
+        if bound.scorer.requires_fit:
+            bound.scorer.fit(fit_context(run, shard_rows, bound.column, config.seed, device))
     return scorers
+
+
+def fit_context(
+    run: RunDir,
+    shard_rows: dict[int, int],
+    name: str,
+    seed: int,
+    device: str = "cpu",
+    n_rows: int | None = None,
+) -> FitContext:
+    """The context to fit a model on the run's ingested rows; artefacts go to ``models/NAME/``.
+
+    ``n_rows`` defaults to every ingested row (what ``sample`` draws from).
+    """
+    artifact_dir = run.models / name
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return FitContext(
+        artifact_dir=artifact_dir,
+        sample=lambda n, columns, s: sample_ingested(run, shard_rows, n, columns, s),
+        n_rows=sum(shard_rows.values()) if n_rows is None else n_rows,
+        seed=seed,
+        device=device,
+    )
 
 
 def sample_ingested(

@@ -78,6 +78,7 @@ class Engine(ABC):
         """
         raise NotImplementedError(f"{self.kind} engine reads vectors on the driver")
 
+    @abstractmethod
     def dedup(
         self, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
     ) -> dict[str, Any]:
@@ -86,7 +87,6 @@ class Engine(ABC):
         Returns the dedup summary (counts, LSH parameters). Both engines give
         the same clusters and keepers (``thresher.dedup``).
         """
-        raise NotImplementedError(f"{self.kind} engine has no dedup")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers (process pool, Spark session)."""

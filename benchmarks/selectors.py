@@ -105,7 +105,7 @@ def plain_numpy_fast_greedy(
 
 def bench_dpp(scale: Scale) -> list[str]:
     from thresher.selectors import make_selector
-    from thresher.selectors._kmeans import normalize_rows
+    from thresher.selectors.kmeans import normalize_rows
     from thresher.selectors.dpp import dpp_quality
 
     n, d, k = scale.dpp_n, scale.dpp_d, scale.dpp_k
@@ -148,7 +148,7 @@ def faiss_kmeans_alone(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
     """faiss k-means with thresher's settings, then every row assigned (the reference)."""
     import faiss
 
-    from thresher.selectors._kmeans import _seeding
+    from thresher.selectors.kmeans import _seeding
 
     kmeans = faiss.Kmeans(
         matrix.shape[1],

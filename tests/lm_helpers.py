@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from thresher.config import SchemaConfig
 from thresher.io.shards import make_shards
 from thresher.run_dir import RunDir
-from thresher.scorers.base import FitContext, Scorer
+from thresher.fitting import FitContext
+from thresher.scorers.base import Scorer
 from thresher.stages.fit import fit_context
 from thresher.stages.ingest import ingest_to_run
 from thresher.stages.score import BoundScorer, input_columns, score_batches, score_schema

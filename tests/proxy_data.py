@@ -17,7 +17,7 @@ import pytest
 
 from thresher.io import schema as S
 from thresher.sample_corpus import generate_records
-from thresher.scorers.base import FitContext
+from thresher.fitting import FitContext
 
 # Small enough to train in about a second, large enough to learn the topics.
 SMALL_PROXY = {

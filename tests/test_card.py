@@ -12,7 +12,7 @@ import yaml
 
 from tests.curated_run import curated_run
 from thresher.io.files import read_json
-from thresher.report.card import render_card, size_category
+from thresher.reporting.card import render_card, size_category
 
 
 @pytest.fixture(scope="module")

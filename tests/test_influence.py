@@ -19,7 +19,7 @@ from thresher.io import schema as S
 from thresher.models._safe import load_safetensors
 from thresher.models.proxy import ProxyModel
 from thresher.scorers import make_scorer
-from thresher.scorers.base import FitContext
+from thresher.fitting import FitContext
 
 
 def _gradients(directory: Path, epoch: int, x: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -22,9 +22,9 @@ from tests.curated_run import (
 from thresher.errors import RunStateError
 from thresher.io import schema as S
 from thresher.io.files import read_json
-from thresher.report.data import build_funnel, gather
-from thresher.report.html import build_report, write_report
-from thresher.report.sampling import example_rows, truncate
+from thresher.reporting.data import build_funnel, gather
+from thresher.reporting.html import build_report, write_report
+from thresher.reporting.sampling import example_rows, truncate
 from thresher.run_dir import RunDir
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.browser import INSTALL_HINT, Chromium, chromium_path
 from tests.curated_run import add_contract_files, copy_run, curated_run
-from thresher.report.html import write_report
+from thresher.reporting.html import write_report
 
 LAPTOP = (1366, 768)
 

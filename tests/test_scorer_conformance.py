@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import text_batch
 from thresher.scorers import SCORERS, Scorer, make_scorer
-from thresher.scorers.base import FitContext
+from thresher.fitting import FitContext
 
 Factory = Callable[[Callable[[], FitContext]], Scorer]
 

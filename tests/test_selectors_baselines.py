@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thresher.selectors import make_selector
-from thresher.selectors._allocation import allocate, label_budgets
+from thresher.selectors.allocation import allocate, label_budgets
 
 
 def test_allocate_largest_remainder_known_answer() -> None:

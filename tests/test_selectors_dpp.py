@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from thresher.selectors import make_selector
-from thresher.selectors._kmeans import normalize_rows
+from thresher.selectors.kmeans import normalize_rows
 from thresher.selectors.dpp import dpp_quality, greedy_map_numpy, greedy_map_torch
 
 

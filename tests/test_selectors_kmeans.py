@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from thresher.selectors import make_selector
-from thresher.selectors._kmeans import fit_kmeans, nearest_centroid, squared_distances
+from thresher.selectors.kmeans import fit_kmeans, nearest_centroid, squared_distances
 from thresher.selectors.kmeans_sensitivity import inclusion_probabilities, systematic_sample
 from thresher.selectors.semdedup import greedy_keep, redundancy, similar_earlier_pairs
 

@@ -24,11 +24,10 @@ __version__ = "0.1.0"
 
 __all__ = ["Run", "__version__", "evaluate", "load_run", "report", "run", "score", "select"]
 
-_API = {"run", "score", "select", "load_run", "Run", "evaluate"}
+_API = {"run", "score", "select", "load_run", "Run", "evaluate", "report"}
 
 if TYPE_CHECKING:
-    from thresher import report
-    from thresher.api import Run, evaluate, load_run, run, score, select
+    from thresher.api import Run, evaluate, load_run, report, run, score, select
 
 
 def __getattr__(name: str) -> Any:
@@ -36,8 +35,4 @@ def __getattr__(name: str) -> Any:
         from thresher import api
 
         return getattr(api, name)
-    if name == "report":  # the package thresher.report is callable: thresher.report(run_dir)
-        import importlib
-
-        return importlib.import_module("thresher.report")
     raise AttributeError(f"module 'thresher' has no attribute {name!r}")

@@ -18,6 +18,13 @@ class ParamsMixin:
         ]
         return {name: getattr(self, name) for name in names}
 
+    def check_params(self) -> None:
+        """Refuse bad hyper-parameter values (ValueError naming the parameter).
+
+        Called by the registry when a config is loaded, so a mistake is
+        reported before any work starts; the default checks nothing.
+        """
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"

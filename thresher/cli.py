@@ -12,7 +12,6 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 import typer
@@ -43,12 +42,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 EngineKind = Literal["local", "spark"]
 
 ConfigArg = Annotated[
-    Path, typer.Argument(help="Run configuration (YAML).", show_default=False, metavar="CONFIG")
+    str,
+    typer.Argument(
+        help="Run configuration (YAML; a path or a URI).", show_default=False, metavar="CONFIG"
+    ),
 ]
 RunDirArg = Annotated[
-    Path,
+    str,
     typer.Argument(
-        help="A run directory (run_dir of a config).", show_default=False, metavar="RUN_DIR"
+        help="A run directory (run_dir of a config): a path or a URI such as s3://bucket/run.",
+        show_default=False,
+        metavar="RUN_DIR",
     ),
 ]
 FreshOpt = Annotated[
@@ -95,7 +99,7 @@ def _engine(engine: str | None) -> EngineKind | None:
     return cast("EngineKind | None", engine)
 
 
-def _done(manifest: dict[str, Any], run_dir: Path) -> None:
+def _done(manifest: dict[str, Any], run_dir: Any) -> None:
     counts = manifest["counts"]
     console.print(
         f"[bold green]done[/]: kept {counts['kept']:,}, dropped {counts['dropped']['total']:,}, "
@@ -194,7 +198,7 @@ def _params(pairs: list[str]) -> dict[str, Any] | None:
 @_user_errors
 def select(
     target: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="A run directory (uses the configuration it recorded) or a config file.",
             show_default=False,
@@ -241,13 +245,14 @@ def select(
     """
     _quiet_prefect(quiet)
     kind = _engine(engine)
-    from thresher.api import _target_config, with_selector
+    from thresher.api import target_config, with_selector
     from thresher.flows.curate import curate
+    from thresher.io.fs import Location
 
-    if not target.exists():
+    if not Location.of(target).exists():
         raise ConfigError(f"{target} does not exist (expected a run directory or a config file)")
     cfg = with_selector(
-        _target_config(target),
+        target_config(target),
         budget=_budget(budget),
         selector=selector,
         params=_params(param or []),
@@ -261,14 +266,11 @@ def select(
 def report(
     run_dir: RunDirArg,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Where to write the page (default RUN_DIR/report.html).", show_default=False
         ),
     ] = None,
-    max_rows: Annotated[
-        int, typer.Option(min=1000, help="Most score rows read for the histograms (sampled).")
-    ] = 200_000,
 ) -> None:
     """Rebuild the run report: one self-contained HTML page with plots.
 
@@ -278,9 +280,9 @@ def report(
 
       thresher report runs/sample --output /tmp/sample-report.html
     """
-    from thresher.report.html import write_report
+    from thresher.api import report as write_report
 
-    path = write_report(run_dir, output, max_rows=max_rows)
+    path = write_report(run_dir, output)
     console.print(f"[bold green]report[/]: {path}", soft_wrap=True)
 
 
@@ -288,7 +290,7 @@ def report(
 @_user_errors
 def eval_(
     config: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="Eval configuration: a run configuration with an `eval` section (YAML).",
             show_default=False,
@@ -355,7 +357,7 @@ def inspect(
 
       thresher inspect runs/sample --top 5
     """
-    from thresher.report.console import render_inspect
+    from thresher.reporting.console import render_inspect
 
     render_inspect(run_dir, out, top=top)
 
@@ -372,15 +374,11 @@ def validate(config: ConfigArg) -> None:
       thresher validate examples/curate.yaml
       thresher validate examples/eval-digits.yaml
     """
-    import yaml
-
-    from thresher.config import load_config
+    from thresher.config import load_config, read_yaml
 
     try:
-        is_eval = isinstance(data := yaml.safe_load(config.read_text(encoding="utf-8")), dict) and (
-            "eval" in data
-        )
-    except (OSError, yaml.YAMLError):
+        is_eval = isinstance(data := read_yaml(config), dict) and "eval" in data
+    except ConfigError:
         is_eval = False  # load_config reports the missing file or bad YAML
     if is_eval:
         from thresher.evaluation.config import load_eval_config

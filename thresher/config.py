@@ -8,9 +8,6 @@ directory (a scheduled Prefect deployment included).
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +16,9 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from thresher.errors import ConfigError
+from thresher.errors import ConfigError, StorageError
+from thresher.io.fs import FileEntry, Location, StorageOptions, check_storage_options, expand
+from thresher.keys import json_digest
 
 Budget = int | float
 
@@ -81,7 +80,7 @@ class ScorerConfig(_Strict):
     def output_column(self) -> str:
         return self.column or self.name
 
-    def resolved_params(self, resolve: Callable[[str], Path]) -> dict[str, Any]:
+    def resolved_params(self, resolve: Callable[[str], Location]) -> dict[str, Any]:
         """``params`` with file paths resolved against the config file's directory.
 
         A parameter is a path when its key ends in ``_path``, ``_file`` or
@@ -91,7 +90,7 @@ class ScorerConfig(_Strict):
         return _resolve_paths(self.params, resolve)
 
 
-def _resolve_paths(value: Any, resolve: Callable[[str], Path], is_path: bool = False) -> Any:
+def _resolve_paths(value: Any, resolve: Callable[[str], Location], is_path: bool = False) -> Any:
     if isinstance(value, dict):
         return {
             key: _resolve_paths(item, resolve, key.endswith(("_path", "_file", "_files")))
@@ -100,7 +99,7 @@ def _resolve_paths(value: Any, resolve: Callable[[str], Path], is_path: bool = F
     if isinstance(value, list):
         return [_resolve_paths(item, resolve, is_path) for item in value]
     if is_path and isinstance(value, str):
-        return str(resolve(value))
+        return resolve(value).uri
     return value
 
 
@@ -165,12 +164,28 @@ class SparkConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    """Which engine runs the scoring and materialisation stages."""
+    """Which engine runs the stages, and how.
 
-    kind: Literal["spark", "local"] = "spark"
+    ``driver_max_rows`` bounds what any stage may gather on the driver: a
+    selector that needs every vector in one place (``dpp``, ``kmeans_sensitivity``...
+    without ``partitions``) is refused before scoring on a corpus larger
+    than this; every other stage keeps nothing per row on the driver.
+    """
+
+    kind: str = "spark"
     workers: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=1024, ge=1)
+    driver_max_rows: int = Field(default=2_000_000, ge=1)
     spark: SparkConfig = Field(default_factory=SparkConfig)
+
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, value: str) -> str:
+        from thresher.engines import ENGINES
+
+        if value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}; available: {', '.join(sorted(ENGINES))}")
+        return value
 
 
 class KeeperConfig(_Strict):
@@ -230,15 +245,22 @@ class RunConfig(_Strict):
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
     dedup: DedupConfig | None = None
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     base_dir: str = Field(default=".", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _check_storage(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        check_storage_options(value)
+        return value
 
     @model_validator(mode="after")
     def _check_steps(self) -> RunConfig:
         from thresher.scorers import SCORERS, make_scorer
         from thresher.selectors import SELECTORS, make_selector
-        from thresher.selectors._partition import Partitionable
+        from thresher.selectors.partition import Partitionable
 
         columns: list[str] = []
         for i, scorer in enumerate(self.scorers):
@@ -336,46 +358,57 @@ class RunConfig(_Strict):
         return self
 
     # -- derived values -------------------------------------------------------
-    def resolve(self, path: str) -> Path:
-        """Resolve a config path against the config file's directory."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+    @property
+    def storage(self) -> StorageOptions:
+        """The ``storage_options`` every location of this run is opened with."""
+        return StorageOptions.from_mapping(self.storage_options)
 
     @property
-    def run_path(self) -> Path:
+    def base(self) -> Location:
+        """The config file's directory (local path or URI): relative paths start there."""
+        return Location.of(self.base_dir, self.storage)
+
+    def resolve(self, path: str) -> Location:
+        """A config path as a location: URIs as they are, relative paths against :attr:`base`."""
+        return Location.of(path, self.storage, base=self.base)
+
+    @property
+    def run_path(self) -> Location:
         return self.resolve(self.run_dir)
 
     def config_dict(self) -> dict[str, Any]:
-        """The configuration as plain data (what the manifest records)."""
+        """The configuration as plain data (what the manifest records; secrets stay references)."""
         return self.model_dump(mode="json", by_alias=True, exclude={"base_dir"})
 
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON of the configuration (lineage key)."""
-        canonical = json.dumps(self.config_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return json_digest(self.config_dict(), length=64)
 
-    def input_files(self) -> list[Path]:
-        """Expand the input patterns to a sorted, de-duplicated list of files.
+    def input_files(self) -> list[FileEntry]:
+        """Every input file the patterns match, sorted by URI, with its listing fingerprint.
 
-        Raises ConfigError naming the first pattern that matches nothing.
+        A directory stands for the shard files below it; a pattern may hold
+        ``*``, ``?``, ``[...]`` and ``**`` on any store (one listing per
+        pattern). Raises ConfigError naming the first pattern that matches
+        nothing, and StorageError when a store cannot be reached.
         """
-        files: set[Path] = set()
+        from thresher.io.shards import is_shard_name
+
+        found: dict[str, FileEntry] = {}
         for pattern in self.input.paths:
-            resolved = self.resolve(pattern)
-            if resolved.is_dir():
-                matched = [p for p in resolved.rglob("*") if p.is_file() and _is_shard(p)]
-            else:
-                matched = [Path(p) for p in glob.glob(str(resolved), recursive=True)]
-                matched = [p for p in matched if p.is_file()]
-            if not matched:
+            location = self.resolve(pattern)
+            entries = expand(location)
+            if location.info() is None:  # a directory or a glob: shard files only
+                entries = [e for e in entries if is_shard_name(e.location.uri)]
+            if not entries:
                 raise ConfigError(
-                    f"input.paths: {pattern!r} matches no file (resolved to {resolved})"
+                    f"input.paths: {pattern!r} matches no file (resolved to {location})"
                 )
-            files.update(p.resolve() for p in matched)
-        return sorted(files)
+            found.update((e.location.uri, e) for e in entries)
+        return [found[uri] for uri in sorted(found)]
 
 
-def check_input_apart(config: RunConfig, files: list[Path]) -> None:
+def check_input_apart(config: RunConfig, files: list[FileEntry]) -> None:
     """Refuse a run directory that overlaps the input.
 
     thresher owns everything under ``run_dir`` (``--fresh`` deletes it, and
@@ -383,31 +416,27 @@ def check_input_apart(config: RunConfig, files: list[Path]) -> None:
     and a run directory inside an input directory (or under a recursive
     ``**`` pattern) would have its outputs read back as input next time.
     """
-    run = config.run_path.resolve()
-    for path in files:
-        if run in path.resolve().parents:
+    from thresher.io.fs import has_magic
+
+    run = config.run_path
+    for entry in files:
+        if entry.location.is_relative_to(run):
             raise ConfigError(
-                f"input.paths: {path} lies inside run_dir {run}; thresher owns its run "
+                f"input.paths: {entry.location} lies inside run_dir {run}; thresher owns its run "
                 "directory (--fresh deletes it): move the input or choose another run_dir"
             )
     for pattern in config.input.paths:
         resolved = config.resolve(pattern)
-        parts = resolved.parts
-        static = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        parts = resolved.uri.split("/")
+        static = next((i for i, part in enumerate(parts) if has_magic(part)), len(parts))
         recursive = "**" in parts[static:]
-        base = Path(*parts[:static])
-        if (resolved.is_dir() or recursive) and (base == run or base in run.parents):
+        base = Location("/".join(parts[:static]) or "/", resolved.options)
+        is_dir = static == len(parts) and resolved.info() is None
+        if (is_dir or recursive) and run.is_relative_to(base):
             raise ConfigError(
                 f"run_dir: {run} lies inside the input {pattern!r}; its outputs would be "
                 "read back as input: choose a run_dir outside the input"
             )
-
-
-_SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
-
-
-def _is_shard(path: Path) -> bool:
-    return path.name.endswith(_SHARD_SUFFIXES) and not path.name.startswith((".", "_"))
 
 
 def format_validation_error(error: ValidationError, what: str = "run", prefix: str = "") -> str:
@@ -420,27 +449,31 @@ def format_validation_error(error: ValidationError, what: str = "run", prefix: s
     return f"invalid {what} configuration:\n" + "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> RunConfig:
+def parse_config(data: dict[str, Any], base_dir: str | Path | Location = ".") -> RunConfig:
     """Validate a config mapping; raise ConfigError naming every bad field."""
     if not isinstance(data, dict):
         raise ConfigError("invalid run configuration: the top level must be a mapping")
     try:
-        return RunConfig.model_validate({**data, "base_dir": str(Path(base_dir).resolve())})
+        return RunConfig.model_validate({**data, "base_dir": Location.of(base_dir).uri})
     except ValidationError as error:
         raise ConfigError(format_validation_error(error)) from None
 
 
-def read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path | Location) -> Any:
     """The content of a YAML config file (``{}`` when empty); ConfigError when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    location = Location.of(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = location.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"config file not found: {location}") from None
+    except StorageError as error:
+        raise ConfigError(f"config file {location}: {error}") from None
+    try:
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{location}: not valid YAML: {error}") from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run configuration."""
-    return parse_config(read_yaml(path), base_dir=Path(path).parent)
+def load_config(path: str | Path | Location) -> RunConfig:
+    """Read and validate a YAML run configuration (a local path or a URI)."""
+    return parse_config(read_yaml(path), base_dir=Location.of(path).parent)

@@ -21,3 +21,7 @@ class RunStateError(ThresherError):
 
 class ScorerError(ThresherError):
     """A scorer broke its contract (wrong length or type) or failed on a batch."""
+
+
+class StorageError(ThresherError):
+    """A store cannot be used: unreachable endpoint, refused credentials, missing bucket or backend."""

@@ -51,6 +51,8 @@ class Meter:
     clock: Any = time.monotonic
     shards_done: int = 0
     docs_done: int = 0
+    shards_reused: int = 0
+    docs_reused: int = 0
     tasks_done: int = 0
     tasks_total: int = 0
     started: float = field(default=0.0)
@@ -66,28 +68,46 @@ class Meter:
     def fraction(self) -> float | None:
         """Share of the stage done, from documents, shards or Spark tasks (None: unknown)."""
         if self.docs:
-            return min(1.0, self.docs_done / self.docs)
+            return min(1.0, (self.docs_done + self.docs_reused) / self.docs)
         if self.shards:
-            return min(1.0, self.shards_done / self.shards)
+            return min(1.0, (self.shards_done + self.shards_reused) / self.shards)
         if self.tasks_total:
             return min(1.0, self.tasks_done / self.tasks_total)
         return None
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the rate so far (None before any progress or when unknown)."""
-        fraction = self.fraction
-        if not fraction or fraction >= 1.0:
-            return None if not fraction else 0.0
-        return self.elapsed * (1.0 - fraction) / fraction
+        """Seconds left at the rate of the work done so far (reused work does not count)."""
+        if self.docs:
+            total, done, reused = self.docs, self.docs_done, self.docs_reused
+        elif self.shards:
+            total, done, reused = self.shards, self.shards_done, self.shards_reused
+        elif self.tasks_total:
+            total, done, reused = self.tasks_total, self.tasks_done, 0
+        else:
+            return None
+        left = total - done - reused
+        if left <= 0:
+            return 0.0
+        if done == 0:
+            return None
+        return self.elapsed * left / done
 
     def status(self) -> str:
-        """E.g. ``3/10 shards · 6,000/20,000 docs · 1,234 docs/s · ETA 0:00:05``."""
+        """E.g. ``3/10 shards · 6,000/20,000 docs · 1,234 docs/s · ETA 0:00:05``.
+
+        Reused work (shards a resumed run finds done) is said apart and left
+        out of the rate: ``10 shards reused, 0 done``.
+        """
         parts = []
-        if self.shards is not None:
+        if self.shards_reused:
+            parts.append(f"{self.shards_reused:,} shards reused, {self.shards_done:,} done")
+            if self.shards is not None:
+                parts[-1] += f" of {self.shards:,}"
+        elif self.shards is not None:
             parts.append(f"{self.shards_done:,}/{self.shards:,} shards")
         if self.docs is not None:
-            parts.append(f"{self.docs_done:,}/{self.docs:,} docs")
+            parts.append(f"{self.docs_done + self.docs_reused:,}/{self.docs:,} docs")
         elif self.docs_done:
             parts.append(f"{self.docs_done:,} docs")
         if self.tasks_total:
@@ -116,6 +136,13 @@ class StageProgress(ABC):
         with self._lock:
             self.meter.shards_done += shards
             self.meter.docs_done += docs
+            self._show(final=False)
+
+    def reuse(self, shards: int = 0, docs: int = 0) -> None:
+        """Record shards found done already (resume): counted apart, not in the rate."""
+        with self._lock:
+            self.meter.shards_reused += shards
+            self.meter.docs_reused += docs
             self._show(final=False)
 
     def tasks(self, done: int, total: int) -> None:

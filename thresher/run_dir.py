@@ -1,129 +1,171 @@
 """The run directory: where every output of a run lives, and what is already done.
 
-Layout::
+Layout (on any store: a local directory or a prefix of an object store)::
 
     RUN_DIR/
-      data/            pruned dataset (Parquet, _SUCCESS), published atomically
-      dropped/         id, reason, detail of every ingested row not kept
-      quarantine/      rows that could not be used, with a reason (one file per shard)
-      scores/          one directory per shard: id, position, label, one column per scorer
-      selection/       id, keep, weight, reason, detail, group for every ingested row
-      models/          artefacts fitted by scorers, reused on resume
-      ingested/        validated canonical copy of each input shard (internal)
-      manifest.json    config and hash, inputs, versions, counts that reconcile
+      CURRENT          the published version (a pointer, written last; see thresher.io.publish)
+      data/            local stores: a link to the current version's pruned dataset
+      versions/<v>/    one published version: data/ (pruned Parquet dataset), selection/,
+                       dropped/ (one file per shard), steps.json, stats.json, manifest.json
+      manifest.json    the current version's manifest (config, inputs, versions, counts)
       README.md        dataset card
       report.html      the run report (self-contained HTML, plots embedded)
-      dedup/           duplicate clusters (clusters.parquet), when dedup ran
+      scores/          one file per shard: id, position, label, one column per scorer
+      ingested/        validated canonical copy of each input shard (internal)
+      quarantine/      rows that could not be used, with a reason (one file per shard)
+      models/          artefacts fitted by scorers, reused on resume
+      dedup/           summary.json, naming the files of the current duplicate clusters
       eval/            results.parquet and summary.csv, when eval ran
-      _state/          completion markers and the keys that guard resume
+      _state/          the shard registry, completion markers, the keys that guard resume, the lock
+      _staging/        scratch space of the running stage (deleted by the next run)
+
+Every file is written whole (one atomic write); what spans several files
+is made visible by a file written last that names them (an ingest marker,
+the dedup summary, the version pointer), and readers trust only what such
+a file names.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from thresher.errors import RunStateError
-from thresher.io.files import read_json, write_json_atomic
+from thresher.io.files import read_json, read_json_or, write_json_atomic
+from thresher.io.fs import Location
+from thresher.io.publish import POINTER, VERSIONS, Version, current_version
 
 _STATE_FILE = "run.json"
 
 
+def shard_file(index: int) -> str:
+    """The file name of shard ``index``'s outputs (``shard-00012.parquet``)."""
+    return f"shard-{index:05d}.parquet"
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """Paths of one run directory."""
+    """Locations of one run directory."""
 
-    root: Path
+    root: Location
+
+    def __post_init__(self) -> None:
+        root: Any = self.root
+        if isinstance(root, RunDir):
+            root = root.root
+        if not isinstance(root, Location):
+            root = Location.of(root)
+        object.__setattr__(self, "root", root)
+
+    # -- published outputs -----------------------------------------------------------
+    @property
+    def pointer(self) -> Location:
+        return self.root / POINTER
 
     @property
-    def data(self) -> Path:
-        return self.root / "data"
+    def versions(self) -> Location:
+        return self.root / VERSIONS
+
+    def current(self) -> Version | None:
+        """The published version (None before the first publication)."""
+        return current_version(self.root)
+
+    def published(self) -> Version:
+        """The published version; RunStateError when nothing was published yet."""
+        version = self.current()
+        if version is None:
+            raise RunStateError(f"{self.root} holds no published selection yet; run it first")
+        return version
 
     @property
-    def dropped(self) -> Path:
-        return self.root / "dropped"
+    def data(self) -> Location:
+        """The current pruned dataset (through the pointer; the local ``data`` link agrees)."""
+        return self.published().data
 
     @property
-    def quarantine(self) -> Path:
-        return self.root / "quarantine"
-
-    @property
-    def scores(self) -> Path:
-        return self.root / "scores"
-
-    @property
-    def selection(self) -> Path:
-        return self.root / "selection"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def ingested(self) -> Path:
-        return self.root / "ingested"
-
-    @property
-    def manifest(self) -> Path:
+    def manifest(self) -> Location:
         return self.root / "manifest.json"
 
     @property
-    def card(self) -> Path:
+    def card(self) -> Location:
         return self.root / "README.md"
 
     @property
-    def report(self) -> Path:
+    def report(self) -> Location:
         return self.root / "report.html"
 
+    # -- stage outputs ----------------------------------------------------------------
     @property
-    def dedup(self) -> Path:
+    def scores(self) -> Location:
+        return self.root / "scores"
+
+    @property
+    def ingested(self) -> Location:
+        return self.root / "ingested"
+
+    @property
+    def quarantine(self) -> Location:
+        return self.root / "quarantine"
+
+    @property
+    def models(self) -> Location:
+        return self.root / "models"
+
+    @property
+    def dedup(self) -> Location:
         return self.root / "dedup"
 
     @property
-    def eval(self) -> Path:
+    def eval(self) -> Location:
         return self.root / "eval"
 
     @property
-    def state(self) -> Path:
+    def state(self) -> Location:
         return self.root / "_state"
 
     @property
-    def recorded_config(self) -> Path:
+    def staging(self) -> Location:
+        return self.root / "_staging"
+
+    @property
+    def logs(self) -> Location:
+        return self.state / "logs"
+
+    @property
+    def recorded_config(self) -> Location:
         """The configuration of the latest run here (and its base directory)."""
         return self.state / "config.json"
 
     @property
-    def staging(self) -> Path:
-        return self.root / "_staging"
-
-    # -- per-shard paths ---------------------------------------------------------
-    def ingested_shard(self, index: int) -> Path:
-        return self.ingested / f"shard-{index:05d}.parquet"
-
-    def quarantine_shard(self, index: int) -> Path:
-        return self.quarantine / f"shard-{index:05d}.parquet"
-
-    def ingest_marker(self, index: int) -> Path:
-        return self.state / "ingest" / f"shard-{index:05d}.json"
-
-    def scores_shard(self, index: int) -> Path:
-        return self.scores / f"shard-{index:05d}"
+    def shard_registry(self) -> Location:
+        return self.state / "shards.json"
 
     @property
-    def lock(self) -> Path:
+    def lock(self) -> Location:
         return self.state / "lock"
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- per-shard outputs -------------------------------------------------------------
+    def ingested_shard(self, index: int) -> Location:
+        return self.ingested / shard_file(index)
+
+    def quarantine_shard(self, index: int) -> Location:
+        return self.quarantine / shard_file(index)
+
+    def ingest_marker(self, index: int) -> Location:
+        return self.state / "ingest" / f"shard-{index:05d}.json"
+
+    def scores_shard(self, index: int) -> Location:
+        return self.scores / shard_file(index)
+
+    # -- lifecycle ----------------------------------------------------------------------
     def is_run_dir(self) -> bool:
         return (self.state / _STATE_FILE).is_file()
 
     def _foreign_content(self) -> bool:
-        """True when the directory holds files and is not a thresher run directory."""
-        if not self.root.exists() or self.is_run_dir():
+        """True when the location holds files and is not a thresher run directory."""
+        if self.is_run_dir():
             return False
-        return any(p.name != self.state.name for p in self.root.iterdir())
+        return any(child.name != self.state.name for child in self.root.children())
 
     def check_usable(self) -> None:
         """Refuse a non-empty directory that is not a thresher run directory (never touch it)."""
@@ -137,19 +179,19 @@ class RunDir:
         """Create the run directory, or check that its results belong to this run.
 
         Call it while holding :attr:`lock`. ``keys`` identify what earlier
-        results depend on (e.g. the input and schema, the scorers). A run
-        directory made with other keys is refused unless ``fresh`` asks to
-        start over, which deletes its contents first (but not the lock).
+        results depend on (the schema, the scorers). A run directory made
+        with other keys is refused unless ``fresh`` asks to start over,
+        which deletes its contents first (but not the lock).
         """
         self.check_usable()
-        if fresh and self.root.exists():
-            for entry in self.root.iterdir():
-                if entry == self.state:
-                    for item in entry.iterdir():
-                        if item != self.lock:
-                            _remove(item)
+        if fresh:
+            for child in self.root.children():
+                if child.name == self.state.name:
+                    for item in child.children():
+                        if item.name != self.lock.name:
+                            item.delete_tree()
                 else:
-                    _remove(entry)
+                    child.delete_tree()
         if self.is_run_dir():
             recorded = read_json(self.state / _STATE_FILE).get("keys", {})
             changed = sorted(k for k in keys if k in recorded and recorded[k] != keys[k])
@@ -158,11 +200,8 @@ class RunDir:
                     f"{self.root} holds results made with a different {', '.join(changed)}; "
                     "rerun with --fresh to start over, or choose another run_dir"
                 )
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir()
         write_json_atomic({"keys": keys}, self.state / _STATE_FILE)
-
-    def read_state(self) -> dict[str, Any]:
-        return read_json(self.state / _STATE_FILE)
 
     def record_config(self, config: dict[str, Any], base_dir: str) -> None:
         """Record the configuration of the run now using this directory (see recorded_config)."""
@@ -170,12 +209,19 @@ class RunDir:
 
     def stored_ingest_stats(self) -> list[dict[str, Any]]:
         """Statistics of every shard ingested so far (their completion markers), by index."""
-        markers = sorted((self.state / "ingest").glob("shard-*.json"))
+        markers = [
+            e.location
+            for e in (self.state / "ingest").list_files(recursive=False)
+            if e.location.name.startswith("shard-") and e.location.name.endswith(".json")
+        ]
         return sorted((read_json(m) for m in markers), key=lambda s: int(s["index"]))
 
+    def shard_names(self) -> dict[int, str]:
+        """Shard key -> name, from the registry."""
+        stored = read_json_or(self.shard_registry, {"shards": []})
+        return {int(e["index"]): str(e["name"]) for e in stored["shards"]}
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    def shards_added_by(self) -> dict[str, str]:
+        """Shard name -> the run that first ingested it, from the registry."""
+        stored = read_json_or(self.shard_registry, {"shards": []})
+        return {str(e["name"]): str(e.get("added_by", "")) for e in stored["shards"]}

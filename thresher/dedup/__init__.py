@@ -11,12 +11,7 @@ Modules (each imported where it is used; the compiled kernels need numba):
 - ``local`` / ``spark``: the whole dedup on one machine / as Spark jobs.
 
 The dedup stage (``thresher.stages.dedup``) writes ``RUN_DIR/dedup/``; the
-select stage drops every non-keeper with reason ``duplicate``.
+select stage drops every non-keeper with reason ``duplicate`` (``thresher.reasons``).
 """
 
 from __future__ import annotations
-
-#: Reason of a row dropped at selection because another member of its cluster is kept.
-DUPLICATE = "duplicate"
-
-__all__ = ["DUPLICATE"]

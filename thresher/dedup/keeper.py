@@ -44,15 +44,3 @@ def keeper_rank(
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n, dtype=np.int64)
     return rank
-
-
-def spark_order(keys: tuple[KeeperKey, ...]) -> list[Any]:
-    """Spark sort expressions for the same order (``id`` and ``doc`` columns present)."""
-    from pyspark.sql import functions as F
-
-    order: list[Any] = []
-    for key in keys:
-        value = F.nanvl(F.col(key.column).cast("double"), F.lit(None).cast("double"))
-        order.append(value.desc_nulls_last() if key.descending else value.asc_nulls_last())
-    order += [F.col("id").asc(), F.col("doc").asc()]
-    return order

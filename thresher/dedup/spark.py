@@ -1,20 +1,20 @@
-"""Dedup as Spark jobs: nothing but small statistics reaches the driver.
+"""The engine-specific parts of dedup on Spark: LSH candidate pairs and connected components.
 
-1. first occurrence of each id (a hash aggregate; repeated ids are dropped
-   earlier, as ``duplicate_id``); exact pass: copies of one content hash
-   link to the group's smallest document, and only the group's first in
-   keeper order goes on to LSH;
-2. band keys where the signatures are, moved by a vectorised shuffle
-   (:func:`_bucketed_rows`); rows whose band key another row shares get
-   their signatures joined in and become buckets (exact band values,
-   :func:`thresher.dedup.graph.group_buckets`) and verified edges
-   (``mapInArrow`` over partitions sorted by band, key, document, running
-   the same :func:`thresher.dedup.graph.bucket_edges` as the local engine),
-   contracted to stars per partition;
-3. connected components of all edges with the large-star / small-star
-   iteration, the input and each round's edges written to Parquet and read
-   back (a durable checkpoint that cuts the lineage);
-4. a window per component picks its keeper in the keeper order.
+Nothing but small statistics reaches the driver:
+
+- :func:`near_duplicate_edges`: band keys where the signatures are, moved by
+  a vectorised shuffle (:func:`_bucketed_rows`); rows whose band key another
+  row shares get their signatures joined in and become buckets (exact band
+  values, :func:`thresher.dedup.graph.group_buckets`) and verified edges
+  (``mapInArrow`` over partitions sorted by band, key, document, running the
+  same :func:`thresher.dedup.graph.bucket_edges` as the local engine),
+  contracted to stars per partition;
+- :func:`connected_components`: the large-star / small-star iteration, each
+  round's edges written through thresher's filesystem layer and read back
+  (a durable checkpoint that cuts the lineage, on any store).
+
+The rest of dedup (first occurrences, exact copies, keepers, the clusters
+table) is shared with the local engine (:mod:`thresher.dedup.steps`).
 
 References
 ----------
@@ -25,24 +25,24 @@ Leskovec, Rajaraman and Ullman, "Mining of Massive Datasets", chapter 3.4.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from thresher.dedup.columns import signature_array
 from thresher.dedup.graph import bucket_edges, group_buckets, roots, shared_rows, union_edges
-from thresher.dedup.keeper import spark_order
-from thresher.dedup.lsh import band_keys, describe
-from thresher.dedup.spec import CLUSTERS_FILE, CLUSTERS_SCHEMA, EXACT, NEAR, SHARD_SHIFT, DedupSpec
+from thresher.dedup.lsh import band_keys
+from thresher.dedup.spec import DedupSpec
+from thresher.dedup.steps import COMPONENTS_SCHEMA, EDGES_SCHEMA
 from thresher.errors import ThresherError
 from thresher.io import schema as S
-from thresher.run_dir import RunDir
+from thresher.io.fs import Location
+
+if TYPE_CHECKING:
+    from thresher.engines.spark import SparkEngine, SparkFrame
 
 _EDGES = "src long, dst long"
 _BLOBS = "part int, band binary, key binary, doc binary"
@@ -51,134 +51,30 @@ _BLOBS_ARROW = pa.schema(
 )
 _BAND_ROWS = "band int, key long, doc long"
 _BAND_ROWS_ARROW = pa.schema([("band", pa.int32()), ("key", pa.int64()), ("doc", pa.int64())])
-_CLUSTERS = "keeper boolean"
 _MAX_ROUNDS = 200
 _BAND_ROWS_PER_PARTITION = 4_000_000  # (band, key, doc): 20 bytes a row, about 80 MB
 
 
-def dedup_spark(
-    spark: Any, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
-) -> dict[str, Any]:
-    """Deduplicate the scored shards of a run on Spark; write ``clusters.parquet/`` under ``out_dir``."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
+def near_duplicate_edges(
+    engine: SparkEngine, members: SparkFrame, spec: DedupSpec
+) -> tuple[SparkFrame, dict[str, Any]]:
+    """Verified LSH edges among ``members`` (``thresher_order``, signature), as a frame."""
+    from thresher.engines.spark import SparkFrame
 
-    run = RunDir(Path(run_root))
-    out = Path(out_dir)
-    work = out / "_work"
-    files = [str(run.scores_shard(i)) for i in sorted(shard_indices)]
-    columns = list(
-        dict.fromkeys(
-            [S.ID, S.SHARD, S.ROW, spec.exact_column, spec.signature, *spec.keeper_columns]
-        )
-    )
-    arrow_schema = pq.read_schema(next(_parquet_files(Path(files[0]))))
-    schema = from_arrow_schema(pa.schema([arrow_schema.field(c) for c in columns]))
-    scores = (
-        spark.read.schema(schema)  # no schema inference job
-        .parquet(*files)
-        .select(*columns)
-        .withColumn("doc", (F.col(S.SHARD).cast("long") * (1 << SHARD_SHIFT)) + F.col(S.ROW))
-    )
-    persisted: list[Any] = []
-
-    def persist(frame: Any) -> Any:
-        persisted.append(frame.persist())
-        return frame
-
+    df = members.df.withColumnRenamed(S.ORDER, "doc").select("doc", spec.signature).persist()
     try:
-        # 1. Repeated ids leave (the select stage drops them as duplicate_id); exact pass.
-        repeated = (  # a hash aggregate: small output, no sort of the corpus
-            scores.groupBy(S.ID)
-            .agg(F.count("*").alias("n"), F.min("doc").alias("first"))
-            .filter(F.col("n") > 1)
-        )
-        later = (
-            scores.select(S.ID, "doc")
-            .join(repeated, S.ID)
-            .filter(F.col("doc") != F.col("first"))
-            .select("doc")
-        )
-        docs = persist(scores.join(later, "doc", "left_anti"))
-        counts = docs.agg(  # materialises the cache: later steps read it, never recompute it
-            F.count("*").alias("eligible"), F.count(spec.signature).alias("with_signature")
-        ).first()
-        order = spark_order(spec.keeper)
-        meta = docs.select(
-            *dict.fromkeys(["doc", S.ID, S.SHARD, S.ROW, spec.exact_column, *spec.keeper_columns])
-        )
-        members = docs.filter(F.col(spec.signature).isNotNull())
-        edges = None
-        n_exact = 0
-        if spec.exact:
-            # Copies link to their group's smallest document (a star, so no CC round is
-            # needed for them); only the group's first in keeper order goes on to LSH.
-            group = Window.partitionBy(spec.exact_column)
-            shared = (
-                meta.groupBy(spec.exact_column)
-                .count()
-                .filter((F.col("count") >= 2) & F.col(spec.exact_column).isNotNull())
-                .select(spec.exact_column)
-            )
-            copies = persist(
-                meta.join(shared, spec.exact_column, "left_semi")
-                .withColumn("low", F.min("doc").over(group))
-                .withColumn("head", F.first("doc").over(group.orderBy(*order)))
-                .select("doc", "low", "head")
-            )
-            copied = copies.agg(F.count("*").alias("n"), F.countDistinct("head").alias("groups"))
-            row = copied.first()
-            n_exact = int(row["n"]) - int(row["groups"])
-            edges = copies.filter(F.col("doc") != F.col("low")).select(
-                F.col("doc").alias("src"), F.col("low").alias("dst")
-            )
-            later_copies = copies.filter(F.col("doc") != F.col("head")).select("doc")
-            members = members.join(later_copies, "doc", "left_anti")
-
-        # 2. LSH buckets of two or more members, then verified edges.
-        bucketed = persist(_bucketed_rows(members, spec, int(counts["with_signature"])))
-        # Signatures of the bucketed documents: the band's values split a shared key
-        # exactly, and verification compares them.
+        n_members = int(df.count())
+        bucketed = _bucketed_rows(df, spec, n_members).persist()
         wanted = bucketed.select("doc").distinct()
-        signatures = members.select("doc", spec.signature).join(wanted, "doc", "left_semi")
-        bucketed = bucketed.join(signatures, "doc")
-        near = _verified_edges(bucketed, spec, spark)
-        edges = near if edges is None else edges.unionByName(near)
-
-        # 3. Connected components; 4. keepers.
-        components = connected_components(spark, edges, work)
-        target = str(out / CLUSTERS_FILE)
-        _clusters(components.join(meta, "doc"), spec).write.mode("overwrite").parquet(target)
-        stats = (
-            spark.read.schema(_CLUSTERS)
-            .parquet(target)
-            .agg(
-                F.count("*").alias("clustered"),
-                F.sum(F.col("keeper").cast("long")).alias("clusters"),
-            )
-            .first()
-        )
-        n_documents = sum(
-            pq.ParquetFile(f).metadata.num_rows for d in files for f in _parquet_files(Path(d))
-        )
+        signatures = df.join(wanted, "doc", "left_semi")
+        edges = _verified_edges(bucketed.join(signatures, "doc"), spec, engine.spark)
+        edges = SparkFrame(engine, edges, EDGES_SCHEMA).cache()
+        n_bucketed = int(bucketed.count())
+        n_edges = edges.count()
     finally:
-        for frame in persisted:
-            frame.unpersist()
-        shutil.rmtree(work, ignore_errors=True)
-    clustered = int(stats["clustered"] or 0)
-    n_clusters = int(stats["clusters"] or 0)
-    return {
-        "engine": "spark",
-        "documents": int(n_documents),
-        "eligible": int(counts["eligible"]),
-        "with_signature": int(counts["with_signature"]),
-        "exact_copies": int(n_exact),
-        "lsh": describe(spec.threshold, spec.bands, spec.rows).to_dict(),
-        "clusters": n_clusters,
-        "clustered_documents": clustered,
-        "duplicates": clustered - n_clusters,
-    }
+        df.unpersist()
+    bucketed.unpersist()
+    return edges, {"bucketed_rows": n_bucketed, "near_edges": n_edges}
 
 
 def _bucketed_rows(members: Any, spec: DedupSpec, n_members: int) -> Any:
@@ -270,11 +166,6 @@ def _verified_edges(bucketed: Any, spec: DedupSpec, spark: Any) -> Any:
     )
 
 
-def _parquet_files(directory: Path) -> Iterator[Path]:
-    """Data files of a Parquet directory (hidden and ``_`` files skipped), in name order."""
-    return iter(sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))))
-
-
 def _last_bucket_start(table: pa.Table) -> int:
     """Start of the last (band, key) run of a sorted table: rows before it are complete."""
     if table.num_rows == 0:
@@ -323,30 +214,34 @@ def _as_stars(edges: list[tuple[NDArray[np.int64], NDArray[np.int64]]]) -> pa.Re
     )
 
 
-def connected_components(spark: Any, edges: Any, work: Path) -> Any:
+def connected_components(engine: SparkEngine, edges: SparkFrame, scratch: Location) -> SparkFrame:
     """``(doc, root)`` for every node of ``edges``; ``root`` is its component's smallest node.
 
     Alternates large-star and small-star (Kiveris et al. 2014) until the
     edges form stars around each component's minimum (O(log^2 n) rounds at
     most; none or one for the star-like graphs of duplicates). The input
-    edges and each round's edges are written under ``work`` and read back,
-    a durable checkpoint that keeps the plan short.
+    edges and each round's edges are written under ``scratch`` and read
+    back, a durable checkpoint that keeps the plan short.
     """
     from pyspark.sql import functions as F
 
-    path = str(work / "edges")
-    edges.filter(F.col("src") != F.col("dst")).select(
-        F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst")
-    ).distinct().write.mode("overwrite").parquet(path)
-    current = spark.read.schema(_EDGES).parquet(path)
+    from thresher.engines.spark import SparkFrame
+
+    normalised = (
+        edges.df.filter(F.col("src") != F.col("dst"))
+        .select(F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst"))
+        .distinct()
+    )
+    current = SparkFrame(engine, normalised, EDGES_SCHEMA).checkpoint(scratch / "edges")
     for round_number in range(_MAX_ROUNDS + 1):
-        if _is_star_forest(current):
-            centres = current.select(F.col("dst").alias("doc"), F.col("dst").alias("root"))
-            leaves = current.select(F.col("src").alias("doc"), F.col("dst").alias("root"))
-            return leaves.unionByName(centres.distinct())
-        path = str(work / f"round-{round_number:03d}")
-        _small_star(_large_star(current)).write.mode("overwrite").parquet(path)
-        current = spark.read.schema(_EDGES).parquet(path)
+        if _is_star_forest(current.df):
+            centres = current.df.select(F.col("dst").alias("doc"), F.col("dst").alias("root"))
+            leaves = current.df.select(F.col("src").alias("doc"), F.col("dst").alias("root"))
+            return SparkFrame(engine, leaves.unionByName(centres.distinct()), COMPONENTS_SCHEMA)
+        stepped = _small_star(_large_star(current.df))
+        current = SparkFrame(engine, stepped, EDGES_SCHEMA).checkpoint(
+            scratch / f"round-{round_number:03d}"
+        )
     raise ThresherError(f"dedup: connected components did not converge in {_MAX_ROUNDS} rounds")
 
 
@@ -398,42 +293,3 @@ def _is_star_forest(edges: Any) -> bool:
         .filter((F.col("leaf") > 1) | ((F.col("leaf") >= 1) & (F.col("centre") == 1)))
     )
     return len(bad.limit(1).collect()) == 0
-
-
-def _clusters(members: Any, spec: DedupSpec) -> Any:
-    """The clusters table (CLUSTERS_SCHEMA) from ``(doc, root)`` joined with document columns."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    cluster = Window.partitionBy("root")
-    ordered = (
-        Window.partitionBy("root")
-        .orderBy(*spark_order(spec.keeper))
-        .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    )
-    exact = F.col(spec.exact_column)
-    frame = (
-        members.withColumn("cluster_size", F.count("*").over(cluster))
-        .withColumn("keeper_doc", F.first("doc").over(ordered))
-        .withColumn("keeper_id", F.first(S.ID).over(ordered))
-        .withColumn("keeper_exact", F.first(spec.exact_column).over(ordered))
-    )
-    identical = F.coalesce(exact == F.col("keeper_exact"), F.lit(False))
-    frame = frame.withColumn("identical", identical).withColumn(
-        "all_identical", F.min(F.col("identical").cast("int")).over(cluster) == 1
-    )
-    is_keeper = F.col("doc") == F.col("keeper_doc")
-    kind = F.when(
-        F.when(is_keeper, F.col("all_identical")).otherwise(F.col("identical")), F.lit(EXACT)
-    ).otherwise(F.lit(NEAR))
-    names = CLUSTERS_SCHEMA.names
-    return frame.select(
-        F.col(S.ID).alias(names[0]),
-        F.col(S.SHARD).cast("int").alias(names[1]),
-        F.col(S.ROW).cast("long").alias(names[2]),
-        F.col("root").alias("cluster"),
-        F.col("cluster_size").cast("long"),
-        is_keeper.alias("keeper"),
-        F.col("keeper_id"),
-        kind.alias("kind"),
-    )

@@ -1,7 +1,8 @@
 """What a dedup run needs (engine-independent) and the table it produces.
 
-``clusters.parquet`` (a directory of Parquet files under ``RUN_DIR/dedup/``)
-has one row per document in a duplicate cluster of two or more:
+The clusters table (Parquet files under ``RUN_DIR/dedup/<result>/clusters/``,
+named by ``RUN_DIR/dedup/summary.json``, which is written last) has one row
+per document in a duplicate cluster of two or more:
 
 ========== ======= ==========================================================
 column     type    meaning
@@ -9,7 +10,7 @@ column     type    meaning
 id         string  document id
 thresher_shard int32 input position
 thresher_row   int64
-cluster    int64   :func:`doc_key` of the cluster's first document in input order
+cluster    int64   the input-order key (``thresher.keys.order_key``) of the cluster's first document
 cluster_size int64 documents in the cluster
 keeper     bool    the one document of the cluster that is kept
 keeper_id  string  id of the cluster's keeper
@@ -26,18 +27,16 @@ only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
-from numpy.typing import NDArray
 
 from thresher.io import schema as S
+from thresher.io.files import read_json_or, read_parquet_files
 
-#: Shift of the shard number in a document key (rows per shard < 2**40).
-SHARD_SHIFT = 40
+if TYPE_CHECKING:
+    from thresher.io.fs import Location
+    from thresher.run_dir import RunDir
 
 CLUSTERS_SCHEMA = pa.schema(
     [
@@ -51,14 +50,8 @@ CLUSTERS_SCHEMA = pa.schema(
         pa.field("kind", pa.string(), nullable=False),
     ]
 )
-CLUSTERS_FILE = "clusters.parquet"
 SUMMARY_FILE = "summary.json"
 EXACT, NEAR = "exact", "near"
-
-
-def doc_key(shard: NDArray[np.integer] | int, row: NDArray[np.integer] | int) -> Any:
-    """A document's position as one int64: ``shard * 2**40 + row`` (input order)."""
-    return (np.asarray(shard, dtype=np.int64) << SHARD_SHIFT) + np.asarray(row, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -92,10 +85,6 @@ class DedupSpec:
         return f"{self.signature}_exact"
 
     @property
-    def length_column(self) -> str:
-        return f"{self.signature}_length"
-
-    @property
     def keeper_columns(self) -> list[str]:
         return list(dict.fromkeys(k.column for k in self.keeper))
 
@@ -103,9 +92,25 @@ class DedupSpec:
         return asdict(self)
 
 
-def read_clusters(dedup_dir: Path, columns: list[str] | None = None) -> pa.Table:
-    """The clusters table of a dedup directory (either engine's layout), in input order."""
-    path = dedup_dir / CLUSTERS_FILE
-    table = ds.dataset(path, format="parquet", schema=CLUSTERS_SCHEMA).to_table()
-    table = table.sort_by([(S.SHARD, "ascending"), (S.ROW, "ascending")])
+def cluster_files(run: RunDir) -> list[Location]:
+    """The files of the current clusters table, as the dedup summary names them."""
+    summary = read_json_or(run.dedup / SUMMARY_FILE, None)
+    if summary is None:
+        from thresher.errors import RunStateError
+
+        raise RunStateError(f"{run.dedup}: no dedup result; run the dedup stage first")
+    return [run.dedup / name for name in summary.get("files", [])]
+
+
+def read_clusters(run: RunDir, columns: list[str] | None = None) -> pa.Table:
+    """The whole clusters table in input order (tests and small runs; stages use frames)."""
+    files = cluster_files(run)
+    if not files:
+        return (
+            CLUSTERS_SCHEMA.empty_table()
+            if columns is None
+            else CLUSTERS_SCHEMA.empty_table().select(columns)
+        )
+    table = read_parquet_files(files).cast(CLUSTERS_SCHEMA)
+    table = table.sort_by([("cluster", "ascending"), (S.SHARD, "ascending"), (S.ROW, "ascending")])
     return table.select(columns) if columns is not None else table

@@ -1,22 +1,37 @@
-"""Engines run the per-shard stages: ``local`` (process pool) or ``spark`` (mapInArrow)."""
+"""Engines, registered by name: ``local`` (process pool, no JVM) and ``spark``.
+
+Adding one (Ray, Dask) is one module implementing :class:`~thresher.engines.base.Engine`
+and :class:`~thresher.frame.Frame`, and one line below. Engines are imported
+only when used, so a run on the local engine never imports Spark.
+"""
 
 from __future__ import annotations
 
-from thresher.config import RunConfig
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from thresher.engines.base import Engine
 
+if TYPE_CHECKING:
+    from thresher.config import EngineConfig, RunConfig
 
-def make_engine(config: RunConfig) -> Engine:
-    """The engine a run config asks for (Spark is imported only when used)."""
-    if config.engine.kind == "local":
-        from thresher.engines.local import LocalEngine
-
-        return LocalEngine(workers=config.engine.workers)
-    from thresher.engines.spark import SparkEngine
-
-    return SparkEngine(
-        config.engine.spark, workers=config.engine.workers, batch_size=config.engine.batch_size
-    )
+#: Engine name -> "module:class".
+ENGINES = {
+    "local": "thresher.engines.local:LocalEngine",
+    "spark": "thresher.engines.spark:SparkEngine",
+}
 
 
-__all__ = ["Engine", "make_engine"]
+def engine_class(kind: str) -> type[Engine]:
+    module, name = ENGINES[kind].split(":")
+    cls: type[Engine] = getattr(import_module(module), name)
+    return cls
+
+
+def make_engine(config: RunConfig | EngineConfig) -> Engine:
+    """The engine a run config (or its ``engine`` section) asks for."""
+    section = getattr(config, "engine", config)
+    return engine_class(section.kind).from_config(section)
+
+
+__all__ = ["ENGINES", "Engine", "make_engine"]

@@ -1,23 +1,34 @@
-"""The local engine: a pool of worker processes over shards; no JVM.
+"""The local engine: a pool of worker processes over shards, Arrow tables in this process; no JVM.
 
 Workers are started with ``spawn`` (safe with torch and threads) and each
-caps torch's threads to its share of the machine's cores.
+caps torch's threads to its share of the machine's cores. Frames are
+:class:`~thresher.frame.TableFrame`: lazy parts, one per file read.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from thresher.config import SchemaConfig
-from thresher.dedup.spec import DedupSpec
+import numpy as np
+import pyarrow as pa
+
 from thresher.engines.base import Engine
-from thresher.io.shards import Shard
-from thresher.stages.ingest import ingest_to_run
-from thresher.stages.materialize import materialize_shard
-from thresher.stages.score import BoundScorer, score_shard_to_run
+from thresher.frame import Frame, TableFrame
+from thresher.io.files import read_parquet
+from thresher.io.fs import Location
+from thresher.tables import conform_to
+
+if TYPE_CHECKING:
+    from thresher.config import EngineConfig
+    from thresher.dedup.spec import DedupSpec
+    from thresher.progress import StageProgress
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _init_worker(threads: int) -> None:
@@ -37,9 +48,19 @@ class LocalEngine(Engine):
 
     kind = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, driver_max_rows: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
+        if driver_max_rows is not None:
+            self.driver_max_rows = driver_max_rows
         self._pool: ProcessPoolExecutor | None = None
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LocalEngine:
+        return cls(workers=config.workers, driver_max_rows=config.driver_max_rows)
+
+    @property
+    def parallelism(self) -> int:
+        return self.workers
 
     @property
     def pool(self) -> ProcessPoolExecutor:
@@ -53,56 +74,80 @@ class LocalEngine(Engine):
             )
         return self._pool
 
-    # Per-shard submissions: the Prefect flow maps a task over shards with these.
-    def submit_ingest(
-        self, shard: Shard, schema: SchemaConfig, run_root: str
-    ) -> Future[dict[str, Any]]:
-        return self.pool.submit(ingest_to_run, shard, schema, run_root)
-
-    def submit_score(
-        self, shard_index: int, scorers: list[BoundScorer], run_root: str, batch_size: int
-    ) -> Future[dict[str, Any]]:
-        return self.pool.submit(score_shard_to_run, shard_index, scorers, run_root, batch_size)
-
-    def submit_materialize(
-        self, shard_index: int, schema: SchemaConfig, weighted: bool, run_root: str, out_dir: str
-    ) -> Future[int]:
-        return self.pool.submit(materialize_shard, run_root, shard_index, schema, weighted, out_dir)
-
-    # Whole-stage forms (notebooks, tests).
-    def ingest(
-        self, shards: list[Shard], schema: SchemaConfig, run_root: str
-    ) -> list[dict[str, Any]]:
-        return [f.result() for f in [self.submit_ingest(s, schema, run_root) for s in shards]]
-
-    def score(
-        self, shard_indices: list[int], scorers: list[BoundScorer], run_root: str, batch_size: int
-    ) -> list[dict[str, Any]]:
-        futures = [self.submit_score(i, scorers, run_root, batch_size) for i in shard_indices]
-        return [f.result() for f in futures]
-
-    def materialize(
+    def map_shards(
         self,
-        shard_indices: list[int],
-        schema: SchemaConfig,
-        weighted: bool,
-        run_root: str,
-        out_dir: str,
-    ) -> int:
-        futures = [
-            self.submit_materialize(i, schema, weighted, run_root, out_dir) for i in shard_indices
-        ]
-        return sum(f.result() for f in futures)
+        fn: Callable[[T], R],
+        items: Sequence[T],
+        progress: StageProgress | None = None,
+        on_done: Callable[[R], None] | None = None,
+    ) -> list[R]:
+        futures = {self.pool.submit(fn, item): i for i, item in enumerate(items)}
+        results: list[Any] = [None] * len(items)
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                results[futures[future]] = result
+                if on_done is not None:
+                    on_done(result)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return results
 
-    def dedup(
-        self, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
-    ) -> dict[str, Any]:
-        """Dedup in this process, band by band in bounded memory (``thresher.dedup.local``)."""
-        from thresher.dedup.local import dedup_local
+    def read(
+        self,
+        files: Sequence[Location],
+        schema: pa.Schema,
+        transform: Callable[[pa.Table], pa.Table] | None = None,
+    ) -> Frame:
+        names = [f for f in schema.names]
 
-        return dedup_local(shard_indices, spec, run_root, out_dir)
+        def part(location: Location) -> Callable[[], pa.Table]:
+            def load() -> pa.Table:
+                available = _file_columns(location)
+                table = read_parquet(location, columns=[c for c in available if c in names] or None)
+                if transform is not None:
+                    table = transform(table)
+                return conform_to(table, schema)
+
+            return load
+
+        return TableFrame([part(f) for f in files], schema)
+
+    def from_table(self, table: pa.Table) -> Frame:
+        return TableFrame.of(table)
+
+    def connected_components(self, edges: Frame, scratch: Location) -> Frame:
+        from thresher.dedup.graph import roots, union_edges
+
+        table = edges.to_table(max_rows=np.iinfo(np.int64).max)
+        sources = table.column("src").to_numpy().astype(np.int64)
+        targets = table.column("dst").to_numpy().astype(np.int64)
+        nodes, index = np.unique(np.concatenate([sources, targets]), return_inverse=True)
+        parent = np.arange(nodes.size, dtype=np.int64)
+        union_edges(parent, index[: sources.size], index[sources.size :])
+        root = roots(parent)
+        return TableFrame.of(pa.table({"doc": pa.array(nodes), "root": pa.array(nodes[root])}))
+
+    def near_duplicate_edges(
+        self, members: Frame, spec: DedupSpec, scratch: Location
+    ) -> tuple[Frame, dict[str, Any]]:
+        """Band by band in bounded memory (``thresher.dedup.local``)."""
+        from thresher.dedup.local import near_duplicate_edges
+
+        assert isinstance(members, TableFrame)
+        sources, targets, counters = near_duplicate_edges(members._tables(), spec, scratch)
+        edges = pa.table({"src": pa.array(sources), "dst": pa.array(targets)})
+        return TableFrame.of(edges), counters
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _file_columns(location: Location) -> list[str]:
+    from thresher.io.files import read_schema
+
+    return read_schema(location).names

@@ -1,50 +1,197 @@
-"""The Spark engine: the same scorer objects inside ``mapInArrow``; materialise as a join.
+"""The Spark engine: per-shard work as Spark tasks, frames as DataFrames, I/O through thresher's layer.
 
-``local[*]`` by default, or any master URL (standalone, Kubernetes). Paths
-in the run directory must be visible to every executor (a shared or
-distributed file system), as for any Spark job.
+``local[*]`` by default, or any master URL (standalone, Kubernetes).
+Executors read and write every file through :mod:`thresher.io.fs` (Python
+on the executors, the same code the local engine runs), so object stores
+need no Hadoop connector and a cluster needs no shared volume. Spark moves
+rows between executors (shuffles, joins) and schedules, retries and
+parallelises the work; the driver sees only small results.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
-import shutil
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from thresher import errors
-from thresher.config import SchemaConfig, SparkConfig
-from thresher.dedup.spec import DedupSpec
+from thresher.config import EngineConfig, SparkConfig
 from thresher.engines.base import Engine
-from thresher.io import schema as S
-from thresher.io.files import write_parquet_atomic
-from thresher.io.shards import Shard
-from thresher.run_dir import RunDir
-from thresher.stages.ingest import ingest_to_run
-from thresher.stages.materialize import output_names
-from thresher.stages.score import (
-    BoundScorer,
-    commit_directory,
-    input_columns,
-    score_batches,
-    score_schema,
-)
+from thresher.frame import Frame, JoinKind
+from thresher.io.files import read_parquet, write_parquet_atomic
+from thresher.io.fs import Location
+from thresher.tables import conform_to
 
 if TYPE_CHECKING:
-    from thresher.selectors import Selection
-    from thresher.stages.partitioned import PartitionJob
+    from thresher.dedup.spec import DedupSpec
+    from thresher.progress import StageProgress
 
-_PARTITION = "thresher_p"
+T = TypeVar("T")
+R = TypeVar("R")
 _THRESHER_ERROR = re.compile(r"thresher\.[\w.]*?(\w+Error): (.+)")
-_MAX_WAVES = 8
+#: Rows per Arrow batch handed to and from Python on the executors.
+BATCH_ROWS = 8192
+
+
+def spark_safe(schema: pa.Schema) -> pa.Schema:
+    """The schema with types Spark can carry (no large or unsigned types)."""
+
+    def safe(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            return pa.string()
+        if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+            return pa.binary()
+        if pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+            return pa.list_(safe(kind.value_type))
+        if pa.types.is_list(kind):
+            return pa.list_(safe(kind.value_type))
+        if pa.types.is_unsigned_integer(kind):
+            raise TypeError(f"Spark has no unsigned integers ({kind})")
+        if pa.types.is_null(kind):
+            return pa.string()
+        if pa.types.is_dictionary(kind):
+            return safe(kind.value_type)
+        return kind
+
+    return pa.schema([pa.field(f.name, safe(f.type)) for f in schema])
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+class SparkFrame(Frame):
+    """A DataFrame whose rows are only ever touched by Arrow functions."""
+
+    def __init__(self, engine: SparkEngine, df: Any, schema: pa.Schema) -> None:
+        self.engine = engine
+        self.df = df
+        self._schema = schema
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def _wrap(self, df: Any, schema: pa.Schema) -> SparkFrame:
+        return SparkFrame(self.engine, df, schema)
+
+    def map_batches(self, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> Frame:
+        safe = spark_safe(schema)
+
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                out = conform_to(fn(pa.Table.from_batches([batch])), safe)
+                yield from out.to_batches(max_chunksize=BATCH_ROWS)
+
+        return self._wrap(self.df.mapInArrow(run, _spark_schema(safe)), safe)
+
+    def map_groups(
+        self, keys: Sequence[str], fn: Callable[[pa.Table], pa.Table], schema: pa.Schema
+    ) -> Frame:
+        safe = spark_safe(schema)
+        source = self._schema
+
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            tables = [pa.Table.from_batches([b]) for b in batches]
+            if not tables:
+                return
+            whole = pa.concat_tables([conform_to(t, source) for t in tables])
+            out = conform_to(fn(whole), safe)
+            yield from out.to_batches(max_chunksize=BATCH_ROWS)
+
+        partitions = max(self.engine.parallelism, self.df.rdd.getNumPartitions())
+        grouped = self.df.repartition(partitions, *keys)
+        return self._wrap(grouped.mapInArrow(run, _spark_schema(safe)), safe)
+
+    def aggregate(self, partial: Callable[[pa.Table], T], combine: Callable[[list[T]], T]) -> T:
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            parts = [partial(pa.Table.from_batches([b])) for b in batches if b.num_rows]
+            if parts:
+                value = pickle.dumps(combine(parts))
+                yield pa.RecordBatch.from_arrays([pa.array([value], pa.binary())], ["value"])
+
+        with _user_errors():
+            values = self.df.mapInArrow(run, "value binary").toArrow().column("value").to_pylist()
+        return combine([pickle.loads(v) for v in values])
+
+    def join(self, other: Frame, on: Sequence[str], how: JoinKind = "inner") -> Frame:
+        assert isinstance(other, SparkFrame)
+        keys = list(on)
+        if how in ("left_anti", "left_semi"):
+            schema = self._schema
+        else:
+            extra = [f for f in other.schema if f.name not in keys]
+            schema = pa.schema([*self._schema, *extra])
+        return self._wrap(self.df.join(other.df, on=keys, how=how), schema)
+
+    def union(self, other: Frame) -> Frame:
+        assert isinstance(other, SparkFrame)
+        schema = pa.unify_schemas([self._schema, other.schema], promote_options="permissive")
+        df = self.df.unionByName(other.df, allowMissingColumns=True)
+        return self._wrap(df, spark_safe(schema))
+
+    def select(self, columns: Sequence[str]) -> Frame:
+        names = list(columns)
+        return self._wrap(self.df.select(*names), pa.schema([self._schema.field(c) for c in names]))
+
+    def where(self, column: str) -> Frame:
+        from pyspark.sql import functions as F
+
+        return self._wrap(self.df.filter(F.coalesce(F.col(column), F.lit(False))), self._schema)
+
+    def count(self) -> int:
+        with _user_errors():
+            return int(self.df.count())
+
+    def cache(self) -> Frame:
+        return self._wrap(self.df.persist(), self._schema)
+
+    def release(self) -> None:
+        self.df.unpersist()
+
+    def to_table(self, max_rows: int) -> pa.Table:
+        n = self.count()
+        if n > max_rows:
+            raise ValueError(f"{n} rows exceed the driver limit of {max_rows}")
+        with _user_errors():
+            return conform_to(self.df.toArrow(), self._schema)
+
+    def write(self, directory: Location) -> list[Location]:
+        schema = self._schema
+
+        def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            tables = [pa.Table.from_batches([b]) for b in batches]
+            if not tables:
+                return
+            name = f"part-{uuid.uuid4().hex[:12]}.parquet"
+            table = pa.concat_tables([conform_to(t, schema) for t in tables])
+            if table.num_rows:
+                write_parquet_atomic(table, directory / name)
+                yield pa.RecordBatch.from_arrays([pa.array([name])], ["file"])
+
+        with _user_errors():
+            names = self.df.mapInArrow(write, "file string").toArrow().column("file").to_pylist()
+        return [directory / n for n in sorted(names)]
+
+    def checkpoint(self, directory: Location) -> SparkFrame:
+        """Write the rows under ``directory`` and read them back: a durable cut of a long lineage."""
+        files = self.write(directory)
+        if not files:
+            return self._wrap(
+                self.engine.spark.createDataFrame([], _spark_schema(self._schema)), self._schema
+            )
+        frame = self.engine.read(files, self._schema)
+        assert isinstance(frame, SparkFrame)
+        return frame
 
 
 class SparkEngine(Engine):
@@ -53,13 +200,28 @@ class SparkEngine(Engine):
     kind = "spark"
 
     def __init__(
-        self, config: SparkConfig, workers: int | None = None, batch_size: int = 1024
+        self,
+        config: SparkConfig,
+        workers: int | None = None,
+        batch_size: int = 1024,
+        driver_max_rows: int | None = None,
     ) -> None:
         self.config = config
         self.workers = workers
         self.batch_size = batch_size
+        if driver_max_rows is not None:
+            self.driver_max_rows = driver_max_rows
         self._spark: Any = None
         self._owns_session = False
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> SparkEngine:
+        return cls(
+            config.spark,
+            workers=config.workers,
+            batch_size=config.batch_size,
+            driver_max_rows=config.driver_max_rows,
+        )
 
     @property
     def spark(self) -> Any:
@@ -77,10 +239,9 @@ class SparkEngine(Engine):
             defaults = {
                 "spark.pyspark.python": sys.executable,
                 "spark.pyspark.driver.python": sys.executable,
-                "spark.sql.execution.arrow.maxRecordsPerBatch": str(self.batch_size),
+                "spark.sql.execution.arrow.maxRecordsPerBatch": str(BATCH_ROWS),
                 "spark.sql.session.timeZone": "UTC",
-                # Lets adaptive execution coalesce the shuffles of cached frames too
-                # (dedup persists several): 200 near-empty tasks each otherwise.
+                # Lets adaptive execution coalesce the shuffles of cached frames too.
                 "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
             }
             for key, value in {**defaults, **self.config.conf}.items():
@@ -94,125 +255,79 @@ class SparkEngine(Engine):
     def parallelism(self) -> int:
         return int(self.spark.sparkContext.defaultParallelism)
 
-    # -- stages ------------------------------------------------------------------
-    def ingest(
-        self, shards: list[Shard], schema: SchemaConfig, run_root: str
-    ) -> list[dict[str, Any]]:
-        if not shards:
+    def watch(self, progress: StageProgress | None) -> AbstractContextManager[Any]:
+        """Report the task counts of the Spark jobs run inside the block to ``progress``."""
+        if progress is None:
+            return nullcontext()
+        from thresher.progress import watch_spark
+
+        return watch_spark(self.spark.sparkContext, progress)
+
+    def map_shards(
+        self,
+        fn: Callable[[T], R],
+        items: Sequence[T],
+        progress: StageProgress | None = None,
+        on_done: Callable[[R], None] | None = None,
+    ) -> list[R]:
+        if not items:
             return []
-        rdd = self.spark.sparkContext.parallelize(shards, numSlices=len(shards))
-        with _user_errors():
-            return list(rdd.map(lambda shard: ingest_to_run(shard, schema, run_root)).collect())
+        rdd = self.spark.sparkContext.parallelize(list(items), numSlices=len(items))
+        with self.watch(progress), _user_errors():
+            results: list[R] = rdd.map(fn).collect()
+        if on_done is not None:
+            for result in results:
+                on_done(result)
+        return results
 
-    def score(
-        self, shard_indices: list[int], scorers: list[BoundScorer], run_root: str, batch_size: int
-    ) -> list[dict[str, Any]]:
-        run = RunDir(Path(run_root))
-        pending = [i for i in shard_indices if not run.scores_shard(i).is_dir()]
-        done = [{"index": i, "skipped": True} for i in shard_indices if i not in pending]
-        wave_size = _wave_size(len(pending), self.parallelism)
-        for start in range(0, len(pending), wave_size):
-            wave = pending[start : start + wave_size]
-            self._score_wave(wave, scorers, run, batch_size)
-            done += [{"index": i, "skipped": False} for i in wave]
-        return sorted(done, key=lambda item: item["index"])
-
-    def _score_wave(
-        self, wave: list[int], scorers: list[BoundScorer], run: RunDir, batch_size: int
-    ) -> None:
-        from pyspark.sql import functions as F
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        files = [str(run.ingested_shard(i)) for i in wave]
-        arrow_schema = pa.unify_schemas(
-            [pq.read_schema(f) for f in files], promote_options="permissive"
-        )
-        has_label = S.LABEL in arrow_schema.names
-        out_schema = score_schema(scorers, arrow_schema.field(S.LABEL).type if has_label else None)
-        columns = [c for c in input_columns(scorers, has_label) if c in arrow_schema.names]
-
-        def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            yield from score_batches(batches, scorers, out_schema)
-
-        staging = run.staging / f"scores-wave-{uuid.uuid4().hex[:8]}"
-        self.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-        frame = self.spark.read.option("mergeSchema", "true").parquet(*files).select(*columns)
-        scored = frame.mapInArrow(score_partition, from_arrow_schema(out_schema))
-        with _user_errors():
-            (
-                scored.withColumn(_PARTITION, F.col(S.SHARD))
-                .write.mode("overwrite")
-                .partitionBy(_PARTITION)
-                .parquet(str(staging))
-            )
-        for index in wave:
-            produced = staging / f"{_PARTITION}={index}"
-            if not produced.is_dir():  # a shard with no ingested rows
-                write_parquet_atomic(out_schema.empty_table(), produced / "part-0.parquet")
-            commit_directory(produced, run.scores_shard(index))
-        shutil.rmtree(staging, ignore_errors=True)
-
-    def materialize(
+    def read(
         self,
-        shard_indices: list[int],
-        schema: SchemaConfig,
-        weighted: bool,
-        run_root: str,
-        out_dir: str,
-    ) -> int:
-        from pyspark.sql import functions as F
+        files: Sequence[Location],
+        schema: pa.Schema,
+        transform: Callable[[pa.Table], pa.Table] | None = None,
+    ) -> Frame:
+        safe = spark_safe(schema)
+        names = set(schema.names)
+        options = files[0].options if files else None
+        uris = [f.uri for f in files]
 
-        run = RunDir(Path(run_root))
-        files = [str(run.ingested_shard(i)) for i in shard_indices]
-        corpus = self.spark.read.option("mergeSchema", "true").parquet(*files)
-        kept = (
-            self.spark.read.parquet(str(run.selection / "selection.parquet"))
-            .filter(F.col("keep"))
-            .select(S.SHARD, S.ROW, "weight")
-        )
-        joined = corpus.join(kept, on=[S.SHARD, S.ROW], how="inner")
-        joined = joined.withColumnsRenamed(output_names(schema))
-        if weighted:
-            joined = joined.withColumnRenamed("weight", S.IMPORTANCE_WEIGHT)
-        else:
-            joined = joined.drop("weight")
-        joined = joined.drop(*S.POSITION_COLUMNS)
-        partitions = max(1, min(len(shard_indices), 4 * self.parallelism))
+        def load(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            from thresher.io.files import read_schema
+
+            for batch in batches:
+                for uri in batch.column(0).to_pylist():
+                    location = Location(uri, options) if options else Location.of(uri)
+                    available = [c for c in read_schema(location).names if c in names]
+                    table = read_parquet(location, columns=available or None)
+                    if transform is not None:
+                        table = transform(table)
+                    yield from conform_to(table, safe).to_batches(max_chunksize=BATCH_ROWS)
+
+        context = self.spark.sparkContext
+        rdd = context.parallelize([(uri,) for uri in uris], numSlices=max(1, len(uris)))
+        listing = self.spark.createDataFrame(rdd, "uri string")
+        return SparkFrame(self, listing.mapInArrow(load, _spark_schema(safe)), safe)
+
+    def from_table(self, table: pa.Table) -> Frame:
+        safe = spark_safe(table.schema)
+        df = self.spark.createDataFrame(conform_to(table, safe))
+        return SparkFrame(self, df, safe)
+
+    def connected_components(self, edges: Frame, scratch: Location) -> Frame:
+        from thresher.dedup.spark import connected_components
+
+        assert isinstance(edges, SparkFrame)
         with _user_errors():
-            joined.repartition(partitions).write.mode("overwrite").parquet(out_dir)
-            return int(self.spark.read.parquet(out_dir).count())
+            return connected_components(self, edges, scratch)
 
-    # -- partitioned selection -------------------------------------------------------
-    remote_selection = True
+    def near_duplicate_edges(
+        self, members: Frame, spec: DedupSpec, scratch: Location
+    ) -> tuple[Frame, dict[str, Any]]:
+        from thresher.dedup.spark import near_duplicate_edges
 
-    def select_partitioned(
-        self,
-        job: PartitionJob,
-        scores: pa.Table,
-        embeddings: Any,
-        run_root: str,
-    ) -> Selection:
-        """Partitioned selection as Spark jobs over the score shards (see ``partitioned_spark``)."""
-        from thresher.stages.partitioned_spark import select_partitioned_spark
-
+        assert isinstance(members, SparkFrame)
         with _user_errors():
-            return select_partitioned_spark(self.spark, job, scores, run_root)
-
-    def invalid_vector_rows(self, run_root: str, column: str) -> pa.Table:
-        """(shard, row) of score rows whose vector ``column`` is null, empty or not finite."""
-        from thresher.stages.partitioned_spark import invalid_vector_rows
-
-        with _user_errors():
-            return invalid_vector_rows(self.spark, run_root, column)
-
-    def dedup(
-        self, shard_indices: list[int], spec: DedupSpec, run_root: str, out_dir: str
-    ) -> dict[str, Any]:
-        """Dedup as Spark jobs (``thresher.dedup.spark``); no edge or signature reaches the driver."""
-        from thresher.dedup.spark import dedup_spark
-
-        with _user_errors():
-            return dedup_spark(self.spark, shard_indices, spec, run_root, out_dir)
+            return near_duplicate_edges(self, members, spec)
 
     def close(self) -> None:
         if self._spark is not None and self._owns_session:
@@ -233,18 +348,6 @@ def _user_errors() -> Iterator[None]:
         if not (isinstance(cls, type) and issubclass(cls, errors.ThresherError)):
             cls = errors.ThresherError
         raise cls(match.group(2).strip()) from error
-
-
-def _wave_size(pending: int, parallelism: int) -> int:
-    """Shards per scoring job: two per core at least, and no more than ``_MAX_WAVES`` jobs.
-
-    Each wave is one Spark job whose shards commit together when it ends, so a
-    killed run redoes one wave at most; each job also costs about half a
-    second of scheduling and commit, which adds up over hundreds of shards.
-    A whole number of shards per core keeps the cores busy to the wave's end.
-    """
-    per_core = max(2, -(-pending // (_MAX_WAVES * parallelism)))
-    return max(1, per_core * parallelism)
 
 
 def _under_spark_submit() -> bool:

@@ -215,8 +215,14 @@ class EvalConfig(_Strict):
 
     @property
     def root(self) -> Path:
-        """The eval's directory (``run_dir``)."""
-        return self.run.run_path
+        """The eval's directory (``run_dir``; eval runs on a local file system)."""
+        location = self.run.run_path
+        if not location.is_local:
+            raise ConfigError(
+                f"run_dir: thresher eval keeps its splits and models on a local file system; "
+                f"{location} is not local (curate runs may use object storage)"
+            )
+        return location.as_path()
 
     @property
     def selectors(self) -> list[EvalSelectorConfig]:

@@ -6,8 +6,8 @@ column standardised with statistics of the training pool (no labels, no
 test rows), hashed word n-grams, or reference-LM embeddings (the LM is
 trained on the scoring run's corpus, shared with the scorers that ask for
 the same LM). The training pool's rows are read from the scoring run's
-ingested shards in (shard, row) order, the order of its score table, so
-that a selection's row positions index the feature matrix directly.
+ingested shards in input order (the order of its score table), so that a
+selection's row positions index the feature matrix directly.
 
 Matrices are saved as safetensors under ``RUN_DIR/run/eval/_features/``
 (dense: ``matrix``; hashed n-grams: CSR arrays) with the class indices
@@ -25,14 +25,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from thresher.errors import RunStateError
 from thresher.evaluation.config import EvalConfig, scoring_config
 from thresher.evaluation.splits import FLIPPED, SplitPaths, read_split
 from thresher.io import schema as S
-from thresher.io.files import read_json, write_json_atomic
+from thresher.io.files import read_json, read_parquet, read_schema, write_json_atomic
+from thresher.io.shards import order_ranks
+from thresher.keys import order_key, row_key
 from thresher.models._safe import load_safetensors
 from thresher.models.features import FeatureConfig, FeatureExtractor, Matrix, SparseRows
 from thresher.models.proxy import label_key
@@ -77,21 +78,24 @@ def feature_config(config: EvalConfig) -> FeatureConfig:
 
 
 def features_dir(config: EvalConfig) -> Path:
-    return RunDir(config.root / "run").eval / "_features"
+    return RunDir(config.root / "run").eval.as_path() / "_features"
 
 
 def pool_table(run: RunDir, columns: list[str]) -> pa.Table:
-    """The scoring run's ingested rows in (shard, row) order: the score table's order."""
+    """The scoring run's ingested rows in input order: the score table's order."""
     stats = run.stored_ingest_stats()
     if not stats:
         raise RunStateError(f"{run.root} holds no ingested shard; score the training pool first")
     parts = []
+    ranks = order_ranks(run.shard_names())
     for stat in stats:
         path = run.ingested_shard(int(stat["index"]))
-        available = pq.ParquetFile(path).schema_arrow.names
-        parts.append(pq.read_table(path, columns=[c for c in columns if c in available]))
+        available = read_schema(path).names
+        table = read_parquet(path, columns=[c for c in columns if c in available])
+        order = order_key(table.column(S.SHARD).to_numpy(), table.column(S.ROW).to_numpy(), ranks)
+        parts.append(table.append_column(S.ORDER, pa.array(order)))
     table = pa.concat_tables(parts, promote_options="permissive")
-    return table.sort_by([(S.SHARD, "ascending"), (S.ROW, "ascending")])
+    return table.sort_by(S.ORDER).drop_columns([S.ORDER])
 
 
 def build_features(config: EvalConfig, splits_key: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +202,7 @@ def _read(path: Path) -> SplitData:
         matrix = arrays["matrix"].astype(np.float32, copy=False)
     positions = None
     if "shard" in arrays:
-        positions = (arrays["shard"].astype(np.int64) << 40) | arrays["row"].astype(np.int64)
+        positions = row_key(arrays["shard"], arrays["row"])
     return SplitData(
         matrix, arrays["targets"].astype(np.int64), arrays["flipped"].astype(bool), positions
     )

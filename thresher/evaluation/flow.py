@@ -54,6 +54,7 @@ from thresher.io.files import (
     write_parquet_atomic,
     write_text_atomic,
 )
+from thresher.io.fs import Location
 from thresher.io.lock import RunLock
 from thresher.run_dir import RunDir
 
@@ -126,7 +127,7 @@ def evaluate_flow(
     check_input_apart(cfg.run, files)
     check_eval_dir(root)
     check_contained(root)
-    with RunLock(root / "_state" / "lock"):
+    with RunLock(Location.of(root / "_state" / "lock")):
         if fresh:
             for name in ("splits", "run"):
                 shutil.rmtree(root / name, ignore_errors=True)
@@ -139,7 +140,7 @@ def evaluate_flow(
 
 def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
     from thresher.flows.curate import curate
-    from thresher.report.html import write_report
+    from thresher.reporting.html import write_report
 
     timings: dict[str, float] = {}
     run = RunDir(cfg.root / "run")
@@ -165,7 +166,7 @@ def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
         scoring_config(cfg).config_dict(),
         cfg.eval.model.model_dump(mode="json"),
     )
-    parts = run.eval / "_parts" / context
+    parts = run.eval.as_path() / "_parts" / context
     threads = _set_threads(cfg, int(features["width"]))
     logger.info("eval: training with %d torch thread(s) per worker", threads)
 
@@ -184,9 +185,9 @@ def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
             run.eval / "search.parquet",
         )
     else:
-        (run.eval / "search.parquet").unlink(missing_ok=True)
+        (run.eval / "search.parquet").delete()
     write_text_atomic(summary.to_csv(index=False), run.eval / "summary.csv")
-    write_curve(frame, run.eval / "pruning_curve.svg")
+    write_curve(frame, run.eval.as_path() / "pruning_curve.svg")
     best = best_by_rate(summary)
     outcome = {
         "run_dir": str(run.root),

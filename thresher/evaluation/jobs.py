@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from thresher.config import PartitionConfig
@@ -40,9 +39,10 @@ from thresher.evaluation.config import (
 from thresher.evaluation.features import load_split
 from thresher.evaluation.model import train_classifier
 from thresher.io import schema as S
+from thresher.keys import row_key
 from thresher.models.features import take_rows
 from thresher.run_dir import RunDir
-from thresher.stages.select import read_score_table, select
+from thresher.stages.select import decide_table, read_score_table
 
 SPLIT_CODES = {"validation": 1, "test": 2}
 _SCORES: dict[tuple[str, int], pa.Table] = {}
@@ -109,9 +109,10 @@ class Seeds:
 def score_table(config: EvalConfig) -> pa.Table:
     """The scoring run's score table in input order (cached per process while unchanged)."""
     run = RunDir(config.root / "run")
-    if not run.scores.is_dir():
+    files = run.scores.list_files()
+    if not files:
         raise RunStateError(f"{run.root} has no scores: score the training pool first")
-    stamp = max(p.stat().st_mtime_ns for p in run.scores.rglob("*.parquet"))
+    stamp = max(e.mtime_ns or 0 for e in files)
     key = (str(run.root), stamp)
     with _SCORES_LOCK:
         if key not in _SCORES:
@@ -139,9 +140,10 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
     )
     seeds = Seeds.of(config.run.seed, job.split, job.seed)
     run_config = selection_config(config, selector.step(job.params, budget), seeds.selection)
-    decisions, steps = select(run_config, scores)
-    kept = np.flatnonzero(pd.isna(decisions.reason))
-    return kept, decisions.weight[kept], steps[-1]
+    selection, steps = decide_table(run_config, scores)
+    kept = np.flatnonzero(selection.column("keep").to_numpy(zero_copy_only=False))
+    weights = selection.column("weight").to_numpy()[kept]
+    return kept, weights, steps[-1]
 
 
 def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
@@ -151,9 +153,7 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
     selected = time.perf_counter()
     train = load_split(config, "train")
     scores = score_table(config)
-    positions = (scores.column(S.SHARD).to_numpy().astype(np.int64) << 40) | scores.column(
-        S.ROW
-    ).to_numpy().astype(np.int64)
+    positions = row_key(scores.column(S.SHARD).to_numpy(), scores.column(S.ROW).to_numpy())
     if train.positions is None or not np.array_equal(train.positions, positions):
         raise RunStateError(
             f"{config.root / 'run'}: the eval features do not match the score table; "

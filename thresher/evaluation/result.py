@@ -29,7 +29,7 @@ class Evaluation:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.run_path = path / "run"
-        self.dir = RunDir(self.run_path).eval
+        self.dir = RunDir(self.run_path).eval.as_path()
         if not (self.dir / "results.parquet").is_file():
             raise RunStateError(f"{path} holds no eval results (run thresher eval first)")
 
@@ -78,7 +78,7 @@ class Evaluation:
     @property
     def run(self) -> Any:
         """The scoring run as a :class:`thresher.api.Run` (scores, report...)."""
-        from thresher.api import load_run
+        from thresher.runs import load_run
 
         return load_run(self.run_path)
 

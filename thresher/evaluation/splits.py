@@ -27,6 +27,7 @@ and the settings that shape them, recorded in ``splits.json``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -44,9 +45,10 @@ from thresher.config import InputConfig, RunConfig, SchemaConfig
 from thresher.errors import ConfigError, InputError
 from thresher.evaluation.config import EvalConfig
 from thresher.io import schema as S
-from thresher.io.files import publish_directory, read_json, write_json_atomic
+from thresher.io.files import read_json, write_json_atomic
+from thresher.io.fs import FileEntry
 from thresher.io.ingest import ingest_shard
-from thresher.io.shards import fingerprint, make_shards
+from thresher.io.shards import Shard, detect_format, shard_name
 from thresher.models.proxy import label_key
 
 TRUE_LABEL = "eval_true_label"
@@ -162,7 +164,17 @@ def read_labelled(
     ``quarantined`` (by reason), ``unlabelled``, and the files' fingerprints.
     """
     files = _files(input_config, run, what)
-    shards = make_shards(files, Path(run.base_dir), input_config.format)
+    shards = [
+        Shard(
+            index,
+            entry.location.uri,
+            shard_name(entry.location, run.base),
+            detect_format(entry.location.name, input_config.format),
+            entry.fingerprint(),
+            entry.location.options,
+        )
+        for index, entry in enumerate(files)
+    ]
     columns = canonical_columns(run.schema_)
     parts: list[pa.Table] = []
     quarantined: dict[str, int] = {}
@@ -182,12 +194,12 @@ def read_labelled(
         "rows_in": rows_in,
         "quarantined": quarantined,
         "unlabelled": unlabelled,
-        "files": {str(f): fingerprint(f) for f in files},
+        "files": {f.location.uri: f.fingerprint() for f in files},
     }
     return table.filter(labelled), counts
 
 
-def _files(input_config: InputConfig, run: RunConfig, what: str) -> list[Path]:
+def _files(input_config: InputConfig, run: RunConfig, what: str) -> list[FileEntry]:
     probe = run.model_copy(update={"input": input_config})
     try:
         return probe.input_files()
@@ -199,16 +211,17 @@ def splits_key(config: EvalConfig) -> dict[str, Any]:
     """What the splits depend on: input and test files (fingerprints) and the split settings."""
     run = config.run
     test = config.eval.test
-    files = [str(f) for f in run.input_files()]
-    test_files = (
-        []
-        if test.paths is None
-        else [str(f) for f in _files(test.input_config(), run, "eval.test.paths")]
-    )
+    files = run.input_files()
+    test_files = [] if test.paths is None else _files(test.input_config(), run, "eval.test.paths")
     return {
         "format": SPLITS_FORMAT,
-        "input": {f: fingerprint(f) for f in files},
-        "test_input": {f: fingerprint(f) for f in test_files},
+        "input": {
+            f.location.relative_to(run.base)
+            if f.location.is_relative_to(run.base)
+            else f.location.uri: f.fingerprint()
+            for f in files
+        },
+        "test_input": {f.location.uri: f.fingerprint() for f in test_files},
         "schema": run.schema_.model_dump(mode="json"),
         "seed": run.seed,
         "test": test.model_dump(mode="json"),
@@ -267,10 +280,24 @@ def prepare_splits(config: EvalConfig) -> tuple[dict[str, Any], bool]:
             "test_ids_also_in_train": len(shared_ids),
         }
         write_json_atomic(record, staging / "splits.json")
-        publish_directory(staging, paths.root)
+        _replace_directory(staging, paths.root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record, True
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    """Put ``staging`` in ``target``'s place (the old copy is renamed aside, then deleted).
+
+    Not atomic: a process killed between the renames leaves no splits, and
+    the next eval rebuilds them (the splits are derived data, keyed by
+    their inputs).
+    """
+    retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def read_split(path: Path, columns: list[str] | None = None) -> pa.Table:

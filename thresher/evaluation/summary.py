@@ -106,7 +106,7 @@ def best_by_rate(summary: pd.DataFrame) -> pd.DataFrame:
 
 def write_curve(results: pd.DataFrame, path: Path) -> Path:
     """The pruning curve (the run report's own plot) as an SVG file."""
-    from thresher.report.plots import pruning_curve
+    from thresher.reporting.plots import pruning_curve
 
     uri = pruning_curve(results)
     prefix = "data:image/svg+xml;base64,"

@@ -1,68 +1,67 @@
-"""The ``curate`` flow: ingest, fit, score, dedup, select, materialise, report.
+"""The ``curate`` flow: ingest, fit, score, dedup, select, materialise, publish, report.
 
-Tasks pass paths and small statistics, never data: every stage reads its
-input from the run directory and writes its output there. With the local
-engine, ingest, scoring and materialisation are tasks mapped over shards
-(each runs in the engine's process pool); with Spark, each stage is one
-task that runs Spark jobs. Scoring tasks retry; a retried shard starts
-from scratch because a shard's scores are committed atomically.
+One code path for every engine: each stage is a Prefect task that asks
+the engine for per-shard work (:meth:`Engine.map_shards`) or whole-table
+work (frames), and reports to the stage's progress. Tasks pass paths and
+small statistics, never data: every stage reads its input from the run
+directory and writes its output there. Tasks retry; a retried stage
+redoes only what is not committed, because every per-shard output is
+committed by one atomic write.
 
 Resume and caching: the run directory is the cache. A shard's ingest is
-done when its marker (``_state/ingest/``, holding the input file's
-fingerprint) exists, its scoring when ``scores/shard-NNNNN/`` exists (a
-directory committed by one rename), and the run-level keys in
-``_state/run.json`` (input and schema, scorers and seed) refuse to mix
-results of another configuration. Prefect's task caching would add a
-second record of the same facts that can disagree with the files (a
-deleted score directory would still be a cache hit), does not reach the
-Spark engine's per-wave work, and needs pickled results stored outside
-the run directory; so tasks use ``NO_CACHE`` and a re-run, in any
-process, on any engine, skips exactly what the run directory holds.
-Dedup (when configured) is keyed apart, in ``dedup/summary.json``: a new
-``dedup`` section re-runs it from the stored scores instead of refusing.
+done when its marker (``_state/ingest/``, holding the input's listing
+fingerprint) exists, its scoring when ``scores/shard-NNNNN.parquet``
+exists, and the run-level keys in ``_state/run.json`` (the schema; the
+scorers and seed) refuse to mix results of another configuration.
+Prefect's task caching would add a second record of the same facts that
+can disagree with the files (a deleted score shard would still be a cache
+hit), and needs pickled results stored outside the run directory; so tasks
+use ``NO_CACHE`` and a re-run, in any process, on any engine, skips
+exactly what the run directory holds. The driver decides what is done
+from markers and one listing, so unchanged shards cost no task at all.
+
+A corpus may grow between runs (shards are identified by name,
+:mod:`thresher.io.shards`): new files are ingested and scored alone, then
+dedup and selection run over the union. A removed, renamed or changed
+input is refused with its name.
 
 Faults: a run killed at any point leaves complete shards committed and
-the previous published ``data/`` intact (:func:`publish_directory`); the
-next run takes over the dead run's lock, deletes its staging files,
-repairs an interrupted publish and goes on from the committed shards.
+the published version intact (:mod:`thresher.io.publish`); the next run
+takes over the dead run's lock, deletes its scratch files and unnamed
+versions, and goes on from the committed shards.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from pathlib import Path
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
 
 from thresher.config import RunConfig, SchemaConfig, check_input_apart, load_config
 from thresher.engines import Engine, make_engine
-from thresher.engines.local import LocalEngine
-from thresher.engines.spark import SparkEngine
 from thresher.errors import RunStateError
-from thresher.io.files import (
-    check_contained,
-    publish_directory,
-    recover_published,
-    write_json_atomic,
-)
+from thresher.io import publish
+from thresher.io.files import check_contained, write_json_atomic
+from thresher.io.fs import FileEntry
 from thresher.io.lock import RunLock
 from thresher.io.manifest import build_manifest
-from thresher.io.shards import Shard, make_shards
-from thresher.progress import Progress, StageProgress, make_progress, watch_spark
-from thresher.report.card import write_card
+from thresher.io.shards import Shard, ShardRegistry
+from thresher.keys import json_digest
+from thresher.progress import Progress, StageProgress, make_progress
+from thresher.reporting.card import write_card
 from thresher.run_dir import RunDir
 from thresher.stages.dedup import clear_dedup, dedup_to_run
 from thresher.stages.fit import fit_scorers
 from thresher.stages.harmonize import harmonize_ingested
-from thresher.stages.materialize import write_empty_part
-from thresher.stages.score import BoundScorer
+from thresher.stages.ingest import ingest_to_run, pending_shards
+from thresher.stages.materialize import MaterializeShard, write_empty_part
+from thresher.stages.score import BoundScorer, ScoreShard
 from thresher.stages.select import select_to_run
 
 EngineKind = Literal["local", "spark"]
@@ -70,21 +69,38 @@ EngineKind = Literal["local", "spark"]
 Stages = Literal["all", "score", "select"]
 
 
-# -- tasks -------------------------------------------------------------------------
+class IngestShard:
+    """The per-shard ingest task (picklable)."""
+
+    def __init__(self, schema: SchemaConfig, run: RunDir) -> None:
+        self.schema = schema
+        self.run = run
+
+    def __call__(self, shard: Shard) -> dict[str, Any]:
+        return ingest_to_run(shard, self.schema, self.run)
 
 
-@task(name="ingest-shard", cache_policy=NO_CACHE, retries=1)
-def ingest_shard_task(
-    engine: LocalEngine, shard: Shard, schema: SchemaConfig, run_root: str
-) -> dict[str, Any]:
-    return engine.submit_ingest(shard, schema, run_root).result()
+# -- tasks ---------------------------------------------------------------------------
 
 
 @task(name="ingest", cache_policy=NO_CACHE, retries=1)
 def ingest_task(
-    engine: Engine, shards: list[Shard], schema: SchemaConfig, run_root: str
+    engine: Engine, shards: list[Shard], schema: SchemaConfig, run: RunDir, bar: StageProgress
 ) -> list[dict[str, Any]]:
-    return engine.ingest(shards, schema, run_root)
+    pending, done = pending_shards(shards, run)
+    bar.reuse(shards=len(done), docs=sum(s["rows_in"] for s in done))
+    fresh = engine.map_shards(
+        IngestShard(schema, run),
+        pending,
+        bar,
+        on_done=lambda s: bar.advance(shards=1, docs=s["rows_in"]),
+    )
+    return sorted(done + fresh, key=lambda s: s["index"])
+
+
+@task(name="harmonize", cache_policy=NO_CACHE)
+def harmonize_task(engine: Engine, run: RunDir, indices: list[int]) -> dict[int, list[str]]:
+    return harmonize_ingested(run, indices, engine)
 
 
 @task(name="fit-scorers", cache_policy=NO_CACHE)
@@ -92,64 +108,74 @@ def fit_task(config: RunConfig, shard_rows: dict[int, int]) -> list[BoundScorer]
     return fit_scorers(config, shard_rows)
 
 
-@task(name="score-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def score_shard_task(
-    engine: LocalEngine, index: int, scorers: list[BoundScorer], run_root: str, batch_size: int
-) -> dict[str, Any]:
-    return engine.submit_score(index, scorers, run_root, batch_size).result()
-
-
 @task(name="score", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def score_task(
-    engine: Engine, indices: list[int], scorers: list[BoundScorer], run_root: str, batch_size: int
-) -> list[dict[str, Any]]:
-    return engine.score(indices, scorers, run_root, batch_size)
-
-
-@task(name="harmonize", cache_policy=NO_CACHE)
-def harmonize_task(run_root: str, indices: list[int]) -> dict[int, list[str]]:
-    return harmonize_ingested(run_root, indices)
+    engine: Engine,
+    run: RunDir,
+    scorers: list[BoundScorer],
+    shard_rows: dict[int, int],
+    batch_size: int,
+    bar: StageProgress,
+) -> list[int]:
+    scored = {e.location.name for e in run.scores.list_files(recursive=False)}
+    pending = [i for i in sorted(shard_rows) if run.scores_shard(i).name not in scored]
+    reused = sorted(set(shard_rows) - set(pending))
+    bar.reuse(shards=len(reused), docs=sum(shard_rows[i] for i in reused))
+    engine.map_shards(
+        ScoreShard(scorers, run, batch_size),
+        pending,
+        bar,
+        on_done=lambda r: bar.advance(shards=1, docs=int(r["rows"])),
+    )
+    return pending
 
 
 @task(name="dedup", cache_policy=NO_CACHE)
-def dedup_task(engine: Engine, config: RunConfig, indices: list[int]) -> dict[str, Any]:
-    return dedup_to_run(config, engine, indices)
+def dedup_task(
+    engine: Engine, config: RunConfig, indices: list[int], bar: StageProgress
+) -> dict[str, Any]:
+    return dedup_to_run(config, engine, indices, bar)
 
 
 @task(name="select", cache_policy=NO_CACHE)
-def select_task(config: RunConfig, engine: Engine) -> dict[str, Any]:
-    return select_to_run(config, engine)
-
-
-@task(name="materialize-shard", cache_policy=NO_CACHE, retries=1)
-def materialize_shard_task(
-    engine: LocalEngine,
-    index: int,
-    schema: SchemaConfig,
-    weighted: bool,
-    run_root: str,
-    out_dir: str,
-) -> int:
-    return engine.submit_materialize(index, schema, weighted, run_root, out_dir).result()
+def select_task(
+    config: RunConfig,
+    engine: Engine,
+    indices: list[int],
+    version: publish.Version,
+    bar: StageProgress,
+) -> dict[str, Any]:
+    return select_to_run(config, engine, indices, version, bar)
 
 
 @task(name="materialize", cache_policy=NO_CACHE, retries=1)
 def materialize_task(
     engine: Engine,
+    run: RunDir,
+    version: publish.Version,
     indices: list[int],
     schema: SchemaConfig,
     weighted: bool,
-    run_root: str,
-    out_dir: str,
+    bar: StageProgress,
 ) -> int:
-    return engine.materialize(indices, schema, weighted, run_root, out_dir)
+    counts = engine.map_shards(
+        MaterializeShard(run, version, schema, weighted),
+        indices,
+        bar,
+        on_done=lambda n: bar.advance(shards=1, docs=n),
+    )
+    written = sum(counts)
+    if written == 0:  # readers still find the columns of an empty dataset
+        write_empty_part(run, version, schema, weighted)
+    (version.data / "_SUCCESS").write_bytes(b"")
+    return written
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(run_root: str) -> str:
-    from thresher.report.html import write_report
+def report_task(run: RunDir) -> str:
+    from thresher.reporting.html import write_report
 
-    return str(write_report(Path(run_root)))
+    return str(write_report(run.root))
 
 
 # -- flow ----------------------------------------------------------------------------
@@ -160,13 +186,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[stage] = time.perf_counter() - start
-
-
-def _spark_tasks(eng: Engine, bar: StageProgress) -> AbstractContextManager[Any]:
-    """Report the Spark task counts of a stage to ``bar`` (nothing for the local engine)."""
-    if isinstance(eng, SparkEngine):
-        return watch_spark(eng.spark.sparkContext, bar)
-    return nullcontext(bar)
 
 
 def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
@@ -182,7 +201,7 @@ def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
             )
 
 
-def resolve_config(config: RunConfig | str | Path, engine: EngineKind | None = None) -> RunConfig:
+def resolve_config(config: RunConfig | str, engine: EngineKind | None = None) -> RunConfig:
     """Load a config path (or take a config) and apply an engine override."""
     resolved = config if isinstance(config, RunConfig) else load_config(config)
     if engine is not None and engine != resolved.engine.kind:
@@ -193,18 +212,21 @@ def resolve_config(config: RunConfig | str | Path, engine: EngineKind | None = N
 
 
 def run_keys(config: RunConfig) -> dict[str, str]:
-    """What earlier results in a run directory depend on (see RunDir.prepare)."""
-    import json
-    from hashlib import sha256
+    """What earlier results in a run directory depend on (see RunDir.prepare).
 
-    def digest(value: Any) -> str:
-        return sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
+    Inputs are not among them: they are checked shard by shard, by name and
+    fingerprint, so a corpus may grow and a run directory may move.
+    """
     data = config.config_dict()
     return {
-        "input and schema": digest([data["input"], data["schema"], config.base_dir]),
-        "scorers": digest([data["scorers"], data["seed"]]),
+        "schema": json_digest([data["schema"], data["input"]["format"]]),
+        "scorers": json_digest([data["scorers"], data["seed"]]),
     }
+
+
+def check_storage(config: RunConfig) -> None:
+    """Fail before any work when the run directory's store cannot be reached or used."""
+    config.run_path.store.check(config.run_path)
 
 
 @flow(name="curate", log_prints=True)
@@ -226,6 +248,7 @@ def curate(
     logger = get_run_logger()
     cfg = resolve_config(config, engine)
     run = RunDir(cfg.run_path)
+    check_storage(cfg)
     if stages == "select" and (fresh or not run.is_run_dir()):
         raise RunStateError(
             f"{run.root} holds no scored run to select from"
@@ -237,51 +260,62 @@ def curate(
     check_input_apart(cfg, files)
     run.check_usable()
     check_contained(run.root)
-    with RunLock(run.lock):
+    with RunLock(run.lock) as lock:
+        if lock.taken_over is not None:
+            logger.warning(
+                "took over the lock of a dead run (pid %s on %s)",
+                lock.taken_over.get("pid"),
+                lock.taken_over.get("host"),
+            )
         run.prepare(run_keys(cfg), fresh=fresh)
-        _clean_up_after_a_dead_run(run)
+        _clean_up_after_a_dead_run(run, logger)
         run.record_config(cfg.config_dict(), cfg.base_dir)
         progress = make_progress(quiet=quiet, logger=logger)
         return _curate(cfg, run, files, logger, stages, progress)
 
 
-def _clean_up_after_a_dead_run(run: RunDir) -> None:
-    """Under the lock: drop staging files of a killed run and repair interrupted publishes."""
-    shutil.rmtree(run.staging, ignore_errors=True)
-    published = {p.name.split(".retired-")[0][1:] for p in run.root.glob(".*.retired-*")}
-    for name in sorted(published | {run.data.name}):
-        recover_published(run.root / name)
+def _clean_up_after_a_dead_run(run: RunDir, logger: Any) -> None:
+    """Under the lock: drop a killed run's scratch files and the versions no pointer names."""
+    run.staging.delete_tree()
+    retired = publish.recover(run.root)
+    if retired:
+        logger.info("removed %d unpublished version(s) left by an earlier run", len(retired))
 
 
 def _curate(
     cfg: RunConfig,
     run: RunDir,
-    files: list[Path],
+    files: list[FileEntry],
     logger: Any,
     stages: Stages = "all",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    root = str(run.root)
     timings: dict[str, float] = {}
     progress = progress or make_progress(quiet=True, logger=logger)
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
     with make_engine(cfg) as eng:
         if stages == "select":
             stats = run.stored_ingest_stats()
-            unscored = [s["index"] for s in stats if not run.scores_shard(s["index"]).is_dir()]
+            scored = {e.location.name for e in run.scores.list_files(recursive=False)}
+            unscored = [
+                s["index"] for s in stats if run.scores_shard(s["index"]).name not in scored
+            ]
             if not stats or unscored:
                 raise RunStateError(
                     f"{run.root}: shard(s) {unscored or 'all'} have no stored scores; "
                     "score them first (thresher score CONFIG)"
                 )
-            logger.info("run %s: selecting from the stored scores of %d shard(s)", root, len(stats))
+            logger.info(
+                "run %s: selecting from the stored scores of %d shard(s)", run.root, len(stats)
+            )
         else:
-            stats = _ingest_score(cfg, eng, files, root, timings, progress, logger)
+            stats = _ingest_score(cfg, eng, run, files, run_id, timings, progress, logger)
             if stages == "score":
-                shutil.rmtree(run.staging, ignore_errors=True)
+                run.staging.delete_tree()
                 return {
                     "stages": "score",
-                    "run_dir": root,
+                    "run_dir": str(run.root),
                     "shards": len(stats),
                     "input": sum(s["rows_in"] for s in stats),
                     "ingested": sum(s["ingested"] for s in stats),
@@ -290,10 +324,9 @@ def _curate(
                 }
         indices = [s["index"] for s in stats]
 
-        if cfg.dedup is not None:  # dedup results are keyed apart: a new dedup section re-runs it
+        if cfg.dedup is not None:  # keyed apart: a new dedup section (or shard) re-runs it
             with _timed(timings, "dedup"), progress.stage("dedup", shards=len(indices)) as bar:
-                with _spark_tasks(eng, bar):
-                    deduped = dedup_task(eng, cfg, indices)
+                deduped = dedup_task(eng, cfg, indices, bar)
                 bar.advance(shards=len(indices), docs=deduped["documents"])
             logger.info(
                 "dedup: %d duplicate(s) in %d cluster(s)%s",
@@ -304,8 +337,9 @@ def _curate(
         else:
             clear_dedup(cfg)
 
-        with _timed(timings, "select"):
-            selection = select_task(cfg, eng)
+        version = publish.new_version(run.root)
+        with _timed(timings, "select"), progress.stage("select") as bar:
+            selection = select_task(cfg, eng, indices, version, bar)
         logger.info("selected %d of %d ingested rows", selection["kept"], selection["ingested"])
         _warn_unmet_budgets(selection["steps"], logger)
 
@@ -313,49 +347,36 @@ def _curate(
             _timed(timings, "materialize"),
             progress.stage("materialize", shards=len(indices), docs=selection["kept"]) as bar,
         ):
-            staging = run.staging / f"data-{uuid.uuid4().hex[:8]}"
-            staging.mkdir(parents=True)
-            if isinstance(eng, LocalEngine):
-                written = 0
-                for future in as_completed(
-                    materialize_shard_task.map(
-                        unmapped(eng),
-                        indices,
-                        unmapped(cfg.schema_),
-                        unmapped(selection["weighted"]),
-                        unmapped(root),
-                        unmapped(str(staging)),
-                    )
-                ):
-                    count = future.result()
-                    written += count
-                    bar.advance(shards=1, docs=count)
-                if written == 0:  # readers still find the columns of an empty dataset
-                    write_empty_part(root, cfg.schema_, selection["weighted"], str(staging))
-                (staging / "_SUCCESS").touch()
-            else:
-                with _spark_tasks(eng, bar):
-                    written = materialize_task(
-                        eng, indices, cfg.schema_, selection["weighted"], root, str(staging)
-                    )
-                bar.advance(shards=len(indices), docs=written)
-            publish_directory(staging, run.data)
-        shutil.rmtree(run.staging, ignore_errors=True)
+            written = materialize_task(
+                eng, run, version, indices, cfg.schema_, selection["weighted"], bar
+            )
 
-    manifest = build_manifest(cfg, cfg.engine.kind, stats, selection, written, timings)
-    write_json_atomic(manifest, run.manifest)
-    write_card(run.root, manifest)
-    report_task(str(run.root))
+    manifest = build_manifest(
+        cfg,
+        cfg.engine.kind,
+        stats,
+        selection,
+        written,
+        timings,
+        version.name,
+        run.shards_added_by(),
+    )
     counts = manifest["counts"]
     if not counts["reconciles"]:
         raise AssertionError(f"counts do not reconcile: {counts}")
+    write_json_atomic(manifest, version.root / "manifest.json")
+    publish.publish(run.root, version, {"rows": written})
+    write_json_atomic(manifest, run.manifest)
+    write_card(run.root, manifest)
+    report_task(run)
+    run.staging.delete_tree()
     logger.info(
         "kept %d, dropped %d, quarantined %d of %d input records -> %s",
         counts["kept"],
         counts["dropped"]["total"],
         counts["quarantined"]["total"],
         counts["input"],
-        run.data,
+        version.data,
     )
     return manifest
 
@@ -363,64 +384,51 @@ def _curate(
 def _ingest_score(
     cfg: RunConfig,
     eng: Engine,
-    files: list[Path],
-    root: str,
+    run: RunDir,
+    files: list[FileEntry],
+    run_id: str,
     timings: dict[str, float],
     progress: Progress,
     logger: Any,
 ) -> list[dict[str, Any]]:
     """Ingest, fit and score; return the per-shard ingest statistics in shard order."""
-    shards = make_shards(files, Path(cfg.base_dir), cfg.input.format)
-    logger.info("run %s: %d shard(s), engine %s", root, len(shards), cfg.engine.kind)
+    registry = ShardRegistry(run.shard_registry)
+    shards, added = registry.assign(files, cfg.base, cfg.input.format, run_id)
+    registry.save()
+    logger.info(
+        "run %s: %d shard(s) (%d new), engine %s",
+        run.root,
+        len(shards),
+        len(added),
+        cfg.engine.kind,
+    )
     with _timed(timings, "ingest"), progress.stage("ingest", shards=len(shards)) as bar:
-        if isinstance(eng, LocalEngine):
-            stats = []
-            for future in as_completed(
-                ingest_shard_task.map(unmapped(eng), shards, unmapped(cfg.schema_), unmapped(root))
-            ):
-                stats.append(future.result())
-                bar.advance(shards=1, docs=stats[-1]["rows_in"])
-            stats.sort(key=lambda s: s["index"])
-        else:
-            with _spark_tasks(eng, bar):
-                stats = ingest_task(eng, shards, cfg.schema_, root)
-            bar.advance(shards=len(stats), docs=sum(s["rows_in"] for s in stats))
-        drifted = harmonize_task(root, [s["index"] for s in stats])
+        stats = ingest_task(eng, shards, cfg.schema_, run, bar)
+        drifted = harmonize_task(eng, run, [s["index"] for s in stats])
+        names = {s.index: s.name for s in shards}
         for index, columns in drifted.items():
             logger.warning(
                 "%s: column(s) %s had another type than in other shards; converted (schema drift)",
-                shards[index].name,
+                names.get(index, index),
                 columns,
             )
     shard_rows = {s["index"]: s["ingested"] for s in stats}
+    reused = sum(1 for s in stats if s.get("reused"))
     logger.info(
-        "ingested %d rows, quarantined %d",
+        "ingested %d rows, quarantined %d (%d shard(s) reused, %d ingested now)",
         sum(shard_rows.values()),
         sum(s["quarantined"] for s in stats),
+        reused,
+        len(stats) - reused,
     )
 
     with _timed(timings, "fit"):
         scorers = fit_task(cfg, shard_rows)
 
-    indices = [s.index for s in shards]
     with (
         _timed(timings, "score"),
-        progress.stage("score", shards=len(indices), docs=sum(shard_rows.values())) as bar,
+        progress.stage("score", shards=len(shard_rows), docs=sum(shard_rows.values())) as bar,
     ):
-        if isinstance(eng, LocalEngine):
-            for future in as_completed(
-                score_shard_task.map(
-                    unmapped(eng),
-                    indices,
-                    unmapped(scorers),
-                    unmapped(root),
-                    unmapped(cfg.engine.batch_size),
-                )
-            ):
-                done = future.result()
-                bar.advance(shards=1, docs=shard_rows[done["index"]])
-        else:
-            with _spark_tasks(eng, bar):
-                score_task(eng, indices, scorers, root, cfg.engine.batch_size)
-            bar.advance(shards=len(indices), docs=sum(shard_rows.values()))
+        scored = score_task(eng, run, scorers, shard_rows, cfg.engine.batch_size, bar)
+    logger.info("scored %d shard(s), %d reused", len(scored), len(shard_rows) - len(scored))
     return stats

@@ -25,19 +25,22 @@ read or checked at all.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
+from thresher import reasons as R
 from thresher.config import SchemaConfig
-from thresher.errors import InputError
+from thresher.errors import InputError, ThresherError
 from thresher.io import schema as S
 from thresher.io.drift import concat_conformed
 from thresher.io.shards import Shard
@@ -49,12 +52,13 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass
 class IngestResult:
-    """What one shard yields: usable rows, quarantined rows, and the input count."""
+    """What one shard yields: usable rows, quarantined rows, the input count, the bytes' digest."""
 
     shard: Shard
     rows_in: int
     table: pa.Table
     quarantine: pa.Table
+    content: dict[str, Any] = field(default_factory=dict)
 
     def quarantine_counts(self) -> dict[str, int]:
         if self.quarantine.num_rows == 0:
@@ -92,29 +96,84 @@ class _Quarantine:
         return pa.Table.from_pylist(self.rows, schema=S.QUARANTINE_SCHEMA)
 
 
+class _HashingReader(io.RawIOBase):
+    """A raw stream over a store's input stream that hashes every byte it reads."""
+
+    def __init__(self, stream: Any, digest: Any) -> None:
+        self.stream = stream
+        self.digest = digest
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.digest.update(data)
+        self.size += n
+        return n
+
+
+class _Source:
+    """The bytes of one shard, read once through the filesystem layer and hashed as they go."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.digest = xxhash.xxh3_64()
+        self.size = 0
+
+    def parquet(self) -> pq.ParquetFile:
+        data = self.shard.location.read_bytes()
+        self.digest.update(data)
+        self.size = len(data)
+        return pq.ParquetFile(pa.BufferReader(data))
+
+    def lines(self) -> Iterator[bytes]:
+        raw = _HashingReader(self.shard.location.open_input_stream(), self.digest)
+        try:
+            handle: Any = io.BufferedReader(raw, buffer_size=1 << 20)
+            if self.shard.compressed:
+                handle = gzip.GzipFile(fileobj=handle, mode="rb")
+            yield from handle
+        finally:
+            self.size = raw.size
+            raw.stream.close()
+
+    def content(self) -> dict[str, Any]:
+        return {"size": self.size, "xxh3_64": self.digest.hexdigest()}
+
+
 def ingest_shard(shard: Shard, schema: SchemaConfig) -> IngestResult:
     """Read and validate one shard (see module docstring)."""
     quarantine = _Quarantine(shard)
+    source = _Source(shard)
     if shard.format == "parquet":
-        chunks, rows_in = _read_parquet(shard, schema, quarantine)
+        chunks, rows_in = _read_parquet(source, schema, quarantine)
     elif shard.format == "jsonl":
-        chunks, rows_in = _read_jsonl(shard, schema, quarantine)
+        chunks, rows_in = _read_jsonl(source, schema, quarantine)
     else:
         raise InputError(f"{shard.name}: unsupported format {shard.format!r}")
     chunks = [c for c in chunks if c.num_rows]
     # JSONL chunks may infer different types for a column: give them one.
     table = concat_conformed(chunks) if chunks else _empty_canonical(schema)
-    return IngestResult(shard, rows_in, table, quarantine.table())
+    return IngestResult(shard, rows_in, table, quarantine.table(), source.content())
 
 
 # -- Parquet ------------------------------------------------------------------
 
 
 def _read_parquet(
-    shard: Shard, schema: SchemaConfig, quarantine: _Quarantine
+    source: _Source, schema: SchemaConfig, quarantine: _Quarantine
 ) -> tuple[list[pa.Table], int]:
+    shard = source.shard
     try:
-        parquet = pq.ParquetFile(shard.path)
+        parquet = source.parquet()
+    except ThresherError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{shard.name}: the file vanished since it was listed") from None
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise InputError(f"{shard.name}: unreadable Parquet file ({error})") from error
     columns = parquet.schema_arrow.names
@@ -148,7 +207,7 @@ def _read_parquet(
                 for index, size in _too_long(text, schema.max_text_bytes, keep).items():
                     raw = _preview(text[index].as_py())
                     quarantine.add(
-                        int(rows[index]), S.TEXT_TOO_LONG, _size_detail(size, schema), raw
+                        int(rows[index]), R.TEXT_TOO_LONG, _size_detail(size, schema), raw
                     )
                     keep[index] = False
             chunks.append(
@@ -164,9 +223,9 @@ def _read_parquet(
 def _missing_role_column(schema: SchemaConfig, columns: list[str]) -> tuple[str, str] | None:
     """(reason, column) when a shard lacks the text or features column the schema needs."""
     if schema.text is not None and schema.text not in columns:
-        return S.MISSING_TEXT_COLUMN, schema.text
+        return R.MISSING_TEXT_COLUMN, schema.text
     if schema.features is not None and schema.features not in columns:
-        return S.MISSING_FEATURES_COLUMN, schema.features
+        return R.MISSING_FEATURES_COLUMN, schema.features
     return None
 
 
@@ -190,34 +249,37 @@ def _text_column_from_parquet(column: pa.ChunkedArray) -> tuple[pa.Array, dict[i
                 values.append(value.decode("utf-8"))
             except UnicodeDecodeError:
                 values.append(None)
-                bad[index] = S.INVALID_UTF8
+                bad[index] = R.INVALID_UTF8
         return pa.array(values, pa.string()), bad
     # Any other type (numbers, structs...) is not text.
     for position in np.flatnonzero(np.asarray(array.is_valid())):
-        bad[int(position)] = S.TEXT_NOT_STRING
+        bad[int(position)] = R.TEXT_NOT_STRING
     return pa.nulls(len(array), pa.string()), bad
 
 
 # -- JSONL ----------------------------------------------------------------------
 
 
-def _iter_lines(shard: Shard) -> Iterator[bytes]:
-    opener = gzip.open if shard.compressed else open
+def _iter_lines(source: _Source) -> Iterator[bytes]:
     try:
-        with opener(shard.path, "rb") as handle:
-            yield from handle
+        yield from source.lines()
+    except ThresherError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{source.shard.name}: the file vanished since it was listed") from None
     except (OSError, EOFError) as error:
-        raise InputError(f"{shard.name}: unreadable file ({error})") from error
+        raise InputError(f"{source.shard.name}: unreadable file ({error})") from error
 
 
 def _read_jsonl(
-    shard: Shard, schema: SchemaConfig, quarantine: _Quarantine
+    source: _Source, schema: SchemaConfig, quarantine: _Quarantine
 ) -> tuple[list[pa.Table], int]:
+    shard = source.shard
     chunks: list[pa.Table] = []
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     rows_in = 0
-    for line_number, line in enumerate(_iter_lines(shard)):
+    for line_number, line in enumerate(_iter_lines(source)):
         if not line.strip():
             continue
         rows_in += 1
@@ -225,19 +287,19 @@ def _read_jsonl(
             decoded = line.decode("utf-8")
         except UnicodeDecodeError as error:
             raw = line.decode("utf-8", errors="backslashreplace").rstrip("\n")
-            quarantine.add(line_number, S.INVALID_UTF8, str(error), _preview(raw))
+            quarantine.add(line_number, R.INVALID_UTF8, str(error), _preview(raw))
             continue
         try:
             record = json.loads(decoded)
         except json.JSONDecodeError as error:
             quarantine.add(
-                line_number, S.MALFORMED_JSON, str(error), _preview(decoded.rstrip("\n"))
+                line_number, R.MALFORMED_JSON, str(error), _preview(decoded.rstrip("\n"))
             )
             continue
         if not isinstance(record, dict):
             quarantine.add(
                 line_number,
-                S.MALFORMED_JSON,
+                R.MALFORMED_JSON,
                 "a line must hold a JSON object",
                 _preview(decoded.rstrip("\n")),
             )
@@ -246,21 +308,21 @@ def _read_jsonl(
         if text is not None and not isinstance(text, str):
             quarantine.add(
                 line_number,
-                S.TEXT_NOT_STRING,
+                R.TEXT_NOT_STRING,
                 f"field {schema.text!r} is {type(text).__name__}",
                 _preview(decoded.rstrip("\n")),
             )
             continue
         size = _text_bytes(text, schema.max_text_bytes)
         if size is not None:
-            quarantine.add(line_number, S.TEXT_TOO_LONG, _size_detail(size, schema), _preview(text))
+            quarantine.add(line_number, R.TEXT_TOO_LONG, _size_detail(size, schema), _preview(text))
             continue
         problem = None if schema.features is None else _json_features_problem(record, schema)
         if problem is not None:
             shown = _preview(decoded.rstrip("\n"))
             id_value = None if schema.id is None else record.get(schema.id)
             id_text = None if id_value is None else str(id_value)
-            quarantine.add(line_number, S.INVALID_FEATURES, problem, shown, id_text)
+            quarantine.add(line_number, R.INVALID_FEATURES, problem, shown, id_text)
             continue
         records.append(record)
         rows.append(line_number)
@@ -391,10 +453,10 @@ def _finish(
     )
     preview = text if text is not None else table.column(schema.features or S.FEATURES)
     for mask, reason, detail in (
-        (missing_text, S.MISSING_TEXT, f"{schema.text!r} is null or absent"),
-        (empty_text, S.EMPTY_TEXT, f"{schema.text!r} is empty or whitespace"),
-        (invalid_features, S.INVALID_FEATURES, None),
-        (missing_id, S.MISSING_ID, f"{schema.id!r} is null"),
+        (missing_text, R.MISSING_TEXT, f"{schema.text!r} is null or absent"),
+        (empty_text, R.EMPTY_TEXT, f"{schema.text!r} is empty or whitespace"),
+        (invalid_features, R.INVALID_FEATURES, None),
+        (missing_id, R.MISSING_ID, f"{schema.id!r} is null"),
     ):
         for index in np.flatnonzero(mask):
             raw = _preview(preview[int(index)].as_py())

@@ -1,24 +1,45 @@
-"""One writer per run directory: a lock file naming its holder.
+"""One writer per run directory: a lock object naming its holder, kept alive by a heartbeat.
 
-The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on POSIX file
-systems) holding the holder's pid, host and start time. A second run on the
-same directory is refused with a message that names the holder. A lock
-left by a process that no longer exists on this host is stale and is taken
-over; a lock held from another host cannot be checked from here, so the
-message says how to remove it once that run is known to be dead.
+The lock is ``RUN_DIR/_state/lock``, created with a write that fails when it
+already exists: ``O_CREAT | O_EXCL`` on a local file system, ``If-None-Match:
+*`` on S3 (and S3-compatible stores), a generation precondition on GCS. It
+holds the holder's pid, host, start time and a heartbeat the holder renews
+every ``heartbeat_seconds`` with a write conditional on the version it last
+wrote (so that a holder whose lock was taken over learns it).
+
+A second run is refused with the holder's pid and host. A lock is stale,
+and is taken over (by a conditional write over the version that was read,
+so that of two runs taking over at once exactly one wins), when its holder
+runs on this host and its pid is gone, or when its heartbeat is older than
+``stale_seconds`` (a holder on another machine, say a Kubernetes pod that
+was killed). The takeover is logged with the dead holder's pid and host.
+
+Stores without conditional writes (HDFS, most fsspec backends) get a
+best-effort lock: create if absent, then read back; two runs started in the
+same instant could both proceed, and the refusal message says so.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import threading
+import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from thresher.errors import RunStateError
+from thresher.io.fs import Location
+from thresher.io.stores import ConditionalWriteUnsupportedError
+
+logger = logging.getLogger("thresher.lock")
+
+#: A heartbeat older than this means the holder is dead (seconds).
+STALE_SECONDS = 600.0
+HEARTBEAT_SECONDS = 30.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -31,59 +52,165 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class RunLock:
-    """Context manager holding ``path`` for this process."""
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._held = False
+
+class RunLock:
+    """Context manager holding the lock at ``location`` for this process (see module docstring)."""
+
+    def __init__(
+        self,
+        location: Location,
+        *,
+        stale_seconds: float = STALE_SECONDS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self.location = location
+        self.stale_seconds = stale_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.taken_over: dict[str, Any] | None = None
+        self.lost = False
+        self._record: dict[str, Any] = {}
+        self._version: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def run_root(self) -> Location:
+        return self.location.parent.parent
 
     def holder(self) -> dict[str, Any] | None:
         """The recorded holder, or None when the lock is free or unreadable."""
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+        found = self._read()
+        return None if found is None else found[0]
+
+    def _read(self) -> tuple[dict[str, Any] | None, str | None] | None:
+        """(holder, version) of the lock object; None when there is none."""
+        found = self.location.store.read_versioned(self.location)
+        if found is None:
             return None
+        data, version = found
+        try:
+            holder = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None, version
+        return (holder if isinstance(holder, dict) else None), version
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {
+        store = self.location.store
+        self._record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "since": _now(),
+            "heartbeat": _now(),
+            "token": uuid.uuid4().hex,
         }
-        for _ in range(2):
+        body = json.dumps(self._record).encode()
+        for _ in range(3):
             try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.holder()
-                if holder is None or self._is_stale(holder):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise RunStateError(
-                    f"{self.path.parent.parent} is in use by another thresher run "
-                    f"(pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}); "
-                    f"wait for it to finish, or delete {self.path} if that run is dead"
-                ) from None
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(me, handle)
-            self._held = True
-            return
-        raise RunStateError(f"could not take the lock {self.path}")
+                created = store.create_exclusive(self.location, body)
+            except ConditionalWriteUnsupportedError:
+                created = self._create_best_effort(body)
+            if created is not None:
+                self._held(created)
+                return
+            found = self._read()
+            if found is None:
+                continue  # released meanwhile: try again
+            holder, version = found
+            if holder is None or self._is_stale(holder):
+                try:
+                    replaced = store.replace_if(self.location, body, version)
+                except ConditionalWriteUnsupportedError:
+                    self.location.delete()
+                    replaced = self._create_best_effort(body)
+                if replaced is not None:
+                    self.taken_over = holder or {"pid": None, "host": None}
+                    logger.warning(
+                        "%s: took over the lock of a dead run (pid %s on %s, since %s, last "
+                        "heartbeat %s)",
+                        self.run_root,
+                        self.taken_over.get("pid"),
+                        self.taken_over.get("host"),
+                        self.taken_over.get("since"),
+                        self.taken_over.get("heartbeat"),
+                    )
+                    self._held(replaced)
+                    return
+                continue  # someone else changed it first
+            raise RunStateError(self._in_use_message(holder))
+        raise RunStateError(f"could not take the lock {self.location}")
 
-    @staticmethod
-    def _is_stale(holder: dict[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False
+    def _create_best_effort(self, body: bytes) -> str | None:
+        """Create-if-absent without a conditional write, then check that the lock is ours."""
+        if self.location.is_file():
+            return None
+        self.location.write_bytes(body)
+        found = self._read()
+        if found is None or found[0] is None or found[0].get("token") != self._record["token"]:
+            return None
+        return found[1] or "best-effort"
+
+    def _in_use_message(self, holder: dict[str, Any]) -> str:
+        best_effort = (
+            ""
+            if self.location.store.conditional_writes
+            else f" ({self.location.scheme}:// has no conditional writes: this lock is best "
+            "effort, so never start two runs on one directory at the same moment)"
+        )
+        return (
+            f"{self.run_root} is in use by another thresher run (pid {holder.get('pid')} on "
+            f"{holder.get('host')} since {holder.get('since')}, last heartbeat "
+            f"{holder.get('heartbeat')}); wait for it to finish, or delete {self.location} if "
+            f"that run is dead (a lock whose heartbeat stops is taken over after "
+            f"{self.stale_seconds:.0f} s){best_effort}"
+        )
+
+    def _is_stale(self, holder: dict[str, Any]) -> bool:
         pid = holder.get("pid")
-        return not isinstance(pid, int) or not _pid_alive(pid)
+        if holder.get("host") == socket.gethostname():
+            return not isinstance(pid, int) or not _pid_alive(pid)
+        try:
+            beat = datetime.fromisoformat(str(holder.get("heartbeat")))
+        except ValueError:
+            return True
+        return (datetime.now(UTC) - beat).total_seconds() > self.stale_seconds
+
+    def _held(self, version: str) -> None:
+        self._version = version
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="thresher-lock", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            self._record["heartbeat"] = _now()
+            body = json.dumps(self._record).encode()
+            try:
+                version = self.location.store.replace_if(self.location, body, self._version)
+            except ConditionalWriteUnsupportedError:
+                self.location.write_bytes(body)
+                version = self._version
+            except Exception as error:  # a store hiccup: try again at the next beat
+                logger.warning("%s: could not renew the lock (%s)", self.location, error)
+                continue
+            if version is None:
+                self.lost = True
+                logger.error("%s: the lock was taken over by another run", self.location)
+                return
+            self._version = version
 
     def release(self) -> None:
-        if self._held:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=self.heartbeat_seconds + 5)
+        self._thread = None
+        if not self.lost:
             holder = self.holder()
-            if holder is not None and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self._held = False
+            if holder is not None and holder.get("token") == self._record.get("token"):
+                self.location.delete()
 
     def __enter__(self) -> RunLock:
         self.acquire()

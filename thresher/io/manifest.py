@@ -68,11 +68,20 @@ def build_manifest(
     selection: dict[str, Any],
     written: int,
     timings: dict[str, float],
+    version: str,
+    added_by: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a published version (see module docstring).
+
+    ``added_by`` maps a shard's name to the run that first ingested it (a
+    corpus that grows between runs).
+    """
     counts = build_counts(shards, selection, written)
     return {
-        "thresher_manifest_version": 1,
+        "thresher_manifest_version": 2,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "version": version,
+        "data": f"versions/{version}/data/",
         "config": config.config_dict(),
         "config_hash": config.config_hash(),
         "seed": config.seed,
@@ -82,12 +91,14 @@ def build_manifest(
                 "index": s["index"],
                 "path": s["name"],
                 "format": s["format"],
-                **s["fingerprint"],
+                "fingerprint": s.get("fingerprint"),
+                "content": s.get("content"),
+                "added_by": (added_by or {}).get(s["name"]),
                 "rows": s["rows_in"],
                 "ingested": s["ingested"],
                 "quarantined": s["quarantined"],
             }
-            for s in sorted(shards, key=lambda s: s["index"])
+            for s in sorted(shards, key=lambda s: s["name"])
         ],
         "versions": package_versions(),
         "counts": counts,

@@ -18,7 +18,8 @@ LABEL = "label"
 FEATURES = "features"
 SHARD = "thresher_shard"
 ROW = "thresher_row"
-ROLE_COLUMNS = (ID, TEXT, LABEL, FEATURES)
+#: The row's place in input order (shard rank, then row): see ``thresher.keys.order_key``.
+ORDER = "thresher_order"
 POSITION_COLUMNS = (SHARD, ROW)
 IMPORTANCE_WEIGHT = "importance_weight"
 
@@ -53,21 +54,3 @@ DROPPED_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
     ]
 )
-
-# Why a row is quarantined at ingest.
-INVALID_UTF8 = "invalid_utf8"
-MALFORMED_JSON = "malformed_json"
-MISSING_TEXT = "missing_text"
-EMPTY_TEXT = "empty_text"
-TEXT_NOT_STRING = "text_not_string"
-MISSING_ID = "missing_id"
-MISSING_TEXT_COLUMN = "missing_text_column"
-INVALID_FEATURES = "invalid_features"
-MISSING_FEATURES_COLUMN = "missing_features_column"
-TEXT_TOO_LONG = "text_too_long"
-
-# Why an ingested row is dropped at selection.
-DUPLICATE_ID = "duplicate_id"
-INVALID_SCORE = "invalid_score"
-NOT_SELECTED = "not_selected"
-FILTERED = "filtered"

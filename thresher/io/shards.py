@@ -1,14 +1,32 @@
-"""Input shards: discovery order, formats and content fingerprints."""
+"""Input shards: identity by name, formats, fingerprints, and the run's shard registry.
+
+A shard is one input file. Its identity is its **name** (the path relative
+to the config's directory when inside it, else its URI), never its position
+in the input list, so a corpus may grow between runs: a new file anywhere in
+the order is ingested and scored alone, and every earlier shard keeps its
+results. Inside a run a shard is known by a small integer key (``index``,
+the ``thresher_shard`` column), given the first time the name is seen and
+never changed (the registry, ``_state/shards.json``). *Input order*, which
+decides ties (the first occurrence of a repeated id, top-k ties...), is the
+order of names, then rows: :func:`order_ranks`.
+
+Whether a file changed is decided from the listing alone (size and ETag or
+generation on object stores, size and modification time locally): a nightly
+run over a large corpus reads no byte of an unchanged input.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-import xxhash
+import numpy as np
+from numpy.typing import NDArray
 
-from thresher.errors import InputError
+from thresher.errors import InputError, RunStateError
+from thresher.io.files import read_json_or, write_json_atomic
+from thresher.io.fs import FileEntry, Location, StorageOptions
 
 _FORMATS = {
     ".parquet": "parquet",
@@ -19,53 +37,141 @@ _FORMATS = {
     ".ndjson.gz": "jsonl",
     ".json.gz": "jsonl",
 }
+#: File names that are input shards when a directory is given.
+SHARD_SUFFIXES = tuple(_FORMATS)
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One input file. ``index`` is its position in the sorted input list."""
+    """One input file.
+
+    Attributes
+    ----------
+    index : int
+        The shard's key in this run (stable across runs; see module docstring).
+    path : str
+        Its URI (or local path).
+    name : str
+        Its identity: relative to the config's directory when inside it.
+    format : str
+        ``parquet`` or ``jsonl``.
+    fingerprint : dict or None
+        Size and version (or modification time) from the listing.
+    """
 
     index: int
     path: str
     name: str
     format: str
+    fingerprint: dict[str, Any] | None = None
+    options: StorageOptions = field(default_factory=StorageOptions, compare=False, repr=False)
+
+    @property
+    def location(self) -> Location:
+        return Location.of(self.path, self.options)
 
     @property
     def compressed(self) -> bool:
         return self.path.endswith(".gz")
 
 
-def detect_format(path: Path, forced: str = "auto") -> str:
+def detect_format(name: str, forced: str = "auto") -> str:
     """Return ``parquet`` or ``jsonl`` from the file name (or the forced format)."""
     if forced != "auto":
         return forced
     for suffix, fmt in sorted(_FORMATS.items(), key=lambda kv: -len(kv[0])):
-        if path.name.endswith(suffix):
+        if name.endswith(suffix):
             return fmt
     raise InputError(
-        f"{path}: cannot tell the format from the file name; "
+        f"{name}: cannot tell the format from the file name; "
         "use .parquet, .jsonl or .jsonl.gz, or set input.format"
     )
 
 
-def make_shards(files: list[Path], base_dir: Path, forced_format: str = "auto") -> list[Shard]:
-    """Number the input files in sorted order; names are relative to ``base_dir`` when inside it."""
-    shards = []
-    for index, path in enumerate(sorted(files)):
-        try:
-            name = str(path.relative_to(base_dir))
-        except ValueError:
-            name = str(path)
-        shards.append(Shard(index, str(path), name, detect_format(path, forced_format)))
-    return shards
+def is_shard_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base.endswith(SHARD_SUFFIXES) and not base.startswith((".", "_"))
 
 
-def fingerprint(path: str | os.PathLike[str], chunk_size: int = 1 << 22) -> dict[str, object]:
-    """Size and xxh3-64 digest of a file's bytes: detects any change to an input."""
-    digest = xxhash.xxh3_64()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-            size += len(chunk)
-    return {"size": size, "xxh3_64": digest.hexdigest()}
+def shard_name(location: Location, base: Location) -> str:
+    """A shard's identity: its path relative to ``base`` when inside it, else its URI."""
+    try:
+        return location.relative_to(base)
+    except ValueError:
+        return location.uri
+
+
+class ShardRegistry:
+    """The run's shard keys by name (``_state/shards.json``): assigned once, never reused."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        stored = read_json_or(location, {"shards": []})
+        self.entries: dict[str, dict[str, Any]] = {e["name"]: e for e in stored["shards"]}
+
+    @property
+    def next_index(self) -> int:
+        return 1 + max((int(e["index"]) for e in self.entries.values()), default=-1)
+
+    def assign(
+        self, entries: list[FileEntry], base: Location, forced_format: str, run_id: str
+    ) -> tuple[list[Shard], list[str]]:
+        """Shards for the listed inputs (new names get new keys); also the names added now.
+
+        Raises RunStateError naming an input an earlier run ingested that
+        the listing no longer has (removed or renamed).
+        """
+        named = {shard_name(e.location, base): e for e in entries}
+        missing = sorted(set(self.entries) - set(named))
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise RunStateError(
+                f"input {missing[0]}{more} was ingested by an earlier run into "
+                f"{self.location.parent.parent} and is missing now (removed or renamed); "
+                "restore it, or rerun with --fresh to start over without it"
+            )
+        added = []
+        shards = []
+        for name in sorted(named):
+            entry = named[name]
+            if name not in self.entries:
+                self.entries[name] = {
+                    "index": self.next_index,
+                    "name": name,
+                    "added_by": run_id,
+                    "added": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+                added.append(name)
+            shards.append(
+                Shard(
+                    int(self.entries[name]["index"]),
+                    entry.location.uri,
+                    name,
+                    detect_format(name, forced_format),
+                    entry.fingerprint(),
+                    entry.location.options,
+                )
+            )
+        return shards, added
+
+    def save(self) -> None:
+        ordered = sorted(self.entries.values(), key=lambda e: int(e["index"]))
+        write_json_atomic({"shards": ordered}, self.location)
+
+    def names(self) -> dict[int, str]:
+        return {int(e["index"]): str(e["name"]) for e in self.entries.values()}
+
+    def added_by(self) -> dict[str, str]:
+        return {name: str(e.get("added_by", "")) for name, e in self.entries.items()}
+
+
+def order_ranks(names: dict[int, str]) -> NDArray[np.int64]:
+    """``rank[index]``: the position of each shard key among the shard names in sorted order.
+
+    Input order is (rank of the shard, row). Keys not in ``names`` get -1.
+    """
+    size = 1 + max(names, default=-1)
+    ranks = np.full(size, -1, dtype=np.int64)
+    for rank, index in enumerate(sorted(names, key=lambda i: names[i])):
+        ranks[index] = rank
+    return ranks

@@ -43,7 +43,7 @@ from thresher.errors import ConfigError, ScorerError
 from thresher.io import schema as S
 
 if TYPE_CHECKING:
-    from thresher.scorers.base import FitContext
+    from thresher.fitting import FitContext
 
 FeatureSource = Literal["hashed_ngrams", "features", "lm"]
 # Per process: one loaded LM per (directory, device), shared by the scorers of a worker,

@@ -51,8 +51,8 @@ import pyarrow.parquet as pq
 
 from thresher.devices import configure_torch, resolve_device
 from thresher.errors import ThresherError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
-from thresher.scorers.base import FitContext
 
 FORMAT = "thresher-lm-1"
 CONFIG_FILE = "config.json"

@@ -75,7 +75,7 @@ from thresher.models.features import (
 if TYPE_CHECKING:
     import torch
 
-    from thresher.scorers.base import FitContext
+    from thresher.fitting import FitContext
 
 PROXY_FORMAT = 1
 SHARED_DIR = "_shared"

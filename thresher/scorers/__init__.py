@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thresher.scorers.base import FitContext, Scorer
+from thresher.scorers.base import Scorer
 from thresher.scorers.el2n import EL2NScorer
 from thresher.scorers.embedding import EmbeddingScorer
 from thresher.scorers.fasttext_quality import FastTextQualityScorer
@@ -47,4 +47,4 @@ def make_scorer(name: str, params: dict[str, Any] | None = None) -> Scorer:
         raise ValueError(f"scorer {name!r}: {error}") from None
 
 
-__all__ = ["SCORERS", "FitContext", "Scorer", "make_scorer"]
+__all__ = ["SCORERS", "Scorer", "make_scorer"]

@@ -20,32 +20,14 @@ not pickled.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from thresher._params import ParamsMixin
 
-
-@dataclass(frozen=True)
-class FitContext:
-    """What a scorer may use to fit its model, once per run, on the driver.
-
-    ``sample(n, columns, seed)`` returns up to ``n`` ingested rows drawn
-    uniformly at random (deterministic for a seed) with the canonical
-    columns (``id``, ``text``, ``label``...). ``artifact_dir`` is a directory
-    of the run reserved for this scorer; what is saved there is reused on
-    resume when ``is_fitted`` says so.
-    """
-
-    artifact_dir: Path
-    sample: Callable[[int, list[str], int], pa.Table]
-    n_rows: int
-    seed: int
-    device: str = "cpu"
+if TYPE_CHECKING:
+    from thresher.fitting import FitContext
 
 
 class Scorer(ParamsMixin, ABC):
@@ -89,3 +71,29 @@ class Scorer(ParamsMixin, ABC):
         for attribute in self.transient_attributes:
             state.pop(attribute, None)
         return state
+
+
+def relocate_artifacts(scorer: Scorer, old: str, new: str) -> None:
+    """Move a fitted scorer's artefact paths from the directory ``old`` to ``new``.
+
+    Fitted state (attributes ending in ``_``) may hold paths under the
+    directory the models were fitted in; on a machine that holds its copy
+    of them elsewhere (a worker pulling models from an object store), those
+    paths are rewritten, in strings nested in lists, tuples and dicts too.
+    """
+    prefix = old.rstrip("/")
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and (value == prefix or value.startswith(prefix + "/")):
+            return new.rstrip("/") + value[len(prefix) :]
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(moved(v) for v in value)
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        return value
+
+    for name, value in list(vars(scorer).items()):
+        if name.endswith("_") and not name.startswith("__"):
+            setattr(scorer, name, moved(value))

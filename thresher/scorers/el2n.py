@@ -49,13 +49,13 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.errors import ConfigError
-from thresher.models._proxy_scorer import (
+from thresher.models.proxy import round_scores
+from thresher.scorers.proxy import (
     ProxyScorer,
     residuals,
     struct_or_array,
     with_unknown_as_nan,
 )
-from thresher.models.proxy import round_scores
 
 
 def default_epoch(epochs: int) -> int:

@@ -45,10 +45,11 @@ from numpy.typing import NDArray
 
 from thresher.devices import resolve_device
 from thresher.errors import ConfigError, ScorerError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
 from thresher.models.features import hashed_ngrams
 from thresher.models.proxy import ProxyModel, fit_proxy, parse_proxy_config
-from thresher.scorers.base import FitContext, Scorer
+from thresher.scorers.base import Scorer
 
 EmbeddingSource = Literal["hashed_ngrams", "proxy", "lm"]
 _SOURCES = ("hashed_ngrams", "proxy", "lm")

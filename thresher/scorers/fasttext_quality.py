@@ -57,8 +57,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.errors import ConfigError, InputError, ScorerError, ThresherError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
-from thresher.scorers.base import FitContext, Scorer
+from thresher.scorers.base import Scorer
 
 POSITIVE = "__label__positive"
 NEGATIVE = "__label__negative"

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from thresher.models._proxy_scorer import ProxyScorer, residuals, with_unknown_as_nan
 from thresher.models.proxy import round_scores
 from thresher.scorers.el2n import chosen_epoch
+from thresher.scorers.proxy import ProxyScorer, residuals, with_unknown_as_nan
 
 
 class GraNdScorer(ProxyScorer):

@@ -54,16 +54,16 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from thresher.errors import ConfigError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
-from thresher.models._proxy_scorer import (
+from thresher.models._safe import load_safetensors
+from thresher.models.proxy import ProxyModel, round_scores
+from thresher.scorers.proxy import (
     ProxyScorer,
     residuals,
     struct_or_array,
     with_unknown_as_nan,
 )
-from thresher.models._safe import load_safetensors
-from thresher.models.proxy import ProxyModel, round_scores
-from thresher.scorers.base import FitContext
 
 if TYPE_CHECKING:
     import torch

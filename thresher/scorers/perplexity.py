@@ -39,8 +39,9 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.errors import ConfigError, ScorerError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
-from thresher.scorers.base import FitContext, Scorer
+from thresher.scorers.base import Scorer
 
 
 class PerplexityScorer(Scorer):

@@ -41,10 +41,10 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.errors import ConfigError, ScorerError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
-from thresher.models._proxy_scorer import ProxyScorer, with_unknown_as_nan
 from thresher.models.proxy import ProxyModel, round_scores
-from thresher.scorers.base import FitContext
+from thresher.scorers.proxy import ProxyScorer, with_unknown_as_nan
 
 if TYPE_CHECKING:
     import torch

@@ -1,9 +1,17 @@
 """The selector interface and the input checks every selector shares.
 
 Selectors follow scikit-learn's conventions: ``__init__`` stores
-hyper-parameters and does nothing else; ``select`` takes the score table,
-the embeddings, a budget and a ``random_state`` and returns a
-:class:`Selection`. Selectors see ids, scores and embeddings, never text.
+hyper-parameters and does nothing else; :meth:`~thresher._params.ParamsMixin.check_params`
+checks them (the registry calls it when a config is loaded); ``select``
+takes the score table, the embeddings, a budget and a ``random_state`` and
+returns a :class:`Selection`. Selectors see ids, scores and embeddings,
+never text.
+
+Selectors on scalar scores are :class:`FrameSelector`: they decide from
+aggregates of a :class:`~thresher.frame.Frame` (counts, histograms, exact
+cut points: :mod:`thresher.selectors.ranking`) and return :class:`Marks`, a
+row-wise rule that the engine applies where the rows are. Their in-memory
+``select`` runs the same code on a table, so the two can never disagree.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher._params import ParamsMixin
+from thresher.frame import Frame, TableFrame
+from thresher.keys import seed_material
 
 Budget = int | float
 RandomState = int | np.random.Generator | None
@@ -81,6 +91,8 @@ class Selector(ParamsMixin, ABC):
     requires_budget: ClassVar[bool] = True
     #: True for selectors that need an embedding matrix.
     requires_embeddings: ClassVar[bool] = False
+    #: True for selectors whose weights are importance weights (the dataset gets the column).
+    defines_weights: ClassVar[bool] = False
 
     @abstractmethod
     def select(
@@ -95,8 +107,77 @@ class Selector(ParamsMixin, ABC):
 
     def score_columns(self) -> list[str]:
         """Score-table columns this selector reads (checked for NaN before selection)."""
-        column = getattr(self, "score", None)
-        return [column] if isinstance(column, str) else []
+        return []
+
+
+#: Columns every frame a selector sees has: the id, and the input-order key.
+ID = "id"
+ORDER = "thresher_order"
+
+
+class Marks(ABC):
+    """A step's decision as a row-wise rule: picklable, applied where the rows are.
+
+    ``details`` holds method-specific facts for the report (strata, bounds...).
+    """
+
+    details: dict[str, Any]
+
+    @abstractmethod
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
+        """Per row of ``table``: kept, importance weight, group (-1 for none)."""
+
+
+class FrameSelector(Selector):
+    """A selector that decides from aggregates of a frame (see module docstring)."""
+
+    @abstractmethod
+    def select_frame(
+        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
+    ) -> Marks:
+        """The rule choosing among ``rows`` (which have ``id``, ``thresher_order``, scores, label)."""
+
+    def select(
+        self,
+        scores: pa.Table,
+        embeddings: NDArray[np.floating[Any]] | None = None,
+        budget: Budget | None = None,
+        *,
+        random_state: RandomState = None,
+    ) -> Selection:
+        for column in self.score_columns():
+            score_values(scores, column, selector=self.name)  # refuse NaN and missing columns
+        table = with_row_keys(scores)
+        marks = self.select_frame(TableFrame.of(table), budget, random_state=random_state)
+        keep, weight, group = marks(table)
+        return Selection.from_indices(
+            np.flatnonzero(keep), weights=weight[keep], groups=group[keep], details=marks.details
+        )
+
+
+def with_row_keys(table: pa.Table) -> pa.Table:
+    """``table`` with an ``id`` and an input-order key, from the row positions when absent."""
+    n = table.num_rows
+    if ORDER not in table.column_names:
+        table = table.append_column(ORDER, pa.array(np.arange(n, dtype=np.int64)))
+    if ID not in table.column_names:
+        table = table.append_column(ID, pa.array([str(i) for i in range(n)], pa.string()))
+    return table
+
+
+def hash_seed(random_state: RandomState) -> int:
+    """The 64-bit seed of a selector's hash priorities, drawn from ``random_state``.
+
+    A Generator gives its next draw (so the stage's ``(seed, step)`` stream
+    decides it); an int is mixed as it is; None draws fresh entropy.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63, dtype=np.int64))
+    if random_state is None:
+        return int(np.random.default_rng().integers(0, 2**63, dtype=np.int64))
+    return seed_material(int(random_state))
 
 
 # -- shared input checks ------------------------------------------------------------
@@ -167,16 +248,12 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
 
 
 def label_codes(scores: pa.Table, *, selector: str = "selector") -> tuple[NDArray[np.int64], int]:
-    """Class codes ``0..n_classes-1`` of the ``label`` column, in order of first appearance.
+    """Class codes ``0..n_classes-1`` of the ``label`` column, in class order.
 
-    A missing label (null) is a class of its own, so that class-balanced
-    selection never drops a row silently.
+    Classes are ordered by label value, a missing label (null) last as a
+    class of its own, so that class-balanced selection never drops a row
+    silently and the order depends on no row order (:mod:`thresher.selectors.labels`).
     """
-    if "label" not in scores.column_names:
-        raise ValueError(
-            f"{selector}: by_label needs a `label` column (set schema.label in the config); "
-            f"have {scores.column_names}"
-        )
-    encoded = scores.column("label").combine_chunks().dictionary_encode(null_encoding="encode")
-    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    return codes, len(encoded.dictionary)
+    from thresher.selectors.labels import table_classes
+
+    return table_classes(scores, selector=selector)

@@ -16,11 +16,17 @@ rates:
    ``min(size, floor(remaining budget / strata left))``; any budget left by
    the rounding goes to strata with room (smallest first), so exactly the
    budget is kept.
-4. **Sampling**: uniform without replacement inside each stratum.
+4. **Sampling**: uniform without replacement inside each stratum: the rows
+   with the smallest seeded hash of their id.
 
 With ``by_label`` the budget is first split across classes, the cutoff is
 applied within each class, strata edges are shared by all classes, and the
 budget loop runs within each class.
+
+Every step is an aggregate or an exact cut (:mod:`thresher.selectors.ranking`):
+the statistics (class sizes, the score range, stratum sizes) are computed
+where the rows are, the budget loop runs on the driver, and the sampling
+is a rule executors apply.
 
 References
 ----------
@@ -37,17 +43,25 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.selectors._allocation import LabelAllocation, label_budgets
-from thresher.selectors._partition import Partitionable
+from thresher.frame import Frame
+from thresher.selectors.allocation import LabelAllocation, class_budgets
 from thresher.selectors.base import (
     Budget,
+    FrameSelector,
+    Marks,
     RandomState,
-    Selection,
-    Selector,
-    check_random_state,
-    label_codes,
+    hash_seed,
     resolve_budget,
-    score_values,
+)
+from thresher.selectors.labels import LabelClasses, label_classes
+from thresher.selectors.partition import Partitionable
+from thresher.selectors.ranking import (
+    Cuts,
+    ScoreKey,
+    finite_values,
+    group_sizes,
+    k_smallest,
+    order_bits,
 )
 
 End = Literal["high", "low"]
@@ -58,8 +72,14 @@ EDGE_EPS = 1e-4
 def strata_edges(values: NDArray[np.float64], n_strata: int) -> tuple[float, float]:
     """Lower edge and width of ``n_strata`` equal-width strata covering ``values``."""
     if values.size == 0:
+        return range_edges(None, None, n_strata)
+    return range_edges(float(values.min()), float(values.max()), n_strata)
+
+
+def range_edges(low: float | None, high: float | None, n_strata: int) -> tuple[float, float]:
+    """Lower edge and width of ``n_strata`` equal-width strata covering ``[low, high]``."""
+    if low is None or high is None:
         return 0.0, 1.0
-    low, high = float(values.min()), float(values.max())
     span = high - low
     if span == 0.0:
         return low, 1.0  # one value: everything lands in the first stratum
@@ -107,7 +127,92 @@ def stratum_budgets(sizes: NDArray[np.int64], budget: int) -> NDArray[np.int64]:
     return result
 
 
-class CCSSelector(Partitionable, Selector):
+class _HardnessKey:
+    """Hardest first (by the score or the cutoff score), ties by input order; classes as groups."""
+
+    def __init__(self, column: str, hard: End, classes: LabelClasses | None) -> None:
+        self.key = ScoreKey(column, hard == "high", classes, selector="ccs")
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.uint64]]:
+        return self.key(table)
+
+
+class _Survivors:
+    """Rows the hard cutoff keeps, with their class and score (a shared row-wise helper)."""
+
+    def __init__(self, score: str, hardness: _HardnessKey, cut: Cuts) -> None:
+        self.score = score
+        self.hardness = hardness
+        self.cut = cut
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.bool_], NDArray[np.int64], NDArray[np.float64]]:
+        group, primary, secondary = self.hardness(table)
+        survives = ~self.cut.keep(group, primary, secondary)
+        return survives, group, finite_values(table, self.score, "ccs")
+
+
+class _Range:
+    def __init__(self, survivors: _Survivors) -> None:
+        self.survivors = survivors
+
+    def __call__(self, table: pa.Table) -> tuple[float, float]:
+        survives, _, values = self.survivors(table)
+        chosen = values[survives]
+        if chosen.size == 0:
+            return math.inf, -math.inf
+        return float(chosen.min()), float(chosen.max())
+
+
+def _combine_range(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    return min((p[0] for p in parts), default=math.inf), max(
+        (p[1] for p in parts), default=-math.inf
+    )
+
+
+class _StratumKey:
+    """Group = (class, stratum) of a row that survives the cutoff; rank = seeded id hash."""
+
+    def __init__(
+        self, survivors: _Survivors, low: float, width: float, n_strata: int, seed: int
+    ) -> None:
+        self.survivors = survivors
+        self.low = low
+        self.width = width
+        self.n_strata = n_strata
+        self.seed = seed
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.uint64]]:
+        from thresher.keys import id_priority
+
+        survives, cls, values = self.survivors(table)
+        stratum = stratum_of(values, self.low, self.width, self.n_strata)
+        group = np.where(survives, cls * self.n_strata + stratum, -1)
+        order = order_bits(table.column("thresher_order").to_numpy(zero_copy_only=False))
+        return group, id_priority(table.column("id"), self.seed), order
+
+
+class _StrataMarks(Marks):
+    def __init__(self, key: _StratumKey, cuts: Cuts, details: dict[str, Any]) -> None:
+        self.key = key
+        self.cuts = cuts
+        self.details = details
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
+        group, primary, secondary = self.key(table)
+        keep = self.cuts.keep(group, primary, secondary)
+        stratum = np.where(group >= 0, group % self.key.n_strata, -1)
+        return keep, np.ones(table.num_rows), stratum.astype(np.int64)
+
+
+class CCSSelector(Partitionable, FrameSelector):
     """Coverage-centric coreset selection (see module docstring).
 
     Parameters
@@ -156,83 +261,84 @@ class CCSSelector(Partitionable, Selector):
     def score_columns(self) -> list[str]:
         return [self.score] + ([self.cutoff_score] if self.cutoff_score else [])
 
-    def _check_params(self) -> None:
-        if not (isinstance(self.beta, int | float) and 0.0 <= self.beta < 1.0):
+    def check_params(self) -> None:
+        if not isinstance(self.score, str) or not self.score:
+            raise ValueError(f"ccs: score must name a score column, got {self.score!r}")
+        if isinstance(self.beta, bool) or not (
+            isinstance(self.beta, int | float) and 0.0 <= self.beta < 1.0
+        ):
             raise ValueError(f"ccs: beta must be in [0, 1), got {self.beta!r}")
         for name in ("hard", "cutoff_hard"):
             if getattr(self, name) not in ("high", "low"):
                 raise ValueError(
                     f"ccs: {name} must be 'high' or 'low', got {getattr(self, name)!r}"
                 )
-        if not (isinstance(self.n_strata, int) and self.n_strata >= 1):
+        if isinstance(self.n_strata, bool) or not (
+            isinstance(self.n_strata, int) and self.n_strata >= 1
+        ):
             raise ValueError(f"ccs: n_strata must be an int >= 1, got {self.n_strata!r}")
+        if self.cutoff_score is not None and not isinstance(self.cutoff_score, str):
+            raise ValueError(
+                f"ccs: cutoff_score must name a score column, got {self.cutoff_score!r}"
+            )
+        if not isinstance(self.by_label, bool):
+            raise ValueError(f"ccs: by_label must be true or false, got {self.by_label!r}")
+        if self.label_allocation not in ("proportional", "equal"):
+            raise ValueError(
+                f"ccs: label_allocation must be 'proportional' or 'equal', got {self.label_allocation!r}"
+            )
 
-    def select(
-        self,
-        scores: pa.Table,
-        embeddings: NDArray[np.floating[Any]] | None = None,
-        budget: Budget | None = None,
-        *,
-        random_state: RandomState = None,
-    ) -> Selection:
-        self._check_params()
-        values = score_values(scores, self.score, selector=self.name)
-        n = values.size
-        k = resolve_budget(budget, n, selector=self.name)
-        rng = check_random_state(random_state)
+    def select_frame(
+        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
+    ) -> Marks:
+        self.check_params()
+        seed = hash_seed(random_state)
+        classes = label_classes(rows, selector=self.name) if self.by_label else None
+        sizes = classes.sizes if classes is not None else np.array([rows.count()], np.int64)
+        n_classes = sizes.size
+        k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
+        class_budget = class_budgets(sizes, k, self.label_allocation)
+
+        # 1. hard cutoff within each class: the hardest first, the earlier row first on ties
+        n_cut = np.minimum(np.floor(self.beta * sizes).astype(np.int64), sizes - class_budget)
         if self.cutoff_score is None:
-            hardness = values if self.hard == "high" else -values
+            hardness = _HardnessKey(self.score, self.hard, classes)
         else:
-            cutoff = score_values(scores, self.cutoff_score, selector=self.name)
-            hardness = cutoff if self.cutoff_hard == "high" else -cutoff
-        if self.by_label:
-            codes, n_classes = label_codes(scores, selector=self.name)
-        else:
-            codes, n_classes = np.zeros(n, dtype=np.int64), 1
-        class_budget = label_budgets(codes, n_classes, k, self.label_allocation)
-
-        # 1. hard cutoff within each class (all rows form one class without by_label)
-        cut = np.zeros(n, dtype=bool)
-        for cls in range(n_classes):
-            members = np.flatnonzero(codes == cls)
-            n_cut = min(math.floor(self.beta * members.size), members.size - int(class_budget[cls]))
-            # hardest first; among equal hardness the earlier row is cut first
-            hardest = members[np.argsort(-hardness[members], kind="stable")[:n_cut]]
-            cut[hardest] = True
+            hardness = _HardnessKey(self.cutoff_score, self.cutoff_hard, classes)
+        cut = k_smallest(rows, hardness, n_cut, sizes)
+        survivors = _Survivors(self.score, hardness, cut)
 
         # 2. shared strata over the rows that survive the cutoff
-        low, width = strata_edges(values[~cut], self.n_strata)
-        stratum = stratum_of(values, low, width, self.n_strata)
+        low, high = rows.aggregate(_Range(survivors), _combine_range)
+        survived = int(sizes.sum() - n_cut.sum())
+        low_edge, width = range_edges(
+            low if survived else None, high if survived else None, self.n_strata
+        )
 
-        # 3-4. budget loop and uniform sampling, per class
-        kept: list[NDArray[np.int64]] = []
-        sizes = np.zeros(self.n_strata, dtype=np.int64)
-        selected = np.zeros(self.n_strata, dtype=np.int64)
-        for cls in range(n_classes):
-            pool = np.flatnonzero((codes == cls) & ~cut)
-            class_sizes = np.bincount(stratum[pool], minlength=self.n_strata)
-            budgets = stratum_budgets(class_sizes, int(class_budget[cls]))
-            for s in np.flatnonzero(budgets):
-                members = pool[stratum[pool] == s]
-                kept.append(rng.choice(members, size=int(budgets[s]), replace=False))
-            sizes += class_sizes
-            selected += budgets
-        indices = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        # 3-4. budget loop per class on the driver, uniform sampling where the rows are
+        key = _StratumKey(survivors, low_edge, width, self.n_strata, seed)
+        strata = group_sizes(rows, key, n_classes * self.n_strata).reshape(n_classes, self.n_strata)
+        targets = np.stack(
+            [stratum_budgets(strata[c], int(class_budget[c])) for c in range(n_classes)]
+        )
+        cuts = k_smallest(rows, key, targets.reshape(-1), strata.reshape(-1))
+        sizes_by_stratum = strata.sum(axis=0)
+        selected = targets.sum(axis=0)
         details: dict[str, Any] = {
             "score": self.score,
             "beta": self.beta,
-            "cut": int(cut.sum()),
+            "cut": int(n_cut.sum()),
             "n_strata": self.n_strata,
             "strata": [
                 {
-                    "low": low + s * width,
-                    "high": low + (s + 1) * width,
-                    "size": int(sizes[s]),
+                    "low": low_edge + s * width,
+                    "high": low_edge + (s + 1) * width,
+                    "size": int(sizes_by_stratum[s]),
                     "selected": int(selected[s]),
                 }
                 for s in range(self.n_strata)
             ],
         }
-        if self.by_label:
-            details["classes"] = n_classes
-        return Selection.from_indices(indices, groups=stratum[indices], details=details)
+        if classes is not None:
+            details["classes"] = classes.n_classes
+        return _StrataMarks(key, cuts, details)

@@ -34,8 +34,6 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.selectors._kmeans import normalize_rows
-from thresher.selectors._partition import Partitionable
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -45,6 +43,8 @@ from thresher.selectors.base import (
     resolve_budget,
     score_values,
 )
+from thresher.selectors.kmeans import normalize_rows
+from thresher.selectors.partition import Partitionable
 
 #: Stop when the best residual variance (marginal determinant ratio) is below this.
 MIN_GAIN = 1e-10

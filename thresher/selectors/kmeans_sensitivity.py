@@ -42,8 +42,6 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.selectors._kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
-from thresher.selectors._partition import Partitionable
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -53,6 +51,8 @@ from thresher.selectors.base import (
     check_random_state,
     resolve_budget,
 )
+from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
+from thresher.selectors.partition import Partitionable
 
 #: A row whose share comes this close to 1 is taken for certain.
 _CERTAIN = 1.0 - 1e-9
@@ -140,6 +140,7 @@ class KMeansSensitivitySelector(Partitionable, Selector):
 
     name: ClassVar[str] = "kmeans_sensitivity"
     requires_embeddings: ClassVar[bool] = True
+    defines_weights: ClassVar[bool] = True
 
     def __init__(self, n_clusters: int = 100, n_iter: int = 20, normalize: bool = False) -> None:
         self.n_clusters = n_clusters

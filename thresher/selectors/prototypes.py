@@ -19,8 +19,6 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.selectors._kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
-from thresher.selectors._partition import Partitionable
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -30,6 +28,8 @@ from thresher.selectors.base import (
     check_random_state,
     resolve_budget,
 )
+from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
+from thresher.selectors.partition import Partitionable
 
 
 def cosine_to_centroid(

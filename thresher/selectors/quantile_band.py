@@ -14,23 +14,18 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.selectors.base import (
-    Budget,
-    RandomState,
-    Selection,
-    Selector,
-    resolve_budget,
-    score_values,
-)
+from thresher.frame import Frame
+from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, resolve_budget
+from thresher.selectors.ranking import Cuts, ScoreKey, k_smallest, kept_range
 
 Band = Literal["low", "medium", "high"]
 
 
-class QuantileBandSelector(Selector):
+class QuantileBandSelector(FrameSelector):
     """Keep the budget's rows from the low end, the middle or the high end of a score.
 
-    ``medium`` keeps the rows centred on the median. Ties are broken by row
-    position, so the result is deterministic.
+    Rows are ranked by score, ties by input order; ``medium`` keeps the
+    ranks centred on the median (``(n - k) // 2`` rows below the band).
 
     Parameters
     ----------
@@ -46,22 +41,47 @@ class QuantileBandSelector(Selector):
         self.score = score
         self.band = band
 
-    def select(
-        self,
-        scores: pa.Table,
-        embeddings: NDArray[np.floating[Any]] | None = None,
-        budget: Budget | None = None,
-        *,
-        random_state: RandomState = None,
-    ) -> Selection:
+    def score_columns(self) -> list[str]:
+        return [self.score]
+
+    def check_params(self) -> None:
+        if not isinstance(self.score, str) or not self.score:
+            raise ValueError(f"quantile_band: score must name a score column, got {self.score!r}")
         if self.band not in ("low", "medium", "high"):
             raise ValueError(f"quantile_band: band must be low, medium or high, got {self.band!r}")
-        values = score_values(scores, self.score, selector=self.name)
-        k = resolve_budget(budget, values.size, selector=self.name)
-        order = np.argsort(values, kind="stable")
-        start = {"low": 0, "medium": (values.size - k) // 2, "high": values.size - k}[self.band]
-        kept = order[start : start + k]
-        bounds = (float(values[kept].min()), float(values[kept].max())) if k else (None, None)
-        return Selection.from_indices(
-            kept, details={"score": self.score, "band": self.band, "kept_range": bounds}
+
+    def select_frame(
+        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
+    ) -> Marks:
+        self.check_params()
+        n = rows.count()
+        k = resolve_budget(budget, n, selector=self.name)
+        start = {"low": 0, "medium": (n - k) // 2, "high": n - k}[self.band]
+        key = ScoreKey(self.score, False, selector=self.name)
+        sizes = np.array([n])
+        below = k_smallest(rows, key, np.array([start]), sizes)
+        upto = k_smallest(rows, key, np.array([start + k]), sizes)
+        details: dict[str, Any] = {"score": self.score, "band": self.band}
+        marks = _BandMarks(key, below, upto, details)
+        low, high, _ = kept_range(rows, marks, self.score)
+        details["kept_range"] = (low, high)
+        return marks
+
+
+class _BandMarks(Marks):
+    """Keep the ranks in ``[start, start + k)``: below ``upto``'s cut and not below ``below``'s."""
+
+    def __init__(self, key: ScoreKey, below: Cuts, upto: Cuts, details: dict[str, Any]) -> None:
+        self.key = key
+        self.below = below
+        self.upto = upto
+        self.details = details
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
+        group, primary, secondary = self.key(table)
+        keep = self.upto.keep(group, primary, secondary) & ~self.below.keep(
+            group, primary, secondary
         )
+        return keep, np.ones(table.num_rows), np.full(table.num_rows, -1, dtype=np.int64)

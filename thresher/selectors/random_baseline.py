@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
-import pyarrow as pa
-from numpy.typing import NDArray
 
-from thresher.selectors._allocation import LabelAllocation, label_budgets
+from thresher.frame import Frame
+from thresher.selectors.allocation import LabelAllocation, class_budgets
 from thresher.selectors.base import (
     Budget,
+    FrameSelector,
+    Marks,
     RandomState,
-    Selection,
-    Selector,
-    check_random_state,
-    label_codes,
+    hash_seed,
     resolve_budget,
 )
+from thresher.selectors.labels import label_classes
+from thresher.selectors.ranking import CutMarks, PriorityKey, k_smallest
 
 
-class RandomSelector(Selector):
+class RandomSelector(FrameSelector):
     """Keep a uniformly random subset of exactly the budget's size.
+
+    The subset is the rows with the smallest seeded hash of their id (a
+    uniform random order that depends on the id and the seed only), so the
+    same document gets the same chance on every engine and in every run
+    over a growing corpus.
 
     Parameters
     ----------
@@ -40,26 +45,29 @@ class RandomSelector(Selector):
         self.by_label = by_label
         self.label_allocation = label_allocation
 
-    def select(
-        self,
-        scores: pa.Table,
-        embeddings: NDArray[np.floating[Any]] | None = None,
-        budget: Budget | None = None,
-        *,
-        random_state: RandomState = None,
-    ) -> Selection:
-        n_rows = scores.num_rows
-        k = resolve_budget(budget, n_rows, selector=self.name)
-        rng = check_random_state(random_state)
-        if not self.by_label:
-            return Selection.from_indices(rng.choice(n_rows, size=k, replace=False))
-        codes, n_classes = label_codes(scores, selector=self.name)
-        budgets = label_budgets(codes, n_classes, k, self.label_allocation)
-        kept = [
-            rng.choice(np.flatnonzero(codes == cls), size=int(budgets[cls]), replace=False)
-            for cls in range(n_classes)
-        ]
-        indices = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-        return Selection.from_indices(
-            indices, groups=codes[indices], details={"classes": n_classes}
-        )
+    def check_params(self) -> None:
+        if not isinstance(self.by_label, bool):
+            raise ValueError(f"random: by_label must be true or false, got {self.by_label!r}")
+        if self.label_allocation not in ("proportional", "equal"):
+            raise ValueError(
+                "random: label_allocation must be 'proportional' or 'equal', "
+                f"got {self.label_allocation!r}"
+            )
+
+    def select_frame(
+        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
+    ) -> Marks:
+        seed = hash_seed(random_state)
+        if self.by_label:
+            classes = label_classes(rows, selector=self.name)
+            sizes = classes.sizes
+            k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
+            targets = class_budgets(sizes, k, self.label_allocation)
+        else:
+            classes = None
+            sizes = np.array([rows.count()], dtype=np.int64)
+            targets = np.array([resolve_budget(budget, int(sizes[0]), selector=self.name)])
+        key = PriorityKey(seed, classes)
+        cuts = k_smallest(rows, key, targets, sizes)
+        details = {"classes": classes.n_classes} if classes is not None else {}
+        return CutMarks(key, cuts, details, report_groups=self.by_label)

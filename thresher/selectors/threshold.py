@@ -8,10 +8,12 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.selectors.base import Budget, RandomState, Selection, Selector, score_values
+from thresher.frame import Frame
+from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState
+from thresher.selectors.ranking import finite_values
 
 
-class ThresholdSelector(Selector):
+class ThresholdSelector(FrameSelector):
     """Keep rows with ``min <= score <= max`` (either bound may be omitted).
 
     Parameters
@@ -30,24 +32,46 @@ class ThresholdSelector(Selector):
         self.min = min
         self.max = max
 
-    def select(
-        self,
-        scores: pa.Table,
-        embeddings: NDArray[np.floating[Any]] | None = None,
-        budget: Budget | None = None,
-        *,
-        random_state: RandomState = None,
-    ) -> Selection:
-        if budget is not None:
-            raise ValueError("threshold keeps every row in range; leave its budget empty")
+    def score_columns(self) -> list[str]:
+        return [self.score]
+
+    def check_params(self) -> None:
+        if not isinstance(self.score, str) or not self.score:
+            raise ValueError(f"threshold: score must name a score column, got {self.score!r}")
         if self.min is None and self.max is None:
             raise ValueError("threshold: give `min`, `max` or both")
-        values = score_values(scores, self.score, selector=self.name)
+        for name in ("min", "max"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"threshold: {name} must be a number, got {value!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"threshold: min ({self.min}) is above max ({self.max})")
+
+    def select_frame(
+        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
+    ) -> Marks:
+        if budget is not None:
+            raise ValueError("threshold keeps every row in range; leave its budget empty")
+        self.check_params()
+        return _RangeMarks(self.score, self.min, self.max)
+
+
+class _RangeMarks(Marks):
+    def __init__(self, score: str, low: float | None, high: float | None) -> None:
+        self.score = score
+        self.low = low
+        self.high = high
+        self.details: dict[str, Any] = {"score": score, "min": low, "max": high}
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
+        values = finite_values(table, self.score, "threshold")
         keep = np.ones(values.size, dtype=bool)
-        if self.min is not None:
-            keep &= values >= self.min
-        if self.max is not None:
-            keep &= values <= self.max
-        return Selection.from_indices(
-            np.flatnonzero(keep), details={"score": self.score, "min": self.min, "max": self.max}
-        )
+        if self.low is not None:
+            keep &= values >= self.low
+        if self.high is not None:
+            keep &= values <= self.high
+        return keep, np.ones(values.size), np.full(values.size, -1, dtype=np.int64)

@@ -17,25 +17,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-import pyarrow as pa
-from numpy.typing import NDArray
 
-from thresher.selectors._allocation import LabelAllocation, label_budgets
-from thresher.selectors.base import (
-    Budget,
-    RandomState,
-    Selection,
-    Selector,
-    label_codes,
-    resolve_budget,
-    score_values,
-)
+from thresher.frame import Frame
+from thresher.selectors.allocation import LabelAllocation, class_budgets
+from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, resolve_budget
+from thresher.selectors.labels import label_classes
+from thresher.selectors.ranking import CutMarks, ScoreKey, k_smallest, kept_range
 
 
-class TopKSelector(Selector):
+class TopKSelector(FrameSelector):
     """Keep the budget's rows with the highest score.
 
-    Ties are broken by row position (earlier rows first), so the result is
+    Ties are broken by input order (earlier rows first), so the result is
     deterministic and needs no randomness.
 
     Parameters
@@ -63,38 +56,42 @@ class TopKSelector(Selector):
         self.by_label = by_label
         self.label_allocation = label_allocation
 
-    def select(
-        self,
-        scores: pa.Table,
-        embeddings: NDArray[np.floating[Any]] | None = None,
-        budget: Budget | None = None,
-        *,
-        random_state: RandomState = None,
-    ) -> Selection:
-        values = score_values(scores, self.score, selector=self.name)
-        k = resolve_budget(budget, values.size, selector=self.name)
-        key = -values if self._descending else values
-        if not self.by_label:
-            kept = np.argsort(key, kind="stable")[:k]
-            groups = None
-            budgets: list[int] = []
-        else:
-            codes, n_classes = label_codes(scores, selector=self.name)
-            per_class = label_budgets(codes, n_classes, k, self.label_allocation)
-            budgets = per_class.tolist()
-            parts = []
-            for cls in range(n_classes):
-                members = np.flatnonzero(codes == cls)
-                parts.append(members[np.argsort(key[members], kind="stable")[: per_class[cls]]])
-            kept = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-            groups = codes[kept]
-        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label}
-        if k:
-            details["kept_min"] = float(values[kept].min())
-            details["kept_max"] = float(values[kept].max())
+    def score_columns(self) -> list[str]:
+        return [self.score]
+
+    def check_params(self) -> None:
+        if not isinstance(self.score, str) or not self.score:
+            raise ValueError(f"{self.name}: score must name a score column, got {self.score!r}")
+        if not isinstance(self.by_label, bool):
+            raise ValueError(f"{self.name}: by_label must be true or false, got {self.by_label!r}")
+        if self.label_allocation not in ("proportional", "equal"):
+            raise ValueError(
+                f"{self.name}: label_allocation must be 'proportional' or 'equal', "
+                f"got {self.label_allocation!r}"
+            )
+
+    def select_frame(
+        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
+    ) -> Marks:
         if self.by_label:
-            details["classes"] = len(budgets)
-        return Selection.from_indices(kept, groups=groups, details=details)
+            classes = label_classes(rows, selector=self.name)
+            sizes = classes.sizes
+            k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
+            targets = class_budgets(sizes, k, self.label_allocation)
+        else:
+            classes = None
+            sizes = np.array([rows.count()], dtype=np.int64)
+            k = resolve_budget(budget, int(sizes[0]), selector=self.name)
+            targets = np.array([k])
+        key = ScoreKey(self.score, self._descending, classes, selector=self.name)
+        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label}
+        marks = CutMarks(key, k_smallest(rows, key, targets, sizes), details, self.by_label)
+        low, high, _ = kept_range(rows, marks, self.score)
+        if low is not None:
+            details["kept_min"], details["kept_max"] = low, high
+        if classes is not None:
+            details["classes"] = classes.n_classes
+        return marks
 
 
 class BottomKSelector(TopKSelector):

@@ -1,31 +1,56 @@
 """Dedup stage: from the stored MinHash columns to ``RUN_DIR/dedup/`` (clusters and summary).
 
-Runs after scoring and before selection, on either engine. Its result is
-keyed by the dedup configuration and the scorers: a re-run with the same
-configuration reuses it, a changed ``dedup`` section recomputes it from the
-stored scores (scores are never recomputed for it). The directory is
-built under ``_staging/`` and published whole, so ``dedup/`` always holds
-one complete result.
+Runs after scoring and before selection, on either engine, with the same
+clusters on both: the shared steps (:mod:`thresher.dedup.steps`) run as
+:meth:`Frame.map_groups` calls; only the LSH candidate pairs and the
+connected components are engine-specific (:meth:`Engine.near_duplicate_edges`,
+:meth:`Engine.connected_components`).
+
+Its result is keyed by the dedup configuration, the scorers and the shards:
+a re-run with the same configuration reuses it, a changed ``dedup``
+section (or a shard added to a growing corpus) recomputes it from the
+stored scores. The clusters are written under ``dedup/<result>/clusters/``;
+``dedup/summary.json``, written last, names those files and is the commit:
+readers trust only what it names, and the previous result's files are
+deleted after it moved.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from thresher.config import RunConfig
 from thresher.dedup.lsh import choose_bands_rows, describe
-from thresher.dedup.spec import SUMMARY_FILE, DedupSpec, KeeperKey
+from thresher.dedup.spec import CLUSTERS_SCHEMA, SUMMARY_FILE, DedupSpec, KeeperKey
+from thresher.dedup.steps import (
+    DOC,
+    EDGES_SCHEMA,
+    LATER_SCHEMA,
+    ClusterRows,
+    ExactCopies,
+    LaterOccurrences,
+)
 from thresher.errors import ConfigError
-from thresher.io.files import publish_directory, read_json, write_json_atomic
+from thresher.io import schema as S
+from thresher.io.files import read_json_or, read_schema, write_json_atomic
+from thresher.io.shards import order_ranks
+from thresher.keys import json_digest
 from thresher.run_dir import RunDir
 from thresher.scorers import make_scorer
+from thresher.stages.select import AddOrder
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
+    from thresher.frame import Frame
+    from thresher.progress import StageProgress
+
+#: Clusters listed by size in the summary (the report's table of largest clusters).
+LARGEST_CLUSTERS = 10
 
 
 def dedup_spec(config: RunConfig) -> DedupSpec:
@@ -59,45 +84,207 @@ def dedup_spec(config: RunConfig) -> DedupSpec:
     )
 
 
-def dedup_key(config: RunConfig, shard_indices: list[int]) -> str:
+def dedup_key(config: RunConfig, shard_names: list[str]) -> str:
     """What a stored dedup result depends on: the dedup section, the scorers, the shards."""
     data = config.config_dict()
-    payload = json.dumps(
-        [data["dedup"], data["scorers"], data["seed"], sorted(shard_indices)],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return json_digest([data["dedup"], data["scorers"], data["seed"], sorted(shard_names)])
 
 
-def dedup_to_run(config: RunConfig, engine: Engine, shard_indices: list[int]) -> dict[str, Any]:
+def dedup_to_run(
+    config: RunConfig,
+    engine: Engine,
+    shard_indices: list[int],
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
     """Deduplicate the stored scores unless an identical dedup result is already there.
 
     Returns the summary (also ``dedup/summary.json``); ``reused`` tells
     whether it was computed now.
     """
     run = RunDir(config.run_path)
-    spec = dedup_spec(config)
-    key = dedup_key(config, shard_indices)
+    names = run.shard_names()
+    key = dedup_key(config, [names[i] for i in shard_indices])
     summary_path = run.dedup / SUMMARY_FILE
-    if summary_path.is_file():
-        stored: dict[str, Any] = read_json(summary_path)
-        if stored.get("key") == key:
-            return {**stored, "reused": True}
-    staging = run.staging / f"dedup-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        summary = engine.dedup(shard_indices, spec, str(run.root), str(staging))
-        summary = {**summary, "key": key, "spec": spec.to_dict()}
-        write_json_atomic(summary, staging / SUMMARY_FILE)
-        publish_directory(staging, run.dedup)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    stored = read_json_or(summary_path, None)
+    if stored is not None and stored.get("key") == key:
+        return {**stored, "reused": True}
+    spec = dedup_spec(config)
+    result = f"result-{uuid.uuid4().hex[:8]}"
+    scratch = run.staging / f"dedup-{uuid.uuid4().hex[:8]}"
+    with engine.watch(progress):
+        try:
+            summary = _deduplicate(
+                engine, run, shard_indices, spec, order_ranks(names), result, scratch
+            )
+        finally:
+            scratch.delete_tree()
+    summary = {**summary, "key": key, "spec": spec.to_dict(), "engine": engine.kind}
+    write_json_atomic(summary, summary_path)
+    for child in run.dedup.children():  # the previous result, now unnamed
+        if child.name != result and child.name != SUMMARY_FILE:
+            child.delete_tree()
     return {**summary, "reused": False}
+
+
+def _deduplicate(
+    engine: Engine,
+    run: RunDir,
+    shard_indices: list[int],
+    spec: DedupSpec,
+    ranks: Any,
+    result: str,
+    scratch: Any,
+) -> dict[str, Any]:
+    files = [run.scores_shard(i) for i in sorted(shard_indices)]
+    available = pa.unify_schemas([read_schema(f) for f in files], promote_options="permissive")
+    columns = list(
+        dict.fromkeys(
+            [S.ID, S.SHARD, S.ROW, spec.exact_column, spec.signature, *spec.keeper_columns]
+        )
+    )
+    schema = pa.schema([available.field(c) for c in columns] + [pa.field(DOC, pa.int64())])
+    docs = engine.read(files, schema, AddOrder(ranks)).cache()
+    try:
+        n_documents = docs.count()
+        # 1. repeated ids take no part (selection drops them as duplicate_id)
+        later = docs.select([S.ID, DOC]).map_groups([S.ID], LaterOccurrences(), LATER_SCHEMA)
+        eligible = docs.join(later, [DOC], "left_anti").cache()
+        meta_columns = [c for c in schema.names if c != spec.signature]
+        meta = eligible.select(meta_columns)
+        members = eligible.map_batches(_Present(spec.signature), eligible.schema)
+        counts = {"eligible": eligible.count(), "with_signature": members.count()}
+        # 2. exact copies link to their group's first in keeper order; only it goes on to LSH
+        edges: Frame | None = None
+        n_exact = 0
+        if spec.exact:
+            copies = meta.map_groups([spec.exact_column], ExactCopies(spec), EDGES_SCHEMA).cache()
+            n_exact = copies.count()
+            edges = copies
+            later_copies = copies.map_batches(
+                lambda t: pa.table({DOC: t.column("src")}), LATER_SCHEMA
+            )
+            members = members.join(later_copies, [DOC], "left_anti")
+        # 3. LSH buckets of two or more members, verified edges
+        near, counters = engine.near_duplicate_edges(
+            members.select([DOC, spec.signature]), spec, scratch
+        )
+        edges = near if edges is None else edges.union(near)
+        # 4. connected components, then the clusters table with keepers
+        components = engine.connected_components(edges, scratch / "components")
+        as_doc = pa.schema(
+            [pa.field("doc" if f.name == DOC else f.name, f.type) for f in meta.schema]
+        )
+        members_meta = meta.map_batches(_RenameDoc(), as_doc)
+        clusters = components.join(members_meta, ["doc"], "inner").map_groups(
+            ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
+        )
+        written = clusters.write(run.dedup / result / "clusters")
+        cluster_stats = _cluster_statistics(engine, written)
+    finally:
+        docs.release()
+    return {
+        "documents": int(n_documents),
+        "eligible": int(counts["eligible"]),
+        "with_signature": int(counts["with_signature"]),
+        "exact_copies": int(n_exact),
+        "lsh": describe(spec.threshold, spec.bands, spec.rows).to_dict(),
+        **counters,
+        **cluster_stats,
+        "files": [f.relative_to(run.dedup) for f in written],
+    }
+
+
+class _Present:
+    """Rows whose ``column`` is not null."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return table.filter(pc.is_valid(table.column(self.column)))
+
+
+class _RenameDoc:
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return table.rename_columns(["doc" if c == DOC else c for c in table.column_names])
+
+
+class _ClusterSizes:
+    """Partial statistics of the clusters table: sizes, counts, the largest clusters."""
+
+    def __call__(self, table: pa.Table) -> dict[str, Any]:
+        keepers = table.filter(table.column("keeper"))
+        removed = table.filter(pc.invert(table.column("keeper")))
+        exact = int(
+            np.count_nonzero(removed.column("kind").to_numpy(zero_copy_only=False) == "exact")
+        )
+        sizes = keepers.column("cluster_size").to_numpy()
+        values, counts = np.unique(sizes, return_counts=True)
+        order = np.lexsort((keepers.column("cluster").to_numpy(), -sizes))[:LARGEST_CLUSTERS]
+        largest = [
+            [
+                int(sizes[i]),
+                int(keepers.column("cluster")[int(i)].as_py()),
+                keepers.column("id")[int(i)].as_py(),
+            ]
+            for i in order.tolist()
+        ]
+        return {
+            "clustered": table.num_rows,
+            "clusters": keepers.num_rows,
+            "exact_removed": exact,
+            "near_removed": removed.num_rows - exact,
+            "sizes": dict(zip(values.tolist(), counts.tolist(), strict=True)),
+            "largest": largest,
+        }
+
+
+def _merge_cluster_sizes(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    sizes: dict[int, int] = {}
+    largest: list[list[Any]] = []
+    for part in parts:
+        for size, count in part["sizes"].items():
+            sizes[int(size)] = sizes.get(int(size), 0) + int(count)
+        largest += part["largest"]
+    return {
+        "clustered": sum(p["clustered"] for p in parts),
+        "clusters": sum(p["clusters"] for p in parts),
+        "exact_removed": sum(p["exact_removed"] for p in parts),
+        "near_removed": sum(p["near_removed"] for p in parts),
+        "sizes": sizes,
+        "largest": sorted(largest, key=lambda r: (-r[0], r[1]))[:LARGEST_CLUSTERS],
+    }
+
+
+def _cluster_statistics(engine: Engine, files: list[Any]) -> dict[str, Any]:
+    """Counts, the distribution of cluster sizes and the largest clusters (one aggregate)."""
+    if not files:
+        stats: dict[str, Any] = {
+            "clustered": 0,
+            "clusters": 0,
+            "exact_removed": 0,
+            "near_removed": 0,
+            "sizes": {},
+            "largest": [],
+        }
+    else:
+        stats = engine.read(files, CLUSTERS_SCHEMA).aggregate(_ClusterSizes(), _merge_cluster_sizes)
+    return {
+        "clusters": int(stats["clusters"]),
+        "clustered_documents": int(stats["clustered"]),
+        "duplicates": int(stats["clustered"] - stats["clusters"]),
+        "exact_removed": int(stats["exact_removed"]),
+        "near_removed": int(stats["near_removed"]),
+        "cluster_sizes": {str(k): v for k, v in sorted(stats["sizes"].items())},
+        "largest_clusters": [
+            {"size": size, "cluster": cluster, "keeper_id": keeper}
+            for size, cluster, keeper in stats["largest"]
+        ],
+    }
 
 
 def clear_dedup(config: RunConfig) -> None:
     """Remove a dedup result left by an earlier run when this run has no ``dedup`` section."""
     run = RunDir(config.run_path)
-    if config.dedup is None and run.dedup.exists():
-        shutil.rmtree(run.dedup)
+    if config.dedup is None:
+        run.dedup.delete_tree()

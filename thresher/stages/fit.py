@@ -2,29 +2,36 @@
 
 Runs once per run on the driver. Fitted artefacts go to
 ``models/<column>/``; a scorer's ``fit`` is expected to reuse them when they
-are already there (resume), so calling this again is cheap.
+are already there (resume), so calling this again is cheap. A run directory
+on an object store is fitted in this machine's copy of ``models/``, pulled
+first and pushed back after (:mod:`thresher.io.localize`).
+
+A corpus that grows between runs keeps the models fitted by the run that
+first needed them: new shards are scored with the same models, so scores
+stay comparable across runs (``--fresh`` fits anew on the whole corpus).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from thresher.config import RunConfig
+from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.io.files import parquet_file
+from thresher.io.localize import models_mirror, pull, push
 from thresher.run_dir import RunDir
 from thresher.scorers import make_scorer
-from thresher.scorers.base import FitContext
-from thresher.stages.score import BoundScorer
+from thresher.stages.score import BoundScorer, ModelsCopy
 
 
 def build_scorers(config: RunConfig) -> list[BoundScorer]:
     """Instantiate the configured scorers (not yet fitted), with their file paths resolved."""
+    run = RunDir(config.run_path)
+    models = ModelsCopy(run.models, str(models_mirror(run.models)))
     return [
-        BoundScorer(s.output_column, make_scorer(s.name, s.resolved_params(config.resolve)))
+        BoundScorer(s.output_column, make_scorer(s.name, s.resolved_params(config.resolve)), models)
         for s in config.scorers
     ]
 
@@ -35,9 +42,13 @@ def fit_scorers(
     """Build the scorers and fit those with ``requires_fit`` on samples of the ingested corpus."""
     run = RunDir(config.run_path)
     scorers = build_scorers(config)
+    if not any(bound.scorer.requires_fit for bound in scorers):
+        return scorers
+    mirror = pull(run.models, models_mirror(run.models))
     for bound in scorers:
         if bound.scorer.requires_fit:
             bound.scorer.fit(fit_context(run, shard_rows, bound.column, config.seed, device))
+    push(mirror, run.models)
     return scorers
 
 
@@ -53,7 +64,7 @@ def fit_context(
 
     ``n_rows`` defaults to every ingested row (what ``sample`` draws from).
     """
-    artifact_dir = run.models / name
+    artifact_dir = models_mirror(run.models) / name
     artifact_dir.mkdir(parents=True, exist_ok=True)
     return FitContext(
         artifact_dir=artifact_dir,
@@ -85,9 +96,9 @@ def sample_ingested(
         local = picked[(picked >= starts[i]) & (picked < starts[i + 1])] - starts[i]
         if local.size == 0:
             continue
-        path: Path = run.ingested_shard(shard)
-        available = pq.ParquetFile(path).schema_arrow.names
-        table = pq.read_table(path, columns=[c for c in wanted if c in available])
+        source = parquet_file(run.ingested_shard(shard))
+        available = source.schema_arrow.names
+        table = source.read(columns=[c for c in wanted if c in available])
         parts.append(table.take(pa.array(local)))
     if not parts:
         return pa.table({c: pa.array([], pa.string()) for c in wanted})

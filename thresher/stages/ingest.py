@@ -1,51 +1,52 @@
-"""Ingest stage: validate one input shard into the run directory (idempotent)."""
+"""Ingest stage: validate one input shard into the run directory (idempotent).
+
+A shard is done when its marker (``_state/ingest/shard-NNNNN.json``) exists:
+it is written last, after the ingested rows and the quarantine, and holds
+the input's listing fingerprint (size and version or modification time),
+the digest of its bytes and the row counts. A re-run compares the marker
+with the listing on the driver (:func:`pending_shards`), so an unchanged
+shard costs no task, and an input that changed under an existing run is
+refused with its name.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from thresher.config import SchemaConfig
 from thresher.errors import RunStateError
-from thresher.io.files import read_json, write_json_atomic, write_parquet_atomic
+from thresher.io.files import read_json_or, write_json_atomic, write_parquet_atomic
 from thresher.io.ingest import ingest_shard
-from thresher.io.shards import Shard, fingerprint
+from thresher.io.shards import Shard
 from thresher.run_dir import RunDir
 
 
-def ingest_to_run(shard: Shard, schema: SchemaConfig, run_root: str) -> dict[str, Any]:
-    """Ingest ``shard`` into ``run_root`` unless an identical input was ingested already.
+def ingest_to_run(shard: Shard, schema: SchemaConfig, run: RunDir) -> dict[str, Any]:
+    """Ingest ``shard`` into ``run`` unless it was ingested already; return its statistics.
 
-    Returns the shard's statistics (also written as its completion marker):
-    input rows, ingested rows, quarantined rows by reason, and the input
-    file's fingerprint. A marker whose fingerprint differs from the file on
-    disk means the input changed under an existing run, which is refused.
+    The statistics (also the completion marker): input rows, ingested rows,
+    quarantined rows by reason, the listing fingerprint and the content digest.
     """
-    run = RunDir(Path(run_root))
     marker = run.ingest_marker(shard.index)
-    current = fingerprint(shard.path)
-    if marker.is_file():
-        stats: dict[str, Any] = read_json(marker)
-        if stats["fingerprint"] == current and stats["name"] == shard.name:
-            return stats
-        raise RunStateError(
-            f"input {shard.name} changed since it was ingested into {run.root}; "
-            "rerun with --fresh to start over"
-        )
+    stored = read_json_or(marker, None)
+    if stored is not None:
+        check_unchanged(shard, stored, run)
+        return {**stored, "reused": True}
     result = ingest_shard(shard, schema)
     write_parquet_atomic(_without_null_types(result.table), run.ingested_shard(shard.index))
     quarantine_path = run.quarantine_shard(shard.index)
     if result.quarantine.num_rows:
         write_parquet_atomic(result.quarantine, quarantine_path)
     else:
-        quarantine_path.unlink(missing_ok=True)
+        quarantine_path.delete()
     stats = {
         "index": shard.index,
         "name": shard.name,
         "format": shard.format,
-        "fingerprint": current,
+        "fingerprint": shard.fingerprint,
+        "content": result.content,
         "rows_in": result.rows_in,
         "ingested": result.table.num_rows,
         "quarantined": result.quarantine.num_rows,
@@ -54,7 +55,34 @@ def ingest_to_run(shard: Shard, schema: SchemaConfig, run_root: str) -> dict[str
     if stats["rows_in"] != stats["ingested"] + stats["quarantined"]:  # a bug, never bad input
         raise AssertionError(f"ingest lost rows of {shard.name}: {stats}")
     write_json_atomic(stats, marker)
-    return stats
+    return {**stats, "reused": False}
+
+
+def check_unchanged(shard: Shard, stored: dict[str, Any], run: RunDir) -> None:
+    """Refuse an input whose listing differs from what its marker recorded."""
+    if stored.get("name") != shard.name or (
+        shard.fingerprint is not None and stored.get("fingerprint") != shard.fingerprint
+    ):
+        raise RunStateError(
+            f"input {shard.name} changed since it was ingested into {run.root}; restore it, "
+            "or rerun with --fresh to start over"
+        )
+
+
+def pending_shards(shards: list[Shard], run: RunDir) -> tuple[list[Shard], list[dict[str, Any]]]:
+    """The shards still to ingest, and the stored statistics of the others (checked unchanged).
+
+    Runs on the driver from the markers alone: no task, no byte of input read.
+    """
+    pending, done = [], []
+    for shard in shards:
+        stored = read_json_or(run.ingest_marker(shard.index), None)
+        if stored is None:
+            pending.append(shard)
+        else:
+            check_unchanged(shard, stored, run)
+            done.append({**stored, "reused": True})
+    return pending, done
 
 
 def _without_null_types(table: pa.Table) -> pa.Table:

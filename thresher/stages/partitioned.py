@@ -1,26 +1,27 @@
 """Partitioned selection: a selector run per k-means partition, for corpora beyond the driver.
 
-The algorithm (both engines run these same functions, so they select the
-same rows):
+Written once against :class:`~thresher.frame.Frame`, so every engine runs
+the same steps (and selects the same rows); the driver holds the centroid
+sample and one row of statistics per partition, never a row per document:
 
-1. **Sample.** Draw ``sample`` row positions uniformly without replacement
-   (from ``(seed, step)``) and fit ``clusters`` centroids on their
-   embeddings with faiss k-means, on the driver.
-2. **Assign.** Every row goes to its nearest centroid (squared L2, ties
+1. **Sample.** The ``sample`` rows with the smallest seeded hash of their id
+   (a uniform sample without replacement, from ``(seed, step)`` only) are
+   gathered on the driver, in input order, and ``clusters`` centroids are
+   fitted on their embeddings with faiss k-means.
+2. **Assign.** Every row goes to its nearest centroid (squared L2, near-ties
    decided in float64 so that batching cannot change the answer), with its
-   squared distance. On Spark this runs on the executors (``mapInArrow``).
+   squared distance, where the row is.
 3. **Allocate.** Per partition, its size and cost (sum of squared distances,
-   summed exactly with ``math.fsum``, so independent of row order) go to the
+   summed exactly, so independent of row order and partitioning) reach the
    driver, which splits the budget across partitions: proportionally to the
-   selector's :meth:`~thresher.selectors._partition.Partitionable.allocation_weights`,
+   selector's :meth:`~thresher.selectors.partition.Partitionable.allocation_weights`,
    capped at each partition's size, rounded by largest remainder
    (deterministic; the total is exactly the budget).
-4. **Select.** The selector runs on each partition alone (on Spark:
-   ``groupBy(partition).applyInArrow``), on the partition's rows in input
-   order, with the partition's budget and a random generator derived from
-   ``(seed, step, partition)`` only, never from the data layout. Partition 0
-   draws from the step's own stream ``(seed, step)``, which is what the
-   in-memory selection uses, so one partition reproduces it exactly.
+4. **Select.** The selector runs on each partition alone (:meth:`Frame.map_groups`),
+   on the partition's rows in input order, with the partition's budget and
+   a random generator derived from ``(seed, step, partition)`` only.
+   Partition 0 draws from the step's own stream ``(seed, step)``, which is
+   what the in-memory selection uses, so one partition reproduces it.
 
 Selection groups are the partitions; ``details["clusters"]`` lists each
 partition's size, kept rows and mean weight (the report's cluster table).
@@ -28,25 +29,31 @@ partition's size, kept rows and mean weight (the report's cluster table).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from thresher.selectors import Selection, Selector
-from thresher.selectors._allocation import allocate
-from thresher.selectors._kmeans import fit_kmeans, nearest_centroid, seed_from, squared_distances
-from thresher.selectors._partition import Partitionable
+from thresher.frame import Frame
+from thresher.keys import seed_material
+from thresher.selectors import Selector
+from thresher.selectors.allocation import allocate
+from thresher.selectors.kmeans import fit_kmeans, nearest_centroid, seed_from, squared_distances
+from thresher.selectors.partition import Partitionable
+from thresher.selectors.ranking import PriorityKey, k_smallest
+from thresher.selectors.vectors import vector_matrix
 
-#: Column names added to the rows while they are being partitioned.
-POSITION = "_thresher_position"
+ORDER = "thresher_order"
+#: Columns added to the rows while they are being partitioned.
 PARTITION = "_thresher_partition"
 SQ_DISTANCE = "_thresher_sq_distance"
-SAMPLE = "_thresher_sample"
+#: The kept rows of a step: input-order key, weight, group.
+KEPT_SCHEMA = pa.schema(
+    [pa.field(ORDER, pa.int64()), pa.field("weight", pa.float64()), pa.field("group", pa.int64())]
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class PartitionJob:
     Attributes
     ----------
     selector : Selector
-        A selector that is :class:`~thresher.selectors._partition.Partitionable`.
+        A selector that is :class:`~thresher.selectors.partition.Partitionable`.
     budget : int or None
         Rows to keep in total (already resolved against the step's rows);
         None for selectors that define their own size.
@@ -65,9 +72,9 @@ class PartitionJob:
     seed, step : int
         Run seed and step number: the only sources of randomness.
     embeddings : str
-        Score-table column holding the vectors.
+        Column holding the vectors.
     columns : tuple of str
-        Other score-table columns the selector reads (scores, label).
+        Other columns the selector reads (scores, label).
     """
 
     selector: Selector
@@ -86,170 +93,215 @@ def partition_random_state(seed: int, step: int, partition: int) -> np.random.Ge
     return np.random.default_rng([seed, step] if partition == 0 else [seed, step, partition])
 
 
-def plan_sample(n_rows: int, job: PartitionJob) -> tuple[NDArray[np.int64], int]:
-    """Sorted positions of the centroid sample, and the faiss seed (from ``(seed, step)`` only)."""
+def sample_seeds(job: PartitionJob) -> tuple[int, int]:
+    """(hash seed of the centroid sample, faiss seed), from ``(seed, step)`` only."""
     rng = np.random.default_rng([job.seed, job.step, 0, 1])  # apart from the partition streams
-    size = min(job.sample, n_rows)
-    positions = np.sort(rng.choice(n_rows, size=size, replace=False)).astype(np.int64)
-    return positions, seed_from(rng)
+    return seed_material(job.seed, job.step, 0, 1), seed_from(rng)
 
 
-def fit_partitions(
-    sample: NDArray[np.float32], faiss_seed: int, job: PartitionJob
-) -> NDArray[np.float32]:
-    """Centroids (clusters, d) fitted on the sample's embeddings (in position order)."""
-    return fit_kmeans(sample, job.clusters, seed=faiss_seed, n_iter=job.iterations).centroids
+# -- exact sums ------------------------------------------------------------------------
 
 
-def assign(
-    matrix: NDArray[np.float32], centroids: NDArray[np.float32]
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Partition of each row and its squared distance to the partition's centroid."""
-    labels = nearest_centroid(matrix, centroids)
-    return labels, squared_distances(matrix, centroids, labels)
+def exact_sum_parts(values: NDArray[np.float64]) -> dict[int, int]:
+    """Non-negative finite floats as integer mantissas summed per binary exponent (exact)."""
+    values = np.asarray(values, dtype=np.float64)
+    mantissa, exponent = np.frexp(values)
+    integers = (mantissa * (1 << 53)).astype(np.int64)
+    exponent = exponent.astype(np.int64) - 53
+    sums: dict[int, int] = {}
+    for e in np.unique(exponent).tolist():
+        chosen = integers[exponent == e]
+        total = 0
+        for start in range(0, chosen.size, 512):  # 512 x 2**53 fits int64
+            total += int(chosen[start : start + 512].sum())
+        sums[int(e)] = total
+    return sums
 
 
-def partition_cost(sq_distances: NDArray[np.float64]) -> float:
-    """Exactly rounded sum of squared distances (the same whatever the row order)."""
-    return math.fsum(np.asarray(sq_distances, dtype=np.float64).tolist())
+def merge_sum_parts(parts: list[dict[int, int]]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for part in parts:
+        for e, total in part.items():
+            merged[e] = merged.get(e, 0) + total
+    return merged
 
 
-def allocate_partitions(
-    job: PartitionJob, rows: NDArray[np.int64], costs: NDArray[np.float64]
-) -> NDArray[np.int64] | None:
-    """Budget of each partition (aligned with ``rows``), or None for a filter."""
-    if job.budget is None:
-        return None
-    if not isinstance(job.selector, Partitionable):
-        raise ValueError(f"selector {job.selector.name!r} cannot run per partition")
-    weights = job.selector.allocation_weights(rows, costs)
-    return allocate(job.budget, weights, rows)
+def exact_sum_value(parts: dict[int, int]) -> float:
+    """The correctly rounded float of an exact sum (what ``math.fsum`` of the values gives)."""
+    if not parts:
+        return 0.0
+    low = min(parts)
+    total = sum(value << (e - low) for e, value in parts.items())
+    return float(Fraction(total) * Fraction(2) ** low) if total else 0.0
+
+
+# -- the steps -----------------------------------------------------------------------
+
+
+class _SampleRows:
+    """Rows of the centroid sample: input-order key and vector."""
+
+    def __init__(self, key: PriorityKey, cuts: Any, embeddings: str) -> None:
+        self.key = key
+        self.cuts = cuts
+        self.embeddings = embeddings
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        keep = self.cuts.keep(*self.key(table))
+        return table.filter(pa.array(keep)).select([ORDER, self.embeddings])
+
+
+class _Assign:
+    def __init__(self, centroids: NDArray[np.float32], embeddings: str) -> None:
+        self.centroids = centroids
+        self.embeddings = embeddings
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        matrix = vector_matrix(table.column(self.embeddings), self.embeddings)
+        if table.num_rows == 0:
+            labels, sq = np.zeros(0, np.int64), np.zeros(0)
+        else:
+            labels = nearest_centroid(matrix, self.centroids)
+            sq = squared_distances(matrix, self.centroids, labels)
+        return table.append_column(PARTITION, pa.array(labels, pa.int64())).append_column(
+            SQ_DISTANCE, pa.array(sq, pa.float64())
+        )
+
+
+class _PartitionStats:
+    def __call__(self, table: pa.Table) -> dict[int, tuple[int, dict[int, int]]]:
+        labels = table.column(PARTITION).to_numpy()
+        sq = table.column(SQ_DISTANCE).to_numpy()
+        out = {}
+        for p in np.unique(labels).tolist():
+            mine = labels == p
+            out[int(p)] = (int(mine.sum()), exact_sum_parts(sq[mine]))
+        return out
+
+
+def _merge_stats(
+    parts: list[dict[int, tuple[int, dict[int, int]]]],
+) -> dict[int, tuple[int, dict[int, int]]]:
+    merged: dict[int, tuple[int, dict[int, int]]] = {}
+    for part in parts:
+        for p, (rows, sums) in part.items():
+            before = merged.get(p, (0, {}))
+            merged[p] = (before[0] + rows, merge_sum_parts([before[1], sums]))
+    return merged
+
+
+class _SelectGroups:
+    """Run the selector on every partition of a call's rows (a ``map_groups`` function)."""
+
+    def __init__(self, job: PartitionJob, budgets: dict[int, int] | None) -> None:
+        self.job = job
+        self.budgets = budgets
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        parts = []
+        labels = table.column(PARTITION).to_numpy()
+        for partition in np.unique(labels).tolist():
+            rows = table.filter(pa.array(labels == partition)).sort_by(ORDER)
+            budget = None if self.budgets is None else self.budgets.get(int(partition), 0)
+            parts.append(select_partition(self.job, int(partition), rows, budget))
+        if not parts:
+            return KEPT_SCHEMA.empty_table()
+        return pa.concat_tables(parts)
 
 
 def select_partition(
-    job: PartitionJob,
-    partition: int,
-    scores: pa.Table,
-    positions: NDArray[np.int64],
-    matrix: NDArray[np.float32],
-    budget: int | None,
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Run the selector on one partition's rows (in position order); kept positions and weights."""
-    if budget == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    job: PartitionJob, partition: int, rows: pa.Table, budget: int | None
+) -> pa.Table:
+    """The selector on one partition's rows (in input order): kept order keys, weights, groups."""
+    if budget == 0 or rows.num_rows == 0:
+        return KEPT_SCHEMA.empty_table()
+    matrix = vector_matrix(rows.column(job.embeddings), job.embeddings)
+    names = list(dict.fromkeys([*job.columns, "id", ORDER]))
     chosen = job.selector.select(
-        scores.select(list(job.columns)),
+        rows.select([n for n in names if n in rows.column_names]),
         matrix,
         budget,
         random_state=partition_random_state(job.seed, job.step, partition),
     )
-    return positions[chosen.indices], chosen.weights
-
-
-def assemble(
-    job: PartitionJob,
-    partitions: NDArray[np.int64],
-    rows: NDArray[np.int64],
-    sample_size: int,
-    positions: NDArray[np.int64],
-    weights: NDArray[np.float64],
-    groups: NDArray[np.int64],
-) -> Selection:
-    """The step's Selection from every partition's kept rows, with per-partition details."""
-    kept = np.bincount(groups, minlength=int(partitions.max(initial=-1)) + 1)
-    weight_sum = np.bincount(groups, weights=weights, minlength=kept.size)
-    clusters = []
-    for partition, size in zip(partitions.tolist(), rows.tolist(), strict=True):
-        selected = int(kept[partition]) if partition < kept.size else 0
-        clusters.append(
-            {
-                "cluster": partition,
-                "size": int(size),
-                "selected": selected,
-                "weight_mean": float(weight_sum[partition] / selected) if selected else 0.0,
-            }
-        )
-    details: dict[str, Any] = {
-        "partitions": int(partitions.size),
-        "partition_sample": sample_size,
-        "clusters": clusters,
-    }
-    return Selection.from_indices(positions, weights=weights, groups=groups, details=details)
-
-
-def vector_matrix(column: pa.Array | pa.ChunkedArray, name: str) -> NDArray[np.float32]:
-    """An (n, d) float32 matrix from a list column whose rows all have d numbers."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(array)
-    if n == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    if array.null_count:
-        raise ValueError(f"embedding column {name!r} has {array.null_count} null rows")
-    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
-    if lengths.min() != lengths.max():
-        raise ValueError(
-            f"embedding column {name!r} mixes vector lengths {int(lengths.min())} and "
-            f"{int(lengths.max())}"
-        )
-    flat = array.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(n, int(lengths[0]))
-
-
-def valid_vectors(column: pa.Array | pa.ChunkedArray) -> NDArray[np.bool_]:
-    """True where a list entry is present, non-empty and holds only finite numbers."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(array)
-    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
-    valid = ~np.isnan(np.asarray(lengths, dtype=np.float64))  # null rows have a null length
-    valid &= np.nan_to_num(np.asarray(lengths, dtype=np.float64), nan=0.0) > 0
-    flat = array.flatten()
-    if len(flat):
-        finite = pc.fill_null(pc.is_finite(flat.cast(pa.float64())), False)
-        parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False)
-        bad = np.asarray(parents)[~finite.to_numpy(zero_copy_only=False)]
-        valid[bad] = False
-    return valid if n else np.zeros(0, dtype=bool)
-
-
-def select_partitioned_local(
-    job: PartitionJob, scores: pa.Table, embeddings: NDArray[np.float32]
-) -> Selection:
-    """Partitioned selection in memory (the local engine, and the reference for Spark).
-
-    Parameters
-    ----------
-    scores : pa.Table
-        The rows reaching the step, in input order, with ``job.columns``.
-    embeddings : ndarray of float32, shape (n, d)
-        Row-aligned vectors.
-    """
-    n = scores.num_rows
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return assemble(job, empty, empty, 0, empty, np.zeros(0), empty)
-    sample, faiss_seed = plan_sample(n, job)
-    centroids = fit_partitions(embeddings[sample], faiss_seed, job)
-    labels, sq = assign(embeddings, centroids)
-    order = np.argsort(labels, kind="stable")  # by partition, then position
-    partitions, starts, rows = np.unique(labels[order], return_index=True, return_counts=True)
-    members = np.split(order, starts[1:])
-    costs = np.array([partition_cost(sq[m]) for m in members])
-    budgets = allocate_partitions(job, rows, costs)
-    kept_positions, kept_weights, kept_groups = [], [], []
-    for i, (partition, rows_of) in enumerate(zip(partitions.tolist(), members, strict=True)):
-        budget = None if budgets is None else int(budgets[i])
-        positions, weights = select_partition(
-            job, partition, scores.take(pa.array(rows_of)), rows_of, embeddings[rows_of], budget
-        )
-        kept_positions.append(positions)
-        kept_weights.append(weights)
-        kept_groups.append(np.full(positions.size, partition, dtype=np.int64))
-    return assemble(
-        job,
-        partitions.astype(np.int64),
-        rows.astype(np.int64),
-        int(sample.size),
-        np.concatenate(kept_positions),
-        np.concatenate(kept_weights),
-        np.concatenate(kept_groups),
+    order = rows.column(ORDER).to_numpy()
+    return pa.table(
+        {
+            ORDER: pa.array(order[chosen.indices], pa.int64()),
+            "weight": pa.array(chosen.weights, pa.float64()),
+            "group": pa.array(np.full(chosen.indices.size, partition, dtype=np.int64)),
+        },
+        schema=KEPT_SCHEMA,
     )
+
+
+class _KeptPerGroup:
+    def __call__(self, table: pa.Table) -> dict[int, tuple[int, dict[int, int]]]:
+        groups = table.column("group").to_numpy()
+        weights = table.column("weight").to_numpy()
+        return {
+            int(g): (int((groups == g).sum()), exact_sum_parts(weights[groups == g]))
+            for g in np.unique(groups).tolist()
+        }
+
+
+def select_partitioned(rows: Frame, job: PartitionJob, n_rows: int) -> tuple[Frame, dict[str, Any]]:
+    """Run a partitioned step (see module docstring) on the ``n_rows`` rows of ``rows``.
+
+    Returns the kept rows (``KEPT_SCHEMA``) and the step's details.
+    """
+    if not isinstance(job.selector, Partitionable):
+        raise ValueError(f"selector {job.selector.name!r} cannot run per partition")
+    details: dict[str, Any] = {"partitions": 0, "partition_sample": 0, "clusters": []}
+    if n_rows == 0:
+        return rows.map_batches(lambda t: KEPT_SCHEMA.empty_table(), KEPT_SCHEMA), details
+    hash_seed, faiss_seed = sample_seeds(job)
+    size = min(job.sample, n_rows)
+    key = PriorityKey(hash_seed)
+    cuts = k_smallest(rows, key, np.array([size]), np.array([n_rows]))
+    vector_field = rows.schema.field(job.embeddings)
+    sample_schema = pa.schema([pa.field(ORDER, pa.int64()), vector_field])
+    sample = (
+        rows.map_batches(_SampleRows(key, cuts, job.embeddings), sample_schema)
+        .to_table(max_rows=size)
+        .sort_by(ORDER)
+    )
+    matrix = vector_matrix(sample.column(job.embeddings), job.embeddings)
+    centroids = fit_kmeans(matrix, job.clusters, seed=faiss_seed, n_iter=job.iterations).centroids
+    assigned_schema = pa.schema(
+        [*rows.schema, pa.field(PARTITION, pa.int64()), pa.field(SQ_DISTANCE, pa.float64())]
+    )
+    assigned = rows.map_batches(_Assign(centroids, job.embeddings), assigned_schema).cache()
+    try:
+        stats = assigned.aggregate(_PartitionStats(), _merge_stats)
+        partitions = np.array(sorted(stats), dtype=np.int64)
+        sizes = np.array([stats[p][0] for p in partitions.tolist()], dtype=np.int64)
+        costs = np.array([exact_sum_value(stats[p][1]) for p in partitions.tolist()])
+        if int(sizes.sum()) != n_rows:
+            raise RuntimeError(f"partitioned selection saw {int(sizes.sum())} of {n_rows} rows")
+        budgets = None
+        if job.budget is not None:
+            weights = job.selector.allocation_weights(sizes, costs)
+            budgets = dict(
+                zip(partitions.tolist(), allocate(job.budget, weights, sizes).tolist(), strict=True)
+            )
+        kept = assigned.map_groups([PARTITION], _SelectGroups(job, budgets), KEPT_SCHEMA).cache()
+        per_group = kept.aggregate(_KeptPerGroup(), _merge_stats)
+    finally:
+        assigned.release()
+    details = {
+        "partitions": int(partitions.size),
+        "partition_sample": int(sample.num_rows),
+        "clusters": [
+            _cluster_row(int(p), int(n), per_group.get(int(p)))
+            for p, n in zip(partitions.tolist(), sizes.tolist(), strict=True)
+        ],
+    }
+    return kept, details
+
+
+def _cluster_row(
+    partition: int, size: int, kept: tuple[int, dict[int, int]] | None
+) -> dict[str, Any]:
+    selected = kept[0] if kept else 0
+    mean = exact_sum_value(kept[1]) / selected if kept and selected else 0.0
+    return {"cluster": partition, "size": size, "selected": selected, "weight_mean": mean}

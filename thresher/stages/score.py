@@ -1,39 +1,50 @@
 """Score stage: run the configured scorers over batches of one shard.
 
-``score_batches`` is what both engines run: the local engine over the
-batches of one ingested shard in a worker process, the Spark engine inside
-``mapInArrow`` on an executor. Scorers are set up once per worker process
-(a cache keyed by the scorer's pickled state), not once per batch or task.
+``score_shard_to_run`` is what every engine runs, once per shard, where the
+data is (a worker process, a Spark executor): it reads the ingested shard,
+scores it batch by batch and commits ``scores/shard-NNNNN.parquet`` in one
+atomic write, so a shard is scored or not, never half. Scorers are set up
+once per worker process (a cache keyed by the scorer's pickled state), not
+once per batch or task. When the run directory is on an object store, a
+worker first pulls the fitted models to a local copy (:mod:`thresher.io.localize`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from thresher import profiling
 from thresher.errors import ScorerError, ThresherError
 from thresher.io import schema as S
-from thresher.io.files import write_parquet_atomic
+from thresher.io.files import parquet_file, write_parquet_atomic
+from thresher.io.fs import Location
+from thresher.io.localize import models_mirror, pull
 from thresher.run_dir import RunDir
-from thresher.scorers.base import Scorer
+from thresher.scorers.base import Scorer, relocate_artifacts
+
+
+@dataclass(frozen=True)
+class ModelsCopy:
+    """Where a run's fitted models are (``RUN_DIR/models``) and the driver's local copy of them."""
+
+    remote: Location
+    fitted_in: str
 
 
 @dataclass(frozen=True)
 class BoundScorer:
-    """A scorer and the column its output is written to."""
+    """A scorer, the column its output is written to, and where its fitted models are."""
 
     column: str
     scorer: Scorer
+    models: ModelsCopy | None = None
 
     @property
     def fields(self) -> list[pa.Field]:
@@ -43,11 +54,21 @@ class BoundScorer:
 _READY: dict[str, Scorer] = {}
 
 
-def _ready(scorer: Scorer) -> Scorer:
-    """Return a set-up scorer equal to ``scorer``, set up at most once per process."""
+def _ready(bound: BoundScorer) -> Scorer:
+    """Return a set-up scorer equal to ``bound.scorer``, set up at most once per process.
+
+    With models on an object store, they are pulled to this machine's copy
+    first, and the scorer's fitted paths moved there if it differs from the
+    driver's.
+    """
+    scorer = bound.scorer
     key = hashlib.sha256(pickle.dumps(scorer)).hexdigest()
     ready = _READY.get(key)
     if ready is None:
+        if bound.models is not None and not bound.models.remote.is_local:
+            here = pull(bound.models.remote, models_mirror(bound.models.remote))
+            if str(here) != bound.models.fitted_in:
+                relocate_artifacts(scorer, bound.models.fitted_in, str(here))
         scorer.setup()
         ready = _READY[key] = scorer
     return ready
@@ -82,7 +103,7 @@ def score_batches(
     profile = profiling.enabled()  # benchmarks: time spent inside scorers (off: free)
     seconds = 0.0
     with profiling.timed("scorer_setup"):
-        ready = [BoundScorer(b.column, _ready(b.scorer)) for b in scorers]
+        ready = [BoundScorer(b.column, _ready(b)) for b in scorers]
     scored = {field.name for bound in ready for field in bound.fields}
     try:
         for batch in batches:
@@ -144,15 +165,14 @@ def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> list[pa.Array]:
 
 
 def score_shard_to_run(
-    shard_index: int, scorers: list[BoundScorer], run_root: str, batch_size: int
+    shard_index: int, scorers: list[BoundScorer], run: RunDir, batch_size: int
 ) -> dict[str, Any]:
-    """Score one ingested shard and commit ``scores/shard-NNNNN/`` atomically (idempotent)."""
-    run = RunDir(Path(run_root))
+    """Score one ingested shard and commit ``scores/shard-NNNNN.parquet`` atomically (idempotent)."""
     target = run.scores_shard(shard_index)
-    source = pq.ParquetFile(run.ingested_shard(shard_index))
+    source = parquet_file(run.ingested_shard(shard_index))
     rows = source.metadata.num_rows
-    if target.is_dir():
-        return {"index": shard_index, "rows": rows, "skipped": True}
+    if target.is_file():
+        return {"index": shard_index, "rows": rows, "reused": True}
     names = source.schema_arrow.names
     has_label = S.LABEL in names
     label_type = source.schema_arrow.field(S.LABEL).type if has_label else None
@@ -160,19 +180,17 @@ def score_shard_to_run(
     columns = [c for c in input_columns(scorers, has_label) if c in names]
     batches = source.iter_batches(batch_size=batch_size, columns=columns)
     table = pa.Table.from_batches(list(score_batches(batches, scorers, schema)), schema=schema)
-    staging = run.staging / f"scores-{shard_index:05d}"
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted attempt left
-    write_parquet_atomic(table, staging / "part-0.parquet")
-    commit_directory(staging, target)
-    return {"index": shard_index, "rows": rows, "skipped": False}
+    write_parquet_atomic(table, target)
+    return {"index": shard_index, "rows": rows, "reused": False}
 
 
-def commit_directory(staging: Path, target: Path) -> None:
-    """Move a finished directory into place; an existing target (a concurrent retry) wins."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.rename(target)
-    except OSError:
-        if not target.is_dir():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
+class ScoreShard:
+    """The per-shard scoring task (picklable): ``ScoreShard(...)(index)``."""
+
+    def __init__(self, scorers: list[BoundScorer], run: RunDir, batch_size: int) -> None:
+        self.scorers = scorers
+        self.run = run
+        self.batch_size = batch_size
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        return score_shard_to_run(index, self.scorers, self.run, self.batch_size)

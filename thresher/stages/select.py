@@ -1,402 +1,453 @@
-"""Select stage: from the score table to a keep/drop decision for every ingested row.
+"""Select stage: a decision for every ingested row, written per shard into a new version.
 
-Order of decisions, each recorded as a reason on the rows it drops:
-
-1. ``duplicate_id``: a row whose id appeared earlier in input order;
-2. ``duplicate``: with ``dedup`` configured, a member of a duplicate cluster
-   that is not its keeper (detail ``keeper=<id of the kept document>``);
-3. ``invalid_score``: a NaN/inf value in a score a step reads;
-4. each filter in order (``filter:<name>(<score>)``);
-5. the selector, which meets the budget (``not_selected:<name>``).
-
-Each step sees only the rows that survived the previous ones, in input
-order, and draws its randomness from ``(seed, step number)``, so the result
-does not depend on the engine or on how the score table was partitioned.
-A step with ``partitions`` runs per k-means partition
-(:mod:`thresher.stages.partitioned`; on Spark executors with the Spark engine).
+The score rows are read where they are (a :class:`~thresher.frame.Frame`),
+decided (:mod:`thresher.stages.decide`) and written back by the engine,
+one file per shard: ``versions/<v>/selection/shard-NNNNN.parquet`` (every
+row: ``id, thresher_shard, thresher_row, keep, weight, reason, detail,
+group``) and ``versions/<v>/dropped/shard-NNNNN.parquet`` (``id, reason,
+detail`` of the rows not kept). What reaches the driver is a row of
+counts per shard, histograms of the scores (kept and dropped) and a few
+example rows per reason, written to ``stats.json`` for the report, card
+and ``inspect``; the step details go to ``steps.json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from thresher.config import RunConfig, SelectorConfig
-from thresher.errors import RunStateError
+from thresher.config import RunConfig
+from thresher.frame import Frame
 from thresher.io import schema as S
-from thresher.io.files import read_parquet_dir, write_json_atomic, write_parquet_atomic
-from thresher.profiling import timed
-from thresher.run_dir import RunDir
-from thresher.selectors import Selection, Selector, make_selector
-from thresher.selectors.base import resolve_budget
-from thresher.stages.partitioned import (
-    PartitionJob,
-    select_partitioned_local,
-    valid_vectors,
-    vector_matrix,
-)
-from thresher.stages.partitioned_spark import score_files
+from thresher.io.files import read_json_or, read_schema, write_json_atomic, write_parquet_atomic
+from thresher.io.publish import Version
+from thresher.io.shards import order_ranks
+from thresher.keys import id_priority, order_key
+from thresher.run_dir import RunDir, shard_file
+from thresher.selectors import make_selector
+from thresher.selectors.vectors import is_vector_type
+from thresher.stages.decide import _DETAIL, configured_steps, decide, needs_vectors
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
+    from thresher.progress import StageProgress
+
+#: Example rows kept per reason (and for "kept") for the report.
+EXAMPLES_PER_REASON = 3
+HISTOGRAM_BINS = 40
+KEPT = "kept"
 
 
-@dataclass
-class Decisions:
-    """Keep/drop state of every row of the score table, in input order."""
+class AddOrder:
+    """Add the input-order key (``thresher_order``) from the shards' ranks (a picklable transform)."""
 
-    n_rows: int
-    reason: NDArray[np.object_] = field(init=False)
-    detail: NDArray[np.object_] = field(init=False)
-    weight: NDArray[np.float64] = field(init=False)
-    group: NDArray[np.int64] = field(init=False)
+    def __init__(self, ranks: NDArray[np.int64]) -> None:
+        self.ranks = ranks
 
-    def __post_init__(self) -> None:
-        self.reason = np.full(self.n_rows, None, dtype=object)
-        self.detail = np.full(self.n_rows, None, dtype=object)
-        self.weight = np.ones(self.n_rows)
-        self.group = np.full(self.n_rows, -1, dtype=np.int64)
-
-    @property
-    def active(self) -> NDArray[np.int64]:
-        return np.flatnonzero(pd.isna(self.reason))
-
-    def drop(self, rows: NDArray[np.int64], reason: str, detail: Any = None) -> None:
-        self.reason[rows] = reason
-        self.detail[rows] = detail
+    def __call__(self, table: pa.Table) -> pa.Table:
+        order = order_key(
+            table.column(S.SHARD).to_numpy(zero_copy_only=False),
+            table.column(S.ROW).to_numpy(zero_copy_only=False),
+            self.ranks,
+        )
+        return table.append_column(S.ORDER, pa.array(order, pa.int64()))
 
 
-def step_label(step: SelectorConfig, selector: Selector) -> str:
-    columns = selector.score_columns()
-    return f"{step.name}({', '.join(columns)})" if columns else step.name
+def selection_columns(config: RunConfig, available: pa.Schema) -> list[str]:
+    """Score columns the decisions read: ids, positions, label, the steps' scores and vectors."""
+    wanted = [S.ID, S.SHARD, S.ROW, S.LABEL]
+    for step, selector in configured_steps(config):
+        wanted += selector.score_columns()
+        if needs_vectors(step, selector):
+            wanted.append(step.embeddings)
+    return [c for c in dict.fromkeys(wanted) if c in available.names]
+
+
+def score_schema(run: RunDir, indices: list[int]) -> pa.Schema:
+    """The unified schema of the score shards (from their footers only)."""
+    schemas = [read_schema(run.scores_shard(i)) for i in indices]
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def score_rows(
+    engine: Engine, run: RunDir, indices: list[int], columns: list[str], ranks: NDArray[np.int64]
+) -> Frame:
+    """The score rows of the shards, with the columns asked for and the input-order key."""
+    available = score_schema(run, indices)
+    schema = pa.schema([available.field(c) for c in columns] + [pa.field(S.ORDER, pa.int64())])
+    files = [run.scores_shard(i) for i in sorted(indices)]
+    return engine.read(files, schema, AddOrder(ranks))
+
+
+class _Duplicates:
+    """Non-keepers of the dedup clusters as (order key, ``keeper=<id>``)."""
+
+    def __init__(self, ranks: NDArray[np.int64]) -> None:
+        self.ranks = ranks
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        table = table.filter(pc.invert(table.column("keeper")))
+        order = order_key(
+            table.column(S.SHARD).to_numpy(zero_copy_only=False),
+            table.column(S.ROW).to_numpy(zero_copy_only=False),
+            self.ranks,
+        )
+        detail = pc.binary_join_element_wise(
+            pa.scalar("keeper="), table.column("keeper_id").cast(pa.string()), ""
+        )
+        return pa.table({S.ORDER: pa.array(order, pa.int64()), _DETAIL: detail})
+
+
+def duplicate_rows(engine: Engine, run: RunDir, ranks: NDArray[np.int64]) -> Frame:
+    from thresher.dedup.spec import CLUSTERS_SCHEMA, cluster_files
+
+    schema = pa.schema([pa.field(S.ORDER, pa.int64()), pa.field(_DETAIL, pa.string())])
+    return engine.read(cluster_files(run), CLUSTERS_SCHEMA).map_batches(_Duplicates(ranks), schema)
+
+
+# -- writing the decisions -----------------------------------------------------------------
+
+
+class _WriteShards:
+    """Write each shard's decisions (a ``map_groups`` function); return one summary row per shard."""
+
+    def __init__(self, version: Version, examples_seed: int) -> None:
+        self.version = version
+        self.seed = examples_seed
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        summaries = []
+        shards = table.column(S.SHARD).to_numpy()
+        for shard in np.unique(shards).tolist():
+            rows = table.filter(pa.array(shards == shard)).sort_by(S.ROW)
+            keep = np.asarray(pc.is_null(rows.column("reason")), dtype=bool)
+            selection = pa.table(
+                {
+                    S.ID: rows.column(S.ID).cast(pa.string()),
+                    S.SHARD: rows.column(S.SHARD).cast(pa.int32()),
+                    S.ROW: rows.column(S.ROW).cast(pa.int64()),
+                    "keep": pa.array(keep),
+                    "weight": rows.column("weight"),
+                    "reason": rows.column("reason"),
+                    "detail": rows.column("detail"),
+                    "group": rows.column("group"),
+                },
+                schema=S.SELECTION_SCHEMA,
+            )
+            write_parquet_atomic(selection, self.version.selection / shard_file(shard))
+            dropped = selection.filter(pa.array(~keep)).select([S.ID, "reason", "detail"])
+            write_parquet_atomic(
+                dropped.cast(S.DROPPED_SCHEMA), self.version.dropped / shard_file(shard)
+            )
+            summaries.append(self._summary(int(shard), selection, keep))
+        if not summaries:
+            return _SUMMARY_SCHEMA.empty_table()
+        return pa.Table.from_pylist(summaries, schema=_SUMMARY_SCHEMA)
+
+    def _summary(self, shard: int, selection: pa.Table, keep: NDArray[np.bool_]) -> dict[str, Any]:
+        outcome = pc.if_else(
+            pa.array(keep), pa.scalar(KEPT), selection.column("reason").combine_chunks()
+        )
+        outcomes = np.asarray(outcome.to_numpy(zero_copy_only=False), dtype=object)
+        priority = id_priority(selection.column(S.ID), self.seed)
+        positions = selection.column(S.ROW).to_numpy()
+        ids = selection.column(S.ID)
+        counts: dict[str, int] = {}
+        examples: dict[str, list[list[Any]]] = {}
+        for item in pc.value_counts(outcome).to_pylist():
+            reason = item["values"]
+            mine = np.flatnonzero(outcomes == reason)
+            counts[reason] = int(item["counts"])
+            best = mine[np.argsort(priority[mine], kind="stable")[:EXAMPLES_PER_REASON]]
+            examples[reason] = [
+                [int(priority[i]), shard, int(positions[i]), ids[int(i)].as_py()]
+                for i in best.tolist()
+            ]
+        return {
+            "shard": shard,
+            "rows": selection.num_rows,
+            "counts": json.dumps(counts),
+            "examples": json.dumps(examples),
+        }
+
+
+_SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.int64()),
+        pa.field("rows", pa.int64()),
+        pa.field("counts", pa.string()),
+        pa.field("examples", pa.string()),
+    ]
+)
+
+
+def _merge_summaries(table: pa.Table) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
+    counts: dict[str, int] = {}
+    candidates: dict[str, list[list[Any]]] = {}
+    for row in table.to_pylist():
+        for reason, n in json.loads(row["counts"]).items():
+            counts[reason] = counts.get(reason, 0) + int(n)
+        for reason, rows in json.loads(row["examples"]).items():
+            candidates.setdefault(reason, []).extend(rows)
+    examples = {
+        reason: [
+            {"shard": shard, "row": position, "id": id_}
+            for _, shard, position, id_ in sorted(rows)[:EXAMPLES_PER_REASON]
+        ]
+        for reason, rows in sorted(candidates.items())
+    }
+    return counts, examples
+
+
+# -- score statistics for the report ---------------------------------------------------------
+
+
+class _Ranges:
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+
+    def __call__(self, table: pa.Table) -> dict[str, tuple[float, float, int]]:
+        out = {}
+        for column in self.columns:
+            values = _numbers(table.column(column))
+            out[column] = (
+                (float(values.min()), float(values.max()), int(values.size))
+                if values.size
+                else (math.inf, -math.inf, 0)
+            )
+        return out
+
+
+def _merge_ranges(
+    parts: list[dict[str, tuple[float, float, int]]],
+) -> dict[str, tuple[float, float, int]]:
+    merged: dict[str, tuple[float, float, int]] = {}
+    for part in parts:
+        for column, (low, high, n) in part.items():
+            before = merged.get(column, (math.inf, -math.inf, 0))
+            merged[column] = (min(before[0], low), max(before[1], high), before[2] + n)
+    return merged
+
+
+class _Histograms:
+    def __init__(self, edges: dict[str, list[float]]) -> None:
+        self.edges = edges
+
+    def __call__(self, table: pa.Table) -> dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]:
+        keep = np.asarray(pc.is_null(table.column("reason")), dtype=bool)
+        out = {}
+        for column, edges in self.edges.items():
+            values = np.asarray(
+                table.column(column).to_numpy(zero_copy_only=False), dtype=np.float64
+            )
+            finite = np.isfinite(values)
+            kept = np.histogram(values[finite & keep], bins=edges)[0]
+            dropped = np.histogram(values[finite & ~keep], bins=edges)[0]
+            out[column] = (kept.astype(np.int64), dropped.astype(np.int64))
+        return out
+
+
+def _merge_histograms(
+    parts: list[dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]],
+) -> dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    merged: dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+    for part in parts:
+        for column, (kept, dropped) in part.items():
+            if column in merged:
+                merged[column] = (merged[column][0] + kept, merged[column][1] + dropped)
+            else:
+                merged[column] = (kept, dropped)
+    return merged
+
+
+def _numbers(column: pa.ChunkedArray) -> NDArray[np.float64]:
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def score_histograms(frame: Frame, columns: list[str]) -> dict[str, dict[str, Any]]:
+    """Per numeric score: range, count and a histogram of kept and dropped rows (two aggregates)."""
+    if not columns:
+        return {}
+    ranges = frame.aggregate(_Ranges(columns), _merge_ranges)
+    edges = {}
+    for column, (low, high, n) in ranges.items():
+        if n:
+            span = high - low if high > low else 1.0
+            edges[column] = np.linspace(low, low + span, HISTOGRAM_BINS + 1).tolist()
+    counts = frame.aggregate(_Histograms(edges), _merge_histograms) if edges else {}
+    result = {}
+    for column in columns:
+        low, high, n = ranges.get(column, (math.inf, -math.inf, 0))
+        if not n or column not in counts:
+            continue
+        kept, dropped = counts[column]
+        result[column] = {
+            "min": low,
+            "max": high,
+            "count": n,
+            "median": _median(edges[column], kept + dropped),
+            "edges": edges[column],
+            "kept": kept.tolist(),
+            "dropped": dropped.tolist(),
+        }
+    return result
+
+
+def _median(edges: list[float], counts: NDArray[np.int64]) -> float:
+    """The median, interpolated within its histogram bin."""
+    total = int(counts.sum())
+    half = total / 2
+    cumulative = np.cumsum(counts)
+    at = int(np.searchsorted(cumulative, half))
+    before = int(cumulative[at - 1]) if at else 0
+    inside = int(counts[at]) or 1
+    return edges[at] + (edges[at + 1] - edges[at]) * (half - before) / inside
+
+
+def numeric_columns(schema: pa.Schema) -> list[str]:
+    skip = {S.ID, S.SHARD, S.ROW, S.ORDER, S.LABEL, "reason", "detail", "weight", "group"}
+    return [
+        f.name
+        for f in schema
+        if f.name not in skip
+        and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+        and not is_vector_type(f.type)
+    ]
+
+
+# -- the stage -----------------------------------------------------------------------------
+
+
+def select_to_run(
+    config: RunConfig,
+    engine: Engine,
+    indices: list[int],
+    version: Version,
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
+    """Decide every ingested row of ``indices`` and write the decisions into ``version``.
+
+    Returns the summary: ingested, kept and dropped rows (by reason),
+    whether weights were set, and the steps' details.
+    """
+    run = RunDir(config.run_path)
+    names = run.shard_names()
+    ranks = order_ranks(names)
+    with engine.watch(progress):
+        columns = selection_columns(config, score_schema(run, indices))
+        rows = score_rows(engine, run, indices, columns, ranks)
+        duplicates = duplicate_rows(engine, run, ranks) if config.dedup is not None else None
+        decided, steps = decide(rows, config, engine, names, duplicates)
+        try:
+            histograms = score_histograms(decided, numeric_columns(decided.schema))
+            written = decided.map_groups(
+                [S.SHARD], _WriteShards(version, config.seed), _SUMMARY_SCHEMA
+            ).to_table(max_rows=max(len(indices), 1))
+        finally:
+            decided.release()
+    counts, examples = _merge_summaries(written)
+    for index in sorted(set(indices) - set(written.column("shard").to_pylist())):
+        empty = S.SELECTION_SCHEMA.empty_table()  # a shard with no ingested row
+        write_parquet_atomic(empty, version.selection / shard_file(index))
+        write_parquet_atomic(S.DROPPED_SCHEMA.empty_table(), version.dropped / shard_file(index))
+    kept = counts.pop(KEPT, 0)
+    dropped = dict(sorted(counts.items()))
+    weighted = bool(make_selector(config.selector.name, config.selector.params).defines_weights)
+    summary = {
+        "ingested": int(sum(written.column("rows").to_pylist())),
+        "kept": kept,
+        "dropped": sum(dropped.values()),
+        "dropped_by_reason": dropped,
+        "weighted": weighted,
+        "steps": steps,
+    }
+    write_json_atomic(steps, version.steps)
+    write_json_atomic(
+        {
+            **{k: v for k, v in summary.items() if k != "steps"},
+            "histograms": histograms,
+            "examples": examples,
+        },
+        version.stats,
+    )
+    return summary
+
+
+def stored_stats(run: RunDir) -> dict[str, Any] | None:
+    """``stats.json`` of the published version (None before the first publication)."""
+    version = run.current()
+    return None if version is None else read_json_or(version.stats, None)
+
+
+# -- in memory (the Python API, notebooks, thresher eval) -------------------------------------
 
 
 def read_score_table(run: RunDir, columns: list[str] | None = None) -> pa.Table:
-    """The score table of a run in input order (sorted by shard, then row)."""
-    table = read_parquet_dir(run.scores, columns=columns)
-    return table.sort_by([(S.SHARD, "ascending"), (S.ROW, "ascending")])
+    """Every score shard of a run as one table in input order, with ``thresher_order``.
 
-
-def select(
-    config: RunConfig, scores: pa.Table, engine: Engine | None = None
-) -> tuple[Decisions, list[dict[str, Any]]]:
-    """Decide every row of ``scores`` (see module docstring). Returns decisions and step details.
-
-    ``engine`` runs steps with ``partitions``: in memory when it is None or
-    local, as Spark jobs over the run's score shards for the Spark engine
-    (``scores`` may then lack those steps' embedding columns).
+    For runs that fit in memory (the Python API, eval); the stages use frames.
     """
-    decisions = Decisions(scores.num_rows)
-    _drop_duplicate_ids(scores, decisions)
-    _drop_near_duplicates(config, scores, decisions)
-    steps = [
-        (step, make_selector(step.name, step.params)) for step in [*config.filters, config.selector]
-    ]
-    _drop_invalid_scores(scores, steps, decisions, engine, str(config.run_path))
-    details: list[dict[str, Any]] = []
-    for number, (step, selector) in enumerate(steps):
-        final = number == len(steps) - 1
-        active = decisions.active
-        subset = scores.take(pa.array(active))
-        with timed("selector"):  # benchmarks only (thresher.profiling); free when off
-            if step.partitions is not None:
-                chosen = _select_partitioned(config, number, step, selector, subset, engine)
-            else:
-                embeddings = (
-                    embedding_matrix(subset, step.embeddings)
-                    if selector.requires_embeddings
-                    else None
-                )
-                chosen = selector.select(
-                    subset,
-                    embeddings,
-                    step.budget,
-                    random_state=np.random.default_rng([config.seed, number]),
-                )
-        label = step_label(step, selector)
-        kept = np.zeros(active.size, dtype=bool)
-        kept[chosen.indices] = True
-        reason = f"not_selected:{label}" if final else f"filter:{label}"
-        decisions.drop(active[~kept], reason, _describe(step))
-        if final:
-            decisions.weight[active[chosen.indices]] = chosen.weights
-            decisions.group[active[chosen.indices]] = chosen.groups
-        details.append(
-            {
-                "step": label,
-                "role": "selector" if final else "filter",
-                "params": step.params,
-                "budget": step.budget,
-                "rows_in": int(active.size),
-                "kept": len(chosen),
-                "details": chosen.details,
-            }
+    from thresher.io.files import read_parquet
+
+    indices = sorted(run.shard_names())
+    files = [run.scores_shard(i) for i in indices if run.scores_shard(i).is_file()]
+    if not files:
+        from thresher.errors import RunStateError
+
+        raise RunStateError(f"{run.root} has no scores yet (run thresher score or run)")
+    add = AddOrder(order_ranks(run.shard_names()))
+    tables = []
+    for location in files:
+        available = read_schema(location).names
+        wanted = (
+            None
+            if columns is None
+            else [c for c in dict.fromkeys([*columns, S.SHARD, S.ROW]) if c in available]
         )
-    return decisions, details
+        tables.append(add(read_parquet(location, columns=wanted)))
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return table.sort_by(S.ORDER)
 
 
-def _select_partitioned(
-    config: RunConfig,
-    number: int,
-    step: SelectorConfig,
-    selector: Selector,
-    subset: pa.Table,
-    engine: Engine | None,
-) -> Selection:
-    """Run a step with ``partitions`` (thresher.stages.partitioned) on the engine."""
-    assert step.partitions is not None
-    label = [S.LABEL] if S.LABEL in subset.column_names else []
-    job = PartitionJob(
-        selector=selector,
-        budget=None
-        if step.budget is None
-        else resolve_budget(step.budget, subset.num_rows, selector=step.name),
-        clusters=step.partitions.clusters,
-        sample=step.partitions.sample,
-        iterations=step.partitions.iterations,
-        seed=config.seed,
-        step=number,
-        embeddings=step.embeddings,
-        columns=tuple(dict.fromkeys([*selector.score_columns(), *label])),
-    )
-    if engine is None:
-        return select_partitioned_local(job, subset, embedding_matrix(subset, step.embeddings))
-    embeddings = None if engine.remote_selection else embedding_matrix(subset, step.embeddings)
-    return engine.select_partitioned(job, subset, embeddings, str(config.run_path))
+def decide_table(
+    config: RunConfig, scores: pa.Table, run: RunDir | None = None
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Decisions for an in-memory score table (input order, with ``thresher_order``).
 
+    The same pipeline as the select stage (:func:`~thresher.stages.decide.decide`),
+    on the table; returns the selection table (``S.SELECTION_SCHEMA``, input
+    order) and the step details. With ``dedup`` configured, ``run``'s
+    clusters drop the duplicates.
+    """
+    from thresher.engines.local import LocalEngine
+    from thresher.frame import TableFrame
 
-def remote_vector_columns(config: RunConfig, engine: Engine | None) -> set[str]:
-    """Embedding columns only partitioned steps read: left on the executors by a Spark engine."""
-    if engine is None or not engine.remote_selection:
-        return set()
-    remote, local = set(), set()
-    for step in [*config.filters, config.selector]:
-        selector = make_selector(step.name, step.params)
-        if step.partitions is not None:
-            remote.add(step.embeddings)
-        elif selector.requires_embeddings:
-            local.add(step.embeddings)
-    return remote - local
-
-
-def minhash_columns(config: RunConfig) -> set[str]:
-    """Signature and content-hash columns of ``minhash`` scorers: no selection step reads them."""
-    return {
-        name
-        for scorer in config.scorers
-        if scorer.name == "minhash"
-        for name in (scorer.output_column, f"{scorer.output_column}_exact")
-    }
-
-
-def _describe(step: SelectorConfig) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in sorted(step.params.items()))
-    budget = "" if step.budget is None else f"; budget={step.budget}"
-    return f"{step.name}({params}){budget}"
-
-
-def _drop_duplicate_ids(scores: pa.Table, decisions: Decisions) -> None:
-    ids = scores.column(S.ID).to_pandas()
-    repeated = ids.duplicated(keep="first").to_numpy()
-    if not repeated.any():
-        return
-    frame = pd.DataFrame(
+    engine = LocalEngine(workers=1, driver_max_rows=max(scores.num_rows, 1))
+    names = run.shard_names() if run is not None else {}
+    duplicates = None
+    if config.dedup is not None and run is not None:
+        duplicates = duplicate_rows(engine, run, order_ranks(names))
+    decided, steps = decide(TableFrame.of(scores), config, engine, names, duplicates)
+    table = decided.to_table(max_rows=scores.num_rows).sort_by(S.ORDER)
+    keep = pc.is_null(table.column("reason"))
+    selection = pa.table(
         {
-            "id": ids,
-            "shard": scores.column(S.SHARD).to_numpy(),
-            "row": scores.column(S.ROW).to_numpy(),
-        }
-    )
-    first = frame.groupby("id", sort=False)[["shard", "row"]].transform("first")
-    for index in np.flatnonzero(repeated):
-        decisions.drop(
-            np.array([index]),
-            S.DUPLICATE_ID,
-            f"id first seen at shard {first['shard'].iat[index]} row {first['row'].iat[index]}",
-        )
-
-
-def _drop_near_duplicates(config: RunConfig, scores: pa.Table, decisions: Decisions) -> None:
-    """Drop every non-keeper of a duplicate cluster (``RUN_DIR/dedup/``) as ``duplicate``."""
-    if config.dedup is None:
-        return
-    from thresher.dedup import DUPLICATE
-    from thresher.dedup.spec import doc_key, read_clusters
-
-    run = RunDir(config.run_path)
-    try:
-        clusters = read_clusters(run.dedup, [S.SHARD, S.ROW, "keeper", "keeper_id"])
-    except FileNotFoundError:
-        raise RunStateError(f"{run.dedup}: no dedup result; run the dedup stage first") from None
-    dropped = clusters.filter(pc.invert(clusters.column("keeper")))
-    if dropped.num_rows == 0:
-        return
-    keys = doc_key(scores.column(S.SHARD).to_numpy(), scores.column(S.ROW).to_numpy())
-    wanted = doc_key(dropped.column(S.SHARD).to_numpy(), dropped.column(S.ROW).to_numpy())
-    rows = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
-    if keys.size == 0 or not np.array_equal(keys[rows], wanted):
-        raise RunStateError(
-            f"{run.dedup}: duplicate clusters name rows the scores lack; rerun dedup"
-        )
-    detail = np.array(
-        ["keeper=" + str(k) for k in dropped.column("keeper_id").to_pylist()], dtype=object
-    )
-    active = pd.isna(decisions.reason[rows])
-    decisions.drop(rows[active], DUPLICATE, detail[active])
-
-
-def _drop_invalid_scores(
-    scores: pa.Table,
-    steps: list[tuple[SelectorConfig, Selector]],
-    decisions: Decisions,
-    engine: Engine | None = None,
-    run_root: str | None = None,
-) -> None:
-    checked: set[str] = set()
-    for step, selector in steps:
-        columns = list(selector.score_columns())
-        if selector.requires_embeddings or step.partitions is not None:
-            columns.append(step.embeddings)
-        for column in columns:
-            if column in checked:
-                continue
-            if column not in scores.column_names:
-                if not (
-                    engine is not None
-                    and engine.remote_selection
-                    and step.partitions is not None
-                    and column == step.embeddings
-                    and run_root is not None
-                ):
-                    continue
-                bad = _remote_invalid_rows(scores, engine, run_root, column)
-            else:
-                bad = ~_finite_rows(scores.column(column))
-            checked.add(column)
-            bad_rows = np.flatnonzero(bad & pd.isna(decisions.reason))
-            if bad_rows.size:
-                decisions.drop(bad_rows, S.INVALID_SCORE, f"{column} is null, NaN or infinite")
-
-
-def _finite_rows(column: pa.ChunkedArray) -> NDArray[np.bool_]:
-    """True where a score (or every element of an embedding) is present and finite."""
-    if (
-        pa.types.is_list(column.type)
-        or pa.types.is_fixed_size_list(column.type)
-        or pa.types.is_large_list(column.type)
-    ):
-        return valid_vectors(column)  # vectorised: no Python loop over rows
-    values = column.to_numpy(zero_copy_only=False)
-    try:
-        numeric = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.asarray(pc.is_valid(column)).astype(bool)
-    return np.isfinite(numeric)
-
-
-def embedding_matrix(table: pa.Table, column: str) -> NDArray[np.float32]:
-    """An (n, d) float32 matrix from a list or fixed-size-list column."""
-    if column not in table.column_names:
-        raise ValueError(f"embedding column {column!r} not found; have {table.column_names}")
-    values = table.column(column).combine_chunks()
-    if table.num_rows == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    if pa.types.is_fixed_size_list(values.type):
-        flat = values.flatten().to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32).reshape(len(values), values.type.list_size)
-    return vector_matrix(values, column)  # vectorised; refuses ragged or null rows
-
-
-def _remote_invalid_rows(
-    scores: pa.Table, engine: Engine, run_root: str, column: str
-) -> NDArray[np.bool_]:
-    """Rows of ``scores`` whose vector (read by the engine, not the driver) is unusable."""
-    invalid = engine.invalid_vector_rows(run_root, column)
-    keys = scores.column(S.SHARD).to_numpy().astype(np.int64) << 40 | scores.column(
-        S.ROW
-    ).to_numpy().astype(np.int64)
-    bad_keys = invalid.column(S.SHARD).to_numpy().astype(np.int64) << 40 | invalid.column(
-        S.ROW
-    ).to_numpy().astype(np.int64)
-    return np.isin(keys, bad_keys)
-
-
-def selection_table(scores: pa.Table, decisions: Decisions) -> pa.Table:
-    """The selection table (``S.SELECTION_SCHEMA``): one row per row of ``scores``."""
-    return pa.table(
-        {
-            S.ID: scores.column(S.ID),
-            S.SHARD: scores.column(S.SHARD),
-            S.ROW: scores.column(S.ROW),
-            "keep": pa.array(pd.isna(decisions.reason)),
-            "weight": pa.array(decisions.weight),
-            "reason": pa.array(decisions.reason, pa.string()),
-            "detail": pa.array(decisions.detail, pa.string()),
-            "group": pa.array(decisions.group),
+            S.ID: table.column(S.ID).cast(pa.string()),
+            S.SHARD: table.column(S.SHARD).cast(pa.int32()),
+            S.ROW: table.column(S.ROW).cast(pa.int64()),
+            "keep": keep,
+            "weight": table.column("weight"),
+            "reason": table.column("reason"),
+            "detail": table.column("detail"),
+            "group": table.column("group"),
         },
         schema=S.SELECTION_SCHEMA,
     )
-
-
-def select_to_run(config: RunConfig, engine: Engine | None = None) -> dict[str, Any]:
-    """Run selection on the stored scores and write ``selection/`` and ``dropped/``.
-
-    Steps with ``partitions`` run on ``engine``; when it is None and the run
-    uses the Spark engine, a Spark engine is made here (on the running Spark
-    session if there is one, which is then left running).
-    """
-    run = RunDir(config.run_path)
-    owned: Engine | None = None
-    if engine is None and config.engine.kind == "spark" and _has_partitioned_step(config):
-        engine, owned = _spark_engine(config)
-    try:
-        remote = remote_vector_columns(config, engine) | minhash_columns(config)
-        columns = None
-        if remote:
-            names = pa.unify_schemas(
-                [pq.read_schema(f) for f in score_files(run)], promote_options="permissive"
-            ).names
-            columns = [name for name in names if name not in remote]
-        scores = read_score_table(run, columns)
-        decisions, details = select(config, scores, engine)
-    finally:
-        if owned is not None:
-            owned.close()
-    keep = pd.isna(decisions.reason)
-    selection = selection_table(scores, decisions)
-    # In input order, in row groups: each shard's materialisation reads only its own groups.
-    write_parquet_atomic(selection, run.selection / "selection.parquet", row_group_size=1 << 16)
-    dropped = selection.filter(pa.array(~keep)).select([S.ID, "reason", "detail"])
-    write_parquet_atomic(dropped.cast(S.DROPPED_SCHEMA), run.dropped / "dropped.parquet")
-    write_json_atomic(details, run.selection / "steps.json")
-    reasons = pd.Series(decisions.reason[~keep]).value_counts().sort_index()
-    return {
-        "ingested": scores.num_rows,
-        "kept": int(keep.sum()),
-        "dropped": int((~keep).sum()),
-        "dropped_by_reason": {str(k): int(v) for k, v in reasons.items()},
-        "weighted": bool(np.any(decisions.weight[keep] != 1.0)),
-        "steps": details,
-    }
-
-
-def _has_partitioned_step(config: RunConfig) -> bool:
-    return any(step.partitions is not None for step in [*config.filters, config.selector])
-
-
-def _spark_engine(config: RunConfig) -> tuple[Engine, Engine | None]:
-    """A Spark engine for partitioned steps, and itself again if it started the session."""
-    from pyspark import SparkContext
-
-    from thresher.engines import make_engine
-
-    running = SparkContext._active_spark_context is not None  # pyspark has no public test
-    engine = make_engine(config)
-    return engine, None if running else engine
+    return selection, steps

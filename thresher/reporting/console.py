@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
 from thresher.errors import RunStateError
-from thresher.io.files import read_json
-from thresher.report.data import build_funnel
+from thresher.io.files import read_json, read_json_or
+from thresher.io.fs import Location
+from thresher.reporting.data import build_funnel
 from thresher.run_dir import RunDir
 
 
-def render_inspect(run_dir: str | Path, console: Console, *, top: int = 10) -> None:
-    """Print the funnel (records left after each stage) and the ``top`` reasons by count."""
-    run = RunDir(Path(run_dir).resolve())
+def render_inspect(run_dir: str | Location, console: Console, *, top: int = 10) -> None:
+    """Print the funnel (records left after each stage) and the ``top`` reasons by count.
+
+    Reads only the manifest, the step details and the ingest markers, never a table.
+    """
+    run = RunDir(Location.of(run_dir))
     if not run.is_run_dir():
         raise RunStateError(f"{run.root} is not a thresher run directory (no _state/run.json)")
-    manifest = read_json(run.manifest) if run.manifest.is_file() else None
-    steps = read_json(run.selection / "steps.json") if manifest is not None else []
+    manifest = read_json_or(run.manifest, None)
+    version = run.current()
+    steps = read_json(version.steps) if manifest is not None and version is not None else []
     stats = run.stored_ingest_stats()
     funnel, n_input, kept = build_funnel(manifest, stats, steps)
 
@@ -64,7 +67,8 @@ def render_inspect(run_dir: str | Path, console: Console, *, top: int = 10) -> N
             ranked.add_row(reason, where, f"{count:,}", _share(count, n_input))
         console.print(ranked)
     if manifest is None:
-        scored = sum(1 for s in stats if run.scores_shard(int(s["index"])).is_dir())
+        present = {e.location.name for e in run.scores.list_files(recursive=False)}
+        scored = sum(1 for s in stats if run.scores_shard(int(s["index"])).name in present)
         console.print(
             f"not selected yet: {scored} of {len(stats)} shard(s) scored; "
             f"run `thresher select {run.root} --budget B`",

@@ -1,4 +1,4 @@
-"""Render a run's :class:`~thresher.report.data.ReportData` as one self-contained HTML page.
+"""Render a run's :class:`~thresher.reporting.data.ReportData` as one self-contained HTML page.
 
 ``write_report(run_dir)`` gathers, renders and writes ``report.html``
 atomically; ``thresher report RUN_DIR`` and the curate flow call it.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,10 @@ import pandas as pd
 from jinja2 import Environment
 
 from thresher.io.files import write_text_atomic
-from thresher.report import plots
-from thresher.report.data import ReportData, gather
-from thresher.report.template import STYLE, TEMPLATE
+from thresher.io.fs import Location
+from thresher.reporting import plots
+from thresher.reporting.data import ReportData, gather
+from thresher.reporting.template import STYLE, TEMPLATE
 from thresher.run_dir import RunDir
 
 _VERSION_KEYS = ("thresher", "python", "pyarrow", "pyspark", "prefect", "numpy", "pandas", "torch")
@@ -76,7 +76,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
             (k, v) for k, v in (manifest or {}).get("versions", {}).items() if k in _VERSION_KEYS
         ],
         **_scores_context(data),
-        "dedup": _dedup_context(data.clusters),
+        "dedup": _dedup_context(data.dedup),
         "steps": [_step_context(number, step) for number, step in enumerate(data.steps, 1)],
         "curve": _curve_context(data.eval_results, data.eval_summary),
         "examples": _examples_context(data),
@@ -84,16 +84,18 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
     return _environment().from_string(TEMPLATE).render(**context)
 
 
-def build_report(run_dir: str | Path, **options: Any) -> str:
+def build_report(run_dir: str | Location, **options: Any) -> str:
     """Gather and render the report of ``run_dir`` (options as in :func:`gather`)."""
     render_options = {k: options[k] for k in ("examples_per_reason", "text_limit") if k in options}
     return render(gather(run_dir, **options), **render_options)
 
 
-def write_report(run_dir: str | Path, output: str | Path | None = None, **options: Any) -> Path:
+def write_report(
+    run_dir: str | Location, output: str | Location | None = None, **options: Any
+) -> Location:
     """Write the report of ``run_dir`` to ``output`` (default ``RUN_DIR/report.html``)."""
-    run = RunDir(Path(run_dir).resolve())
-    target = Path(output) if output is not None else run.report
+    run = RunDir(run_dir)
+    target = Location.of(output) if output is not None else run.report
     write_text_atomic(build_report(run.root, **options), target)
     return target
 
@@ -115,67 +117,58 @@ def _cards(data: ReportData) -> list[dict[str, Any]]:
 
 
 def _scores_context(data: ReportData) -> dict[str, Any]:
-    frame = data.scores
-    if frame is None or frame.empty:
+    histograms = data.histograms
+    if not histograms:
         return {"score_plots": [], "score_table": [], "has_decisions": False}
-    keep = frame["keep"]
-    has_decisions = bool(keep.notna().any())
-    kept_mask = keep.fillna(False).astype(bool)
     table, figures = [], []
-    for column in data.score_columns:
-        values = pd.to_numeric(frame[column], errors="coerce").astype(float)
-        finite = values[np.isfinite(values)]
-        row = {
-            "column": column,
-            "min": _fmt(finite.min()) if len(finite) else "",
-            "median": _fmt(finite.median()) if len(finite) else "",
-            "max": _fmt(finite.max()) if len(finite) else "",
-        }
-        if has_decisions:
-            kept_values = finite[kept_mask.reindex(finite.index).to_numpy()]
-            dropped_values = finite[~kept_mask.reindex(finite.index).to_numpy()]
-            row["kept"] = _fmt(kept_values.median()) if len(kept_values) else ""
-            row["dropped"] = _fmt(dropped_values.median()) if len(dropped_values) else ""
-        table.append(row)
-        figures.append({"column": column, "uri": plots.score_histogram(values, keep, column)})
-    sampled = (
-        f"all {data.total_scored_rows:,} scored rows"
-        if data.sampled_rows >= data.total_scored_rows
-        else f"a uniform sample of {data.sampled_rows:,} of {data.total_scored_rows:,} scored rows"
-    )
+    for column, histogram in histograms.items():
+        kept, dropped = histogram["kept"], histogram["dropped"]
+        table.append(
+            {
+                "column": column,
+                "min": _fmt(histogram["min"]),
+                "median": _fmt(histogram["median"]),
+                "max": _fmt(histogram["max"]),
+                "kept": f"{sum(kept):,}",
+                "dropped": f"{sum(dropped):,}",
+            }
+        )
+        figures.append(
+            {
+                "column": column,
+                "uri": plots.score_histogram(histogram["edges"], kept, dropped, column),
+            }
+        )
+    counted = max(h["count"] for h in histograms.values())
     caption = (
-        f"Histograms of {sampled}; the horizontal range is the 0.5–99.5 percentile range "
-        "and values beyond it are counted in the edge bins."
+        f"Histograms of the {counted:,} scored rows with a finite value, kept and dropped "
+        "overlaid, counted where the data is (40 equal bins from the minimum to the "
+        "maximum); medians are interpolated within their bin."
     )
     return {
         "score_plots": figures,
         "score_table": table,
-        "has_decisions": has_decisions,
+        "has_decisions": True,
         "score_caption": caption,
     }
 
 
-def _dedup_context(clusters: pd.DataFrame | None) -> dict[str, Any] | None:
-    if clusters is None or clusters.empty:
+def _dedup_context(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not summary or not summary.get("clusters"):
         return None
-    documents = int(clusters["size"].sum())
-    summary = [
-        ("duplicate clusters", len(clusters)),
-        ("documents in clusters", documents),
-        ("duplicates removed (all but one keeper per cluster)", documents - len(clusters)),
-        ("largest cluster", int(clusters["size"].max())),
+    sizes = {int(k): int(v) for k, v in summary.get("cluster_sizes", {}).items()}
+    rows = [
+        ("duplicate clusters", summary["clusters"]),
+        ("documents in clusters", summary["clustered_documents"]),
+        ("duplicates removed (all but one keeper per cluster)", summary["duplicates"]),
+        ("largest cluster", max(sizes) if sizes else 0),
+        ("exact copies removed", summary.get("exact_removed", 0)),
+        ("near-duplicates removed", summary.get("near_removed", 0)),
     ]
-    for kind, group in clusters.groupby("kind", sort=True):
-        summary.append((f"{kind} clusters", len(group)))
-    summary += [
-        ("exact copies removed", int(clusters["exact_removed"].sum())),
-        ("near-duplicates removed", int(clusters["near_removed"].sum())),
-    ]
-    largest = clusters.sort_values(["size", "cluster"], ascending=[False, True]).head(10)
     return {
-        "summary": summary,
-        "plot": plots.cluster_size_plot(clusters["size"]),
-        "largest": largest.to_dict("records"),
+        "summary": rows,
+        "plot": plots.cluster_size_plot(sizes),
+        "largest": summary.get("largest_clusters", []),
     }
 
 

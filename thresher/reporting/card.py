@@ -3,9 +3,11 @@
 A YAML header (``configs`` pointing at the Parquet files, so the Hub and
 ``datasets`` find them) and sections: source, method and parameters,
 columns, counts, how to load it (pyarrow, pandas, polars, ``datasets``),
-and lineage (the manifest's config hash). Paths in the card are relative
-to the run directory, where the card lives: the load snippets work as
-written from there.
+and lineage (the manifest's config hash). The card names the published
+version's files (``versions/<v>/data/``, immutable); for a local run
+directory the paths are relative to it, where the card lives, and for a
+run directory on an object store they are full URIs, so the load snippets
+work as written.
 
 References
 ----------
@@ -16,18 +18,15 @@ YAML field), https://huggingface.co/docs/hub/datasets-cards.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from thresher.io import schema as S
-from thresher.io.files import read_json, write_text_atomic
+from thresher.io.files import data_files, read_json, read_schema, write_text_atomic
+from thresher.io.fs import Location
 from thresher.run_dir import RunDir
-
-DATA_GLOB = "data/*.parquet"
 
 
 def size_category(n: int) -> str:
@@ -41,10 +40,13 @@ def size_category(n: int) -> str:
     return "n>1B"
 
 
-def _header(manifest: dict[str, Any]) -> str:
+def _header(manifest: dict[str, Any], data: str) -> str:
     header = {
         "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": DATA_GLOB}]}
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": f"{data}*.parquet"}],
+            }
         ],
         "size_categories": [size_category(int(manifest["counts"]["kept"]))],
         "tags": ["thresher", "data-pruning"],
@@ -61,7 +63,7 @@ def _counts_table(rows: list[tuple[str, int]]) -> str:
 
 def _sources(manifest: dict[str, Any]) -> str:
     return "\n".join(
-        f"- `{i['path']}` ({i['format']}, {i['rows']:,} records, xxh3 `{i['xxh3_64']}`)"
+        f"- `{i['path']}` ({i['format']}, {i['rows']:,} records, xxh3 `{(i.get('content') or {}).get('xxh3_64', '?')}`)"
         for i in manifest["inputs"]
     )
 
@@ -137,44 +139,68 @@ PyTorch: `loss = (per_example_loss * weight).sum() / weight.sum()`.
 """
 
 
-def _load(weighted: bool) -> str:
+def _load(weighted: bool, data: str, root: str, local: bool) -> str:
     weight_line = (
         f'\nweights = df["{S.IMPORTANCE_WEIGHT}"]  # sample weights, see below\n'
         if weighted
         else ""
     )
+    where = (
+        "From this directory (the one holding this card):"
+        if local
+        else "From anywhere with read access to the bucket (pandas and `datasets` use fsspec: "
+        "`pip install s3fs` / `gcsfs`; a custom endpoint such as MinIO is read from "
+        "`AWS_ENDPOINT_URL`):"
+    )
+    latest = (
+        '`data/` is a link to the current version\'s data, so `pd.read_parquet("data/")` '
+        "also works here and follows later runs."
+        if local
+        else ""
+    )
     return f"""## Load it
 
-From this directory (the one holding this card):
+{where}
 
 ```python
 import pandas as pd
-df = pd.read_parquet("data/")
+df = pd.read_parquet("{data}")
 ```
 
 ```python
-import pyarrow.parquet as pq
-table = pq.read_table("data/")
+import pyarrow.dataset as ds
+table = ds.dataset("{data}", format="parquet").to_table()
 ```
 
 ```python
 import polars as pl
-df = pl.read_parquet("{DATA_GLOB}")
+df = pl.read_parquet("{data}*.parquet")
 ```
 
 ```python
 from datasets import load_dataset
-dataset = load_dataset("parquet", data_files="{DATA_GLOB}", split="train")
+dataset = load_dataset("parquet", data_files="{data}*.parquet", split="train")
 ```
 {weight_line}
-What was not kept is in `dropped/` (`id, reason, detail` for every dropped
-row: `pd.read_parquet("dropped/")`) and `quarantine/` (rows that could not be
-used at all, with the reason and the raw record).
+These files are version `{data.rstrip("/").split("/")[-2]}` of the run and never change.
+A later run publishes a new version and moves the pointer `{root}CURRENT` (a
+small JSON file naming the current version); `thresher.load_run("{root or "."}").data`
+follows it. {latest}
+
+What was not kept is in `{data[: -len("data/")]}dropped/` (`id, reason, detail` for
+every dropped row) and `{root}quarantine/` (rows that could not be used at all,
+with the reason and the raw record).
 """
 
 
-def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None) -> str:
-    """The card's Markdown from a run's manifest (and the pruned dataset's schema, if known)."""
+def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None, root: str = "") -> str:
+    """The card's Markdown from a run's manifest (and the pruned dataset's schema, if known).
+
+    ``root`` is the run directory's URI with a trailing slash for a run on
+    an object store, and empty for a local one (paths relative to the card).
+    """
+    data = f"{root}{manifest.get('data', 'data/')}"
+    local = not root
     counts = manifest["counts"]
     config = manifest["config"]
     weighted = bool(manifest.get("weighted"))
@@ -191,14 +217,14 @@ def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None) -> st
         f"{counts['quarantined']['total']:,}"
     )
     version = manifest.get("versions", {}).get("thresher") or "unknown"
-    return f"""{_header(manifest)}
+    return f"""{_header(manifest, data)}
 
 # Pruned dataset
 
 Selected by thresher from {len(manifest["inputs"])} input shard(s): {counts["kept"]:,} of
 {counts["input"]:,} input records kept ({counts["kept"] / max(counts["input"], 1):.1%}).
-Load it in one line from this directory: `pd.read_parquet("data/")` (pandas).
-The run report with plots is `report.html`.
+Load it in one line: `pd.read_parquet("{data}")` (pandas).
+The run report with plots is `{root}report.html`.
 
 ## Source
 
@@ -206,7 +232,7 @@ The run report with plots is `report.html`.
 
 ## Method and parameters
 
-Scores (one column per scorer in `scores/`):
+Scores (one column per scorer in `{root}scores/`):
 
 {_scorers(config)}
 
@@ -223,27 +249,30 @@ Seed `{manifest["seed"]}`, engine `{manifest["engine"]}`.
 
 {_counts_table(rows)}
 
-Every input record is kept, dropped (`dropped/`, with its reason) or quarantined
-(`quarantine/`, with its reason): {balance}.
+Every input record is kept, dropped (`dropped/` of the version, with its reason) or
+quarantined (`quarantine/`, with its reason): {balance}.
 
-{_load(weighted)}
+{_load(weighted, data, root, local)}
 ## Lineage
 
 Config hash `{manifest["config_hash"]}` (SHA-256 of the canonical JSON of the
 configuration), made by thresher {version} on {manifest["created"]}. The full
-configuration, input fingerprints and package versions are in `manifest.json`.
+configuration, input fingerprints and package versions are in `{root}manifest.json`.
 """
 
 
-def data_schema(run_dir: str | Path) -> pa.Schema | None:
+def data_schema(run_dir: str | Location) -> pa.Schema | None:
     """The schema of the published dataset (its first Parquet file), None if there is none."""
-    files = sorted(RunDir(Path(run_dir)).data.glob("*.parquet"))
-    return pq.read_schema(files[0]) if files else None
+    run = RunDir(run_dir)
+    version = run.current()
+    files = data_files(version.data) if version is not None else []
+    return read_schema(files[0]) if files else None
 
 
-def write_card(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> Path:
+def write_card(run_dir: str | Location, manifest: dict[str, Any] | None = None) -> Location:
     """Write ``RUN_DIR/README.md`` from the manifest and the published dataset."""
-    run = RunDir(Path(run_dir))
+    run = RunDir(run_dir)
     manifest = manifest if manifest is not None else read_json(run.manifest)
-    write_text_atomic(render_card(manifest, data_schema(run.root)), run.card)
+    root = "" if run.root.is_local else run.root.uri.rstrip("/") + "/"
+    write_text_atomic(render_card(manifest, data_schema(run.root), root), run.card)
     return run.card

@@ -1,12 +1,17 @@
 """What the report shows, gathered from a run directory (no rendering here).
 
-Each section reads its own input and is left out when that input does not
-exist: scores and selection (``scores/``, ``selection/``), duplicate
-clusters (``dedup/clusters.parquet``, TEAM contract 3), selector details
-(``selection/steps.json``, contract 4), the pruning curve
-(``eval/results.parquet``, contract 5). An optional input that exists but
-cannot be read becomes a visible note in the report rather than a failed
-run (the note names the file and the error).
+Nothing here reads a table row by row: the report of a run of a billion
+documents costs what the report of a thousand does. The statistics were
+computed where the data is and written as small files: the published
+version's ``stats.json`` (counts per reason, score histograms of kept and
+dropped rows, a few example rows per reason) and ``steps.json`` (each
+selection step's details), ``dedup/summary.json`` (cluster sizes, the
+largest clusters), ``eval/`` (the pruning curve). Only the example
+documents' texts are read, from the few shards that hold them.
+
+Each section is left out when its input does not exist; an optional input
+that exists but cannot be read becomes a visible note in the report rather
+than a failed run (the note names the file and the error).
 """
 
 from __future__ import annotations
@@ -14,24 +19,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from thresher import reasons as R
 from thresher.errors import RunStateError
-from thresher.io import schema as S
-from thresher.io.files import read_json
-from thresher.report import sampling
+from thresher.io.files import read_json, read_parquet
+from thresher.io.fs import Location
+from thresher.reporting import sampling
 from thresher.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Prefixes of drop reasons, in funnel order.
-DUPLICATE_REASONS = ("duplicate_id", "duplicate", "exact_duplicate")
+#: Drop reasons counted as duplicates in the funnel.
+DUPLICATE_REASONS = (R.DUPLICATE_ID, R.DUPLICATE)
 
 
 @dataclass
@@ -61,18 +65,15 @@ class Example:
 class ReportData:
     """Everything the report renders; ``None``/empty fields are sections left out."""
 
-    run_dir: Path
+    run_dir: Location
     manifest: dict[str, Any] | None
     shard_stats: list[dict[str, Any]]
     funnel: list[FunnelStep]
     input_count: int
     kept: int | None
-    scores: pd.DataFrame | None
-    score_columns: list[str]
-    sampled_rows: int
-    total_scored_rows: int
+    histograms: dict[str, dict[str, Any]]
     steps: list[dict[str, Any]]
-    clusters: pd.DataFrame | None
+    dedup: dict[str, Any] | None
     eval_results: pd.DataFrame | None
     eval_summary: pd.DataFrame | None
     examples: dict[str, list[Example]]
@@ -80,45 +81,35 @@ class ReportData:
 
 
 def gather(
-    run_dir: str | Path,
+    run_dir: str | Location,
     *,
-    max_rows: int = 200_000,
     examples_per_reason: int = 3,
     text_limit: int = 600,
     seed: int = 0,
 ) -> ReportData:
-    """Read what the report needs from ``run_dir``.
+    """Read what the report needs from ``run_dir`` (see module docstring).
 
     Parameters
     ----------
-    run_dir : path
+    run_dir : path or URI
         A thresher run directory (at least ingested).
-    max_rows : int
-        Most score rows read for the histograms; larger runs are sampled
-        uniformly (per shard), so the report's cost does not grow with the run.
     examples_per_reason : int
         Example documents shown per outcome (kept, each drop and quarantine reason).
     text_limit : int
         Characters of each example shown before it is cut.
     seed : int
-        Seed of the sampling (the same run gives the same report).
+        Kept for the API; the examples were chosen at selection (seeded by the run).
     """
-    run = RunDir(Path(run_dir).resolve())
+    run = RunDir(run_dir)
     if not run.is_run_dir():
         raise RunStateError(f"{run.root} is not a thresher run directory (no _state/run.json)")
     notes: list[str] = []
-    manifest = read_json(run.manifest) if run.manifest.is_file() else None
+    manifest = _optional(notes, run.manifest, read_json)
     shard_stats = run.stored_ingest_stats()
-    steps = _optional(notes, run.selection / "steps.json", read_json) or []
+    version = run.current()
+    steps = (_optional(notes, version.steps, read_json) if version else None) or []
+    stats = (_optional(notes, version.stats, read_json) if version else None) or {}
     funnel, input_count, kept = build_funnel(manifest, shard_stats, steps)
-
-    columns = sampling.score_columns(run)
-    total_scored = sum(
-        pq.ParquetFile(f).metadata.num_rows for f in sampling.parquet_files(run.scores)
-    )
-    scores = (
-        sampling.sample_scores(run, columns, max_rows, seed) if columns and total_scored else None
-    )
     return ReportData(
         run_dir=run.root,
         manifest=manifest,
@@ -126,22 +117,19 @@ def gather(
         funnel=funnel,
         input_count=input_count,
         kept=kept,
-        scores=scores,
-        score_columns=columns,
-        sampled_rows=0 if scores is None else len(scores),
-        total_scored_rows=total_scored,
+        histograms=stats.get("histograms", {}),
         steps=steps,
-        clusters=_optional(notes, run.dedup / "clusters.parquet", _read_clusters),
+        dedup=_optional(notes, run.dedup / "summary.json", read_json),
         eval_results=_optional(notes, run.eval / "results.parquet", _read_eval),
-        eval_summary=_optional(notes, run.eval / "summary.csv", pd.read_csv),
-        examples=_examples(run, examples_per_reason, text_limit, seed),
+        eval_summary=_optional(notes, run.eval / "summary.csv", _read_csv),
+        examples=_examples(run, stats.get("examples", {}), examples_per_reason, text_limit),
         notes=notes,
     )
 
 
-def _optional(notes: list[str], path: Path, read: Callable[[Path], T]) -> T | None:
+def _optional(notes: list[str], path: Location, read: Callable[[Location], T]) -> T | None:
     """``read(path)`` when the file exists; a note instead of a failure when it is unreadable."""
-    if not path.exists():
+    if not path.is_file():
         return None
     try:
         return read(path)
@@ -150,6 +138,12 @@ def _optional(notes: list[str], path: Path, read: Callable[[Path], T]) -> T | No
         logger.warning("report: %s", message)
         notes.append(message)
         return None
+
+
+def _read_csv(path: Location) -> pd.DataFrame:
+    import io
+
+    return pd.read_csv(io.BytesIO(path.read_bytes()))
 
 
 # -- funnel ------------------------------------------------------------------------
@@ -188,52 +182,23 @@ def build_funnel(
             remaining -= sum(removed.values())
             funnel.append(FunnelStep(stage, removed, remaining))
 
-    take("duplicates", lambda r: r.split(":")[0] in DUPLICATE_REASONS)
-    take("invalid scores", lambda r: r == S.INVALID_SCORE)
+    take("duplicates", lambda r: r in DUPLICATE_REASONS)
+    take("invalid scores", lambda r: r == R.INVALID_SCORE)
     for step in steps:
         if step.get("role") == "filter":
-            label = f"filter:{step['step']}"
-            take(f"filter {step['step']}", label.__eq__)
-    take("other filters", lambda r: r.startswith("filter:"))
-    take("not selected", lambda r: r.startswith(f"{S.NOT_SELECTED}:"))
+            take(f"filter {step['step']}", R.filtered(step["step"]).__eq__)
+    take("other filters", R.is_filter)
+    take("not selected", R.is_not_selected)
     take("other", lambda r: True)
     return funnel, n_input, int(manifest["counts"]["kept"])
 
 
-# -- optional inputs (contracts 3 and 5) -------------------------------------------
+# -- optional inputs -----------------------------------------------------------------
 
 
-def _read_clusters(path: Path) -> pd.DataFrame:
-    """One row per duplicate cluster (contract 3): ``cluster, size, kind, keeper_id``,
-    and its non-keepers by kind (``exact_removed``, ``near_removed``).
-
-    A cluster is ``exact`` when every member is a byte copy of its keeper,
-    else ``near``. ``path`` may be a Parquet file or a directory of them.
-    """
-    table = pq.read_table(
-        path, columns=["cluster", "cluster_size", "keeper", "keeper_id", "kind"]
-    ).to_pandas()
-    table["exact_removed"] = (~table["keeper"] & (table["kind"] == "exact")).astype(int)
-    table["near_removed"] = (~table["keeper"] & (table["kind"] != "exact")).astype(int)
-    table["all_exact"] = table["kind"] == "exact"
-    clusters = (
-        table.groupby("cluster", sort=True)
-        .agg(
-            size=("cluster_size", "max"),
-            all_exact=("all_exact", "all"),
-            keeper_id=("keeper_id", "first"),
-            exact_removed=("exact_removed", "sum"),
-            near_removed=("near_removed", "sum"),
-        )
-        .reset_index()
-    )
-    clusters["kind"] = np.where(clusters.pop("all_exact"), "exact", "near")
-    return clusters
-
-
-def _read_eval(path: Path) -> pd.DataFrame:
-    """The eval table (contract 5), checked for the columns the pruning curve needs."""
-    frame = pq.read_table(path).to_pandas()
+def _read_eval(path: Location) -> pd.DataFrame:
+    """The eval table, checked for the columns the pruning curve needs."""
+    frame = read_parquet(path).to_pandas()
     needed = {"selector", "fraction_kept", "accuracy"}
     missing = sorted(needed - set(frame.columns))
     if missing:
@@ -246,21 +211,29 @@ def _read_eval(path: Path) -> pd.DataFrame:
 # -- examples ----------------------------------------------------------------------
 
 
-def _examples(run: RunDir, per_reason: int, limit: int, seed: int) -> dict[str, list[Example]]:
-    """Example documents per outcome: ``kept``, each drop reason, ``quarantine:<reason>``."""
+def _examples(
+    run: RunDir, chosen: dict[str, list[dict[str, Any]]], per_reason: int, limit: int
+) -> dict[str, list[Example]]:
+    """Example documents per outcome: ``kept``, each drop reason, ``quarantine:<reason>``.
+
+    The rows were chosen at selection (the smallest seeded id hashes of each
+    outcome); only their texts are read here.
+    """
     shown: dict[str, list[Example]] = {}
-    rows = sampling.example_rows(run, per_reason, seed)
-    if len(rows):
-        texts = sampling.document_texts(run, rows, limit)
-        for record, text in zip(rows.to_dict("records"), texts, strict=True):
-            shown.setdefault(str(record["outcome"]), []).append(
-                Example(
-                    id=str(record[S.ID]),
-                    where=f"shard {record[S.SHARD]}, row {record[S.ROW]}",
-                    detail=_text(record.get("detail")),
-                    text=text,
-                )
+    rows = [
+        dict(r, outcome=outcome) for outcome, found in chosen.items() for r in found[:per_reason]
+    ]
+    texts = sampling.document_texts(run, rows, limit)
+    details = sampling.decision_details(run, rows)
+    for record, text, detail in zip(rows, texts, details, strict=True):
+        shown.setdefault(str(record["outcome"]), []).append(
+            Example(
+                id=str(record["id"]),
+                where=f"{sampling.shard_label(run, int(record['shard']))}, row {record['row']}",
+                detail=_text(detail),
+                text=text,
             )
+        )
     quarantined = sampling.quarantine_examples(run, per_reason, limit)
     for record in quarantined.to_dict("records"):
         shown.setdefault(f"quarantine:{record['reason']}", []).append(

@@ -77,10 +77,10 @@ def allocate(
     return counts
 
 
-def label_budgets(
-    codes: NDArray[np.int64], n_classes: int, budget: int, mode: LabelAllocation
+def class_budgets(
+    sizes: NDArray[np.integer[Any]], budget: int, mode: LabelAllocation
 ) -> NDArray[np.int64]:
-    """Per-class budgets for class-balanced selection.
+    """Per-class budgets for class-balanced selection, from the classes' sizes.
 
     ``proportional`` keeps the class frequencies of the input (stratified
     sampling); ``equal`` gives every class the same count, classes too small
@@ -88,6 +88,6 @@ def label_budgets(
     """
     if mode not in ("proportional", "equal"):
         raise ValueError(f"label_allocation must be 'proportional' or 'equal', got {mode!r}")
-    sizes = np.bincount(codes, minlength=n_classes).astype(np.int64)
-    weights = sizes.astype(np.float64) if mode == "proportional" else np.ones(n_classes)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    weights = sizes.astype(np.float64) if mode == "proportional" else np.ones(sizes.size)
     return allocate(budget, weights, sizes)

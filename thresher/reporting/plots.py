@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from thresher.report.data import FunnelStep
+from thresher.reporting.data import FunnelStep
 
 KEPT = "#2b8a3e"
 DROPPED = "#c92a2a"
@@ -83,53 +83,49 @@ def _bar_label(stage: str) -> str:
     return "selected" if stage == "not selected" else f"after {stage}"
 
 
-def score_histogram(values: pd.Series, keep: pd.Series, column: str, bins: int = 40) -> str:
-    """Histogram of one score, kept and dropped rows overlaid on the same bins.
-
-    The range is the 0.5-99.5 percentile range of the sample; values beyond
-    it are counted in the edge bins (the caption of the report says so).
-    """
-    finite = values[np.isfinite(values.to_numpy(dtype=float))]
+def score_histogram(edges: list[float], kept: list[int], dropped: list[int], column: str) -> str:
+    """Histogram of one score from its binned counts, kept and dropped rows overlaid."""
     figure, axes = _figure()
     with plt.rc_context(_STYLE):
-        if finite.empty:
+        bounds = np.asarray(edges, dtype=float)
+        widths = np.diff(bounds)
+        if not bounds.size or (sum(kept) + sum(dropped)) == 0:
             axes.text(0.5, 0.5, "no finite values", ha="center", transform=axes.transAxes)
         else:
-            low, high = np.percentile(finite, [0.5, 99.5])
-            if low == high:
-                low, high = low - 0.5, high + 0.5
-            edges = np.histogram_bin_edges(finite.clip(low, high), bins=bins, range=(low, high))
-            kept_mask = keep.reindex(finite.index).fillna(False).astype(bool).to_numpy()
-            clipped = finite.clip(low, high).to_numpy(dtype=float)
-            has_decisions = keep.notna().any()
-            if has_decisions:
-                axes.hist(
-                    clipped[~kept_mask], bins=edges, color=DROPPED, alpha=0.55, label="dropped"
-                )
-                axes.hist(clipped[kept_mask], bins=edges, color=KEPT, alpha=0.55, label="kept")
-                axes.legend(frameon=False)
-            else:
-                axes.hist(clipped, bins=edges, color=NEUTRAL, alpha=0.8, label="scored")
+            axes.bar(
+                bounds[:-1],
+                dropped,
+                width=widths,
+                align="edge",
+                color=DROPPED,
+                alpha=0.55,
+                label="dropped",
+            )
+            axes.bar(
+                bounds[:-1], kept, width=widths, align="edge", color=KEPT, alpha=0.55, label="kept"
+            )
+            axes.legend(frameon=False)
         axes.set_title(column)
         axes.set_xlabel(column)
-        axes.set_ylabel("documents (sample)")
+        axes.set_ylabel("documents")
     return to_data_uri(figure)
 
 
-def cluster_size_plot(sizes: pd.Series) -> str:
+def cluster_size_plot(sizes: dict[int, int]) -> str:
     """Number of duplicate clusters of each size (log-spaced bins past size 20)."""
     figure, axes = _figure()
     with plt.rc_context(_STYLE):
-        largest = int(sizes.max())
+        values = np.array(sorted(sizes), dtype=np.int64)
+        counts = np.array([sizes[v] for v in values.tolist()], dtype=np.int64)
+        largest = int(values.max()) if values.size else 2
         if largest <= 20:
-            counts = sizes.value_counts().sort_index()
-            axes.bar(counts.index.astype(int), counts.to_numpy(), color=NEUTRAL, width=0.8)
+            axes.bar(values, counts, color=NEUTRAL, width=0.8)
             axes.set_xticks(range(2, largest + 1))
         else:
             edges = np.unique(np.geomspace(2, largest + 1, num=25).astype(int))
-            axes.hist(sizes, bins=edges, color=NEUTRAL)
+            axes.hist(values, bins=edges, weights=counts, color=NEUTRAL)
             axes.set_xscale("log")
-        if sizes.value_counts().max() > 100:  # a long tail of rare large clusters
+        if counts.size and counts.max() > 100:  # a long tail of rare large clusters
             axes.set_yscale("log")
         else:
             axes.yaxis.set_major_locator(MaxNLocator(integer=True))

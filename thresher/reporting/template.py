@@ -121,7 +121,7 @@ split appear then.</div>{% endif %}
 <p class="caption">{{ score_caption }}</p>
 <table>
   <tr><th>score</th><th class="num">min</th><th class="num">median</th><th class="num">max</th>
-    {% if has_decisions %}<th class="num">median kept</th><th class="num">median dropped</th>{% endif %}</tr>
+    {% if has_decisions %}<th class="num">kept</th><th class="num">dropped</th>{% endif %}</tr>
   {% for row in score_table %}
   <tr><td><code>{{ row.column }}</code></td><td class="num">{{ row.min }}</td>
     <td class="num">{{ row.median }}</td><td class="num">{{ row.max }}</td>
@@ -145,9 +145,9 @@ split appear then.</div>{% endif %}
 <figure class="wide"><img class="plot" alt="duplicate cluster sizes" src="{{ dedup.plot }}"></figure>
 <h3>Largest clusters</h3>
 <table>
-  <tr><th class="num">cluster</th><th class="num">size</th><th>kind</th><th>keeper id</th></tr>
+  <tr><th class="num">cluster</th><th class="num">size</th><th>keeper id</th></tr>
   {% for row in dedup.largest %}<tr><td class="num">{{ row.cluster }}</td><td class="num">{{ row.size | num }}</td>
-    <td>{{ row.kind }}</td><td><code>{{ row.keeper_id }}</code></td></tr>{% endfor %}
+    <td><code>{{ row.keeper_id }}</code></td></tr>{% endfor %}
 </table>
 </section>
 {% endif %}

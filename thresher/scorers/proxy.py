@@ -17,9 +17,10 @@ from numpy.typing import NDArray
 
 from thresher.devices import resolve_device
 from thresher.errors import ScorerError
+from thresher.fitting import FitContext
 from thresher.io import schema as S
 from thresher.models.proxy import ProxyConfig, ProxyModel, fit_proxy, parse_proxy_config
-from thresher.scorers.base import FitContext, Scorer
+from thresher.scorers.base import Scorer
 
 if TYPE_CHECKING:
     import torch

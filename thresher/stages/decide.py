@@ -1,0 +1,395 @@
+"""Decisions: from the score rows to keep or drop, with a reason, for every ingested row.
+
+Order of decisions, each recorded as a reason on the rows it drops
+(:mod:`thresher.reasons`):
+
+1. ``duplicate_id``: a row whose id appeared earlier in input order;
+2. ``duplicate``: with ``dedup`` configured, a member of a duplicate cluster
+   that is not its keeper (detail ``keeper=<id of the kept document>``);
+3. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step reads;
+4. each filter in order (``filter:<name>(<score>)``);
+5. the selector, which meets the budget (``not_selected:<name>(<score>)``).
+
+Each step sees only the rows that survived the previous ones and draws its
+randomness from ``(seed, step number)``. Everything runs on a
+:class:`~thresher.frame.Frame` (on Spark, on the executors): duplicate ids
+by grouping on the id, dedup drops by a join, steps on scalar scores as
+exact rules from aggregates (:class:`~thresher.selectors.base.FrameSelector`),
+embedding steps with ``partitions`` per partition
+(:mod:`thresher.stages.partitioned`). Only an embedding step without
+``partitions`` gathers its rows on the driver, up to
+``engine.driver_max_rows``: the config check refuses it earlier for a
+larger corpus.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+
+from thresher import reasons as R
+from thresher.config import RunConfig, SelectorConfig
+from thresher.frame import Frame
+from thresher.io import schema as S
+from thresher.profiling import timed
+from thresher.selectors import Selector, make_selector
+from thresher.selectors.base import FrameSelector, Marks, resolve_budget
+from thresher.selectors.vectors import is_vector_type, valid_vectors, vector_matrix
+from thresher.stages.partitioned import KEPT_SCHEMA, PartitionJob, select_partitioned
+
+if TYPE_CHECKING:
+    from thresher.engines.base import Engine
+
+DECISION_FIELDS = [
+    pa.field("reason", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("weight", pa.float64()),
+    pa.field("group", pa.int64()),
+]
+_DETAIL = "_thresher_detail"
+_WEIGHT = "_thresher_weight"
+_GROUP = "_thresher_group"
+
+
+def step_label(step: SelectorConfig, selector: Selector) -> str:
+    columns = selector.score_columns()
+    return f"{step.name}({', '.join(columns)})" if columns else step.name
+
+
+def describe(step: SelectorConfig) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in sorted(step.params.items()))
+    budget = "" if step.budget is None else f"; budget={step.budget}"
+    return f"{step.name}({params}){budget}"
+
+
+def configured_steps(config: RunConfig) -> list[tuple[SelectorConfig, Selector]]:
+    return [(s, make_selector(s.name, s.params)) for s in [*config.filters, config.selector]]
+
+
+def needs_vectors(step: SelectorConfig, selector: Selector) -> bool:
+    return selector.requires_embeddings or step.partitions is not None
+
+
+# -- row-wise pieces (picklable: they run where the rows are) ------------------------------
+
+
+class _Start:
+    """Every row active: no reason, weight 1, no group."""
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        return (
+            table.append_column(DECISION_FIELDS[0], pa.nulls(n, pa.string()))
+            .append_column(DECISION_FIELDS[1], pa.nulls(n, pa.string()))
+            .append_column(DECISION_FIELDS[2], pa.array(np.ones(n)))
+            .append_column(DECISION_FIELDS[3], pa.array(np.full(n, -1, dtype=np.int64)))
+        )
+
+
+def _active(table: pa.Table) -> NDArray[np.bool_]:
+    return np.asarray(pc.is_null(table.column("reason")), dtype=bool)
+
+
+class _Active:
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return table.filter(pa.array(_active(table)))
+
+
+def _set(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), table.schema.field(name), values)
+
+
+def _drop(
+    table: pa.Table, rows: NDArray[np.bool_], reason: str, detail: str | pa.ChunkedArray | None
+) -> pa.Table:
+    """Give ``reason`` and ``detail`` (one value, or one per row) to the active ``rows``."""
+    rows = rows & _active(table)
+    if not rows.any():
+        return table
+    mask = pa.array(rows)
+    reasons = table.column("reason").combine_chunks()
+    table = _set(table, "reason", pc.if_else(mask, pa.scalar(reason, pa.string()), reasons))
+    if isinstance(detail, pa.ChunkedArray):
+        given: Any = detail.combine_chunks().cast(pa.string())
+    else:
+        given = pa.scalar(detail, pa.string())
+    details = table.column("detail").combine_chunks()
+    return _set(table, "detail", pc.if_else(mask, given, details))
+
+
+class _FirstOfId:
+    """For rows grouped by id: the later occurrences (input order), with the first one's place."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self.names = names
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        table = table.sort_by([(S.ID, "ascending"), (S.ORDER, "ascending")])
+        ids = table.column(S.ID).to_numpy(zero_copy_only=False)
+        if ids.size == 0:
+            return _DUPLICATE_SCHEMA.empty_table()
+        later = np.zeros(ids.size, dtype=bool)
+        later[1:] = ids[1:] == ids[:-1]
+        first = np.maximum.accumulate(np.where(~later, np.arange(ids.size), 0))
+        rows = np.flatnonzero(later)
+        shards = table.column(S.SHARD).to_numpy()
+        positions = table.column(S.ROW).to_numpy()
+        detail = [
+            f"id first seen at shard {self.names.get(int(shards[f]), shards[f])} row {positions[f]}"
+            for f in first[rows].tolist()
+        ]
+        return pa.table(
+            {
+                S.ORDER: pa.array(table.column(S.ORDER).to_numpy()[rows], pa.int64()),
+                _DETAIL: pa.array(detail, pa.string()),
+            },
+            schema=_DUPLICATE_SCHEMA,
+        )
+
+
+_DUPLICATE_SCHEMA = pa.schema([pa.field(S.ORDER, pa.int64()), pa.field(_DETAIL, pa.string())])
+
+
+class _DropJoined:
+    """Drop the active rows a left join matched (``_thresher_detail`` set), with that detail."""
+
+    def __init__(self, reason: str, schema: pa.Schema) -> None:
+        self.reason = reason
+        self.schema = schema
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        matched = np.asarray(pc.is_valid(table.column(_DETAIL)), dtype=bool)
+        return _drop(table, matched, self.reason, table.column(_DETAIL)).select(self.schema.names)
+
+
+class _DropInvalid:
+    """Drop active rows whose value in any of ``columns`` is null, NaN or infinite."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        for column in self.columns:
+            bad = ~finite_rows(table.column(column))
+            if bad.any():
+                table = _drop(table, bad, R.INVALID_SCORE, f"{column} is null, NaN or infinite")
+        return table
+
+
+def finite_rows(column: pa.ChunkedArray | pa.Array) -> NDArray[np.bool_]:
+    """True where a score (or every element of an embedding) is present and finite."""
+    if is_vector_type(column.type):
+        return valid_vectors(column)
+    values = column.to_numpy(zero_copy_only=False)
+    try:
+        numeric = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.asarray(pc.is_valid(column), dtype=bool)
+    return np.isfinite(numeric)
+
+
+class _ApplyMarks:
+    """A step's rule on the active rows: the others keep; the rest drop with the step's reason."""
+
+    def __init__(self, marks: Marks, reason: str, detail: str, final: bool) -> None:
+        self.marks = marks
+        self.reason = reason
+        self.detail = detail
+        self.final = final
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        active = _active(table)
+        if not active.any():
+            return table
+        rows = np.flatnonzero(active)
+        keep, weight, group = self.marks(table.take(pa.array(rows)))
+        dropped = np.zeros(table.num_rows, dtype=bool)
+        dropped[rows[~keep]] = True
+        table = _drop(table, dropped, self.reason, self.detail)
+        if self.final:
+            table = _set_kept(table, rows[keep], weight[keep], group[keep])
+        return table
+
+
+class _ApplyKept:
+    """A step's kept rows (joined in as weight/group columns) on the active rows."""
+
+    def __init__(self, reason: str, detail: str, final: bool, schema: pa.Schema) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.final = final
+        self.schema = schema
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        kept = np.asarray(pc.is_valid(table.column(_WEIGHT)), dtype=bool)
+        table = _drop(table, ~kept, self.reason, self.detail)
+        if self.final:
+            rows = np.flatnonzero(kept & _active(table))
+            weights = table.column(_WEIGHT).to_numpy(zero_copy_only=False)[rows]
+            groups = table.column(_GROUP).to_numpy(zero_copy_only=False)[rows]
+            table = _set_kept(table, rows, weights, groups)
+        return table.select(self.schema.names)
+
+
+def _set_kept(
+    table: pa.Table, rows: NDArray[np.int64], weights: NDArray[Any], groups: NDArray[Any]
+) -> pa.Table:
+    weight = table.column("weight").to_numpy().copy()
+    group = table.column("group").to_numpy().copy()
+    weight[rows] = np.asarray(weights, dtype=np.float64)
+    group[rows] = np.asarray(groups, dtype=np.int64)
+    table = _set(table, "weight", pa.array(weight))
+    return _set(table, "group", pa.array(group))
+
+
+# -- the pipeline --------------------------------------------------------------------------
+
+
+def decide(
+    rows: Frame,
+    config: RunConfig,
+    engine: Engine,
+    shard_names: dict[int, str],
+    duplicates: Frame | None,
+) -> tuple[Frame, list[dict[str, Any]]]:
+    """Decide every row (see module docstring); returns the rows with decisions, and step details.
+
+    ``rows`` has ``id``, positions, ``thresher_order``, the label and the
+    columns the steps read; ``duplicates`` (the non-keepers of the dedup
+    clusters: ``thresher_order`` and their detail) is None without dedup.
+    """
+    schema = pa.schema([*rows.schema, *DECISION_FIELDS])
+    start = rows.map_batches(_Start(), schema).cache()
+    repeated = start.select([S.ID, S.ORDER, S.SHARD, S.ROW]).map_groups(
+        [S.ID], _FirstOfId(shard_names), _DUPLICATE_SCHEMA
+    )
+    frame = start.join(repeated, [S.ORDER], "left").map_batches(
+        _DropJoined(R.DUPLICATE_ID, schema), schema
+    )
+    if duplicates is not None:
+        frame = frame.join(duplicates, [S.ORDER], "left").map_batches(
+            _DropJoined(R.DUPLICATE, schema), schema
+        )
+    steps = configured_steps(config)
+    read: list[str] = []
+    for step, selector in steps:
+        read += selector.score_columns()
+        if needs_vectors(step, selector):
+            read.append(step.embeddings)
+    checked = [c for c in dict.fromkeys(read) if c in schema.names]
+    frame = frame.map_batches(_DropInvalid(checked), schema).cache()
+    frame.count()  # computed once, so that the start rows can be let go
+    start.release()
+
+    details: list[dict[str, Any]] = []
+    for number, (step, selector) in enumerate(steps):
+        final = number == len(steps) - 1
+        label = step_label(step, selector)
+        reason = R.not_selected(label) if final else R.filtered(label)
+        active = frame.map_batches(_Active(), schema)
+        rows_in = active.count()
+        random_state = np.random.default_rng([config.seed, number])
+        with timed("selector"):  # benchmarks only (thresher.profiling); free when off
+            if step.partitions is None and isinstance(selector, FrameSelector):
+                marks = selector.select_frame(active, step.budget, random_state=random_state)
+                chosen = frame.map_batches(
+                    _ApplyMarks(marks, reason, describe(step), final), schema
+                )
+                step_details = marks.details
+            else:
+                kept, step_details = _kept_rows(
+                    active, rows_in, config, number, step, selector, engine, random_state
+                )
+                joined = frame.join(_as_kept_columns(kept), [S.ORDER], "left")
+                chosen = joined.map_batches(
+                    _ApplyKept(reason, describe(step), final, schema), schema
+                )
+            chosen = chosen.cache()
+            survivors = chosen.map_batches(_Active(), schema).count()
+        frame.release()
+        frame = chosen
+        details.append(
+            {
+                "step": label,
+                "role": "selector" if final else "filter",
+                "params": step.params,
+                "budget": step.budget,
+                "rows_in": int(rows_in),
+                "kept": int(survivors),
+                "details": step_details,
+            }
+        )
+    return frame, details
+
+
+_KEPT_COLUMNS = pa.schema(
+    [pa.field(S.ORDER, pa.int64()), pa.field(_WEIGHT, pa.float64()), pa.field(_GROUP, pa.int64())]
+)
+
+
+def _as_kept_columns(kept: Frame) -> Frame:
+    return kept.map_batches(
+        lambda t: pa.table(
+            {S.ORDER: t.column(S.ORDER), _WEIGHT: t.column("weight"), _GROUP: t.column("group")},
+            schema=_KEPT_COLUMNS,
+        ),
+        _KEPT_COLUMNS,
+    )
+
+
+def _kept_rows(
+    active: Frame,
+    rows_in: int,
+    config: RunConfig,
+    number: int,
+    step: SelectorConfig,
+    selector: Selector,
+    engine: Engine,
+    random_state: np.random.Generator,
+) -> tuple[Frame, dict[str, Any]]:
+    """The kept rows of an embedding step: per partition, or gathered on the driver."""
+    label = [S.LABEL] if S.LABEL in active.schema.names else []
+    columns = tuple(dict.fromkeys([*selector.score_columns(), *label]))
+    budget = (
+        None if step.budget is None else resolve_budget(step.budget, rows_in, selector=step.name)
+    )
+    if step.partitions is not None:
+        job = PartitionJob(
+            selector=selector,
+            budget=budget,
+            clusters=step.partitions.clusters,
+            sample=step.partitions.sample,
+            iterations=step.partitions.iterations,
+            seed=config.seed,
+            step=number,
+            embeddings=step.embeddings,
+            columns=columns,
+        )
+        return select_partitioned(active, job, rows_in)
+    needed = list(dict.fromkeys([S.ID, S.ORDER, *columns, step.embeddings]))
+    try:
+        table = active.select(needed).to_table(max_rows=engine.driver_max_rows)
+    except ValueError as error:
+        raise ValueError(
+            f"{step.name}: {error}; add `partitions` to this step to run it where the data is"
+        ) from None
+    table = table.sort_by(S.ORDER)
+    matrix = (
+        vector_matrix(table.column(step.embeddings), step.embeddings) if table.num_rows else None
+    )
+    chosen = selector.select(
+        table.drop_columns([step.embeddings]), matrix, budget, random_state=random_state
+    )
+    kept = pa.table(
+        {
+            S.ORDER: pa.array(table.column(S.ORDER).to_numpy()[chosen.indices], pa.int64()),
+            "weight": pa.array(chosen.weights, pa.float64()),
+            "group": pa.array(chosen.groups, pa.int64()),
+        },
+        schema=KEPT_SCHEMA,
+    )
+    return engine.from_table(kept), chosen.details

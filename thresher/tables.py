@@ -1,0 +1,63 @@
+"""Arrow table helpers: conforming a table to a schema, joining tables of any column types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def conform_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order: missing ones null, others cast."""
+    if table.schema.equals(schema):
+        return table
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str) -> pa.Table:
+    """A join of two tables whose other columns may be of any type (lists, binaries).
+
+    Only the keys and row numbers go through Arrow's hash join; the rows are
+    then taken by number, in left-row order (then right-row order).
+    """
+    keys = list(on)
+    left_index = left.select(keys).append_column("__left", pa.array(np.arange(left.num_rows)))
+    right_index = right.select(keys).append_column("__right", pa.array(np.arange(right.num_rows)))
+    kind = {
+        "inner": "inner",
+        "left": "left outer",
+        "left_anti": "left anti",
+        "left_semi": "left semi",
+    }[how]
+    joined = left_index.join(right_index, keys=keys, join_type=kind, use_threads=False)
+    if how in ("left_anti", "left_semi"):
+        rows = np.sort(joined.column("__left").to_numpy())
+        return left.take(pa.array(rows))
+    joined = joined.sort_by([("__left", "ascending"), ("__right", "ascending")])
+    left_rows = joined.column("__left")
+    right_rows = joined.column("__right")
+    out = left.take(left_rows)
+    clash = sorted((set(right.column_names) - set(keys)) & set(left.column_names))
+    if clash:
+        raise ValueError(f"join: both sides have the column(s) {clash}")
+    for name in right.column_names:
+        if name in keys:
+            continue
+        out = out.append_column(right.schema.field(name), right.column(name).take(right_rows))
+    return out
+
+
+def without_nulls_mask(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """True where ``column`` is set (booleans: where it is true)."""
+    if pa.types.is_boolean(column.type):
+        return np.asarray(pc.fill_null(column, False), dtype=bool)
+    return np.asarray(pc.is_valid(column), dtype=bool)

@@ -22,7 +22,6 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
-import pyarrow as pa
 import pytest
 
 from thresher.config import RunConfig, parse_config
@@ -48,6 +47,39 @@ def spark() -> Iterator[Any]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_engine(spark: Any) -> Any:
+    """A Spark engine on the shared session (it never stops the session it did not start)."""
+    from thresher.config import SparkConfig
+    from thresher.engines.spark import SparkEngine
+
+    engine = SparkEngine(SparkConfig(master="local[2]"))
+    assert engine.spark is spark
+    return engine
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-protocol server (moto) on 127.0.0.1 for the whole session, in its own process.
+
+    Its endpoint and credentials are set the standard way (``AWS_ENDPOINT_URL``...)
+    in this process's environment, so every store thresher opens reaches it.
+    """
+    from tests.helpers.s3 import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        before = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        try:
+            yield server
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -86,14 +118,3 @@ def make_config(tmp_path: Path, small_corpus: Path) -> Callable[..., RunConfig]:
         return parse_config(data, base_dir=tmp_path)
 
     return build
-
-
-def text_batch(texts: list[str | None], labels: list[str] | None = None) -> pa.RecordBatch:
-    """A canonical batch (id, text[, label]) for scorer tests."""
-    columns = {
-        "id": pa.array([f"d{i}" for i in range(len(texts))]),
-        "text": pa.array(texts, pa.string()),
-    }
-    if labels is not None:
-        columns["label"] = pa.array(labels)
-    return pa.RecordBatch.from_pydict(columns)

@@ -94,17 +94,29 @@ class DedupSpec:
 
 def cluster_files(run: RunDir) -> list[Location]:
     """The files of the current clusters table, as the dedup summary names them."""
-    summary = read_json_or(run.dedup / SUMMARY_FILE, None)
+    return summary_files(run.dedup)
+
+
+def summary_files(directory: Location) -> list[Location]:
+    """The clusters files named by ``directory/summary.json`` (or by a summary given)."""
+    summary = read_json_or(directory / SUMMARY_FILE, None)
     if summary is None:
         from thresher.errors import RunStateError
 
-        raise RunStateError(f"{run.dedup}: no dedup result; run the dedup stage first")
-    return [run.dedup / name for name in summary.get("files", [])]
+        raise RunStateError(f"{directory}: no dedup result; run the dedup stage first")
+    return [directory / name for name in summary.get("files", [])]
 
 
-def read_clusters(run: RunDir, columns: list[str] | None = None) -> pa.Table:
-    """The whole clusters table in input order (tests and small runs; stages use frames)."""
-    files = cluster_files(run)
+def read_clusters(
+    run: RunDir | None = None,
+    columns: list[str] | None = None,
+    *,
+    files: list[Location] | None = None,
+) -> pa.Table:
+    """The whole clusters table (by cluster, then position): tests and small runs only."""
+    if files is None:
+        assert run is not None
+        files = cluster_files(run)
     if not files:
         return (
             CLUSTERS_SCHEMA.empty_table()

@@ -48,7 +48,7 @@ from thresher.io import schema as S
 from thresher.io.files import read_json, write_json_atomic
 from thresher.io.fs import FileEntry
 from thresher.io.ingest import ingest_shard
-from thresher.io.shards import Shard, detect_format, shard_name
+from thresher.io.shards import numbered_shards
 from thresher.models.proxy import label_key
 
 TRUE_LABEL = "eval_true_label"
@@ -164,17 +164,7 @@ def read_labelled(
     ``quarantined`` (by reason), ``unlabelled``, and the files' fingerprints.
     """
     files = _files(input_config, run, what)
-    shards = [
-        Shard(
-            index,
-            entry.location.uri,
-            shard_name(entry.location, run.base),
-            detect_format(entry.location.name, input_config.format),
-            entry.fingerprint(),
-            entry.location.options,
-        )
-        for index, entry in enumerate(files)
-    ]
+    shards = numbered_shards(files, run.base, input_config.format)
     columns = canonical_columns(run.schema_)
     parts: list[pa.Table] = []
     quarantined: dict[str, int] = {}

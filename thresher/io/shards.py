@@ -17,6 +17,8 @@ run over a large corpus reads no byte of an unchanged input.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -101,6 +103,35 @@ def shard_name(location: Location, base: Location) -> str:
         return location.uri
 
 
+def numbered_shards(
+    files: Sequence[FileEntry | Location | str | os.PathLike[str]],
+    base: Location | str | os.PathLike[str],
+    forced_format: str = "auto",
+) -> list[Shard]:
+    """Shards keyed by their position in name order, for readers without a run's registry.
+
+    (A run keys its shards through :class:`ShardRegistry`; eval splits and
+    tools that read a fixed list of files use this.)
+    """
+    root = Location.of(base)
+    entries = [
+        f if isinstance(f, FileEntry) else (Location.of(f).info() or FileEntry(Location.of(f), 0, None))
+        for f in files
+    ]
+    named = sorted(entries, key=lambda e: shard_name(e.location, root))
+    return [
+        Shard(
+            index,
+            entry.location.uri,
+            shard_name(entry.location, root),
+            detect_format(entry.location.name, forced_format),
+            entry.fingerprint(),
+            entry.location.options,
+        )
+        for index, entry in enumerate(named)
+    ]
+
+
 class ShardRegistry:
     """The run's shard keys by name (``_state/shards.json``): assigned once, never reused."""
 
@@ -153,6 +184,13 @@ class ShardRegistry:
                 )
             )
         return shards, added
+
+    def record(self, shards: Sequence[Shard], run_id: str = "") -> None:
+        """Add shards whose keys were given elsewhere (:func:`numbered_shards`)."""
+        for shard in shards:
+            self.entries.setdefault(
+                shard.name, {"index": shard.index, "name": shard.name, "added_by": run_id}
+            )
 
     def save(self) -> None:
         ordered = sorted(self.entries.values(), key=lambda e: int(e["index"]))

@@ -38,6 +38,7 @@ from thresher.dedup.steps import (
 from thresher.errors import ConfigError
 from thresher.io import schema as S
 from thresher.io.files import read_json_or, read_schema, write_json_atomic
+from thresher.io.fs import Location
 from thresher.io.shards import order_ranks
 from thresher.keys import json_digest
 from thresher.run_dir import RunDir
@@ -110,15 +111,14 @@ def dedup_to_run(
         return {**stored, "reused": True}
     spec = dedup_spec(config)
     result = f"result-{uuid.uuid4().hex[:8]}"
-    scratch = run.staging / f"dedup-{uuid.uuid4().hex[:8]}"
     with engine.watch(progress):
-        try:
-            summary = _deduplicate(
-                engine, run, shard_indices, spec, order_ranks(names), result, scratch
-            )
-        finally:
-            scratch.delete_tree()
-    summary = {**summary, "key": key, "spec": spec.to_dict(), "engine": engine.kind}
+        summary = deduplicate(engine, run, shard_indices, spec, run.dedup / result)
+    summary = {
+        **summary,
+        "files": [f"{result}/{name}" for name in summary["files"]],
+        "key": key,
+        "spec": spec.to_dict(),
+    }
     write_json_atomic(summary, summary_path)
     for child in run.dedup.children():  # the previous result, now unnamed
         if child.name != result and child.name != SUMMARY_FILE:
@@ -126,15 +126,31 @@ def dedup_to_run(
     return {**summary, "reused": False}
 
 
+def deduplicate(
+    engine: Engine, run: RunDir, shard_indices: list[int], spec: DedupSpec, out: Location
+) -> dict[str, Any]:
+    """Find the duplicate clusters of the scored shards; write the clusters table under ``out``.
+
+    Returns the summary: counts, the LSH parameters, cluster sizes and the
+    largest clusters, and ``files``, the clusters table's files relative to
+    ``out`` (what a reader must read; nothing else under ``out`` counts).
+    """
+    scratch = run.staging / f"dedup-{uuid.uuid4().hex[:8]}"
+    try:
+        return _deduplicate(engine, run, shard_indices, spec, out, scratch)
+    finally:
+        scratch.delete_tree()
+
+
 def _deduplicate(
     engine: Engine,
     run: RunDir,
     shard_indices: list[int],
     spec: DedupSpec,
-    ranks: Any,
-    result: str,
-    scratch: Any,
+    out: Location,
+    scratch: Location,
 ) -> dict[str, Any]:
+    ranks = order_ranks(run.shard_names())
     files = [run.scores_shard(i) for i in sorted(shard_indices)]
     available = pa.unify_schemas([read_schema(f) for f in files], promote_options="permissive")
     columns = list(
@@ -178,7 +194,7 @@ def _deduplicate(
         clusters = components.join(members_meta, ["doc"], "inner").map_groups(
             ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
         )
-        written = clusters.write(run.dedup / result / "clusters")
+        written = clusters.write(out / "clusters")
         cluster_stats = _cluster_statistics(engine, written)
     finally:
         docs.release()
@@ -190,7 +206,8 @@ def _deduplicate(
         "lsh": describe(spec.threshold, spec.bands, spec.rows).to_dict(),
         **counters,
         **cluster_stats,
-        "files": [f.relative_to(run.dedup) for f in written],
+        "engine": engine.kind,
+        "files": [f.relative_to(out) for f in written],
     }
 
 

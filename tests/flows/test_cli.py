@@ -1,0 +1,167 @@
+"""The command line: every command, help with examples, clear errors with exit status 2.
+
+In-process tests use typer's CliRunner under the session's Prefect test
+server; the exit-status tests of `main()` (errors raised before a command
+runs) use a subprocess.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.helpers.curated_run import collect_flow_log, curated_run, hostile_corpus, run_config
+from thresher.cli import app
+from thresher.io.files import read_json
+
+COMMANDS = ("run", "score", "select", "report", "eval", "inspect", "validate")
+
+
+def _thresher(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "thresher", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_help_lists_every_command_with_examples() -> None:
+    code, output = invoke("--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert command in output
+        code, text = invoke(command, "--help")
+        assert code == 0 and "Example" in text, command
+
+
+def test_validate_reports_unknown_scorer_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "run_dir: r\ninput: {paths: ['*.jsonl']}\nscorers: [{name: perplexityy}]\n",
+        encoding="utf-8",
+    )
+    result = _thresher("validate", str(config))
+    assert result.returncode == 2
+    assert "unknown scorer 'perplexityy'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_reports_missing_input_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text("run_dir: r\ninput: {paths: ['absent/*.jsonl']}\n", encoding="utf-8")
+    result = _thresher("run", str(config))
+    assert result.returncode == 2
+    assert "absent/*.jsonl" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_validate_accepts_the_example_config(small_corpus: Path, tmp_path: Path) -> None:
+    example = (Path(__file__).parents[1] / "examples" / "curate.yaml").read_text(encoding="utf-8")
+    (tmp_path / "sample_corpus").symlink_to(small_corpus)
+    (tmp_path / "curate.yaml").write_text(example, encoding="utf-8")
+    result = _thresher("validate", str(tmp_path / "curate.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "4 input file(s)" in result.stderr
+
+
+def test_eval_reports_a_missing_config_with_exit_2(tmp_path: Path) -> None:
+    code, output = invoke("eval", str(tmp_path / "eval.yaml"))
+    assert code == 2 and "config file not found" in output
+
+
+def test_inspect_prints_the_funnel_and_top_reasons(
+    tmp_path_factory: pytest.TempPathFactory, small_corpus: Path, prefect_server: None
+) -> None:
+    run_dir = curated_run(tmp_path_factory, small_corpus)
+    counts = read_json(run_dir / "manifest.json")["counts"]
+    code, output = invoke("inspect", str(run_dir), "--top", "3")
+    assert code == 0
+    assert "quarantine" in output and "not selected" in output and "selected" in output
+    assert f"{counts['kept']:,}" in output and f"{counts['input']:,}" in output
+    ranked = output.split("Top 3 reasons")[1]
+    assert ranked.index("not_selected:random") < ranked.index("filter:threshold(alpha_fracti")
+    assert "report: " in output
+
+
+def test_user_errors_exit_2_with_one_line(
+    tmp_path_factory: pytest.TempPathFactory, small_corpus: Path, prefect_server: None
+) -> None:
+    run_dir = curated_run(tmp_path_factory, small_corpus)
+    cases = [
+        (("select", str(run_dir.parent / "absent")), "does not exist"),
+        (("select", str(run_dir), "--budget", "half"), "--budget must be a count"),
+        (("select", str(run_dir), "--budget", "2.5"), "a fraction budget must be in (0, 1]"),
+        (("select", str(run_dir), "--selector", "nope"), "unknown selector 'nope'"),
+        (("select", str(run_dir), "--param", "oops"), "KEY=VALUE"),
+        (("select", str(small_corpus)), "not a thresher run directory"),
+        (("inspect", str(small_corpus)), "not a thresher run directory"),
+        (("report", str(small_corpus)), "not a thresher run directory"),
+        (("run", str(run_dir), "--engine", "gpu"), "--engine must be local or spark"),
+    ]
+    for args, message in cases:
+        code, output = invoke(*args)
+        assert code == 2, (args, output)
+        assert output.startswith("error: ") and message in output, (args, output)
+        assert "Traceback" not in output
+
+
+def test_score_then_select_at_a_new_budget_without_scoring(
+    tmp_path: Path, small_corpus: Path, prefect_server: None
+) -> None:
+    corpus = hostile_corpus(tmp_path, small_corpus)
+    run_dir = tmp_path / "run"
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(run_config(corpus, run_dir)), encoding="utf-8")
+
+    with collect_flow_log() as flow_log:
+        code, output = invoke("score", str(config))
+    assert code == 0, output
+    assert "scored:" in output and f"thresher select {run_dir} --budget B" in output
+    assert not (run_dir / "manifest.json").exists() and not (run_dir / "_staging").exists()
+    assert any(line.startswith("ingest: 5/5 shards") for line in flow_log), flow_log
+    assert any(line.startswith("score: 5/5 shards · 603/603 docs") for line in flow_log)
+
+    code, output = invoke("inspect", str(run_dir))
+    assert code == 0 and "not selected yet: 5 of 5 shard(s) scored" in output
+    code, output = invoke("report", str(run_dir))
+    assert code == 0 and "No selection yet" in (run_dir / "report.html").read_text()
+
+    scores = sorted((run_dir / "scores").rglob("*.parquet"))
+    stamps = [(p, p.stat().st_mtime_ns) for p in scores]
+    shutil.move(corpus, tmp_path / "elsewhere")  # selection must not read the input at all
+
+    with collect_flow_log() as flow_log:
+        code, output = invoke("select", str(run_dir), "--budget", "0.25")
+    assert code == 0, output
+    manifest = read_json(run_dir / "manifest.json")
+    steps = manifest["selection_steps"]
+    assert steps[-1]["budget"] == 0.25
+    kept = manifest["counts"]["kept"]
+    assert kept == int(steps[-1]["rows_in"] * 0.25 + 0.5) and manifest["counts"]["reconciles"]
+    assert set(manifest["seconds_per_stage"]) == {"select", "materialize"}  # no ingest/fit/score
+    assert [(p, p.stat().st_mtime_ns) for p in scores] == stamps
+    assert pq.read_table(run_dir / "data").num_rows == kept
+    assert (run_dir / "report.html").is_file() and (run_dir / "README.md").is_file()
+    assert "No selection yet" not in (run_dir / "report.html").read_text()
+    assert any(
+        line.startswith(f"materialize: 5/5 shards · {kept}/{kept} docs") for line in flow_log
+    )
+    assert not any(line.startswith(("ingest:", "score:")) for line in flow_log)
+
+
+def test_budget_and_param_parsing() -> None:
+    from thresher.cli import _budget, _params
+
+    assert _budget("0.25") == 0.25 and _budget("1.0") == 1.0 and _budget("5000") == 5000
+    assert _budget("1e-1") == 0.1 and _budget(None) is None
+    assert _params(["band=high", "n=3", "beta=0.1"]) == {"band": "high", "n": 3, "beta": 0.1}

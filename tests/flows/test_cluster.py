@@ -1,0 +1,134 @@
+"""The Spark engine on a real standalone cluster (master + 2 workers on 127.0.0.1).
+
+Each run is a separate `thresher run` process, as a user would start it, so
+the test's own local Spark session does not interfere. The processes report
+to the test session's Prefect server, so that none starts its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from tests.helpers.spark_cluster import standalone_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.usefixtures("prefect_server")]
+
+
+@pytest.fixture(scope="module")
+def child_env(prefect_server: None) -> dict[str, str]:
+    """Environment for `thresher run` subprocesses: the test session's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+
+def _write_config(path: Path, corpus: Path, run_dir: Path, master: str, **extra: Any) -> Path:
+    config = {
+        "run_dir": str(run_dir),
+        "seed": 11,
+        "input": {"paths": [str(corpus / "shard-*")]},
+        "schema": {"id": "id", "text": "text", "label": "topic"},
+        "scorers": [
+            {"name": "word_count"},
+            {"name": "alpha_fraction"},
+            {"name": "repeated_line_fraction"},
+        ],
+        "filters": [{"name": "threshold", "params": {"score": "alpha_fraction", "min": 0.8}}],
+        "selector": {
+            "name": "quantile_band",
+            "params": {"score": "word_count", "band": "medium"},
+            "budget": 0.5,
+        },
+        "engine": {
+            "kind": "spark",
+            "batch_size": 64,
+            "spark": {
+                "master": master,
+                "conf": {
+                    "spark.ui.enabled": "false",
+                    "spark.executor.memory": "1g",
+                    "spark.executor.cores": "1",
+                    "spark.cores.max": "2",
+                    "spark.sql.shuffle.partitions": "4",
+                    "spark.task.maxFailures": "4",
+                },
+            },
+        },
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _run(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "thresher", "run", str(config), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 400) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def _kept(run_dir: Path) -> list[str]:
+    return sorted(
+        ds.dataset(run_dir / "data", format="parquet")
+        .to_table(columns=["id"])
+        .column("id")
+        .to_pylist()
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_ids(
+    tmp_path_factory: pytest.TempPathFactory, small_corpus: Path, child_env: dict[str, str]
+) -> list[str]:
+    """Kept ids of the same job on Spark in local[*] mode."""
+    work = tmp_path_factory.mktemp("local")
+    job = _write_config(work / "job.yaml", small_corpus, work / "run", "local[*]")
+    _finish(_run(job, child_env))
+    return _kept(work / "run")
+
+
+def test_cluster_run_matches_local_mode_and_survives_a_lost_worker(
+    tmp_path: Path, small_corpus: Path, reference_ids: list[str], child_env: dict[str, str]
+) -> None:
+    with standalone_cluster(n_workers=2, cores=1) as cluster:
+        job = _write_config(
+            tmp_path / "job.yaml", small_corpus, tmp_path / "run", cluster.master_url
+        )
+        _finish(_run(job, child_env))
+        assert _kept(tmp_path / "run") == reference_ids
+
+        # Same job again from scratch; kill one worker (and its executors) once
+        # the first shards are being ingested. Spark reschedules on the other.
+        fresh = _write_config(
+            tmp_path / "job2.yaml", small_corpus, tmp_path / "run2", cluster.master_url
+        )
+        process = _run(fresh, child_env)
+        markers = tmp_path / "run2" / "_state" / "ingest"
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if markers.is_dir() and any(markers.iterdir()):
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "the run ended before a worker could be killed"
+        cluster.kill_worker(0)
+        output = _finish(process)
+        assert cluster.alive_workers() == 1
+        assert _kept(tmp_path / "run2") == reference_ids, output[-2000:]

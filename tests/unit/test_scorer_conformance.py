@@ -1,0 +1,184 @@
+"""Every registered scorer meets the scorer contract.
+
+A new scorer must add a factory below (the first test fails until it does):
+it returns a ready scorer, fitting it on the small sample corpus if needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.helpers.batches import text_batch
+from thresher.fitting import FitContext
+from thresher.scorers import SCORERS, Scorer, make_scorer
+
+Factory = Callable[[Callable[[], FitContext]], Scorer]
+
+# A tiny proxy classifier shared by the proxy-based scorers (trained once: same settings).
+TINY_PROXY = {
+    "features": {"dim": 256},
+    "hidden": 8,
+    "epochs": 2,
+    "n_seeds": 2,
+    "max_rows": 300,
+    "batch_size": 32,
+}
+
+# A tiny reference LM (seconds to train) for the LM-based scorers.
+TINY_LM = {
+    "vocab_size": 512,
+    "d_model": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "context_length": 64,
+    "n_documents": 200,
+    "steps": 10,
+    "batch_size": 4,
+}
+
+
+def _fitted(scorer: Scorer, ctx: Callable[[], FitContext]) -> Scorer:
+    scorer.fit(ctx())
+    return scorer
+
+
+SCORER_FACTORIES: dict[str, Factory] = {
+    "word_count": lambda ctx: make_scorer("word_count"),
+    "alpha_fraction": lambda ctx: make_scorer("alpha_fraction"),
+    "mean_word_length": lambda ctx: make_scorer("mean_word_length"),
+    "repeated_line_fraction": lambda ctx: make_scorer("repeated_line_fraction"),
+    "minhash": lambda ctx: make_scorer("minhash", {"num_perm": 64, "ngram": 3}),
+    "el2n": lambda ctx: _fitted(make_scorer("el2n", {"proxy": TINY_PROXY}), ctx),
+    "grand": lambda ctx: _fitted(make_scorer("grand", {"proxy": TINY_PROXY}), ctx),
+    "influence": lambda ctx: _fitted(
+        make_scorer("influence", {"proxy": TINY_PROXY, "projection_dim": 4}), ctx
+    ),
+    "vog": lambda ctx: _fitted(make_scorer("vog", {"proxy": TINY_PROXY, "n_normalize": 100}), ctx),
+    "embedding": lambda ctx: _fitted(make_scorer("embedding", {"dim": 32}), ctx),
+    # The conformance batches carry no row positions: no `_in_lm_train` output here.
+    "perplexity": lambda ctx: _fitted(
+        make_scorer("perplexity", {"lm": TINY_LM, "token_el2n": True, "flag_lm_train": False}),
+        ctx,
+    ),
+    "fasttext_quality": lambda ctx: _fitted(
+        make_scorer(
+            "fasttext_quality",
+            {
+                "positive_labels": ["science", "travel"],
+                "n_documents": 300,
+                "epoch": 2,
+                "dim": 16,
+                "bucket": 10_000,
+                "classifiers": [{"seed": 1}, {"seed": 2}],
+                "write_members": True,
+            },
+        ),
+        ctx,
+    ),
+}
+
+DOCUMENTS = [
+    "The chef simmered the fragrant sauce for an hour.\nThen the guests arrived.",
+    "Analysts said the quarterly earnings were volatile this year.",
+    "x7# qq!! zz@ 0193 ~~~",
+    "BUY NOW\nBUY NOW\nBUY NOW\nclick here",
+    "word",
+    "Travellers explored the quiet harbour and the ancient cathedral before the ferry left.",
+]
+LABELS = ["cooking", "finance", "science", "finance", "sports", "travel"]
+
+
+@pytest.fixture(scope="module")
+def fit_context(
+    tmp_path_factory: pytest.TempPathFactory, small_corpus: Path
+) -> Callable[[], FitContext]:
+    from thresher.config import SchemaConfig
+    from thresher.io.ingest import ingest_shard
+    from thresher.io.shards import numbered_shards
+
+    shards = numbered_shards(sorted(small_corpus.glob("shard-*")), small_corpus)
+    table = pa.concat_tables(
+        [ingest_shard(s, SchemaConfig(label="topic")).table for s in shards],
+        promote_options="permissive",
+    )
+
+    def sample(n: int, columns: list[str], seed: int) -> pa.Table:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(table.num_rows, size=min(n, table.num_rows), replace=False))
+        return table.take(pa.array(rows))
+
+    def make() -> FitContext:
+        directory = tmp_path_factory.mktemp("artifacts")
+        return FitContext(artifact_dir=directory, sample=sample, n_rows=table.num_rows, seed=0)
+
+    return make
+
+
+def test_every_registered_scorer_has_a_conformance_factory() -> None:
+    assert set(SCORER_FACTORIES) == set(SCORERS)
+
+
+@pytest.fixture(scope="module", params=sorted(SCORERS))
+def scorer(request: pytest.FixtureRequest, fit_context: Callable[[], FitContext]) -> Scorer:
+    instance = SCORER_FACTORIES[request.param](fit_context)
+    instance.setup()
+    return instance
+
+
+def _batch() -> pa.RecordBatch:
+    return text_batch(DOCUMENTS, LABELS)
+
+
+def _score(scorer: Scorer, batch: pa.RecordBatch) -> pa.Array:
+    view = pa.RecordBatch.from_arrays(
+        [batch.column(batch.schema.get_field_index(c)) for c in scorer.input_columns],
+        names=list(scorer.input_columns),
+    )
+    return scorer.score(view)
+
+
+def test_same_length_and_declared_type(scorer: Scorer) -> None:
+    result = _score(scorer, _batch())
+    assert len(result) == len(DOCUMENTS)
+    fields = scorer.output_fields("x")
+    if len(fields) == 1:
+        assert result.type == fields[0].type
+    else:  # several outputs: a struct whose children match the fields by position
+        assert isinstance(result, pa.StructArray)
+        assert [child.type for child in result.type] == [field.type for field in fields]
+
+
+def test_empty_and_single_row_batches(scorer: Scorer) -> None:
+    batch = _batch()
+    assert len(_score(scorer, batch.slice(0, 0))) == 0
+    one = _score(scorer, batch.slice(1, 1))
+    assert len(one) == 1
+    assert one.to_pylist() == _score(scorer, batch).slice(1, 1).to_pylist()
+
+
+def test_deterministic_and_pure(scorer: Scorer) -> None:
+    batch = _batch()
+    before = batch.to_pydict()
+    first = _score(scorer, batch).to_pylist()
+    second = _score(scorer, batch).to_pylist()
+    assert first == second
+    assert batch.to_pydict() == before
+
+
+def test_setup_is_idempotent_and_scorer_pickles(scorer: Scorer) -> None:
+    import pickle
+
+    scorer.setup()
+    clone = pickle.loads(pickle.dumps(scorer))
+    clone.setup()
+    assert _score(clone, _batch()).to_pylist() == _score(scorer, _batch()).to_pylist()
+
+
+def test_params_round_trip(scorer: Scorer) -> None:
+    rebuilt = type(scorer)(**scorer.get_params())
+    assert rebuilt.get_params() == scorer.get_params()

@@ -66,7 +66,7 @@ def test_run_reports_missing_input_with_exit_2(tmp_path: Path) -> None:
 
 
 def test_validate_accepts_the_example_config(small_corpus: Path, tmp_path: Path) -> None:
-    example = (Path(__file__).parents[1] / "examples" / "curate.yaml").read_text(encoding="utf-8")
+    example = (Path(__file__).parents[2] / "examples" / "curate.yaml").read_text(encoding="utf-8")
     (tmp_path / "sample_corpus").symlink_to(small_corpus)
     (tmp_path / "curate.yaml").write_text(example, encoding="utf-8")
     result = _thresher("validate", str(tmp_path / "curate.yaml"))

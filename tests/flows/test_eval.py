@@ -400,7 +400,7 @@ def test_a_text_corpus_with_label_noise_goes_through_the_same_path(
 
 
 def test_the_example_eval_configs_are_valid() -> None:
-    examples = sorted((Path(__file__).parents[1] / "examples").glob("eval-*.yaml"))
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("eval-*.yaml"))
     assert len(examples) >= 3
     for path in examples:
         config = load_eval_config(path)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers.proxy_data import auc
+from thresher import reasons as R
 from thresher.config import RunConfig
 from thresher.flows.curate import curate
 from thresher.io import schema as S
@@ -112,7 +113,7 @@ def test_features_only_corpus_through_curate(
         "bad-short",
         "bad-text",
     ]
-    assert set(quarantine.column("reason").to_pylist()) == {S.INVALID_FEATURES}
+    assert set(quarantine.column("reason").to_pylist()) == {R.INVALID_FEATURES}
 
     scores = ds.dataset(run / "scores", format="parquet").to_table()
     is_flipped = np.isin(scores.column(S.ID).to_numpy(zero_copy_only=False), list(flipped))

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from tests.helpers.curated_run import curated_run
 
-NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
 
 def test_notebook_is_stored_without_outputs_and_paired() -> None:

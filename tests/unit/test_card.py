@@ -43,7 +43,8 @@ def test_card_header_points_at_the_parquet_files(run_dir: Path) -> None:
     assert "## Load it" in card and "## Lineage" in card
     assert f"Config hash `{manifest['config_hash']}`" in card
     assert 'threshold(alpha_fraction)` with `{"min": 0.8' in card  # filters with parameters
-    assert "**selector** `random`, budget 0.5" in card
+    assert "**selector** `ccs(word_count)`" in card and "budget 0.5" in card
+    assert f"versions/{manifest['version']}/data/" in card  # the immutable files of the version
     assert "importance_weight" not in card  # no weights in this run
 
 
@@ -53,7 +54,7 @@ def test_load_snippets_run_from_the_run_directory(
     card = (run_dir / "README.md").read_text(encoding="utf-8")
     kept = read_json(run_dir / "manifest.json")["counts"]["kept"]
     blocks = _code_blocks(card)
-    assert [b.split()[1] for b in blocks] == ["pandas", "pyarrow.parquet", "polars", "datasets"]
+    assert [b.split()[1] for b in blocks] == ["pandas", "pyarrow.dataset", "polars", "datasets"]
     monkeypatch.chdir(run_dir)
 
     namespace: dict[str, object] = {}
@@ -74,7 +75,7 @@ def test_load_snippets_run_from_the_run_directory(
     except ImportError:
         compile(blocks[3], "card-datasets", "exec")
         (pattern,) = re.findall(r'data_files="([^"]+)"', blocks[3])
-        assert len(glob.glob(pattern)) == len(glob.glob("data/*.parquet")) > 0
+        assert len(glob.glob(pattern)) == len(glob.glob("data/*.parquet")) > 0  # the link agrees
     else:
         exec(blocks[3], namespace)
         assert namespace["dataset"].num_rows == kept  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ def test_minimal_config_has_defaults(tmp_path: Path) -> None:
     assert config.engine.kind == "spark"
     assert config.engine.spark.master is None  # local[*] unless spark-submit gives one
     assert config.selector.name == "random"
-    assert config.run_path == (tmp_path / "run").resolve()
+    assert config.run_path.as_path() == (tmp_path / "run").resolve()
 
 
 @pytest.mark.parametrize(
@@ -60,8 +60,10 @@ def test_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
         "run_dir: out\ninput:\n  paths: [data/*.parquet]\n", encoding="utf-8"
     )
     config = load_config(tmp_path / "conf" / "job.yaml")
-    assert config.input_files() == [(tmp_path / "conf" / "data" / "a.parquet").resolve()]
-    assert config.run_path == (tmp_path / "conf" / "out").resolve()
+    assert [e.location.as_path() for e in config.input_files()] == [
+        (tmp_path / "conf" / "data" / "a.parquet").resolve()
+    ]
+    assert config.run_path.as_path() == (tmp_path / "conf" / "out").resolve()
 
 
 def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from thresher.scorers.fasttext_quality import (
     FastTextQualityScorer,
     normalise,
 )
-from thresher.stages.score import BoundScorer
+from thresher.stages.score import BoundScorer, ScoreShard
 
 FAST = {"epoch": 5, "dim": 16, "bucket": 20_000}
 
@@ -215,7 +215,7 @@ def test_spark_engine_scores_equal_the_local_engine(
     run = ingest_small_corpus(small_corpus, tmp_path / "spark-run")
     engine = SparkEngine(SparkConfig(), batch_size=100)
     bound = [BoundScorer("quality", reference_scorer)]
-    engine.score(sorted(run.shard_rows), bound, str(run.run.root), 100)
+    engine.map_shards(ScoreShard(bound, run.run, 100), sorted(run.shard_rows))
     engine.close()
     on_spark = read_scores(run.run)
     local = ingested.score_locally("quality", reference_scorer).sort_by(

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from thresher import reasons as R
 from thresher.config import SchemaConfig, parse_config
 from thresher.errors import ConfigError
 from thresher.io import ingest
@@ -64,7 +65,7 @@ def test_parquet_vectors_of_any_list_type_become_float32_lists(
     assert out.column_names == ["id", S.FEATURES, S.LABEL, S.SHARD, S.ROW]
     assert out.schema.field(S.FEATURES).type == pa.list_(pa.float32())
     assert out.column(S.FEATURES).to_pylist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    assert _reasons(result) == {2: (S.INVALID_FEATURES, "null or absent")}
+    assert _reasons(result) == {2: (R.INVALID_FEATURES, "null or absent")}
     assert result.rows_in == out.num_rows + result.quarantine.num_rows
 
 
@@ -86,7 +87,7 @@ def test_parquet_bad_vectors_are_quarantined_with_reasons(tmp_path: Path) -> Non
     assert result.table.column("id").to_pylist() == ["0", "8"]
     reasons = _reasons(result)
     assert {row: reason for row, (reason, _) in reasons.items()} == dict.fromkeys(
-        range(1, 8), S.INVALID_FEATURES
+        range(1, 8), R.INVALID_FEATURES
     )
     assert reasons[1][1] == "empty vector"
     assert "length 3" in reasons[5][1] and "length 2" in reasons[5][1]
@@ -103,20 +104,20 @@ def test_parquet_non_numeric_vectors_and_missing_column(tmp_path: Path) -> None:
     pq.write_table(strings, tmp_path / "strings.parquet")
     result = ingest_shard(_shard(tmp_path / "strings.parquet"), FEATURES_ONLY)
     assert result.table.num_rows == 0
-    assert {r for r, _ in _reasons(result).values()} == {S.INVALID_FEATURES}
+    assert {r for r, _ in _reasons(result).values()} == {R.INVALID_FEATURES}
     assert "not a list of numbers" in next(iter(_reasons(result).values()))[1]
 
     scalars = pa.table({"id": ["a"], "pixels": [3.0]})
     pq.write_table(scalars, tmp_path / "scalars.parquet")
     assert _reasons(ingest_shard(_shard(tmp_path / "scalars.parquet"), FEATURES_ONLY))[0][0] == (
-        S.INVALID_FEATURES
+        R.INVALID_FEATURES
     )
 
     missing = pa.table({"id": ["a", "b"], "other": [1, 2]})
     pq.write_table(missing, tmp_path / "missing.parquet")
     result = ingest_shard(_shard(tmp_path / "missing.parquet"), FEATURES_ONLY)
     assert result.rows_in == 2 and result.table.num_rows == 0
-    assert {r for r, _ in _reasons(result).values()} == {S.MISSING_FEATURES_COLUMN}
+    assert {r for r, _ in _reasons(result).values()} == {R.MISSING_FEATURES_COLUMN}
 
 
 def test_jsonl_bad_vectors_are_quarantined_with_reasons(
@@ -143,7 +144,7 @@ def test_jsonl_bad_vectors_are_quarantined_with_reasons(
     assert result.table.column("extra").to_pylist() == [None, "kept"]
     reasons = _reasons(result)
     assert {row: reason for row, (reason, _) in reasons.items()} == dict.fromkeys(
-        [0, 2, 3, 4, 5, 6, 8], S.INVALID_FEATURES
+        [0, 2, 3, 4, 5, 6, 8], R.INVALID_FEATURES
     )
     assert "not a list of numbers" in reasons[2][1]
     assert "non-numeric" in reasons[3][1] and "non-numeric" in reasons[4][1]
@@ -172,8 +173,8 @@ def test_text_and_features_together_need_both(tmp_path: Path) -> None:
     assert result.table.column_names[:3] == ["id", S.TEXT, S.FEATURES]
     assert result.table.column("id").to_pylist() == ["a"]
     assert {r: reason for r, (reason, _) in _reasons(result).items()} == {
-        1: S.EMPTY_TEXT,
-        2: S.INVALID_FEATURES,
+        1: R.EMPTY_TEXT,
+        2: R.INVALID_FEATURES,
     }
 
 

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 INFRA = ROOT / "infra"
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from thresher import reasons as R
 from thresher.config import SchemaConfig
 from thresher.errors import InputError
 from thresher.io import schema as S
@@ -60,13 +61,13 @@ def test_jsonl_bad_lines_are_quarantined_with_reasons(tmp_path: Path) -> None:
         )
     )
     assert reasons == {
-        1: S.INVALID_UTF8,
-        2: S.MALFORMED_JSON,
-        4: S.MALFORMED_JSON,
-        5: S.EMPTY_TEXT,
-        6: S.MISSING_TEXT,
-        7: S.MISSING_ID,
-        8: S.TEXT_NOT_STRING,
+        1: R.INVALID_UTF8,
+        2: R.MALFORMED_JSON,
+        4: R.MALFORMED_JSON,
+        5: R.EMPTY_TEXT,
+        6: R.MISSING_TEXT,
+        7: R.MISSING_ID,
+        8: R.TEXT_NOT_STRING,
     }
     assert result.rows_in == result.table.num_rows + result.quarantine.num_rows
     assert (
@@ -98,7 +99,7 @@ def test_parquet_with_configured_columns_and_derived_ids(tmp_path: Path) -> None
     assert result.table.column("id").to_pylist() == ["p.parquet:0", "p.parquet:3"]
     assert result.table.column("label").to_pylist() == [1, 4]
     assert result.table.column(S.SHARD).to_pylist() == [3, 3]
-    assert sorted(result.quarantine.column("reason").to_pylist()) == [S.EMPTY_TEXT, S.MISSING_TEXT]
+    assert sorted(result.quarantine.column("reason").to_pylist()) == [R.EMPTY_TEXT, R.MISSING_TEXT]
 
 
 def test_parquet_binary_text_with_invalid_utf8(tmp_path: Path) -> None:
@@ -109,7 +110,7 @@ def test_parquet_binary_text_with_invalid_utf8(tmp_path: Path) -> None:
     )
     result = ingest_shard(_shard(path), SchemaConfig())
     assert result.table.column("text").to_pylist() == ["fine"]
-    assert result.quarantine.column("reason").to_pylist() == [S.INVALID_UTF8]
+    assert result.quarantine.column("reason").to_pylist() == [R.INVALID_UTF8]
 
 
 def test_missing_text_column_quarantines_every_row(tmp_path: Path) -> None:
@@ -117,7 +118,7 @@ def test_missing_text_column_quarantines_every_row(tmp_path: Path) -> None:
     pq.write_table(pa.table({"id": ["a", "b"], "content": ["x", "y"]}), path)
     result = ingest_shard(_shard(path), SchemaConfig())
     assert result.table.num_rows == 0
-    assert result.quarantine.column("reason").to_pylist() == [S.MISSING_TEXT_COLUMN] * 2
+    assert result.quarantine.column("reason").to_pylist() == [R.MISSING_TEXT_COLUMN] * 2
     assert "content" in result.quarantine.column("detail")[0].as_py()
 
 
@@ -158,9 +159,9 @@ def test_sample_corpus_bad_rows_land_in_quarantine(small_corpus: Path) -> None:
     assert total_in == total_out
     # 2 Parquet shards x (empty, null text, null id) + 2 JSONL shards x (utf8, broken, empty, no text)
     assert reasons == {
-        S.EMPTY_TEXT: 4,
-        S.MISSING_TEXT: 4,
-        S.MISSING_ID: 2,
-        S.INVALID_UTF8: 2,
-        S.MALFORMED_JSON: 2,
+        R.EMPTY_TEXT: 4,
+        R.MISSING_TEXT: 4,
+        R.MISSING_ID: 2,
+        R.INVALID_UTF8: 2,
+        R.MALFORMED_JSON: 2,
     }

@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,48 @@ def test_lock_from_another_host_is_not_taken(tmp_path: Path) -> None:
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "since": "t"}))
     with pytest.raises(RunStateError, match=r"elsewhere\.example"):
         RunLock(path).acquire()
+
+
+def test_lock_whose_heartbeat_stopped_is_taken_over_and_the_dead_holder_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "lock"
+    recent = datetime.now(UTC).isoformat(timespec="seconds")
+    old = (datetime.now(UTC) - timedelta(seconds=3600)).isoformat(timespec="seconds")
+    path.write_text(json.dumps({"pid": 7, "host": "pod-a", "since": old, "heartbeat": recent}))
+    with pytest.raises(RunStateError, match="pod-a"):
+        RunLock(path, stale_seconds=600).acquire()
+    path.write_text(json.dumps({"pid": 7, "host": "pod-a", "since": old, "heartbeat": old}))
+    lock = RunLock(path, stale_seconds=600)
+    with caplog.at_level("WARNING", logger="thresher.lock"):
+        lock.acquire()
+    try:
+        assert lock.taken_over is not None and lock.taken_over["host"] == "pod-a"
+        assert "pid 7 on pod-a" in caplog.text
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert not path.exists()
+
+
+def test_heartbeat_renews_the_lock_and_a_taken_lock_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    lock = RunLock(path, heartbeat_seconds=0.05)
+    lock.acquire()
+    try:
+        first = json.loads(path.read_text())["heartbeat"]
+        deadline = time.monotonic() + 5
+        while json.loads(path.read_text())["heartbeat"] == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(path.read_text())["heartbeat"] != first  # renewed
+        path.write_text(json.dumps({"pid": 1, "host": "other", "token": "x"}))  # taken over
+        deadline = time.monotonic() + 5
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock.lost
+    finally:
+        lock.release()
+    assert json.loads(path.read_text())["host"] == "other"  # a lost lock is not deleted
 
 
 def test_lock_is_reentrant_across_runs(tmp_path: Path) -> None:

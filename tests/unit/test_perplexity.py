@@ -42,7 +42,7 @@ from thresher.models.lm import (
 from thresher.models.tokenizer import DOCUMENT, BPETokenizer, TokenizerError, split_words
 from thresher.scorers import make_scorer
 from thresher.scorers.perplexity import PerplexityScorer
-from thresher.stages.score import BoundScorer
+from thresher.stages.score import BoundScorer, ScoreShard
 
 TINY_LM = {"vocab_size": 300, "d_model": 16, "n_layers": 1, "n_heads": 2, "context_length": 32}
 
@@ -218,7 +218,7 @@ def test_lm_is_shared_by_parameters_and_records_its_training_rows(
 ) -> None:
     other_scorer = ingested.context("perplexity_b")  # same run, another scorer
     assert fit_reference_lm(other_scorer, **SMALL_LM) == lm_path
-    assert lm_path.parent == ingested.run.models / "_shared"
+    assert lm_path.parent == (ingested.run.models / "_shared").as_path()
     record = json.loads((lm_path / CONFIG_FILE).read_text())
     rows = pq.read_table(lm_path / TRAIN_ROWS_FILE)
     assert rows.num_rows == record["n_train_documents"] == 380  # 400 minus 5% held out
@@ -392,7 +392,8 @@ def test_spark_engine_scores_equal_the_local_engine(
 
     run = ingest_small_corpus(small_corpus, tmp_path / "spark-run")
     engine = SparkEngine(SparkConfig(), batch_size=64)
-    engine.score(sorted(run.shard_rows), [BoundScorer("perplexity", scorer)], str(run.run.root), 64)
+    task = ScoreShard([BoundScorer("perplexity", scorer)], run.run, 64)
+    engine.map_shards(task, sorted(run.shard_rows))
     engine.close()
     on_spark = read_scores(run.run)
     local = ingested.score_locally("perplexity", scorer).sort_by(

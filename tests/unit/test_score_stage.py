@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pytest
 
 from tests.helpers.batches import text_batch
+from tests.helpers.lm import ingest_small_corpus, read_scores
 from thresher.errors import ScorerError
 from thresher.scorers.base import Scorer
-from thresher.stages.score import BoundScorer, score_batches, score_schema
+from thresher.stages.score import BoundScorer, ScoreShard, score_batches, score_schema
 
 
 class _TwoOutputs(Scorer):
@@ -53,12 +55,29 @@ def test_wrong_length_is_reported_with_the_scorer_name() -> None:
         list(score_batches([_positions(text_batch(["a", "b"]))], bound, score_schema(bound, None)))
 
 
-@pytest.mark.parametrize("parallelism", [1, 2, 8, 64])
-@pytest.mark.parametrize("pending", [1, 3, 8, 20, 100, 1000])
-def test_spark_scoring_waves_are_few_and_fill_every_core(pending: int, parallelism: int) -> None:
-    from thresher.engines.spark import _MAX_WAVES, _wave_size
+@pytest.mark.spark
+def test_every_engine_commits_each_shard_alone_with_the_same_scores(
+    small_corpus: Path, tmp_path: Path, spark_engine: Any
+) -> None:
+    """One task per shard, each committing ``scores/shard-NNNNN.parquet`` whole; same bytes' worth."""
+    from thresher.engines.local import LocalEngine
+    from thresher.scorers import make_scorer
 
-    size = _wave_size(pending, parallelism)
-    assert size % parallelism == 0  # whole shards per core: no idle core before the wave ends
-    assert size >= 2 * parallelism  # small corpora still commit in several waves (resume)
-    assert -(-pending // size) <= _MAX_WAVES  # the fixed cost per Spark job stays bounded
+    results = {}
+    for name, engine in (("local", LocalEngine(workers=2)), ("spark", spark_engine)):
+        ingested = ingest_small_corpus(small_corpus, tmp_path / name)
+        scorers = [BoundScorer("word_count", make_scorer("word_count"))]
+        task = ScoreShard(scorers, ingested.run, batch_size=64)
+        first = engine.map_shards(task, sorted(ingested.shard_rows))
+        assert [r["reused"] for r in first] == [False] * len(first)
+        files = sorted(e.location.name for e in ingested.run.scores.list_files())
+        assert files == [f"shard-{i:05d}.parquet" for i in sorted(ingested.shard_rows)]
+        again = engine.map_shards(task, sorted(ingested.shard_rows))
+        assert all(r["reused"] for r in again)  # committed shards are not scored twice
+        ingested.run.scores_shard(1).delete()
+        third = engine.map_shards(task, sorted(ingested.shard_rows))
+        assert [r["index"] for r in third if not r["reused"]] == [1]
+        results[name] = read_scores(ingested.run)
+        if name == "local":
+            engine.close()
+    assert results["local"].equals(results["spark"])

@@ -61,12 +61,12 @@ class RunLock:
 
     def __init__(
         self,
-        location: Location,
+        location: Location | str | os.PathLike[str],
         *,
         stale_seconds: float = STALE_SECONDS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
-        self.location = location
+        self.location = Location.of(location)
         self.stale_seconds = stale_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.taken_over: dict[str, Any] | None = None
@@ -171,10 +171,12 @@ class RunLock:
         pid = holder.get("pid")
         if holder.get("host") == socket.gethostname():
             return not isinstance(pid, int) or not _pid_alive(pid)
-        try:
-            beat = datetime.fromisoformat(str(holder.get("heartbeat")))
+        try:  # a holder elsewhere: only its heartbeat can tell (none recorded: assume alive)
+            beat = datetime.fromisoformat(str(holder.get("heartbeat") or holder.get("since")))
         except ValueError:
-            return True
+            return False
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
         return (datetime.now(UTC) - beat).total_seconds() > self.stale_seconds
 
     def _held(self, version: str) -> None:

@@ -68,6 +68,10 @@ class Shard:
     fingerprint: dict[str, Any] | None = None
     options: StorageOptions = field(default_factory=StorageOptions, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str):  # a local path given as a Path
+            object.__setattr__(self, "path", Location.of(self.path).uri)
+
     @property
     def location(self) -> Location:
         return Location.of(self.path, self.options)
@@ -77,10 +81,11 @@ class Shard:
         return self.path.endswith(".gz")
 
 
-def detect_format(name: str, forced: str = "auto") -> str:
+def detect_format(name: str | os.PathLike[str], forced: str = "auto") -> str:
     """Return ``parquet`` or ``jsonl`` from the file name (or the forced format)."""
     if forced != "auto":
         return forced
+    name = os.fspath(name)
     for suffix, fmt in sorted(_FORMATS.items(), key=lambda kv: -len(kv[0])):
         if name.endswith(suffix):
             return fmt

@@ -1,19 +1,23 @@
 """Faults with real processes and real signals: a killed run loses nothing and publishes nothing half-done.
 
 A `thresher run` is started as a separate process group (the CLI, its
-worker processes, its Spark JVM), watched through the run directory, and
-SIGKILLed at a chosen point: after some score shards are committed, or
-while the new dataset is being staged. The next run must resume (taking
-over the dead run's lock), redo nothing that was committed, and end with
-exactly the dataset an uninterrupted run writes. The subprocesses report to
-the test session's Prefect server, so that none starts its own.
+worker processes, its Spark JVM) and SIGKILLed at a chosen point: watched
+through the run directory (after some score shards are committed), or at
+one of the named points between the steps of publication, where the
+process kills itself (``THRESHER_KILL_AT``, :mod:`thresher.faults`). The
+next run must resume (taking over the dead run's lock), redo nothing that
+was committed, and end with exactly the dataset an uninterrupted run
+writes; a reader following the version pointer must see a complete
+version at every moment. The subprocesses report to the test session's
+Prefect server, so that none starts its own.
 
 The kill of a Spark worker during a cluster run is in test_cluster.py.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -31,10 +35,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from thresher import faults
 from thresher.config import SchemaConfig
 from thresher.errors import RunStateError
-from thresher.io.files import publish_directory, recover_published
+from thresher.io import publish
+from thresher.io.fs import Location
 from thresher.io.shards import Shard
+from thresher.run_dir import RunDir
+from thresher.runs import load_run
 from thresher.sample_corpus import write_sample_corpus
 from thresher.stages.ingest import ingest_to_run
 
@@ -120,6 +128,13 @@ def start(config_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
         )
 
 
+def reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of a run's process group (workers, the JVM) after it died."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
 def kill_when(
     process: subprocess.Popen[bytes], condition: Callable[[], bool], timeout: float = 300
 ) -> None:
@@ -141,42 +156,44 @@ def kill_when(
 
 def committed_scores(run_dir: Path) -> dict[str, tuple[int, int]]:
     """Committed score shards: name -> (inode, mtime) of the shard's file."""
-    found = {}
-    for shard in sorted((run_dir / "scores").glob("shard-*")):
-        stat = (shard / "part-0.parquet").stat() if shard.is_dir() else None
-        if stat is not None:
-            found[shard.name] = (stat.st_ino, stat.st_mtime_ns)
-    return found
+    return {
+        path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in sorted((run_dir / "scores").glob("shard-*.parquet"))
+    }
 
 
-def scores_of(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """Like committed_scores, for the Spark engine's part files (any name)."""
-    found = {}
-    for shard in sorted((run_dir / "scores").glob("shard-*")):
-        for part in sorted(shard.glob("*.parquet")):
-            stat = part.stat()
-            found[f"{shard.name}/{part.name}"] = (stat.st_ino, stat.st_mtime_ns)
-    return found
+def linked_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The dataset under the local ``data/`` link (``pd.read_parquet("data/")``)."""
+    return ds.dataset(run_dir / "data", format="parquet").to_table().sort_by("id").to_pylist()
 
 
 def dataset_rows(run_dir: Path) -> list[dict[str, Any]]:
-    table = ds.dataset(run_dir / "data", format="parquet").to_table()
-    return table.sort_by("id").to_pylist()
+    """The published dataset, read through the pointer; the ``data/`` link must agree."""
+    rows = load_run(run_dir).data.sort_by("id").to_pylist()
+    assert linked_rows(run_dir) == rows
+    return rows
 
 
 def dropped_rows(run_dir: Path) -> list[dict[str, Any]]:
-    return pq.read_table(run_dir / "dropped").sort_by("id").to_pylist()
+    return load_run(run_dir).dropped.sort_by("id").to_pylist()
+
+
+def published_version(run_dir: Path) -> str:
+    return json.loads((run_dir / "CURRENT").read_text())["version"]
 
 
 def assert_clean(run_dir: Path) -> None:
-    """No staging, no temporary or retired file, no lock left behind by a finished run."""
+    """No scratch, temporary file, lock or unpublished version left behind by a finished run."""
     assert not (run_dir / "_staging").exists()
     assert not (run_dir / "_state" / "lock").exists()
-    leftovers = [p for p in run_dir.rglob("*") if ".tmp-" in p.name or ".retired-" in p.name]
+    leftovers = [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
-    published = run_dir / "data"
-    assert not any(p.name == "_temporary" for p in published.rglob("*"))
-    visible = {p.name for p in published.iterdir() if not p.name.startswith(".")}
+    pointer = json.loads((run_dir / "CURRENT").read_text())
+    versions = sorted(p.name for p in (run_dir / "versions").iterdir())
+    assert set(versions) == {pointer["version"], pointer["previous"]} - {None}  # at most two
+    assert os.readlink(run_dir / "data") == f"versions/{pointer['version']}/data"
+    published = run_dir / "versions" / pointer["version"] / "data"
+    visible = {p.name for p in published.iterdir()}
     assert "_SUCCESS" in visible
     assert all(n == "_SUCCESS" or n.endswith(".parquet") for n in visible), visible
     for part in published.glob("*.parquet"):
@@ -193,20 +210,11 @@ def assert_same_result(run_dir: Path, reference: Path, manifest: dict[str, Any])
     assert manifest["counts"]["kept"] == len(rows)
 
 
-def snapshot(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
 def copy_run(reference: Path, tmp_path: Path) -> tuple[Path, Path]:
     """A copy of a finished run directory, and the base directory its config must use.
 
-    A run directory remembers the config's base directory (relative input
-    paths depend on it), so configs for the copy are resolved from the
-    reference's base directory.
+    Input names are relative to the config's directory, so configs for the
+    copy are resolved from the reference's base directory.
     """
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir, symlinks=True)
@@ -235,7 +243,7 @@ def test_killed_while_scoring_local_resumes_without_redoing_committed_shards(
     before = committed_scores(run_dir)
     assert 3 <= len(before) < N_SHARDS, "the kill must land in the middle of scoring"
     assert (run_dir / "_state" / "lock").exists()  # the dead run's lock is still there
-    assert not (run_dir / "data").exists()
+    assert not (run_dir / "CURRENT").exists()
 
     manifest = run_in_process(config, tmp_path)
     after = committed_scores(run_dir)
@@ -246,7 +254,7 @@ def test_killed_while_scoring_local_resumes_without_redoing_committed_shards(
 
 
 @pytest.mark.spark
-def test_killed_while_scoring_spark_resumes_and_overwrites_cleanly(
+def test_killed_while_scoring_spark_resumes_and_publishes_cleanly(
     fault_corpus: Path,
     local_reference: Path,
     child_env: dict[str, str],
@@ -257,145 +265,119 @@ def test_killed_while_scoring_spark_resumes_and_overwrites_cleanly(
     run_dir = tmp_path / "run"
     config = job(fault_corpus, run_dir, "spark")
     process = start(write_job(tmp_path / "job.yaml", config), child_env)
-    kill_when(process, lambda: len(scores_of(run_dir)) >= 4)  # a first wave of shards
+    kill_when(process, lambda: len(committed_scores(run_dir)) >= 4)
 
-    before = scores_of(run_dir)
-    committed = {name.split("/")[0] for name in before}
-    assert 4 <= len(committed) < N_SHARDS, "the kill must land in the middle of scoring"
+    before = committed_scores(run_dir)
+    assert 4 <= len(before) < N_SHARDS, "the kill must land in the middle of scoring"
 
     manifest = run_in_process(config, tmp_path)
-    after = scores_of(run_dir)
-    assert {name.split("/")[0] for name in after} == {f"shard-{i:05d}" for i in range(N_SHARDS)}
+    after = committed_scores(run_dir)
+    assert set(after) == {f"shard-{i:05d}.parquet" for i in range(N_SHARDS)}
     assert {name: after[name] for name in before} == before  # committed shards not redone
     assert_same_result(run_dir, local_reference, manifest)
     assert_clean(run_dir)
 
     # Publishing over an existing dataset leaves none of its files behind.
     smaller = run_in_process(job(fault_corpus, run_dir, "spark", budget=0.2), tmp_path)
-    kept = ds.dataset(run_dir / "data", format="parquet").to_table(columns=["id"])
-    selection = pq.read_table(run_dir / "selection" / "selection.parquet")
+    selection = load_run(run_dir).selection
     expected = selection.filter(selection.column("keep")).column("id").to_pylist()
-    assert sorted(kept.column("id").to_pylist()) == sorted(expected)
+    assert [row["id"] for row in dataset_rows(run_dir)] == sorted(expected)
     assert smaller["counts"]["kept"] == len(expected) < manifest["counts"]["kept"]
     assert_clean(run_dir)
 
 
-# -- SIGKILL while publishing ------------------------------------------------------------------
+# -- SIGKILL between the steps of publication --------------------------------------------------
 
 
-def test_killed_while_staging_the_dataset_keeps_the_previous_one(
-    local_reference: Path, fault_corpus: Path, child_env: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize("point", faults.POINTS)
+def test_killed_between_the_steps_of_publication(
+    point: str,
+    local_reference: Path,
+    fault_corpus: Path,
+    child_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     run_dir, base = copy_run(local_reference, tmp_path)
-    previous = snapshot(run_dir / "data")
-    previous_rows = dataset_rows(run_dir)
+    old_version = published_version(run_dir)
+    old_rows = dataset_rows(run_dir)
 
     config = job(fault_corpus, run_dir, "local", budget=0.25)
-    process = start(write_job(base / f"{tmp_path.name}.yaml", config), child_env)
-    staged = run_dir / "_staging"
-    kill_when(process, lambda: any(staged.glob("data-*")))  # materialisation has begun
+    config_file = write_job(base / f"{tmp_path.name}.yaml", config)
+    process = start(config_file, {**child_env, faults.KILL_AT_ENV: point})
+    process.wait(timeout=300)
+    reap(process)
+    assert process.returncode == -signal.SIGKILL, config_file.with_suffix(".log").read_text()
 
-    assert any(staged.glob("data-*")), "the kill must land before the publish"
-    assert snapshot(run_dir / "data") == previous  # unchanged, byte for byte
-    assert dataset_rows(run_dir) == previous_rows  # and readable
+    # What a reader sees at that moment: one complete version, through either path.
+    seen = published_version(run_dir)
+    by_pointer = load_run(run_dir).data.sort_by("id").to_pylist()
+    by_link = linked_rows(run_dir)
+    if point == "publish:after-data":
+        assert seen == old_version and by_pointer == old_rows == by_link
+        assert len(list((run_dir / "versions").iterdir())) == 2  # the new one, unnamed
+    elif point == "publish:after-pointer":  # the link moves next: it still shows the old
+        assert seen != old_version and len(by_pointer) < len(old_rows)
+        assert by_link == old_rows
+    else:
+        assert seen != old_version and len(by_pointer) < len(old_rows)
+        assert by_link == by_pointer
+    assert (run_dir / "_state" / "lock").exists()  # the dead run's lock
 
     manifest = run_in_process(config, base)
     rows = dataset_rows(run_dir)
-    selection = pq.read_table(run_dir / "selection" / "selection.parquet")
+    selection = load_run(run_dir).selection
     expected = sorted(selection.filter(selection.column("keep")).column("id").to_pylist())
     assert [row["id"] for row in rows] == expected  # the new dataset, no stale part
-    assert manifest["counts"]["kept"] == len(rows) < len(previous_rows)
+    assert manifest["counts"]["kept"] == len(rows) < len(old_rows)
     assert_clean(run_dir)
-
-
-PUBLISH_CHILD = textwrap.dedent(
-    """
-    import os, shutil, signal, sys
-    from pathlib import Path
-    from thresher.io import files
-
-    staging, target, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-
-    def die(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    if mode == "after-swap":  # killed before the old copy is deleted
-        shutil.rmtree = die
-        files.publish_directory(staging, target)
-    else:  # the fallback without an atomic swap, killed between its two renames
-        real_replace = os.replace
-
-        def replace_then_die(source, destination):
-            real_replace(source, destination)
-            die()
-
-        os.replace = replace_then_die
-        files._replace_by_renames(staging, target, target.with_name(".data.retired-dead"))
-    """
-)
-
-
-def _dataset(directory: Path, version: str, n_files: int = 3) -> Path:
-    directory.mkdir(parents=True)
-    for index in range(n_files):
-        table = pa.table({"id": [f"{version}-{index}-{row}" for row in range(10)]})
-        pq.write_table(table, directory / f"part-{index}.parquet")
-    (directory / "_SUCCESS").write_text(version)
-    return directory
-
-
-@pytest.mark.parametrize("mode", ["after-swap", "between-renames"])
-def test_publish_killed_at_its_worst_moment(mode: str, tmp_path: Path) -> None:
-    target = _dataset(tmp_path / "data", "old")
-    old = snapshot(target)
-    staging = _dataset(tmp_path / "_staging" / "data-new", "new", n_files=2)
-    new = snapshot(staging)
-    child = subprocess.run(
-        [sys.executable, "-c", PUBLISH_CHILD, str(staging), str(target), mode], check=False
-    )
-    assert child.returncode == -signal.SIGKILL
-    retired = list(tmp_path.glob(".data.retired-*"))
-    assert len(retired) == 1
-    if mode == "after-swap":
-        assert snapshot(target) == new  # the complete new dataset, at once
-        assert snapshot(retired[0]) == old
-    else:
-        assert not target.exists()  # the window the atomic swap closes
-        assert snapshot(retired[0]) == old
-    recover_published(target)  # what the next run does first
-    assert not list(tmp_path.glob(".data.retired-*"))
-    assert snapshot(target) == (new if mode == "after-swap" else old)
 
 
 READER_CHILD = textwrap.dedent(
     """
-    import sys, time
+    import json, sys, time
     from pathlib import Path
-    marker = Path(sys.argv[1]) / "_SUCCESS"
+    root = Path(sys.argv[1])
     seen, deadline = set(), time.monotonic() + float(sys.argv[2])
     while time.monotonic() < deadline:
-        seen.add(marker.read_text())  # raises if the published directory is ever missing
+        name = json.loads((root / "CURRENT").read_text())["version"]
+        # raises if the version the pointer names is ever incomplete or gone
+        seen.add((root / "versions" / name / "data" / "_SUCCESS").read_text())
+        seen.add((root / "data" / "_SUCCESS").read_text())  # and the local link
     print(len(seen))
     """
 )
 
 
-def test_readers_never_see_the_published_directory_missing(tmp_path: Path) -> None:
-    target = _dataset(tmp_path / "data", "v0", n_files=1)
+def test_readers_never_see_a_missing_or_partial_version(tmp_path: Path) -> None:
+    root = Location.of(tmp_path)
+
+    def publish_one(tag: str) -> None:
+        version = publish.new_version(root)
+        for index in range(2):
+            table = pa.table({"id": [f"{tag}-{index}-{row}" for row in range(10)]})
+            pq.write_table(table, tmp_path / "x.parquet")
+            (version.data / f"part-{index}.parquet").write_bytes(
+                (tmp_path / "x.parquet").read_bytes()
+            )
+        (version.data / "_SUCCESS").write_text(tag)
+        publish.publish(root, version, {})
+
+    publish_one("v0")
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER_CHILD, str(target), "3"],
+        [sys.executable, "-c", READER_CHILD, str(tmp_path), "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    version = 0
+    count = 0
     time.sleep(0.3)  # let the reader start
     while reader.poll() is None:
-        version += 1
-        publish_directory(_dataset(tmp_path / f"stage-{version}", f"v{version}", n_files=1), target)
+        count += 1
+        publish_one(f"v{count}")
     output, errors = reader.communicate()
     assert reader.returncode == 0, errors
-    assert int(output) > 1 and version > 10  # it saw several versions, never a gap
+    assert int(output) > 1 and count > 10  # it saw several versions, never a gap
+    assert len(list((tmp_path / "versions").iterdir())) == 2  # current and previous only
 
 
 # -- resume is keyed on the run directory (why Prefect's task cache is not used) ------------
@@ -407,22 +389,29 @@ def test_resume_trusts_the_files_not_a_cache(
     run_dir, base = copy_run(local_reference, tmp_path)
     config = job(fault_corpus, run_dir, "local")
     before = committed_scores(run_dir)
-    shutil.rmtree(run_dir / "scores" / "shard-00002")  # lost, e.g. by a disk clean-up
+    (run_dir / "scores" / "shard-00002.parquet").unlink()  # lost, e.g. by a disk clean-up
 
     manifest = run_in_process(config, base)
     after = committed_scores(run_dir)
     assert set(after) == set(before)
     redone = {name for name in before if after[name] != before[name]}
-    assert redone == {"shard-00002"}
+    assert redone == {"shard-00002.parquet"}
     assert_same_result(run_dir, local_reference, manifest)
 
-    # The ingest marker holds the input's fingerprint: a changed file is refused, by name.
+    # The ingest marker holds the input's listing fingerprint: a changed file is refused, by name.
     shard = tmp_path / "shard-00.parquet"
     shutil.copy(fault_corpus / "shard-00.parquet", shard)
-    copy = Shard(0, str(shard), shard.name, "parquet")
+    run3 = RunDir(tmp_path / "run3")
+
+    def listed() -> Shard:
+        entry = Location.of(shard).info()
+        assert entry is not None
+        return Shard(0, str(shard), shard.name, "parquet", entry.fingerprint())
+
     schema = SchemaConfig(label="topic")
-    first = ingest_to_run(copy, schema, str(tmp_path / "run3"))
-    assert ingest_to_run(copy, schema, str(tmp_path / "run3")) == first  # done: skipped
+    first = ingest_to_run(listed(), schema, run3)
+    assert ingest_to_run(listed(), schema, run3)["reused"]  # done: skipped
+    assert not first["reused"]
     pq.write_table(pq.read_table(shard).slice(1), shard)
     with pytest.raises(RunStateError, match=r"shard-00\.parquet changed since it was ingested"):
-        ingest_to_run(copy, schema, str(tmp_path / "run3"))
+        ingest_to_run(listed(), schema, run3)

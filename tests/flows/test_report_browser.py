@@ -24,8 +24,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.browser import INSTALL_HINT, Chromium, chromium_path
-from tests.helpers.curated_run import add_contract_files, copy_run, curated_run
+from tests.helpers.curated_run import copy_run, curated_eval_run
+from thresher.io.files import read_json
 from thresher.reporting.html import write_report
+from thresher.run_dir import RunDir
 
 LAPTOP = (1366, 768)
 
@@ -68,9 +70,13 @@ def test_report_loads_cleanly_with_every_plot(
     prefect_server: None,
     tmp_path: Path,
 ) -> None:
-    run = copy_run(curated_run(tmp_path_factory, small_corpus), tmp_path / "run")
-    add_contract_files(run)
-    page = write_report(run)
+    """A real run with dedup, CCS and an eval's pruning curve (nothing hand-made)."""
+    run = copy_run(curated_eval_run(tmp_path_factory, small_corpus), tmp_path / "run")
+    page = write_report(str(run)).as_path()
+    manifest = read_json(run / "manifest.json")
+    stats = read_json(RunDir(run).published().stats)
+    dedup = read_json(run / "dedup" / "summary.json")
+    assert dedup["duplicates"] > 0 and (run / "eval" / "results.parquet").is_file()
 
     report = browser.load(page)
     assert report.errors == []
@@ -82,11 +88,9 @@ def test_report_loads_cleanly_with_every_plot(
     plots = browser.evaluate(PLOTS_JS)
     assert {p["alt"] for p in plots} == {
         "funnel plot",
-        "histogram of word_count",
-        "histogram of alpha_fraction",
+        *(f"histogram of {column}" for column in stats["histograms"]),
         "duplicate cluster sizes",
-        "strata of random",
-        "clusters of random",
+        "strata of ccs(word_count)",
         "pruning curve",
     }
     assert all(p["loaded"] for p in plots), plots
@@ -104,9 +108,13 @@ def test_report_loads_cleanly_with_every_plot(
         "examples",
         "run",
     ]
-    examples = browser.evaluate("document.getElementById('examples').textContent")
-    assert "<script>alert('kept or dropped')</script>" in examples
-    assert '<img src=x onerror="alert(1)">' in examples
+    # the counts shown are the manifest's and the dedup summary's
+    funnel = browser.evaluate("document.getElementById('funnel').textContent")
+    for number in (manifest["counts"]["input"], manifest["counts"]["kept"]):
+        assert f"{number:,}" in funnel
+    duplicates = browser.evaluate("document.getElementById('duplicates').textContent")
+    assert f"{dedup['clusters']:,}" in duplicates and f"{dedup['duplicates']:,}" in duplicates
+    assert manifest["counts"]["dropped"]["by_reason"]["duplicate"] == dedup["duplicates"]
     assert browser.evaluate("document.title").startswith("thresher report")
     font = browser.evaluate("getComputedStyle(document.body).fontFamily")
     assert font.endswith("sans-serif"), f"the stylesheet did not apply: {font}"

@@ -63,7 +63,11 @@ def run_config(corpus: Path, run_dir: Path, **overrides: Any) -> dict[str, Any]:
         ],
         "dedup": {"threshold": 0.5},
         "filters": [{"name": "threshold", "params": {"score": "alpha_fraction", "min": 0.8}}],
-        "selector": {"name": "ccs", "params": {"score": "word_count", "n_strata": 8}, "budget": 0.5},
+        "selector": {
+            "name": "ccs",
+            "params": {"score": "word_count", "n_strata": 8},
+            "budget": 0.5,
+        },
         "engine": {"kind": "local", "workers": 1},
     }
     config.update(overrides)

@@ -248,7 +248,9 @@ def test_spark_connected_components_known_graph(spark_engine: Any, tmp_path: Pat
     for engine in (spark_engine, LocalEngine(workers=1)):
         frame = engine.from_table(table)
         result = engine.connected_components(frame, Location.of(tmp_path / "cc")).to_table(10_000)
-        found = dict(zip(result.column("doc").to_pylist(), result.column("root").to_pylist(), strict=True))
+        found = dict(
+            zip(result.column("doc").to_pylist(), result.column("root").to_pylist(), strict=True)
+        )
         assert found == expected
         assert result.num_rows == len(expected)
 

@@ -194,7 +194,9 @@ def _selection(config: RunConfig, engine: Any, indices: list[int]) -> tuple[pd.D
     run = RunDir(config.run_path)
     version = new_version(run.root)
     summary = select_to_run(config, engine, indices, version)
-    table = read_parquet_dir(version.selection).sort_by([(S.SHARD, "ascending"), (S.ROW, "ascending")])
+    table = read_parquet_dir(version.selection).sort_by(
+        [(S.SHARD, "ascending"), (S.ROW, "ascending")]
+    )
     return table.to_pandas(), summary
 
 

@@ -48,7 +48,9 @@ def test_load_run_tables_agree_with_the_manifest(run_dir: Path) -> None:
     assert run.dropped.num_rows == counts["dropped"]["total"]
     assert run.quarantine.num_rows == counts["quarantined"]["total"]
     assert run.data.num_rows == counts["kept"]
-    assert run.clusters is None and run.eval_results is None
+    assert run.clusters is not None and run.eval_results is None
+    duplicates = counts["dropped"]["by_reason"]["duplicate"]
+    assert pc.sum(pc.invert(run.clusters.column("keeper"))).as_py() == duplicates
     joined = run.to_pandas("scored_selection")
     assert len(joined) == counts["ingested"] and int(joined["keep"].sum()) == counts["kept"]
     assert (
@@ -70,7 +72,8 @@ def test_try_selector_meets_the_budget_and_writes_nothing(run_dir: Path) -> None
     assert frame.loc[band.keep, "words"].min() >= frame.loc[not_selected, "words"].max()
     unfiltered = run.try_selector("random", 0.5, filters=False)
     assert not unfiltered.to_pandas()["reason"].fillna("").str.startswith("filter:").any()
-    same = run.try_selector("random", 0.5, seed=run.config.seed)
+    step = run.config.selector
+    same = run.try_selector(step.name, step.budget, step.params, seed=run.config.seed)
     assert same.kept_ids == set(run.data.column("id").to_pylist())  # = the run's selection
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
     with pytest.raises(ConfigError, match="unknown selector 'nope'"):
@@ -94,7 +97,7 @@ def test_select_from_a_config_with_another_selector_then_report(
             budget=40,
             quiet=True,
         )
-    assert run.path == copy.resolve()
+    assert run.path.as_path() == copy.resolve()
     assert run.manifest["counts"]["kept"] == 40 and run.data.num_rows == 40
     assert run.manifest["selection_steps"][-1]["step"] == "quantile_band(word_count)"
     assert {p: p.stat().st_mtime_ns for p in (copy / "scores").rglob("*.parquet")} == scores
@@ -103,7 +106,7 @@ def test_select_from_a_config_with_another_selector_then_report(
     assert not any(line.startswith("materialize:") for line in flow_log)  # quiet: no progress
 
     (copy / "report.html").unlink()
-    path = thresher.report(copy)
+    path = thresher.report(copy).as_path()
     assert path == copy.resolve() / "report.html" and path.read_text().startswith("<!DOCTYPE html>")
 
 

@@ -25,11 +25,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from thresher.config import SchemaConfig, parse_config
+from thresher.engines.local import LocalEngine
 from thresher.errors import ConfigError, InputError, RunStateError
 from thresher.io import ingest as ingest_module
 from thresher.io.ingest import ingest_shard
 from thresher.io.shards import Shard
 from thresher.run_dir import RunDir
+from thresher.runs import load_run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -199,11 +201,11 @@ def bad_run(
 
 
 def _quarantine(run_dir: Path) -> list[dict[str, Any]]:
-    return pq.read_table(run_dir / "quarantine").to_pylist()
+    return load_run(run_dir).quarantine.to_pylist()
 
 
 def _dropped(run_dir: Path) -> dict[str, dict[str, Any]]:
-    rows = pq.read_table(run_dir / "dropped").to_pylist()
+    rows = load_run(run_dir).dropped.to_pylist()
     return {row["id"]: row for row in rows}
 
 
@@ -263,7 +265,7 @@ def test_duplicate_ids_across_shards_keep_the_first(
     dropped = _dropped(run_dir)
     for duplicate in DUPLICATES:
         assert dropped[duplicate]["reason"] == "duplicate_id"
-        assert "first seen at shard 0" in dropped[duplicate]["detail"]  # a-good.parquet
+        assert "a-good.parquet row" in dropped[duplicate]["detail"]  # names the first shard
     data = kept_table(run_dir).to_pylist()
     kept = {row["id"]: row for row in data}
     assert len(kept) == len(data)  # no id twice
@@ -300,7 +302,7 @@ def test_budget_larger_than_the_corpus_keeps_everything_valid(
     bad_run: tuple[str, Path, dict[str, Any]],
 ) -> None:
     _, run_dir, _ = bad_run
-    steps = json.loads((run_dir / "selection" / "steps.json").read_text())
+    steps = json.loads(RunDir(run_dir).published().steps.read_text())
     assert steps[-1]["budget"] == 1_000_000
     assert steps[-1]["kept"] == steps[-1]["rows_in"] > 0
 
@@ -541,10 +543,13 @@ def test_harmonize_rewrites_drifted_shards_once(tmp_path: Path) -> None:
         pq.write_table(table, corpus / f"{name}.parquet")
     run = tmp_path / "run"
     for index, name in enumerate(["0.parquet", "1.parquet", "2.parquet"]):
-        ingest_to_run(Shard(index, str(corpus / name), name, "parquet"), SchemaConfig(), str(run))
+        shard = Shard(index, str(corpus / name), name, "parquet")
+        ingest_to_run(shard, SchemaConfig(), RunDir(run))
+    engine = LocalEngine(workers=1)
     # url: string vs integer; n: an integer column stored as null (string) in shard 2
-    assert harmonize_ingested(str(run), [0, 1, 2]) == {1: ["url"], 2: ["n"]}
-    assert harmonize_ingested(str(run), [0, 1, 2]) == {}  # a resumed run rewrites nothing
+    assert harmonize_ingested(RunDir(run), [0, 1, 2], engine) == {1: ["url"], 2: ["n"]}
+    assert harmonize_ingested(RunDir(run), [0, 1, 2], engine) == {}  # a resumed run: nothing
+    engine.close()
     common = read_common_schema(RunDir(run))
     assert common is not None and common.field("url").type == pa.string()
     assert common.field("n").type == pa.int64()

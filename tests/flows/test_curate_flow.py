@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers.runs import local_kept_ids
 from thresher.config import RunConfig, parse_config
 from thresher.errors import ConfigError, RunStateError
 from thresher.flows.curate import curate
+from thresher.runs import load_run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -22,12 +23,9 @@ SMALL_CORPUS_RECORDS = 614
 
 
 def kept_ids(run_dir: Path) -> list[str]:
-    return sorted(
-        ds.dataset(run_dir / "data", format="parquet")
-        .to_table(columns=["id"])
-        .column("id")
-        .to_pylist()
-    )
+    ids = sorted(load_run(run_dir).data.column("id").to_pylist())
+    assert ids == local_kept_ids(run_dir)  # the local data/ link shows the same version
+    return ids
 
 
 @pytest.mark.spark
@@ -56,11 +54,11 @@ def test_engines_agree_and_counts_reconcile(
         )
         assert counts["kept"] == len(ids)
         assert counts["quarantined"]["total"] == 14
-        dropped = pq.read_table(run_dir / "dropped")
+        run = load_run(run_dir)
+        dropped = run.dropped
         assert dropped.num_rows == counts["dropped"]["total"]
         assert set(dropped.column("id").to_pylist()).isdisjoint(ids)
-        quarantine = pq.read_table(run_dir / "quarantine")
-        assert quarantine.num_rows == counts["quarantined"]["total"]
+        assert run.quarantine.num_rows == counts["quarantined"]["total"]
         assert (run_dir / "data" / "_SUCCESS").exists()
         assert (
             json.loads((run_dir / "manifest.json").read_text())["config_hash"]
@@ -88,10 +86,11 @@ def test_rerun_resumes_and_changed_scorers_are_refused(
 ) -> None:
     config = make_config()
     first = curate(config)
-    marker_times = {p: p.stat().st_mtime_ns for p in (config.run_path / "scores").iterdir()}
+    scores = config.run_path.as_path() / "scores"
+    marker_times = {p: p.stat().st_mtime_ns for p in scores.iterdir()}
     second = curate(config)
     assert second["counts"] == first["counts"]
-    assert {p: p.stat().st_mtime_ns for p in (config.run_path / "scores").iterdir()} == marker_times
+    assert {p: p.stat().st_mtime_ns for p in scores.iterdir()} == marker_times
 
     changed = make_config(
         scorers=[{"name": "word_count"}, {"name": "alpha_fraction"}, {"name": "mean_word_length"}]

@@ -16,6 +16,8 @@ from thresher.engines.local import LocalEngine
 from thresher.errors import ConfigError
 from thresher.flows.curate import curate
 from thresher.io.files import read_json
+from thresher.run_dir import RunDir
+from thresher.runs import load_run
 from thresher.stages.dedup import dedup_to_run
 
 SCORERS = [{"name": "word_count"}, {"name": "alpha_fraction"}, {"name": "minhash"}]
@@ -30,9 +32,9 @@ def dedup_config(make_config: Callable[..., RunConfig], **overrides: Any) -> Run
 
 def check_audit(run_dir: Path, small_corpus: Path) -> None:
     """Every duplicate names its keeper; planted copies sit in their source's cluster."""
-    clusters = read_clusters(run_dir / "dedup").to_pylist()
+    clusters = read_clusters(RunDir(run_dir)).to_pylist()
     by_id = {row["id"]: row for row in clusters}
-    dropped = pq.read_table(run_dir / "dropped").to_pylist()
+    dropped = load_run(run_dir).dropped.to_pylist()
     duplicates = [row for row in dropped if row["reason"] == "duplicate"]
     assert duplicates and len(duplicates) == sum(not row["keeper"] for row in clusters)
     for row in duplicates:
@@ -60,8 +62,8 @@ def test_curate_with_dedup_on_both_engines(
     on_spark = dedup_config(make_config, run_dir=str(tmp_path / "spark"), engine={"kind": "spark"})
     manifests = [curate(local), curate(on_spark)]
     assert kept_ids(tmp_path / "local") == kept_ids(tmp_path / "spark")
-    assert read_clusters(tmp_path / "local" / "dedup").equals(
-        read_clusters(tmp_path / "spark" / "dedup")
+    assert read_clusters(RunDir(tmp_path / "local")).equals(
+        read_clusters(RunDir(tmp_path / "spark"))
     )
     for manifest, name in zip(manifests, ("local", "spark"), strict=True):
         counts = manifest["counts"]
@@ -75,7 +77,9 @@ def test_curate_with_dedup_on_both_engines(
 def test_changed_dedup_reruns_dedup_but_not_scoring(make_config: Callable[..., RunConfig]) -> None:
     config = dedup_config(make_config)
     first = curate(config)
-    scores = {p: p.stat().st_mtime_ns for p in (config.run_path / "scores").rglob("*.parquet")}
+    scores = {
+        p: p.stat().st_mtime_ns for p in (config.run_path.as_path() / "scores").glob("*.parquet")
+    }
     summary = read_json(config.run_path / "dedup" / "summary.json")
 
     stricter = dedup_config(make_config, dedup={**DEDUP, "threshold": 0.9})
@@ -86,11 +90,11 @@ def test_changed_dedup_reruns_dedup_but_not_scoring(make_config: Callable[..., R
     assert by_reason[1] < by_reason[0]
 
     with LocalEngine(workers=1) as engine:  # the same dedup section again: reused as it is
-        indices = sorted(int(p.name.split("-")[1]) for p in (config.run_path / "scores").iterdir())
+        indices = sorted(RunDir(config.run_path).shard_names())
         assert dedup_to_run(stricter, engine, indices)["reused"]
     without = curate(dedup_config(make_config, dedup=None))
     assert "duplicate" not in without["counts"]["dropped"]["by_reason"]
-    assert not (config.run_path / "dedup").exists()
+    assert not (config.run_path.as_path() / "dedup").exists()
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,9 @@ def numbered_shards(
     """
     root = Location.of(base)
     entries = [
-        f if isinstance(f, FileEntry) else (Location.of(f).info() or FileEntry(Location.of(f), 0, None))
+        f
+        if isinstance(f, FileEntry)
+        else (Location.of(f).info() or FileEntry(Location.of(f), 0, None))
         for f in files
     ]
     named = sorted(entries, key=lambda e: shard_name(e.location, root))

@@ -29,8 +29,12 @@ from thresher.sample_corpus import write_sample_corpus
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """A local Spark session shared by the whole test run (starting one takes seconds)."""
+def spark(s3: Any) -> Iterator[Any]:
+    """A local Spark session shared by the whole test run (starting one takes seconds).
+
+    It starts after the S3 test server, so that its Python workers inherit
+    the server's endpoint and credentials from the environment.
+    """
     from pyspark.sql import SparkSession
 
     session = (

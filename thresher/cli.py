@@ -99,6 +99,15 @@ def _engine(engine: str | None) -> EngineKind | None:
     return cast("EngineKind | None", engine)
 
 
+def _check_before_work(cfg: Any, inputs: bool = True) -> None:
+    """Fail fast, before Prefect and Spark start: every input pattern matches, every store answers."""
+    from thresher.flows.curate import check_storage
+
+    if inputs:
+        cfg.input_files()
+    check_storage(cfg)
+
+
 def _done(manifest: dict[str, Any], run_dir: Any) -> None:
     counts = manifest["counts"]
     console.print(
@@ -132,7 +141,7 @@ def run(
     from thresher.flows.curate import curate
 
     cfg = load_config(config)
-    cfg.input_files()  # fail fast, before Prefect and Spark start
+    _check_before_work(cfg)
     manifest = curate(cfg, fresh=fresh, engine=kind, quiet=quiet)
     _done(manifest, cfg.run_path)
 
@@ -159,7 +168,7 @@ def score(
     from thresher.flows.curate import curate
 
     cfg = load_config(config)
-    cfg.input_files()
+    _check_before_work(cfg)
     summary = curate(cfg, fresh=fresh, engine=kind, stages="score", quiet=quiet)
     console.print(
         f"[bold green]scored[/]: {summary['ingested']:,} records in {summary['shards']} shard(s) "
@@ -257,6 +266,7 @@ def select(
         selector=selector,
         params=_params(param or []),
     )
+    _check_before_work(cfg, inputs=False)
     manifest = curate(cfg, engine=kind, stages="select", quiet=quiet)
     _done(manifest, cfg.run_path)
 

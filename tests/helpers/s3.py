@@ -91,16 +91,24 @@ class S3Server:
 
 
 @contextmanager
-def s3_server(log_dir: Path) -> Iterator[S3Server]:
-    """Start ``moto_server`` on a free port of 127.0.0.1; stop it (by pid) at the end."""
+def s3_server(log_dir: Path, *, authenticate: bool = False) -> Iterator[S3Server]:
+    """Start ``moto_server`` on a free port of 127.0.0.1; stop it (by pid) at the end.
+
+    ``authenticate``: the server checks credentials (moto's IAM mode), so
+    that any key it did not issue is refused, as a real store refuses it.
+    """
     port = free_port()
     log = log_dir / f"moto-{port}.log"
     handle = log.open("wb")
+    env = {**os.environ}
+    if authenticate:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:

@@ -45,7 +45,7 @@ from prefect.cache_policies import NO_CACHE
 
 from thresher.config import RunConfig, SchemaConfig, check_input_apart, load_config
 from thresher.engines import Engine, make_engine
-from thresher.errors import RunStateError
+from thresher.errors import ConfigError, RunStateError
 from thresher.io import publish
 from thresher.io.files import check_contained, write_json_atomic
 from thresher.io.fs import FileEntry
@@ -222,6 +222,27 @@ def run_keys(config: RunConfig) -> dict[str, str]:
         "schema": json_digest([data["schema"], data["input"]["format"]]),
         "scorers": json_digest([data["scorers"], data["seed"]]),
     }
+
+
+def check_driver_limit(config: RunConfig, n_rows: int) -> None:
+    """Refuse, before scoring, a step that would gather more rows on the driver than allowed.
+
+    An embedding selector without ``partitions`` runs on one machine with
+    every vector of the rows that reach it; every other stage keeps nothing
+    per row on the driver.
+    """
+    from thresher.stages.decide import configured_steps
+
+    limit = config.engine.driver_max_rows
+    for number, (step, selector) in enumerate(configured_steps(config)):
+        if selector.requires_embeddings and step.partitions is None and n_rows > limit:
+            where = "selector" if number == len(config.filters) else f"filters[{number}]"
+            raise ConfigError(
+                f"{where}: {step.name!r} gathers the vectors of every row that reaches it on one "
+                f"machine, and this corpus has {n_rows:,} ingested rows, more than "
+                f"engine.driver_max_rows ({limit:,}); add `partitions: {{clusters: N}}` to the "
+                "step to run it where the data is, or raise engine.driver_max_rows"
+            )
 
 
 def check_storage(config: RunConfig) -> None:
@@ -413,6 +434,7 @@ def _ingest_score(
                 columns,
             )
     shard_rows = {s["index"]: s["ingested"] for s in stats}
+    check_driver_limit(cfg, sum(shard_rows.values()))
     reused = sum(1 for s in stats if s.get("reused"))
     logger.info(
         "ingested %d rows, quarantined %d (%d shard(s) reused, %d ingested now)",

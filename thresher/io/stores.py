@@ -397,8 +397,19 @@ class S3Store(Store):
             raise
 
     def check(self, location: Location) -> None:
+        """The bucket exists and the credentials are accepted (one HEAD request)."""
         bucket, _ = self._split(location)
-        self.guard(location, lambda: self.client.head_bucket(Bucket=bucket))
+        where = f"endpoint {self.endpoint}" if self.endpoint else "AWS S3"
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except Exception as error:
+            _, status = _s3_error_code(error)
+            if status == 404:
+                raise StorageError(
+                    f"{location}: bucket {bucket!r} does not exist on {where}; create it, or fix "
+                    "the URI"
+                ) from None
+            raise self.explain(location, error) from error
 
     def info(self, location: Location) -> FileEntry | None:
         bucket, key = self._split(location)

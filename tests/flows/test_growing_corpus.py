@@ -1,0 +1,100 @@
+"""A corpus that grows between scheduled runs: new shards alone are ingested and scored.
+
+Shards are identified by name. Three files added whose names sort before,
+between and after the existing ones are ingested and scored alone (their
+markers and score files are new, every other one untouched), dedup and
+selection then run over the union, and the result equals a fresh run over
+all thirteen. A removed file and a changed file are refused by name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.runs import kept_ids
+from thresher.config import parse_config
+from thresher.errors import RunStateError
+from thresher.flows.curate import curate
+from thresher.runs import load_run
+from thresher.sample_corpus import write_sample_corpus
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+def config(corpus: Path, run_dir: Path) -> Any:
+    return parse_config(
+        {
+            "run_dir": str(run_dir),
+            "seed": 4,
+            "input": {"paths": ["corpus"]},  # a directory: every shard file in it
+            "schema": {"id": "id", "text": "text", "label": "topic"},
+            "scorers": [
+                {"name": "word_count"},
+                {"name": "alpha_fraction"},
+                {"name": "minhash", "params": {"num_perm": 64}},
+            ],
+            "dedup": {"threshold": 0.5},
+            "filters": [{"name": "threshold", "params": {"score": "alpha_fraction", "min": 0.8}}],
+            "selector": {"name": "ccs", "params": {"score": "word_count"}, "budget": 0.5},
+            "engine": {"kind": "local", "workers": 2},
+        },
+        base_dir=corpus.parent,
+    )
+
+
+def stamps(directory: Path, pattern: str) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(directory.glob(pattern))}
+
+
+def test_new_shards_anywhere_in_the_order_are_processed_alone(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    write_sample_corpus(corpus, n_documents=1000, n_shards=10, seed=3)
+    (corpus / "_truth.parquet").unlink()
+    extra = tmp_path / "extra"
+    write_sample_corpus(extra, n_documents=300, n_shards=3, seed=8)  # ids overlap the corpus's
+    run_dir = tmp_path / "run"
+    first = curate(config(corpus, run_dir))
+    markers = stamps(run_dir / "_state" / "ingest", "shard-*.json")
+    scores = stamps(run_dir / "scores", "shard-*.parquet")
+    assert len(markers) == len(scores) == 10
+
+    for source, name in zip(
+        sorted(extra.glob("shard-*")), ("a-first", "shard-04b", "z-last"), strict=True
+    ):
+        suffix = source.name.split(".", 1)[1]  # parquet, jsonl, jsonl.gz
+        shutil.copy(source, corpus / f"{name}.{suffix}")
+    second = curate(config(corpus, run_dir))
+    markers_after = stamps(run_dir / "_state" / "ingest", "shard-*.json")
+    scores_after = stamps(run_dir / "scores", "shard-*.parquet")
+    assert len(markers_after) == len(scores_after) == 13
+    assert {k: markers_after[k] for k in markers} == markers  # old shards: not ingested again
+    assert {k: scores_after[k] for k in scores} == scores  # nor scored again
+    new = set(scores_after) - set(scores)
+    assert len(new) == 3  # the three new shards, and only they, were processed
+    runs = {i["added_by"] for i in second["inputs"]}
+    assert len(runs) == 2  # the manifest names the run that added each shard
+    by_name = {i["path"]: i["added_by"] for i in second["inputs"]}
+    first_new = next(name for name in by_name if name.startswith("corpus/a-first."))
+    assert by_name[first_new] != by_name["corpus/shard-00.parquet"]
+    assert second["counts"]["input"] > first["counts"]["input"]
+
+    fresh_dir = tmp_path / "fresh"
+    fresh = curate(config(corpus, fresh_dir))
+    assert kept_ids(run_dir) == kept_ids(fresh_dir)  # the same as a fresh run on all 13
+    assert load_run(run_dir).data.sort_by("id").equals(load_run(fresh_dir).data.sort_by("id"))
+    assert second["counts"] == fresh["counts"]
+
+    (corpus / "shard-05.parquet").rename(tmp_path / "aside.parquet")
+    with pytest.raises(RunStateError, match=r"corpus/shard-05\.parquet .*missing now"):
+        curate(config(corpus, run_dir))
+    (tmp_path / "aside.parquet").rename(corpus / "shard-05.parquet")
+
+    data = bytearray((corpus / "shard-08.jsonl.gz").read_bytes())
+    data[-9] ^= 1  # one byte of the gzip trailer
+    (corpus / "shard-08.jsonl.gz").write_bytes(bytes(data))
+    with pytest.raises(RunStateError, match=r"corpus/shard-08\.jsonl\.gz changed since"):
+        curate(config(corpus, run_dir))

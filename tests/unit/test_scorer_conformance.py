@@ -182,3 +182,47 @@ def test_setup_is_idempotent_and_scorer_pickles(scorer: Scorer) -> None:
 def test_params_round_trip(scorer: Scorer) -> None:
     rebuilt = type(scorer)(**scorer.get_params())
     assert rebuilt.get_params() == scorer.get_params()
+
+
+#: The parameters each factory gives (valid values), for the parameter checks below.
+SCORER_PARAMS: dict[str, dict[str, object]] = {
+    "minhash": {"num_perm": 64, "ngram": 3},
+    "el2n": {"proxy": TINY_PROXY},
+    "grand": {"proxy": TINY_PROXY},
+    "influence": {"proxy": TINY_PROXY, "projection_dim": 4},
+    "vog": {"proxy": TINY_PROXY, "n_normalize": 100},
+    "embedding": {"dim": 32},
+    "perplexity": {"lm": TINY_LM, "token_el2n": True, "flag_lm_train": False},
+    "fasttext_quality": {"positive_labels": ["science", "travel"], "n_documents": 300},
+}
+
+
+def _bad_value(value: object) -> object:
+    """A value of the wrong kind for a parameter whose valid value is ``value``."""
+    if isinstance(value, bool):
+        return "maybe"
+    if isinstance(value, int | float):
+        return "lots"
+    if isinstance(value, str):
+        return 12345
+    if isinstance(value, dict):
+        return "not-a-mapping"
+    return [["not", "valid"]]  # None (optional) and lists
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
+    name: str, make_config: Callable[..., object]
+) -> None:
+    from thresher.errors import ConfigError
+
+    given = SCORER_PARAMS.get(name, {})
+    valid = make_scorer(name, given).get_params()
+    make_config(scorers=[{"name": name, "params": given}], filters=[])
+    for param, value in valid.items():
+        with pytest.raises(ConfigError) as refused:
+            make_config(
+                scorers=[{"name": name, "params": {**given, param: _bad_value(value)}}], filters=[]
+            )
+        message = str(refused.value)
+        assert "scorers[0].params" in message and param in message, (param, message)

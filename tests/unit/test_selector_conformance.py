@@ -117,3 +117,45 @@ def test_nan_scores_are_refused_with_a_message(name: str) -> None:
     budget = 5 if selector.requires_budget else None
     with pytest.raises(ValueError, match="NaN"):
         selector.select(scores, embeddings, budget, random_state=0)
+
+
+def _bad_value(value: object) -> object:
+    """A value of the wrong kind for a parameter whose valid value is ``value``."""
+    if isinstance(value, bool):
+        return "maybe"
+    if isinstance(value, int | float):
+        return "lots"
+    if isinstance(value, str):
+        return 12345
+    if isinstance(value, dict):
+        return "not-a-mapping"
+    return [["not", "valid"]]  # None (optional) and lists
+
+
+def _checked_config(make_config: Callable[..., object], name: str, params: dict) -> object:
+    selector = SELECTORS[name]
+    budget = 10 if selector.requires_budget else None
+    return make_config(
+        scorers=[
+            {"name": "word_count", "column": "score"},
+            {"name": "embedding", "params": {"dim": 8}},
+        ],
+        schema={"id": "id", "text": "text", "label": "topic"},
+        filters=[],
+        selector={"name": name, "params": params, "budget": budget},
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
+    name: str, make_config: Callable[..., object]
+) -> None:
+    from thresher.errors import ConfigError
+
+    valid = SELECTOR_FACTORIES[name]().get_params()
+    _checked_config(make_config, name, valid)  # the factory's parameters are accepted
+    for param, value in valid.items():
+        with pytest.raises(ConfigError) as refused:
+            _checked_config(make_config, name, {**valid, param: _bad_value(value)})
+        message = str(refused.value)
+        assert "selector.params" in message and param in message, (param, message)

@@ -259,7 +259,12 @@ class Location:
     def store(self) -> Store:
         from thresher.io.stores import store_for
 
-        return store_for(self.scheme, self._authority, self.options)
+        try:
+            return store_for(self.scheme, self._authority, self.options)
+        except StorageError as error:
+            if str(error).startswith(self.uri):
+                raise
+            raise StorageError(f"{self.uri}: {error}") from None
 
     @property
     def _authority(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from thresher.errors import ThresherError
 from thresher.scorers.base import Scorer
 from thresher.scorers.el2n import EL2NScorer
 from thresher.scorers.embedding import EmbeddingScorer
@@ -38,13 +39,18 @@ SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in _REGISTERED}
 
 
 def make_scorer(name: str, params: dict[str, Any] | None = None) -> Scorer:
-    """Instantiate a registered scorer; unknown names and parameters raise ValueError."""
+    """Instantiate a registered scorer and check its parameters (ValueError when bad)."""
     if name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))}")
     try:
-        return SCORERS[name](**(params or {}))
+        instance = SCORERS[name](**(params or {}))
     except TypeError as error:
         raise ValueError(f"scorer {name!r}: {error}") from None
+    try:
+        instance.check_params()
+    except (ValueError, ThresherError) as error:  # the config loader adds the field's path
+        raise ValueError(str(error)) from None
+    return instance
 
 
 __all__ = ["SCORERS", "Scorer", "make_scorer"]

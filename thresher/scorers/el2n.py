@@ -114,9 +114,15 @@ class EL2NScorer(ProxyScorer):
     def dynamics(self) -> bool:
         return bool(self.per_epoch or self.aum or self.forgetting)
 
+    def check_params(self) -> None:
+        super().check_params()
+        chosen_epoch(self.name, self.epoch, self.proxy_config.epochs)
+        for flag in ("per_epoch", "aum", "forgetting"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+
     def output_fields(self, column: str) -> list[pa.Field]:
         epochs = self.proxy_config.epochs
-        chosen_epoch(self.name, self.epoch, epochs)
         fields = [pa.field(column, pa.float64())]
         if self.per_epoch:
             fields += [pa.field(f"{column}_epoch_{k}", pa.float64()) for k in range(1, epochs + 1)]

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import check_bool, check_device, check_int, check_mapping, check_str
 from thresher.devices import resolve_device
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
@@ -151,8 +152,16 @@ class EmbeddingScorer(Scorer):
             )
         return path
 
+    def check_params(self) -> None:
+        check_mapping(self.name, "proxy", self.proxy)
+        check_mapping(self.name, "lm", self.lm)
+        check_str(self.name, "model_path", self.model_path, optional=True)
+        check_int(self.name, "epoch", self.epoch, optional=True)
+        check_bool(self.name, "normalize", self.normalize)
+        check_device(self.name, self.device)
+        self.width()  # the rest is checked on the way to the vectors' width
+
     def output_fields(self, column: str) -> list[pa.Field]:
-        self.width()  # checks the parameters
         return [pa.field(column, pa.list_(pa.float32()))]
 
     output_type: ClassVar[pa.DataType] = pa.list_(pa.float32())

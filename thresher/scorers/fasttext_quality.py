@@ -56,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from thresher._params import check_bool, check_str
 from thresher.errors import ConfigError, InputError, ScorerError, ThresherError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -203,6 +204,13 @@ class FastTextQualityScorer(Scorer):
                 )
             specs.append(_check_spec({**defaults, **spec}, where))
         return specs
+
+    def check_params(self) -> None:
+        check_str(self.name, "label_column", self.label_column)
+        check_str(self.name, "positive_label", self.positive_label)
+        for flag in ("write_members", "lowercase"):
+            check_bool(self.name, flag, getattr(self, flag))
+        self.specs()  # every classifier's spec, checked
 
     def output_fields(self, column: str) -> list[pa.Field]:
         specs = self.specs()

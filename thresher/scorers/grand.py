@@ -54,8 +54,11 @@ class GraNdScorer(ProxyScorer):
         self.epoch = epoch
         self.device = device
 
-    def output_fields(self, column: str) -> list[pa.Field]:
+    def check_params(self) -> None:
+        super().check_params()
         chosen_epoch(self.name, self.epoch, self.proxy_config.epochs)
+
+    def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.float64())]
 
     def needed_epochs(self) -> list[int] | None:

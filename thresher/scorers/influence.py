@@ -53,6 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from thresher._params import check_mapping, check_str
 from thresher.errors import ConfigError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -124,8 +125,10 @@ class InfluenceScorer(ProxyScorer):
     def has_target(self) -> bool:
         return self.target_ids is not None or self.target_file is not None
 
-    def _check_params(self) -> None:
-        self.proxy_config  # noqa: B018 (validates the proxy parameter)
+    def check_params(self) -> None:
+        super().check_params()
+        check_str(self.name, "target_file", self.target_file, optional=True)
+        check_mapping(self.name, "target_columns", self.target_columns)
         if self.projection_dim is not None and (
             isinstance(self.projection_dim, bool)
             or not isinstance(self.projection_dim, int)
@@ -150,7 +153,6 @@ class InfluenceScorer(ProxyScorer):
             )
 
     def output_fields(self, column: str) -> list[pa.Field]:
-        self._check_params()
         fields = [pa.field(column, pa.float64())]
         if self.has_target:
             fields.append(pa.field(f"{column}_target", pa.float64()))
@@ -158,7 +160,7 @@ class InfluenceScorer(ProxyScorer):
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
-        self._check_params()
+        self.check_params()
         super().fit(context)
         self.projection_seed_ = int(context.seed)
         if not self.has_target:

@@ -102,7 +102,6 @@ class MinHashScorer(Scorer):
                 raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
 
     def output_fields(self, column: str) -> list[pa.Field]:
-        self.check_params()
         return [
             pa.field(column, pa.binary()),
             pa.field(f"{column}_exact", pa.binary()),

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from thresher._params import check_bool, check_device, check_str
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -97,7 +98,6 @@ class PerplexityScorer(Scorer):
         return (S.TEXT, S.ID, S.SHARD, S.ROW) if self.flag_lm_train else (S.TEXT,)
 
     def output_fields(self, column: str) -> list[pa.Field]:
-        self._check_params()
         fields = [pa.field(column, pa.float64())]
         if self.token_el2n:
             fields.append(pa.field(f"{column}_token_el2n", pa.float64()))
@@ -105,9 +105,13 @@ class PerplexityScorer(Scorer):
             fields.append(pa.field(f"{column}_in_lm_train", pa.bool_()))
         return fields
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
         from thresher.models.lm import lm_params
 
+        check_str(self.name, "model_path", self.model_path, optional=True)
+        check_bool(self.name, "token_el2n", self.token_el2n)
+        check_bool(self.name, "flag_lm_train", self.flag_lm_train)
+        check_device(self.name, self.device)
         if self.lm is not None and self.model_path is not None:
             raise ValueError("give either lm (train a reference LM) or model_path, not both")
         if self.lm is not None and not isinstance(self.lm, dict):
@@ -123,7 +127,7 @@ class PerplexityScorer(Scorer):
         """Train (or reuse) the reference LM, or check ``model_path``; remember its directory."""
         from thresher.models.lm import fit_reference_lm, lm_kind
 
-        self._check_params()
+        self.check_params()
         if self.model_path is not None:
             path = Path(self.model_path).expanduser().resolve()
             if not path.is_dir():

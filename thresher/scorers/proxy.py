@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import check_device
 from thresher.devices import resolve_device
 from thresher.errors import ScorerError
 from thresher.fitting import FitContext
@@ -40,6 +41,10 @@ class ProxyScorer(Scorer):
     def proxy_config(self) -> ProxyConfig:
         """The validated ``proxy`` parameter (ConfigError names a bad field)."""
         return parse_proxy_config(self.proxy, self.name)
+
+    def check_params(self) -> None:
+        self.proxy_config  # noqa: B018 (parsing it checks every field)
+        check_device(self.name, self.device)
 
     # The columns depend on the proxy's feature source, so this is per instance.
     @property

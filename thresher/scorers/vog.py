@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import check_bool
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -120,7 +121,9 @@ class VoGScorer(ProxyScorer):
         self.n_normalize = n_normalize
         self.device = device
 
-    def output_fields(self, column: str) -> list[pa.Field]:
+    def check_params(self) -> None:
+        super().check_params()
+        check_bool(self.name, "normalize", self.normalize)
         config = self.proxy_config
         if config.hidden == 0:
             raise ConfigError(
@@ -135,10 +138,12 @@ class VoGScorer(ProxyScorer):
             raise ConfigError(
                 f"vog.n_normalize: expected an integer >= 2, got {self.n_normalize!r}"
             )
+
+    def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.float64())]
 
     def fit(self, context: FitContext) -> None:
-        self.output_fields(self.name)
+        self.check_params()
         super().fit(context)
         if not self.normalize:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from thresher.errors import ThresherError
 from thresher.selectors.base import Selection, Selector
 from thresher.selectors.ccs import CCSSelector
 from thresher.selectors.dpp import DPPSelector
@@ -32,13 +33,18 @@ SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
 
 
 def make_selector(name: str, params: dict[str, Any] | None = None) -> Selector:
-    """Instantiate a registered selector; unknown names and parameters raise ValueError."""
+    """Instantiate a registered selector and check its parameters (ValueError when bad)."""
     if name not in SELECTORS:
         raise ValueError(f"unknown selector {name!r}; available: {', '.join(sorted(SELECTORS))}")
     try:
-        return SELECTORS[name](**(params or {}))
+        instance = SELECTORS[name](**(params or {}))
     except TypeError as error:
         raise ValueError(f"selector {name!r}: {error}") from None
+    try:
+        instance.check_params()
+    except (ValueError, ThresherError) as error:  # the config loader adds the field's path
+        raise ValueError(str(error)) from None
+    return instance
 
 
 __all__ = ["SELECTORS", "Selection", "Selector", "make_selector"]

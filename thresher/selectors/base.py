@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import ParamsMixin
+from thresher._params import ParamsMixin, check_str
 from thresher.frame import Frame, TableFrame
 from thresher.keys import seed_material
 
@@ -201,6 +201,11 @@ def resolve_budget(budget: Budget | None, n_rows: int, *, selector: str = "selec
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"{selector}: a fraction budget must be in (0, 1], got {budget}")
     return int(min(n_rows, math.floor(budget * n_rows + 0.5)))
+
+
+def check_column(selector: str, name: str, value: Any, optional: bool = False) -> None:
+    """``value`` names a score column (or is None when ``optional``)."""
+    check_str(selector, name, value, optional=optional)
 
 
 def score_values(

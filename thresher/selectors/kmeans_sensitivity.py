@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import check_bool, check_int
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -146,6 +147,11 @@ class KMeansSensitivitySelector(Partitionable, Selector):
         self.n_clusters = n_clusters
         self.n_iter = n_iter
         self.normalize = normalize
+
+    def check_params(self) -> None:
+        check_int(self.name, "n_clusters", self.n_clusters)
+        check_int(self.name, "n_iter", self.n_iter)
+        check_bool(self.name, "normalize", self.normalize)
 
     def allocation_weights(
         self, rows: NDArray[np.int64], costs: NDArray[np.float64]

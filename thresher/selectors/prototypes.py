@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import check_choice, check_int
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -65,6 +66,11 @@ class PrototypesSelector(Partitionable, Selector):
         self.keep = keep
         self.n_iter = n_iter
 
+    def check_params(self) -> None:
+        check_int(self.name, "n_clusters", self.n_clusters)
+        check_int(self.name, "n_iter", self.n_iter)
+        check_choice(self.name, "keep", self.keep, ("hard", "easy"))
+
     def select(
         self,
         scores: pa.Table,
@@ -73,8 +79,7 @@ class PrototypesSelector(Partitionable, Selector):
         *,
         random_state: RandomState = None,
     ) -> Selection:
-        if self.keep not in ("hard", "easy"):
-            raise ValueError(f"prototypes: keep must be 'hard' or 'easy', got {self.keep!r}")
+        self.check_params()
         n = scores.num_rows
         matrix = check_embeddings(embeddings, n, selector=self.name)
         k = resolve_budget(budget, n, selector=self.name)

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import check_choice, check_int
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -187,7 +188,16 @@ class SemDeDupSelector(_SemDeDupBase):
         self.n_iter = n_iter
         self.prefer = prefer
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        check_int(self.name, "n_clusters", self.n_clusters)
+        check_int(self.name, "n_iter", self.n_iter)
+        check_choice(self.name, "prefer", self.prefer, ("far", "near"))
+        for name in ("eps", "target_keep", "max_eps"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"semdedup: {name} must be a number, got {value!r}")
         if (self.eps is None) == (self.target_keep is None):
             raise ValueError("semdedup: give exactly one of `eps` and `target_keep`")
         if self.eps is not None and not 0.0 <= self.eps <= 2.0:
@@ -210,7 +220,7 @@ class SemDeDupSelector(_SemDeDupBase):
                 "semdedup is a filter and defines its own size; leave its budget empty "
                 "(or use semdedup_rank to meet a budget)"
             )
-        self._check_params()
+        self.check_params()
         n = scores.num_rows
         rng = check_random_state(random_state)
         if n == 0:
@@ -276,6 +286,11 @@ class SemDeDupRankSelector(_SemDeDupBase):
         self.n_clusters = n_clusters
         self.n_iter = n_iter
         self.prefer = prefer
+
+    def check_params(self) -> None:
+        check_int(self.name, "n_clusters", self.n_clusters)
+        check_int(self.name, "n_iter", self.n_iter)
+        check_choice(self.name, "prefer", self.prefer, ("far", "near"))
 
     def select(
         self,

@@ -7,7 +7,6 @@ import pyarrow as pa
 import pytest
 
 from tests.helpers.proxy_data import SMALL_PROXY, auc, batch_of, noisy_topics, shared_context
-from thresher.errors import ConfigError
 from thresher.scorers import make_scorer
 from thresher.scorers.el2n import default_epoch, forgetting_events, margins
 
@@ -88,8 +87,8 @@ def test_margins_and_forgetting_known_answers() -> None:
 
 def test_epoch_defaults_to_the_first_quarter_and_is_checked() -> None:
     assert [default_epoch(e) for e in (1, 4, 8, 10, 200)] == [1, 1, 2, 3, 50]
-    with pytest.raises(ConfigError, match=r"el2n\.epoch"):
-        make_scorer("el2n", {"proxy": SMALL_PROXY, "epoch": 9}).output_fields("el2n")
+    with pytest.raises(ValueError, match=r"el2n\.epoch"):
+        make_scorer("el2n", {"proxy": SMALL_PROXY, "epoch": 9})
 
 
 def test_scorers_run_on_the_cpu_in_float64_with_device_auto(

@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pytest
 
 from tests.helpers.proxy_data import SMALL_PROXY, auc, batch_of, noisy_topics, shared_context
-from thresher.errors import ConfigError
 from thresher.io import schema as S
 from thresher.models.features import hashed_ngrams
 from thresher.models.proxy import ProxyModel
@@ -78,14 +77,14 @@ def test_proxy_embedding_is_the_normalised_hidden_layer(
 
 
 def test_embedding_parameters_are_checked() -> None:
-    with pytest.raises(ConfigError, match=r"proxy\.hidden"):
-        make_scorer("embedding", {"source": "proxy", "proxy": {"hidden": 0}}).output_field("e")
-    with pytest.raises(ConfigError, match="source"):
-        make_scorer("embedding", {"source": "pixels"}).output_field("e")
-    with pytest.raises(ConfigError, match="model_path"):
-        make_scorer("embedding", {"source": "lm", "model_path": "/no/such/lm"}).output_field("e")
-    with pytest.raises(ConfigError, match=r"embedding\.lm"):
-        make_scorer("embedding", {"source": "lm", "lm": {"layers": 2}}).output_field("e")
+    with pytest.raises(ValueError, match=r"proxy\.hidden"):
+        make_scorer("embedding", {"source": "proxy", "proxy": {"hidden": 0}})
+    with pytest.raises(ValueError, match="source"):
+        make_scorer("embedding", {"source": "pixels"})
+    with pytest.raises(ValueError, match="model_path"):
+        make_scorer("embedding", {"source": "lm", "model_path": "/no/such/lm"})
+    with pytest.raises(ValueError, match=r"embedding\.lm"):
+        make_scorer("embedding", {"source": "lm", "lm": {"layers": 2}})
 
 
 @pytest.fixture(scope="module")

@@ -135,10 +135,8 @@ def test_bad_targets_are_refused(
     topics: pa.Table, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     models = tmp_path_factory.getbasetemp() / "noisy-topics-run" / "models"
-    with pytest.raises(ConfigError, match="not both"):
-        make_scorer("influence", {"target_ids": ["a"], "target_file": "ids.txt"}).output_fields(
-            "influence"
-        )
+    with pytest.raises(ValueError, match="not both"):  # refused when the config loads
+        make_scorer("influence", {"target_ids": ["a"], "target_file": "ids.txt"})
     scorer = make_scorer("influence", {"proxy": SMALL_PROXY, "target_ids": ["doc-999999"]})
     with pytest.raises(ConfigError, match="not in the ingested corpus"):
         scorer.fit(fit_context(topics, models / "bad-a"))

@@ -11,7 +11,6 @@ import pytest
 
 from tests.helpers.proxy_data import SMALL_PROXY, batch_of, noisy_topics, shared_context
 from tests.helpers.proxy_data import fit_context as make_context
-from thresher.errors import ConfigError
 from thresher.io import schema as S
 from thresher.models.features import FeatureConfig, FeatureExtractor
 from thresher.models.proxy import PROXY_FORMAT, ProxyConfig, proxy_directory
@@ -100,7 +99,7 @@ def test_vog_is_standardised_within_each_class(tmp_path_factory: pytest.TempPath
 
 
 def test_vog_needs_a_hidden_layer_and_two_checkpoints() -> None:
-    with pytest.raises(ConfigError, match="hidden layer"):
-        make_scorer("vog", {"proxy": {"hidden": 0}}).output_fields("vog")
-    with pytest.raises(ConfigError, match="2 checkpoints"):
-        make_scorer("vog", {"proxy": {"epochs": 1}}).output_fields("vog")
+    with pytest.raises(ValueError, match="hidden layer"):
+        make_scorer("vog", {"proxy": {"hidden": 0}})
+    with pytest.raises(ValueError, match="2 checkpoints"):
+        make_scorer("vog", {"proxy": {"epochs": 1}})

@@ -25,9 +25,7 @@ A top-level ``selector`` is refused: the selectors compared are listed in
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +41,7 @@ from thresher.config import (
     read_yaml,
 )
 from thresher.errors import ConfigError
+from thresher.keys import json_digest
 from thresher.models.features import FeatureConfig
 
 #: Display label of the reference trained on the whole training pool.
@@ -240,8 +239,7 @@ class EvalConfig(_Strict):
 
     def digest(self, *parts: Any) -> str:
         """A short stable hash of ``parts`` (JSON), for cache keys."""
-        payload = json.dumps(parts, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return json_digest(list(parts))
 
 
 def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalConfig:

@@ -58,7 +58,7 @@ class SplitData:
     flipped : ndarray of bool, shape (n,)
         Rows whose label was flipped by the label-noise option (train only).
     positions : ndarray of int64, shape (n,), or None
-        ``(thresher_shard << 40) | thresher_row`` of each training-pool row
+        The row key (:func:`thresher.keys.row_key`) of each training-pool row
         in the scoring run (None for validation and test).
     """
 

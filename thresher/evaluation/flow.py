@@ -60,7 +60,8 @@ from thresher.run_dir import RunDir
 
 EngineKind = Literal["local", "spark"]
 
-#: Columns (and types) of ``eval/results.parquet`` fixed by the team contract; others follow.
+#: The first columns (and types) of ``eval/results.parquet``: what the report and every
+#: reader of the results rely on; other columns follow.
 RESULT_FIELDS = [
     pa.field("selector", pa.string()),
     pa.field("prune_rate", pa.float64()),

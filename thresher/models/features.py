@@ -15,7 +15,7 @@ vector per document. Three sources, chosen by :class:`FeatureConfig`:
 ``lm``
     Mean-pooled final hidden states of the reference LM
     (:meth:`thresher.models.lm.ReferenceLM.embed`), trained once per run and
-    shared with the perplexity scorer (contract 2 of the team brief).
+    shared with the perplexity scorer (equal ``lm`` settings train one LM).
 
 References
 ----------

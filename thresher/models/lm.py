@@ -34,7 +34,6 @@ and token-level EL2N under a reference LM).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -53,6 +52,7 @@ from thresher.devices import configure_torch, resolve_device
 from thresher.errors import ThresherError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.keys import json_digest, row_key
 
 FORMAT = "thresher-lm-1"
 CONFIG_FILE = "config.json"
@@ -133,8 +133,7 @@ def lm_cache_key(params: dict[str, Any], seed: int) -> str:
     """Hash of what determines a trained LM (its parameters and the run seed)."""
     full = lm_params(**params)
     keyed = {k: v for k, v in sorted(full.items()) if k not in _NOT_IN_KEY}
-    canonical = json.dumps({"format": FORMAT, "params": keyed, "seed": seed}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return json_digest({"format": FORMAT, "params": keyed, "seed": seed})
 
 
 def shared_lm_dir(context: FitContext, params: dict[str, Any]) -> Path:
@@ -675,10 +674,10 @@ def in_training_sample(
     rows_np = np.asarray(rows, dtype=np.int64)
     if training_rows.num_rows == 0 or S.SHARD not in training_rows.column_names:
         return np.zeros(len(shards_np), dtype=bool)
-    trained_keys = (training_rows.column(S.SHARD).to_numpy().astype(np.int64) << 40) | (
-        training_rows.column(S.ROW).to_numpy().astype(np.int64)
+    trained_keys = row_key(
+        training_rows.column(S.SHARD).to_numpy(), training_rows.column(S.ROW).to_numpy()
     )
-    keys = (shards_np << 40) | rows_np
+    keys = row_key(shards_np, rows_np)
     mask = np.isin(keys, trained_keys)
     if ids is not None and S.ID in training_rows.column_names and mask.any():
         trained_ids = dict(

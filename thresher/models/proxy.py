@@ -42,7 +42,6 @@ Important Examples Early in Training", NeurIPS 2021.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -62,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thresher.errors import ConfigError, ScorerError
 from thresher.io import schema as S
+from thresher.keys import json_digest
 from thresher.models._safe import load_safetensors
 from thresher.models.features import (
     FeatureConfig,
@@ -128,11 +128,9 @@ def label_key(value: Any) -> str | None:
 
 def proxy_directory(context: FitContext, config: ProxyConfig) -> Path:
     """Where the proxy for ``config`` and the run's seed lives (shared by scorers)."""
-    payload = json.dumps(
-        {"format": PROXY_FORMAT, "config": config.model_dump(mode="json"), "seed": context.seed},
-        sort_keys=True,
+    key = json_digest(
+        {"format": PROXY_FORMAT, "config": config.model_dump(mode="json"), "seed": context.seed}
     )
-    key = hashlib.sha256(payload.encode()).hexdigest()[:16]
     return context.artifact_dir.parent / SHARED_DIR / f"proxy-{key}"
 
 

@@ -43,7 +43,6 @@ Data Selection", 2025.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -60,6 +59,7 @@ from thresher._params import check_bool, check_str
 from thresher.errors import ConfigError, InputError, ScorerError, ThresherError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.keys import json_digest
 from thresher.scorers.base import Scorer
 
 POSITIVE = "__label__positive"
@@ -242,19 +242,16 @@ class FastTextQualityScorer(Scorer):
                 summary.append({"model_path": str(path), "positive_label": spec["positive_label"]})
                 continue
             seed = context.seed if spec["seed"] is None else int(spec["seed"])
-            key = hashlib.sha256(
-                json.dumps(
-                    {
-                        **spec,
-                        "seed": seed,
-                        "lowercase": self.lowercase,
-                        "max_words": self.max_words,
-                        "files": _fingerprints(spec),  # a changed example file retrains
-                    },
-                    sort_keys=True,
-                    default=str,
-                ).encode()
-            ).hexdigest()[:12]
+            key = json_digest(
+                {
+                    **spec,
+                    "seed": seed,
+                    "lowercase": self.lowercase,
+                    "max_words": self.max_words,
+                    "files": _fingerprints(spec),  # a changed example file retrains
+                },
+                length=12,
+            )
             path = context.artifact_dir / f"classifier-{k}-{key}.bin"
             record_path = path.with_suffix(".json")
             if not (path.is_file() and record_path.is_file()):

@@ -57,6 +57,7 @@ from thresher._params import check_mapping, check_str
 from thresher.errors import ConfigError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.keys import json_digest
 from thresher.models._safe import load_safetensors
 from thresher.models.proxy import ProxyModel, round_scores
 from thresher.scorers.proxy import (
@@ -219,7 +220,7 @@ class InfluenceScorer(ProxyScorer):
         }
         if self.target_file is not None and Path(self.target_file).is_file():
             spec["file_sha256"] = hashlib.sha256(Path(self.target_file).read_bytes()).hexdigest()
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        return json_digest(spec, length=64)
 
     def _target_table(self, context: FitContext) -> pa.Table:
         """The target rows with canonical columns ``label`` and the proxy's input column."""

@@ -75,8 +75,12 @@ def _user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ThresherError as error:
+            log = getattr(error, "log", None)
+            where = f" (details: {log})" if log else ""
             console.print(
-                f"[bold red]error[/]: {escape(str(error))}", highlight=False, soft_wrap=True
+                f"[bold red]error[/]: {escape(str(error))}{escape(where)}",
+                highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(2) from None
 
@@ -108,7 +112,12 @@ def _check_before_work(cfg: Any, inputs: bool = True) -> None:
     check_storage(cfg)
 
 
+#: Exit status of a run that completed but skipped damaged input files.
+EXIT_SKIPPED_INPUTS = 3
+
+
 def _done(manifest: dict[str, Any], run_dir: Any) -> None:
+    """Print the run's summary; exit with status 3 when it skipped damaged inputs."""
     counts = manifest["counts"]
     console.print(
         f"[bold green]done[/]: kept {counts['kept']:,}, dropped {counts['dropped']['total']:,}, "
@@ -116,6 +125,16 @@ def _done(manifest: dict[str, Any], run_dir: Any) -> None:
         f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}",
         soft_wrap=True,
     )
+    skipped = manifest.get("skipped_inputs") or []
+    if skipped:
+        names = ", ".join(item["path"] for item in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        console.print(
+            f"[bold yellow]completed with skipped inputs[/]: {len(skipped)} damaged file(s) "
+            f"({names}{more}); see manifest.json `skipped_inputs`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_SKIPPED_INPUTS)
 
 
 @app.command()
@@ -139,10 +158,12 @@ def run(
     kind = _engine(engine)
     from thresher.config import load_config
     from thresher.flows.curate import curate
+    from thresher.logs import run_log
 
     cfg = load_config(config)
     _check_before_work(cfg)
-    manifest = curate(cfg, fresh=fresh, engine=kind, quiet=quiet)
+    with run_log(cfg.run_path):
+        manifest = curate(cfg, fresh=fresh, engine=kind, quiet=quiet)
     _done(manifest, cfg.run_path)
 
 
@@ -166,10 +187,12 @@ def score(
     kind = _engine(engine)
     from thresher.config import load_config
     from thresher.flows.curate import curate
+    from thresher.logs import run_log
 
     cfg = load_config(config)
     _check_before_work(cfg)
-    summary = curate(cfg, fresh=fresh, engine=kind, stages="score", quiet=quiet)
+    with run_log(cfg.run_path):
+        summary = curate(cfg, fresh=fresh, engine=kind, stages="score", quiet=quiet)
     console.print(
         f"[bold green]scored[/]: {summary['ingested']:,} records in {summary['shards']} shard(s) "
         f"({summary['quarantined']:,} quarantined)\nrun directory: {cfg.run_path}\n"
@@ -257,6 +280,7 @@ def select(
     from thresher.api import target_config, with_selector
     from thresher.flows.curate import curate
     from thresher.io.fs import Location
+    from thresher.logs import run_log
 
     if not Location.of(target).exists():
         raise ConfigError(f"{target} does not exist (expected a run directory or a config file)")
@@ -267,7 +291,8 @@ def select(
         params=_params(param or []),
     )
     _check_before_work(cfg, inputs=False)
-    manifest = curate(cfg, engine=kind, stages="select", quiet=quiet)
+    with run_log(cfg.run_path):
+        manifest = curate(cfg, engine=kind, stages="select", quiet=quiet)
     _done(manifest, cfg.run_path)
 
 
@@ -334,10 +359,13 @@ def eval_(
     from thresher.evaluation.flow import evaluate_with_runner
     from thresher.evaluation.result import load_evaluation
     from thresher.evaluation.summary import markdown_table
+    from thresher.io.fs import Location
+    from thresher.logs import run_log
 
     cfg = load_eval_config(config)
     cfg.run.input_files()  # fail fast, before Prefect and Spark start
-    evaluate_with_runner(cfg, fresh=fresh, engine=kind, quiet=quiet)
+    with run_log(Location.of(cfg.root)):
+        evaluate_with_runner(cfg, fresh=fresh, engine=kind, quiet=quiet)
     result = load_evaluation(cfg.root)
     best = result.best
     if not best.empty:

@@ -31,7 +31,8 @@ class InputConfig(_Strict):
     """Where the corpus shards are: files, directories or glob patterns."""
 
     paths: list[str] = Field(min_length=1)
-    format: Literal["auto", "parquet", "jsonl"] = "auto"
+    format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
+    on_unreadable: Literal["fail", "skip"] = "fail"
 
 
 class SchemaConfig(_Strict):
@@ -392,14 +393,14 @@ class RunConfig(_Strict):
         pattern). Raises ConfigError naming the first pattern that matches
         nothing, and StorageError when a store cannot be reached.
         """
-        from thresher.io.shards import is_shard_name
+        from thresher.io.formats import shard_entries
 
         found: dict[str, FileEntry] = {}
         for pattern in self.input.paths:
             location = self.resolve(pattern)
             entries = expand(location)
             if location.info() is None:  # a directory or a glob: shard files only
-                entries = [e for e in entries if is_shard_name(e.location.uri)]
+                entries = shard_entries(entries)
             if not entries:
                 raise ConfigError(
                     f"input.paths: {pattern!r} matches no file (resolved to {location})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ThresherError(Exception):
     """Base class: a problem the user can fix, reported without a traceback by the CLI."""
@@ -13,6 +15,21 @@ class ConfigError(ThresherError):
 
 class InputError(ThresherError):
     """An input shard or column cannot be used at all (as opposed to a bad row)."""
+
+
+class DamagedInputError(InputError):
+    """An input file broke off or is corrupt (possibly after some records were read).
+
+    ``cause`` is the underlying error as text. Picklable, so that it crosses
+    process pools and Spark tasks intact.
+    """
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause or message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.cause)
 
 
 class RunStateError(ThresherError):

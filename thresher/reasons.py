@@ -12,11 +12,15 @@ from __future__ import annotations
 # -- quarantined at ingest ----------------------------------------------------------
 INVALID_UTF8 = "invalid_utf8"
 MALFORMED_JSON = "malformed_json"
+#: A CSV/TSV row whose number of fields differs from the header's.
+MALFORMED_ROW = "malformed_row"
 MISSING_TEXT = "missing_text"
 EMPTY_TEXT = "empty_text"
 TEXT_NOT_STRING = "text_not_string"
 TEXT_TOO_LONG = "text_too_long"
 MISSING_ID = "missing_id"
+#: An id value of a type that is not a string or a number (a list, a struct).
+INVALID_ID = "invalid_id"
 MISSING_TEXT_COLUMN = "missing_text_column"
 INVALID_FEATURES = "invalid_features"
 MISSING_FEATURES_COLUMN = "missing_features_column"
@@ -24,11 +28,13 @@ MISSING_FEATURES_COLUMN = "missing_features_column"
 QUARANTINE = (
     INVALID_UTF8,
     MALFORMED_JSON,
+    MALFORMED_ROW,
     MISSING_TEXT,
     EMPTY_TEXT,
     TEXT_NOT_STRING,
     TEXT_TOO_LONG,
     MISSING_ID,
+    INVALID_ID,
     MISSING_TEXT_COLUMN,
     INVALID_FEATURES,
     MISSING_FEATURES_COLUMN,

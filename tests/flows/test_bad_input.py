@@ -1,14 +1,14 @@
-"""Bad input, end to end: every case of issue 7 through the real `curate` flow, on both engines.
+"""Bad input, end to end: every class of bad record through the real `curate` flow, on both engines.
 
-One corpus carries every row-level case (one shard or a few rows each), so
-that one run per engine checks them all; each test below looks at one case
-in that run's outputs. Cases that stop a run (a truncated file), an empty
-corpus and configurations that would write outside the run directory get
-their own runs. Every completed run must reconcile:
-``input = kept + dropped + quarantined``.
+One corpus carries every row-level class (one shard or a few rows each), so
+that one run per engine checks them all; each test below looks at one class
+in that run's outputs. Damaged files (stopping the run, or skipped under
+``input.on_unreadable: skip``), an empty corpus and configurations that
+would write outside the run directory get their own runs. Every completed
+run must reconcile: ``input = kept + dropped + quarantined``.
 
-Left to other workstreams (issue 7's list): a model path holding an
-arbitrary pickle (model scorers) and HTML in documents (report).
+(A model path holding an arbitrary pickle is covered with the model
+scorers, and HTML in documents with the report.)
 """
 
 from __future__ import annotations
@@ -128,6 +128,55 @@ def write_bad_corpus(out: Path) -> dict[str, Any]:
             json.dumps({"id": "h-small", "text": _sentence(400), "rating": 5.0}).encode(),
         ],
     )
+    # i: JSONL with a byte-order mark, a lone-surrogate escape and a valid surrogate pair.
+    _jsonl(
+        out / "i-unicode.jsonl",
+        [
+            b"\xef\xbb\xbf" + json.dumps({"id": "i-bom", "text": _sentence(500), "rating": 1.0}).encode(),
+            b'{"id": "i-lone", "text": "A lone surrogate \\ud800 in crawled text."}',
+            b'{"id": "i-key", "text": "A lone surrogate in a key.", "k\\udfff": 1}',
+            b'{"id": "i-pair", "text": "A valid pair \\ud83d\\ude00 is an emoji.", "rating": 1.0}',
+        ],
+    )
+    # j: every Arrow string encoding of text and id (dictionary, large, view, binary).
+    encodings = [
+        ("dictionary", lambda a: a.dictionary_encode()),
+        ("large", lambda a: a.cast(pa.large_string())),
+        ("view", lambda a: a.cast(pa.string_view())),
+        ("binary", lambda a: a.cast(pa.binary())),
+    ]
+    columns: dict[str, Any] = {}
+    for name, encode in encodings:
+        part = pa.table(
+            {
+                "id": encode(pa.array([f"j-{name}-{i}" for i in range(3)])),
+                "text": encode(pa.array([_sentence(600 + i) for i in range(3)])),
+                "rating": pa.array([6.0] * 3),
+                "source": encode(pa.array(["web", "books", "web"])),
+            }
+        )
+        pq.write_table(part, out / f"j-{name}.parquet")
+        columns[name] = part
+    # k: a text column of numbers (quarantined, ids kept) and one id of a nested type.
+    pq.write_table(
+        pa.table({"id": ["k0", "k1"], "text": [7, 8], "rating": [1.0, 1.0]}),
+        out / "k-numbers.parquet",
+    )
+    _jsonl(
+        out / "k-nested-id.jsonl",
+        [
+            json.dumps({"id": {"nested": 1}, "text": _sentence(700), "rating": 1.0}).encode(),
+            json.dumps({"id": "k-fine", "text": _sentence(701), "rating": 1.0}).encode(),
+        ],
+    )
+    # l: CSV with a byte-order mark, a quoted newline, and a row with too many fields.
+    (out / "l-table.csv").write_bytes(
+        b"\xef\xbb\xbfid,text,rating\n"
+        + f"l0,{_sentence(800)},2.5\n".encode()
+        + b'l1,"Two lines\nin one field.",2.5\n'
+        + b"l2,too,many,fields\n"
+        + f"l3,{_sentence(803)},2.5\n".encode()
+    )
     return {"big_text": big_text}
 
 
@@ -141,8 +190,12 @@ EXPECTED_QUARANTINE = {
     "b-binary-text.parquet": {"invalid_utf8": 1},
     "e-no-text-column.parquet": {"missing_text_column": 5},
     "h-huge.jsonl": {"text_too_long": 1},
+    "i-unicode.jsonl": {"invalid_utf8": 2},
+    "k-numbers.parquet": {"text_not_string": 2},
+    "k-nested-id.jsonl": {"invalid_id": 1},
+    "l-table.csv": {"malformed_row": 1},
 }
-INPUT_RECORDS = 23 + 2 + 23 + 10 + 5 + 0 + 0 + 0 + 3
+INPUT_RECORDS = 23 + 2 + 23 + 10 + 5 + 0 + 0 + 0 + 3 + 4 + 4 * 3 + 2 + 2 + 4
 INVALID_SCORES = {"c-nan", "c-inf", "c-ninf", "c-null"}
 DUPLICATES = {"a0", "a1"}  # their second occurrence, in shard d
 
@@ -244,6 +297,39 @@ def test_each_bad_row_is_quarantined_with_its_reason(
     utf8 = {r["shard"].split("/")[-1]: r for r in rows if r["reason"] == "invalid_utf8"}
     assert "caf" in utf8["c-lines.jsonl"]["raw"]  # shown with the bad bytes escaped
     assert {r["row"] for r in rows if Path(r["shard"]).name == "c-lines.jsonl"} == {15, 16, 17, 18}
+
+
+def test_every_quarantine_row_whose_id_was_readable_keeps_it(
+    bad_run: tuple[str, Path, dict[str, Any]],
+) -> None:
+    _, run_dir, _ = bad_run
+    rows = _quarantine(run_dir)
+    by_id = {r["id"]: r for r in rows if r["id"] is not None}
+    assert {"k0", "k1", "i-lone", "i-key", "a-null-text", "a-blank-text"} <= set(by_id)
+    assert {r["id"] for r in rows if r["reason"] == "missing_text_column"} == {
+        f"e{i}" for i in range(5)
+    }
+    assert "'text'" in by_id["i-lone"]["detail"] and "surrogate" in by_id["i-lone"]["detail"]
+    assert "surrogate" in by_id["i-key"]["detail"]
+    (nested,) = [r for r in rows if r["reason"] == "invalid_id"]
+    assert "not a string or a number" in nested["detail"]
+    (malformed,) = [r for r in rows if r["reason"] == "malformed_row"]
+    assert malformed["raw"] == "l2,too,many,fields"
+
+
+def test_text_in_any_encoding_is_read_and_kept(bad_run: tuple[str, Path, dict[str, Any]]) -> None:
+    _, run_dir, _ = bad_run
+    rows = {row["id"]: row for row in kept_table(run_dir).to_pylist()}
+    for name in ("dictionary", "large", "view", "binary"):
+        for i in range(3):
+            row = rows[f"j-{name}-{i}"]
+            assert row["text"] == _sentence(600 + i), name
+            assert row["source"] == ["web", "books", "web"][i], name
+    assert rows["i-bom"]["text"] == _sentence(500)  # the byte-order mark is not its first row's end
+    assert rows["i-pair"]["text"] == "A valid pair \U0001f600 is an emoji."
+    assert rows["k-fine"]["text"] == _sentence(701)
+    assert rows["l0"]["rating"] == 2.5 and rows["l1"]["text"] == "Two lines\nin one field."
+    assert "l3" in rows
 
 
 def test_a_20_mb_document_is_quarantined_and_a_5_mb_one_kept_intact(
@@ -365,7 +451,7 @@ def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
             b"".join(json.dumps({"text": _sentence(i)}).encode() + b"\n" for i in range(99))
         )
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(InputError, match=r"cut\.jsonl\.gz: unreadable file"):
+    with pytest.raises(InputError, match=r"cut\.jsonl\.gz: unreadable gzip JSONL file"):
         ingest_shard(Shard(0, str(path), path.name, "jsonl"), SchemaConfig())
 
 

@@ -15,7 +15,8 @@ from thresher.config import SchemaConfig
 from thresher.errors import InputError
 from thresher.io import schema as S
 from thresher.io.ingest import ingest_shard
-from thresher.io.shards import Shard, detect_format, numbered_shards
+from thresher.io.formats import detect_format
+from thresher.io.shards import Shard, numbered_shards
 
 
 def _shard(path: Path, index: int = 0) -> Shard:

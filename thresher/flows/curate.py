@@ -46,6 +46,7 @@ from prefect.cache_policies import NO_CACHE
 from thresher.config import RunConfig, SchemaConfig, check_input_apart, load_config
 from thresher.engines import Engine, make_engine
 from thresher.errors import ConfigError, RunStateError
+from thresher.flows.retries import retry_unless_user_error
 from thresher.io import publish
 from thresher.io.files import check_contained, write_json_atomic
 from thresher.io.fs import FileEntry
@@ -59,7 +60,7 @@ from thresher.run_dir import RunDir
 from thresher.stages.dedup import clear_dedup, dedup_to_run
 from thresher.stages.fit import fit_scorers
 from thresher.stages.harmonize import harmonize_ingested
-from thresher.stages.ingest import ingest_to_run, pending_shards
+from thresher.stages.ingest import ingest_to_run, pending_shards, renew_repaired
 from thresher.stages.materialize import MaterializeShard, write_empty_part
 from thresher.stages.score import BoundScorer, ScoreShard
 from thresher.stages.select import select_to_run
@@ -72,25 +73,26 @@ Stages = Literal["all", "score", "select"]
 class IngestShard:
     """The per-shard ingest task (picklable)."""
 
-    def __init__(self, schema: SchemaConfig, run: RunDir) -> None:
+    def __init__(self, schema: SchemaConfig, run: RunDir, on_unreadable: str) -> None:
         self.schema = schema
         self.run = run
+        self.on_unreadable = on_unreadable
 
     def __call__(self, shard: Shard) -> dict[str, Any]:
-        return ingest_to_run(shard, self.schema, self.run)
+        return ingest_to_run(shard, self.schema, self.run, self.on_unreadable)
 
 
 # -- tasks ---------------------------------------------------------------------------
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=1)
+@task(name="ingest", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_unless_user_error)
 def ingest_task(
-    engine: Engine, shards: list[Shard], schema: SchemaConfig, run: RunDir, bar: StageProgress
+    engine: Engine, shards: list[Shard], cfg: RunConfig, run: RunDir, bar: StageProgress
 ) -> list[dict[str, Any]]:
     pending, done = pending_shards(shards, run)
     bar.reuse(shards=len(done), docs=sum(s["rows_in"] for s in done))
     fresh = engine.map_shards(
-        IngestShard(schema, run),
+        IngestShard(cfg.schema_, run, cfg.input.on_unreadable),
         pending,
         bar,
         on_done=lambda s: bar.advance(shards=1, docs=s["rows_in"]),
@@ -108,7 +110,13 @@ def fit_task(config: RunConfig, shard_rows: dict[int, int]) -> list[BoundScorer]
     return fit_scorers(config, shard_rows)
 
 
-@task(name="score", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(
+    name="score",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=retry_unless_user_error,
+)
 def score_task(
     engine: Engine,
     run: RunDir,
@@ -148,7 +156,9 @@ def select_task(
     return select_to_run(config, engine, indices, version, bar)
 
 
-@task(name="materialize", cache_policy=NO_CACHE, retries=1)
+@task(
+    name="materialize", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_unless_user_error
+)
 def materialize_task(
     engine: Engine,
     run: RunDir,
@@ -415,6 +425,7 @@ def _ingest_score(
     """Ingest, fit and score; return the per-shard ingest statistics in shard order."""
     registry = ShardRegistry(run.shard_registry)
     shards, added = registry.assign(files, cfg.base, cfg.input.format, run_id)
+    shards, renewed = renew_repaired(shards, registry, run, run_id)
     registry.save()
     logger.info(
         "run %s: %d shard(s) (%d new), engine %s",
@@ -423,8 +434,24 @@ def _ingest_score(
         len(added),
         cfg.engine.kind,
     )
+    for name in renewed:
+        logger.info(
+            "%s: skipped as unreadable by an earlier run and changed since; reading it again", name
+        )
     with _timed(timings, "ingest"), progress.stage("ingest", shards=len(shards)) as bar:
-        stats = ingest_task(eng, shards, cfg.schema_, run, bar)
+        stats = ingest_task(eng, shards, cfg, run, bar)
+        skipped = [s for s in stats if s.get("unreadable")]
+        for item in skipped:
+            if not item.get("reused"):
+                logger.warning(
+                    "%s: unreadable, skipped after %d record(s) (%s)",
+                    item["name"],
+                    item["unreadable"]["rows_read"],
+                    item["unreadable"]["error"],
+                )
+        if skipped:
+            registry.mark_unreadable([s["name"] for s in skipped])
+            registry.save()
         drifted = harmonize_task(eng, run, [s["index"] for s in stats])
         names = {s.index: s.name for s in shards}
         for index, columns in drifted.items():

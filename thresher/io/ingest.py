@@ -3,62 +3,89 @@
 A shard becomes two tables: the usable rows (columns ``id``, ``text``,
 optional ``features`` and ``label``, the pass-through columns, and the
 position columns ``thresher_shard``/``thresher_row``) and the quarantine
-(one row per unusable record, with a reason). ``rows_in`` counts every record of the
-shard, so ``rows_in == len(table) + len(quarantine)`` always holds.
+(one row per unusable record, with a reason, and the record's id whenever
+it could be read). ``rows_in`` counts every record read, so
+``rows_in == len(table) + len(quarantine)`` always holds.
 
-JSONL is parsed line by line so that one broken line costs one record, not
-the shard; blank lines are not records and are not counted. A text longer
-than ``schema.max_text_bytes`` (UTF-8) is quarantined as ``text_too_long``:
-one such blob (a dump, a base64 file) would otherwise dominate a scoring
-batch. Columns whose inferred type changes between chunks of one shard get
-one common type (:mod:`thresher.io.drift`).
+The rules, one per class of input (every format goes through the same ones):
 
-With ``schema.features`` set, a record also needs a feature vector: a list
-of finite numbers (list, large list or fixed-size list in Parquet; a JSON
-array in JSONL), stored as ``features: list<float32>``. Null, empty or
-non-numeric vectors, non-finite values (also values beyond float32's range)
-and vectors whose length differs from the shard's first valid one are
-quarantined as ``invalid_features``. With ``schema.text`` null, text is not
-read or checked at all.
+- **Text encodings.** A ``text``, ``id`` or ``label`` column may be any Arrow
+  string type: plain, large, view or dictionary-encoded (a pandas
+  categorical). A binary column is read as UTF-8 text, since that is what a
+  binary text column holds in practice; a value that is not valid UTF-8 is
+  quarantined as ``invalid_utf8``. Numbers in an id column become their
+  decimal text; an id of any other type (a list, a struct) is ``invalid_id``.
+  Invalid UTF-8 in a pass-through string column is replaced by U+FFFD (it is
+  copied, never read).
+- **JSON lines** are parsed one by one, so that one broken line costs one
+  record; blank lines are not records. A UTF-8 byte-order mark at the start
+  of a file is dropped. A ``\\uXXXX`` escape of a lone surrogate decodes to
+  no valid Unicode: its record is quarantined as ``invalid_utf8``, naming
+  the field (crawled text holds such escapes; they cannot be written out).
+- **CSV and TSV** need a header row; a row with another number of fields is
+  ``malformed_row``, its ``row`` being its row in the file (the header is 1).
+- A text longer than ``schema.max_text_bytes`` (UTF-8) is ``text_too_long``:
+  one such blob (a dump, a base64 file) would otherwise dominate a scoring
+  batch. Columns whose inferred type changes between chunks of one shard get
+  one common type (:mod:`thresher.io.drift`).
+- With ``schema.features`` set, a record also needs a feature vector: a list
+  of finite numbers (list, large list or fixed-size list; a JSON array in
+  JSONL), stored as ``features: list<float32>``. Null, empty or non-numeric
+  vectors, non-finite values (also values beyond float32's range) and
+  vectors whose length differs from the shard's first valid one are
+  ``invalid_features``. With ``schema.text`` null, text is not read at all.
+- **A damaged file** (truncated or corrupt compression, a cut Parquet or
+  Arrow file) stops the run naming it, or with ``on_unreadable="skip"``
+  keeps the records read before the damage (every complete line of a cut
+  gzip file) and reports the file as skipped (:attr:`IngestResult.unreadable`).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-import xxhash
 
 from thresher import reasons as R
 from thresher.config import SchemaConfig
-from thresher.errors import InputError, ThresherError
+from thresher.errors import DamagedInputError, InputError
 from thresher.io import schema as S
 from thresher.io.drift import concat_conformed
+from thresher.io.readers import BATCH_ROWS as JSONL_CHUNK_LINES
+from thresher.io.readers import (
+    InvalidRows,
+    Source,
+    iter_arrow,
+    iter_delimited,
+    iter_lines,
+    iter_parquet,
+)
 from thresher.io.shards import Shard
 
 RAW_PREVIEW_CHARS = 2000
-JSONL_CHUNK_LINES = 8192
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
 class IngestResult:
-    """What one shard yields: usable rows, quarantined rows, the input count, the bytes' digest."""
+    """What one shard yields: usable rows, quarantined rows, the input count, the bytes' digest.
+
+    ``unreadable`` is set when the file was damaged and skipped after the
+    records read before the damage: ``{"error": ..., "rows_read": n}``.
+    """
 
     shard: Shard
     rows_in: int
     table: pa.Table
     quarantine: pa.Table
     content: dict[str, Any] = field(default_factory=dict)
+    unreadable: dict[str, Any] | None = None
 
     def quarantine_counts(self) -> dict[str, int]:
         if self.quarantine.num_rows == 0:
@@ -67,11 +94,12 @@ class IngestResult:
         return {item["values"]: item["counts"] for item in counts}
 
 
-class _Quarantine:
-    """Collects quarantined rows of one shard."""
+class _ShardLog:
+    """What reading one shard has found so far: records seen, quarantined rows, vector length."""
 
     def __init__(self, shard: Shard) -> None:
         self.shard = shard
+        self.rows_in = 0
         self.rows: list[dict[str, Any]] = []
         # Length of the shard's first valid feature vector: every other must match it.
         self.features_length: int | None = None
@@ -96,128 +124,125 @@ class _Quarantine:
         return pa.Table.from_pylist(self.rows, schema=S.QUARANTINE_SCHEMA)
 
 
-class _HashingReader(io.RawIOBase):
-    """A raw stream over a store's input stream that hashes every byte it reads."""
+def ingest_shard(shard: Shard, schema: SchemaConfig, on_unreadable: str = "fail") -> IngestResult:
+    """Read and validate one shard (see module docstring).
 
-    def __init__(self, stream: Any, digest: Any) -> None:
-        self.stream = stream
-        self.digest = digest
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.stream.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.digest.update(data)
-        self.size += n
-        return n
-
-
-class _Source:
-    """The bytes of one shard, read once through the filesystem layer and hashed as they go."""
-
-    def __init__(self, shard: Shard) -> None:
-        self.shard = shard
-        self.digest = xxhash.xxh3_64()
-        self.size = 0
-
-    def parquet(self) -> pq.ParquetFile:
-        data = self.shard.location.read_bytes()
-        self.digest.update(data)
-        self.size = len(data)
-        return pq.ParquetFile(pa.BufferReader(data))
-
-    def lines(self) -> Iterator[bytes]:
-        raw = _HashingReader(self.shard.location.open_input_stream(), self.digest)
-        try:
-            handle: Any = io.BufferedReader(raw, buffer_size=1 << 20)
-            if self.shard.compressed:
-                handle = gzip.GzipFile(fileobj=handle, mode="rb")
-            yield from handle
-        finally:
-            self.size = raw.size
-            raw.stream.close()
-
-    def content(self) -> dict[str, Any]:
-        return {"size": self.size, "xxh3_64": self.digest.hexdigest()}
-
-
-def ingest_shard(shard: Shard, schema: SchemaConfig) -> IngestResult:
-    """Read and validate one shard (see module docstring)."""
-    quarantine = _Quarantine(shard)
-    source = _Source(shard)
-    if shard.format == "parquet":
-        chunks, rows_in = _read_parquet(source, schema, quarantine)
-    elif shard.format == "jsonl":
-        chunks, rows_in = _read_jsonl(source, schema, quarantine)
-    else:
+    ``on_unreadable`` is ``fail`` (a damaged file raises InputError naming
+    it) or ``skip`` (keep what was read before the damage and say so).
+    """
+    log = _ShardLog(shard)
+    source = Source(shard)
+    read = _READERS.get(shard.format)
+    if read is None:
         raise InputError(f"{shard.name}: unsupported format {shard.format!r}")
-    chunks = [c for c in chunks if c.num_rows]
-    # JSONL chunks may infer different types for a column: give them one.
-    table = concat_conformed(chunks) if chunks else _empty_canonical(schema)
-    return IngestResult(shard, rows_in, table, quarantine.table(), source.content())
-
-
-# -- Parquet ------------------------------------------------------------------
-
-
-def _read_parquet(
-    source: _Source, schema: SchemaConfig, quarantine: _Quarantine
-) -> tuple[list[pa.Table], int]:
-    shard = source.shard
-    try:
-        parquet = source.parquet()
-    except ThresherError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{shard.name}: the file vanished since it was listed") from None
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise InputError(f"{shard.name}: unreadable Parquet file ({error})") from error
-    columns = parquet.schema_arrow.names
     chunks: list[pa.Table] = []
-    offset = 0
+    unreadable = None
     try:
-        for batch in parquet.iter_batches(batch_size=JSONL_CHUNK_LINES):
-            table = pa.Table.from_batches([batch])
-            rows = np.arange(offset, offset + table.num_rows, dtype=np.int64)
-            offset += table.num_rows
-            missing = _missing_role_column(schema, columns)
-            if missing is not None:
-                reason, column = missing
-                for row in rows:
-                    quarantine.add(
-                        int(row),
-                        reason,
-                        f"shard has no column {column!r} (columns: {columns})",
-                        None,
-                    )
-                continue
-            keep = np.ones(table.num_rows, dtype=bool)
-            if schema.text is not None:
-                text, bad = _text_column_from_parquet(table.column(schema.text))
-                for index, reason in bad.items():
-                    raw = _preview(table.column(schema.text)[index].as_py())
-                    quarantine.add(int(rows[index]), reason, f"column {schema.text!r}", raw)
-                index = table.schema.get_field_index(schema.text)
-                table = table.set_column(index, schema.text, text)
-                keep[list(bad)] = False
-                for index, size in _too_long(text, schema.max_text_bytes, keep).items():
-                    raw = _preview(text[index].as_py())
-                    quarantine.add(
-                        int(rows[index]), R.TEXT_TOO_LONG, _size_detail(size, schema), raw
-                    )
-                    keep[index] = False
-            chunks.append(
-                _finish(table.filter(pa.array(keep)), rows[keep], shard, schema, quarantine)
-            )
-    except InputError:
-        raise
-    except Exception as error:
-        raise InputError(f"{shard.name}: unreadable Parquet file ({error})") from error
-    return chunks, offset
+        chunks.extend(read(source, schema, log))
+    except DamagedInputError as error:
+        if on_unreadable != "skip":
+            raise
+        unreadable = {"error": error.cause, "rows_read": log.rows_in}
+    chunks = [c for c in chunks if c.num_rows]
+    # Chunks may infer different types for a column: give them one.
+    table = concat_conformed(chunks) if chunks else _empty_canonical(schema)
+    return IngestResult(shard, log.rows_in, table, log.table(), source.content(), unreadable)
+
+
+# -- tables: Parquet, Arrow, CSV/TSV -----------------------------------------------------
+
+
+def _read_parquet(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+    for table in iter_parquet(source):
+        yield _tabular_chunk(table, _next_rows(log, table.num_rows), schema, log)
+
+
+def _read_arrow(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+    for table in iter_arrow(source):
+        yield _tabular_chunk(table, _next_rows(log, table.num_rows), schema, log)
+
+
+def _delimited_reader(delimiter: str) -> Callable[[Source, SchemaConfig, _ShardLog], Any]:
+    def read(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+        invalid = InvalidRows()
+        text_columns = [c for c in (schema.id, schema.text) if c is not None]
+        try:
+            for table in iter_delimited(source, delimiter, text_columns, invalid):
+                yield _tabular_chunk(table, _next_rows(log, table.num_rows), schema, log)
+                _quarantine_invalid_rows(invalid, log)
+        finally:
+            _quarantine_invalid_rows(invalid, log)
+
+    return read
+
+
+def _quarantine_invalid_rows(invalid: InvalidRows, log: _ShardLog) -> None:
+    for number, text in invalid.rows:
+        log.rows_in += 1
+        where = f"row {number} of the file (the header is 1)" if number is not None else "a row"
+        log.add(
+            -1 if number is None else number,
+            R.MALFORMED_ROW,
+            f"{where} does not have the header's number of fields",
+            _preview(text),
+        )
+    invalid.rows.clear()
+
+
+def _next_rows(log: _ShardLog, n: int) -> np.ndarray:
+    rows = np.arange(log.rows_in, log.rows_in + n, dtype=np.int64)
+    log.rows_in += n
+    return rows
+
+
+def _tabular_chunk(
+    table: pa.Table, rows: np.ndarray, schema: SchemaConfig, log: _ShardLog
+) -> pa.Table:
+    """Check one batch of a tabular shard; quarantine what is unusable (ids kept)."""
+    columns = table.column_names
+    ids, id_problems = _ids(table, rows, schema, log.shard)
+    missing = _missing_role_column(schema, columns)
+    if missing is not None:
+        reason, column = missing
+        detail = f"shard has no column {column!r} (columns: {columns})"
+        for index, row in enumerate(rows):
+            log.add(int(row), reason, detail, None, ids[index].as_py())
+        return _empty_canonical(schema)
+    keep = np.ones(table.num_rows, dtype=bool)
+
+    def quarantine(index: int, reason: str, detail: str, raw: Any) -> None:
+        if keep[index]:  # one reason per record
+            log.add(int(rows[index]), reason, detail, _preview(raw), ids[index].as_py())
+            keep[index] = False
+
+    preview = table.column(schema.text) if schema.text is not None else None
+    for index, (reason, detail) in id_problems.items():
+        quarantine(index, reason, detail, None if preview is None else _shown(preview[index]))
+    if schema.id is not None and schema.id in columns and _is_string_like(table[schema.id].type):
+        table = _set(table, schema.id, ids)  # plain strings from here on
+    if schema.text is not None:
+        original = table.column(schema.text)
+        text, bad = _as_strings(original.combine_chunks(), R.TEXT_NOT_STRING)
+        for index, reason in bad.items():
+            quarantine(index, reason, f"column {schema.text!r}", _shown(original[index]))
+        table = _set(table, schema.text, text)
+        for index, size in _too_long(text, schema.max_text_bytes, keep).items():
+            quarantine(index, R.TEXT_TOO_LONG, _size_detail(size, schema), text[index].as_py())
+    if schema.label is not None and schema.label in columns:
+        original = table.column(schema.label)
+        if _is_string_like(original.type):
+            label, bad = _as_strings(original.combine_chunks(), R.INVALID_UTF8)
+            for index in bad:
+                quarantine(
+                    index, R.INVALID_UTF8, f"column {schema.label!r}", _shown(original[index])
+                )
+            table = _set(table, schema.label, label)
+    table = _plain_passthrough(table, {schema.id, schema.text, schema.label, schema.features})
+    return _finish(table.filter(pa.array(keep)), rows[keep], log.shard, schema, log)
+
+
+def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
 
 
 def _missing_role_column(schema: SchemaConfig, columns: list[str]) -> tuple[str, str] | None:
@@ -229,109 +254,234 @@ def _missing_role_column(schema: SchemaConfig, columns: list[str]) -> tuple[str,
     return None
 
 
-def _text_column_from_parquet(column: pa.ChunkedArray) -> tuple[pa.Array, dict[int, str]]:
-    """Return the column as UTF-8 strings, plus {row: reason} for unusable values."""
-    array = column.combine_chunks()
-    bad: dict[int, str] = {}
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+# -- strings ------------------------------------------------------------------------------
+
+
+def _is_string_like(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _is_string_like(kind.value_type)
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or _is_binary_like(kind)
+    )
+
+
+def _is_binary_like(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_binary_view(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    )
+
+
+def _as_strings(array: pa.Array, not_string: str) -> tuple[pa.Array, dict[int, str]]:
+    """``array`` as plain UTF-8 strings, plus {row: reason} for values that are not text.
+
+    Any string encoding is read; binary values are decoded as UTF-8 (invalid
+    ones are ``invalid_utf8``); values of other types get ``not_string``.
+    """
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    kind = array.type
+    if pa.types.is_null(kind):
+        return pa.nulls(len(array), pa.string()), {}
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         try:
             array.validate(full=True)
-            return array.cast(pa.string()), bad
+            return array.cast(pa.string()), {}
         except pa.ArrowInvalid:
-            array = array.view(pa.binary() if pa.types.is_string(array.type) else pa.large_binary())
-    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
-        values: list[str | None] = []
-        for index, value in enumerate(array.to_pylist()):
-            if value is None:
-                values.append(None)
-                continue
-            try:
-                values.append(value.decode("utf-8"))
-            except UnicodeDecodeError:
-                values.append(None)
-                bad[index] = R.INVALID_UTF8
-        return pa.array(values, pa.string()), bad
-    # Any other type (numbers, structs...) is not text.
-    for position in np.flatnonzero(np.asarray(array.is_valid())):
-        bad[int(position)] = R.TEXT_NOT_STRING
+            array = array.cast(pa.large_binary()) if not pa.types.is_string(kind) else array
+            array = array.view(pa.binary()) if pa.types.is_string(array.type) else array
+            kind = array.type
+    if _is_binary_like(kind):
+        try:
+            return array.cast(pa.string()), {}  # casting checks UTF-8
+        except pa.ArrowInvalid:
+            return _decode_each(array)
+    bad = {int(i): not_string for i in np.flatnonzero(np.asarray(array.is_valid()))}
     return pa.nulls(len(array), pa.string()), bad
 
 
-# -- JSONL ----------------------------------------------------------------------
+def _decode_each(array: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+    values: list[str | None] = []
+    bad: dict[int, str] = {}
+    for index, value in enumerate(array.to_pylist()):
+        if value is None:
+            values.append(None)
+            continue
+        try:
+            values.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            values.append(None)
+            bad[index] = R.INVALID_UTF8
+    return pa.array(values, pa.string()), bad
 
 
-def _iter_lines(source: _Source) -> Iterator[bytes]:
+def _plain_passthrough(table: pa.Table, roles: set[str | None]) -> pa.Table:
+    """Decode dictionaries and views of pass-through columns; repair their invalid UTF-8."""
+    for index, column in enumerate(table.columns):
+        name = table.column_names[index]
+        if name in roles:
+            continue
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            column = pa.chunked_array([c.dictionary_decode() for c in column.chunks])
+            kind = column.type
+        if pa.types.is_string_view(kind):
+            column = column.cast(pa.large_string())
+        elif pa.types.is_binary_view(kind):
+            column = column.cast(pa.large_binary())
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = _repair_utf8(column)
+        if column is not table.column(index):
+            table = table.set_column(index, name, column)
+    return table
+
+
+def _repair_utf8(column: pa.ChunkedArray) -> pa.ChunkedArray:
     try:
-        yield from source.lines()
-    except ThresherError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{source.shard.name}: the file vanished since it was listed") from None
-    except (OSError, EOFError) as error:
-        raise InputError(f"{source.shard.name}: unreadable file ({error})") from error
+        column.validate(full=True)
+        return column
+    except pa.ArrowInvalid:
+        raw = column.cast(pa.large_binary()) if pa.types.is_large_string(column.type) else column
+        values = [
+            None if v is None else v.decode("utf-8", errors="replace")
+            for v in pa.chunked_array(
+                [c.view(pa.binary()) if pa.types.is_string(c.type) else c for c in raw.chunks]
+            ).to_pylist()
+        ]
+        return pa.chunked_array([pa.array(values, pa.string())])
 
 
-def _read_jsonl(
-    source: _Source, schema: SchemaConfig, quarantine: _Quarantine
-) -> tuple[list[pa.Table], int]:
-    shard = source.shard
-    chunks: list[pa.Table] = []
+def _ids(
+    table: pa.Table, rows: np.ndarray, schema: SchemaConfig, shard: Shard
+) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
+    """The records' ids as strings, plus {row: (reason, detail)} for unusable ones.
+
+    Without an id column an id is derived from the shard's name and the row.
+    """
+    if schema.id is None or schema.id not in table.column_names:
+        return pa.array([f"{shard.name}:{r}" for r in rows], pa.string()), {}
+    column = table.column(schema.id).combine_chunks()
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if _is_string_like(kind) or pa.types.is_null(kind):
+        ids, bad = _as_strings(column, R.INVALID_ID)
+        return ids, {i: (r, f"column {schema.id!r} is not valid UTF-8") for i, r in bad.items()}
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return pc.cast(column, pa.string()), {}
+    if pa.types.is_boolean(kind) or pa.types.is_temporal(kind):
+        return pc.cast(column, pa.string()), {}
+    detail = f"column {schema.id!r} has type {kind}, not a string or a number"
+    bad_ids = {
+        int(i): (R.INVALID_ID, detail) for i in np.flatnonzero(np.asarray(column.is_valid()))
+    }
+    return pa.nulls(len(column), pa.string()), bad_ids
+
+
+# -- JSONL ----------------------------------------------------------------------------------
+
+
+def _read_jsonl(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
     records: list[dict[str, Any]] = []
     rows: list[int] = []
-    rows_in = 0
-    for line_number, line in enumerate(_iter_lines(source)):
-        if not line.strip():
-            continue
-        rows_in += 1
+    try:
+        for line_number, line in enumerate(iter_lines(source)):
+            if not line.strip():
+                continue
+            log.rows_in += 1
+            record = _parse_line(line, line_number, schema, log)
+            if record is None:
+                continue
+            records.append(record)
+            rows.append(line_number)
+            if len(records) >= JSONL_CHUNK_LINES:
+                yield _records_to_canonical(records, rows, log.shard, schema, log)
+                records, rows = [], []
+    finally:  # on damage too: the complete lines before it are kept
+        if records:
+            yield _records_to_canonical(records, rows, log.shard, schema, log)
+
+
+def _parse_line(
+    line: bytes, line_number: int, schema: SchemaConfig, log: _ShardLog
+) -> dict[str, Any] | None:
+    """The record a line holds, or None after quarantining it."""
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raw = line.decode("utf-8", errors="backslashreplace").rstrip("\n")
+        log.add(line_number, R.INVALID_UTF8, str(error), _preview(raw))
+        return None
+    shown = decoded.rstrip("\r\n")
+    try:
+        record = json.loads(decoded)
+    except json.JSONDecodeError as error:
+        log.add(line_number, R.MALFORMED_JSON, str(error), _preview(shown))
+        return None
+    if not isinstance(record, dict):
+        log.add(line_number, R.MALFORMED_JSON, "a line must hold a JSON object", _preview(shown))
+        return None
+    id_text = _record_id(record, schema)
+    id_value = None if schema.id is None else record.get(schema.id)
+    if isinstance(id_value, dict | list):
+        detail = (
+            f"field {schema.id!r} is a JSON {type(id_value).__name__}, not a string or a number"
+        )
+        log.add(line_number, R.INVALID_ID, detail, _preview(shown))
+        return None
+    if "\\u" in decoded:  # only a \\uXXXX escape can produce a lone surrogate
+        where = _lone_surrogate(record)
+        if where is not None:
+            detail = f"field {where!r} holds a \\u escape of a lone surrogate, which is no Unicode"
+            log.add(line_number, R.INVALID_UTF8, detail, _preview(shown), id_text)
+            return None
+    text = None if schema.text is None else record.get(schema.text)
+    if text is not None and not isinstance(text, str):
+        detail = f"field {schema.text!r} is {type(text).__name__}"
+        log.add(line_number, R.TEXT_NOT_STRING, detail, _preview(shown), id_text)
+        return None
+    size = _text_bytes(text, schema.max_text_bytes)
+    if size is not None:
+        log.add(line_number, R.TEXT_TOO_LONG, _size_detail(size, schema), _preview(text), id_text)
+        return None
+    problem = None if schema.features is None else _json_features_problem(record, schema)
+    if problem is not None:
+        log.add(line_number, R.INVALID_FEATURES, problem, _preview(shown), id_text)
+        return None
+    return record
+
+
+def _record_id(record: dict[str, Any], schema: SchemaConfig) -> str | None:
+    value = None if schema.id is None else record.get(schema.id)
+    if value is None or isinstance(value, dict | list):
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The path of the first string (key or value) holding a lone surrogate, or None."""
+    if isinstance(value, str):
         try:
-            decoded = line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raw = line.decode("utf-8", errors="backslashreplace").rstrip("\n")
-            quarantine.add(line_number, R.INVALID_UTF8, str(error), _preview(raw))
-            continue
-        try:
-            record = json.loads(decoded)
-        except json.JSONDecodeError as error:
-            quarantine.add(
-                line_number, R.MALFORMED_JSON, str(error), _preview(decoded.rstrip("\n"))
-            )
-            continue
-        if not isinstance(record, dict):
-            quarantine.add(
-                line_number,
-                R.MALFORMED_JSON,
-                "a line must hold a JSON object",
-                _preview(decoded.rstrip("\n")),
-            )
-            continue
-        text = None if schema.text is None else record.get(schema.text)
-        if text is not None and not isinstance(text, str):
-            quarantine.add(
-                line_number,
-                R.TEXT_NOT_STRING,
-                f"field {schema.text!r} is {type(text).__name__}",
-                _preview(decoded.rstrip("\n")),
-            )
-            continue
-        size = _text_bytes(text, schema.max_text_bytes)
-        if size is not None:
-            quarantine.add(line_number, R.TEXT_TOO_LONG, _size_detail(size, schema), _preview(text))
-            continue
-        problem = None if schema.features is None else _json_features_problem(record, schema)
-        if problem is not None:
-            shown = _preview(decoded.rstrip("\n"))
-            id_value = None if schema.id is None else record.get(schema.id)
-            id_text = None if id_value is None else str(id_value)
-            quarantine.add(line_number, R.INVALID_FEATURES, problem, shown, id_text)
-            continue
-        records.append(record)
-        rows.append(line_number)
-        if len(records) >= JSONL_CHUNK_LINES:
-            chunks.append(_records_to_canonical(records, rows, shard, schema, quarantine))
-            records, rows = [], []
-    if records:
-        chunks.append(_records_to_canonical(records, rows, shard, schema, quarantine))
-    return chunks, rows_in
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(value)"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = _lone_surrogate(key, f"{path}.{key!a}" if path else repr(key)[1:-1])
+            if where is None:
+                where = _lone_surrogate(item, f"{path}.{key}" if path else key)
+            if where is not None:
+                return where
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            where = _lone_surrogate(item, f"{path}[{position}]")
+            if where is not None:
+                return where
+    return None
 
 
 def _records_to_canonical(
@@ -339,7 +489,7 @@ def _records_to_canonical(
     rows: list[int],
     shard: Shard,
     schema: SchemaConfig,
-    quarantine: _Quarantine,
+    log: _ShardLog,
 ) -> pa.Table:
     names: dict[str, None] = {}
     for record in records:
@@ -356,7 +506,7 @@ def _records_to_canonical(
     if schema.features is not None:
         vectors = [r.get(schema.features) for r in records]
         columns[schema.features] = pa.array(vectors, pa.list_(pa.float64()))
-    return _finish(pa.table(columns), np.asarray(rows, dtype=np.int64), shard, schema, quarantine)
+    return _finish(pa.table(columns), np.asarray(rows, dtype=np.int64), shard, schema, log)
 
 
 def _json_features_problem(record: dict[str, Any], schema: SchemaConfig) -> str | None:
@@ -416,22 +566,16 @@ def _size_detail(size: int, schema: SchemaConfig) -> str:
     )
 
 
-# -- shared -------------------------------------------------------------------------
+# -- shared ---------------------------------------------------------------------------------
 
 
 def _finish(
-    table: pa.Table, rows: np.ndarray, shard: Shard, schema: SchemaConfig, quarantine: _Quarantine
+    table: pa.Table, rows: np.ndarray, shard: Shard, schema: SchemaConfig, log: _ShardLog
 ) -> pa.Table:
     """Check text, features and id, build canonical columns, quarantine the rest."""
     text = table.column(schema.text) if schema.text is not None else None
     has_id = schema.id is not None and schema.id in table.column_names
-    if has_id:
-        assert schema.id is not None
-        ids = table.column(schema.id)
-        if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
-            ids = pc.cast(ids, pa.string())
-    else:
-        ids = pa.chunked_array([pa.array([f"{shard.name}:{r}" for r in rows], pa.string())])
+    ids, id_problems = _ids(table, rows, schema, shard)
 
     missing_text = np.zeros(table.num_rows, dtype=bool)
     empty_text = np.zeros(table.num_rows, dtype=bool)
@@ -444,26 +588,33 @@ def _finish(
     feature_problems: dict[int, str] = {}
     if schema.features is not None:
         features, feature_problems = _features_column(
-            table.column(schema.features), ~(missing_text | empty_text), quarantine
+            table.column(schema.features), ~(missing_text | empty_text), log
         )
     invalid_features = np.zeros(table.num_rows, dtype=bool)
     invalid_features[list(feature_problems)] = True
-    missing_id = (
-        np.asarray(pc.is_null(ids)).astype(bool) & ~missing_text & ~empty_text & ~invalid_features
-    )
+    usable = ~missing_text & ~empty_text & ~invalid_features
+    invalid_id = np.zeros(table.num_rows, dtype=bool)
+    invalid_id[list(id_problems)] = True
+    invalid_id &= usable
+    missing_id = np.asarray(pc.is_null(ids)).astype(bool) & usable & ~invalid_id
     preview = text if text is not None else table.column(schema.features or S.FEATURES)
     for mask, reason, detail in (
         (missing_text, R.MISSING_TEXT, f"{schema.text!r} is null or absent"),
         (empty_text, R.EMPTY_TEXT, f"{schema.text!r} is empty or whitespace"),
         (invalid_features, R.INVALID_FEATURES, None),
+        (invalid_id, None, None),
         (missing_id, R.MISSING_ID, f"{schema.id!r} is null"),
     ):
         for index in np.flatnonzero(mask):
-            raw = _preview(preview[int(index)].as_py())
-            id_value = ids[int(index)].as_py()
-            why = detail if detail is not None else feature_problems[int(index)]
-            quarantine.add(int(rows[index]), reason, why, raw, id_value)
-    keep = ~(missing_text | empty_text | invalid_features | missing_id)
+            position = int(index)
+            raw = _preview(preview[position].as_py())
+            if mask is invalid_id:
+                why_reason, why = id_problems[position]
+            else:
+                why_reason = reason
+                why = detail if detail is not None else feature_problems[position]
+            log.add(int(rows[index]), why_reason, why, raw, ids[position].as_py())
+    keep = usable & ~invalid_id & ~missing_id
 
     out: dict[str, pa.ChunkedArray | pa.Array] = {S.ID: ids}
     role_names: set[str] = set()
@@ -495,13 +646,13 @@ def _finish(
 
 
 def _features_column(
-    column: pa.ChunkedArray, candidates: np.ndarray, quarantine: _Quarantine
+    column: pa.ChunkedArray, candidates: np.ndarray, log: _ShardLog
 ) -> tuple[pa.Array, dict[int, str]]:
     """The feature vectors as list<float32>, plus {row: why} for unusable ones.
 
     ``candidates`` marks rows not already quarantined for another reason; the
     first of them with a usable vector fixes the shard's vector length (kept
-    on ``quarantine`` across chunks) when no earlier chunk did.
+    on ``log`` across chunks) when no earlier chunk did.
     """
     array = column.combine_chunks()
     n = len(array)
@@ -538,9 +689,9 @@ def _features_column(
         elif non_finite[index]:
             problems[index] = "holds a null, NaN, infinite or beyond-float32 value"
     usable = candidates & ~null & (lengths > 0) & ~non_finite
-    if quarantine.features_length is None and usable.any():
-        quarantine.features_length = int(lengths[np.flatnonzero(usable)[0]])
-    expected = quarantine.features_length
+    if log.features_length is None and usable.any():
+        log.features_length = int(lengths[np.flatnonzero(usable)[0]])
+    expected = log.features_length
     for position in np.flatnonzero(usable & (lengths != expected)):
         problems[int(position)] = (
             f"length {lengths[position]}, but the shard's first valid vector has length {expected}"
@@ -570,8 +721,25 @@ def _empty_canonical(schema: SchemaConfig) -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
+def _shown(value: pa.Scalar) -> Any:
+    """A scalar as Python, its invalid UTF-8 shown escaped."""
+    try:
+        return value.as_py()
+    except UnicodeDecodeError:
+        return value.cast(pa.binary()).as_py().decode("utf-8", errors="backslashreplace")
+
+
 def _preview(value: Any) -> str | None:
     if value is None:
         return None
     text = value if isinstance(value, str) else repr(value)
     return text[:RAW_PREVIEW_CHARS]
+
+
+_READERS: dict[str, Callable[[Source, SchemaConfig, _ShardLog], Iterator[pa.Table]]] = {
+    "parquet": _read_parquet,
+    "arrow": _read_arrow,
+    "jsonl": _read_jsonl,
+    "csv": _delimited_reader(","),
+    "tsv": _delimited_reader("\t"),
+}

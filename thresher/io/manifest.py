@@ -2,7 +2,10 @@
 
 It records the configuration and its hash, each input file's fingerprint,
 package versions, the seed, time per stage, and counts per stage and reason
-that must reconcile: ``input = kept + dropped + quarantined``.
+that must reconcile: ``input = kept + dropped + quarantined``. ``input``
+counts the records read; a damaged file skipped under
+``input.on_unreadable: skip`` is listed in ``skipped_inputs`` with its error
+and the records read before the damage (which count in ``input``).
 """
 
 from __future__ import annotations
@@ -58,7 +61,17 @@ def build_counts(
         "kept": kept,
         "written": written,
         "reconciles": n_input == kept + dropped + n_quarantined and written == kept,
+        "skipped_inputs": sum(1 for s in shards if s.get("unreadable")),
     }
+
+
+def skipped_inputs(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The damaged input files a run skipped: name, error and the records read before it."""
+    return [
+        {"path": s["name"], "error": s["unreadable"]["error"], "rows_read": s["rows_in"]}
+        for s in sorted(shards, key=lambda s: s["name"])
+        if s.get("unreadable")
+    ]
 
 
 def build_manifest(
@@ -97,9 +110,11 @@ def build_manifest(
                 "rows": s["rows_in"],
                 "ingested": s["ingested"],
                 "quarantined": s["quarantined"],
+                **({"unreadable": s["unreadable"]} if s.get("unreadable") else {}),
             }
             for s in sorted(shards, key=lambda s: s["name"])
         ],
+        "skipped_inputs": skipped_inputs(shards),
         "versions": package_versions(),
         "counts": counts,
         "selection_steps": selection["steps"],

@@ -26,21 +26,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from thresher.errors import InputError, RunStateError
+from thresher.errors import RunStateError
 from thresher.io.files import read_json_or, write_json_atomic
+from thresher.io.formats import compression_of, detect_format
 from thresher.io.fs import FileEntry, Location, StorageOptions
-
-_FORMATS = {
-    ".parquet": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".jsonl.gz": "jsonl",
-    ".ndjson.gz": "jsonl",
-    ".json.gz": "jsonl",
-}
-#: File names that are input shards when a directory is given.
-SHARD_SUFFIXES = tuple(_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -56,7 +45,7 @@ class Shard:
     name : str
         Its identity: relative to the config's directory when inside it.
     format : str
-        ``parquet`` or ``jsonl``.
+        One of :data:`thresher.io.formats.FORMATS`.
     fingerprint : dict or None
         Size and version (or modification time) from the listing.
     """
@@ -77,27 +66,9 @@ class Shard:
         return Location.of(self.path, self.options)
 
     @property
-    def compressed(self) -> bool:
-        return self.path.endswith(".gz")
-
-
-def detect_format(name: str | os.PathLike[str], forced: str = "auto") -> str:
-    """Return ``parquet`` or ``jsonl`` from the file name (or the forced format)."""
-    if forced != "auto":
-        return forced
-    name = os.fspath(name)
-    for suffix, fmt in sorted(_FORMATS.items(), key=lambda kv: -len(kv[0])):
-        if name.endswith(suffix):
-            return fmt
-    raise InputError(
-        f"{name}: cannot tell the format from the file name; "
-        "use .parquet, .jsonl or .jsonl.gz, or set input.format"
-    )
-
-
-def is_shard_name(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return base.endswith(SHARD_SUFFIXES) and not base.startswith((".", "_"))
+    def compression(self) -> str | None:
+        """The codec of a compressed text shard (``gzip``, ``zstd``, ``bz2``, ``xz``) or None."""
+        return compression_of(self.path)
 
 
 def shard_name(location: Location, base: Location) -> str:
@@ -191,6 +162,21 @@ class ShardRegistry:
                 )
             )
         return shards, added
+
+    def renew(self, name: str, run_id: str) -> int:
+        """A new key for ``name`` (a repaired file that an earlier run skipped as unreadable)."""
+        entry = self.entries[name]
+        entry.update(index=self.next_index, renewed_by=run_id)
+        entry.pop("unreadable", None)
+        return int(entry["index"])
+
+    def mark_unreadable(self, names: Sequence[str]) -> None:
+        """Remember that these shards were skipped as damaged (see :meth:`renew`)."""
+        for name in names:
+            self.entries[name]["unreadable"] = True
+
+    def was_unreadable(self, name: str) -> bool:
+        return bool(self.entries.get(name, {}).get("unreadable"))
 
     def record(self, shards: Sequence[Shard], run_id: str = "") -> None:
         """Add shards whose keys were given elsewhere (:func:`numbered_shards`)."""

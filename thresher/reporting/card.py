@@ -125,6 +125,25 @@ def _columns(schema: pa.Schema | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _skipped(manifest: dict[str, Any]) -> str:
+    """The damaged input files the run skipped (``input.on_unreadable: skip``), if any."""
+    skipped = manifest.get("skipped_inputs") or []
+    if not skipped:
+        return ""
+    lines = [
+        "",
+        f"**{len(skipped)} input file(s) were damaged and skipped** after the records read "
+        "before the damage (those count as input above):",
+        "",
+        "| file | records read | error |",
+        "|---|---:|---|",
+    ]
+    for item in skipped:
+        error = str(item["error"]).replace("|", "\\|")
+        lines.append(f"| `{item['path']}` | {item['rows_read']:,} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
 def _weights(weighted: bool) -> str:
     if not weighted:
         return ""
@@ -251,7 +270,7 @@ Seed `{manifest["seed"]}`, engine `{manifest["engine"]}`.
 
 Every input record is kept, dropped (`dropped/` of the version, with its reason) or
 quarantined (`quarantine/`, with its reason): {balance}.
-
+{_skipped(manifest)}
 {_load(weighted, data, root, local)}
 ## Lineage
 

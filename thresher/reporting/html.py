@@ -72,6 +72,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
             (manifest or {}).get("seconds_per_stage", {}).items(), key=_stage_order
         ),
         "shards": data.shard_stats,
+        "skipped": (manifest or {}).get("skipped_inputs") or [],
         "versions": [
             (k, v) for k, v in (manifest or {}).get("versions", {}).items() if k in _VERSION_KEYS
         ],

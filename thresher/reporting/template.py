@@ -82,6 +82,8 @@ TEMPLATE = """<!DOCTYPE html>
 </nav>
 <main>
 {% for note in notes %}<div class="note">{{ note }}</div>{% endfor %}
+{% if skipped %}<div class="note">{{ skipped | length }} damaged input file(s) were skipped:
+see <a href="#skipped">Damaged inputs</a>.</div>{% endif %}
 {% if not manifest %}<div class="note">No selection yet: this run was scored but not
 selected. Run <code>thresher select</code> to choose a subset; the funnel and the kept/dropped
 split appear then.</div>{% endif %}
@@ -231,6 +233,14 @@ split appear then.</div>{% endif %}
     <td class="num">{{ shard.rows_in | num }}</td><td class="num">{{ shard.ingested | num }}</td>
     <td class="num">{{ shard.quarantined | num }}</td></tr>{% endfor %}
 </table>
+{% if skipped %}<h3 id="skipped">Damaged inputs, skipped</h3>
+<p>These files broke off or are corrupt; the records read before the damage count as input
+(<code>input.on_unreadable: skip</code>).</p>
+<table>
+  <tr><th>file</th><th class="num">records read</th><th>error</th></tr>
+  {% for item in skipped %}<tr><td><code>{{ item.path }}</code></td><td class="num">{{ item.rows_read | num }}</td>
+    <td>{{ item.error }}</td></tr>{% endfor %}
+</table>{% endif %}
 {% if versions %}<h3>Versions</h3><table>
   {% for name, version in versions %}<tr><td>{{ name }}</td><td>{{ version }}</td></tr>{% endfor %}
 </table>{% endif %}

@@ -1,0 +1,125 @@
+"""The log of one command: every record in a file under the run directory, and a clean console.
+
+A user error (a :class:`~thresher.errors.ThresherError`) raised inside a
+Prefect flow is logged by Prefect with its whole traceback, several times
+(task run, flow run, final state). On the console that buries the one line
+that says what to fix, so :func:`run_log` keeps those records off the
+console and writes everything, tracebacks included, to
+``<run_dir>/logs/<UTC time>.log``, which the error line then names.
+
+The file is written locally first and copied into the run directory when
+the command ends: the run directory may be on an object store, and
+``--fresh`` deletes it while the command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from thresher.errors import ThresherError
+from thresher.io.fs import Location
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+#: The loggers whose records the file gets (Spark's driver log goes there through py4j's).
+_LOGGED = ("prefect", "thresher", "py4j")
+
+
+class _UserErrorsOffConsole(logging.Filter):
+    """Drops a user error's records from a console handler: its traceback and every echo of it.
+
+    Prefect reports a failed task or flow in several records (with and
+    without the traceback); each names the exception's class, which is how
+    they are recognised.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ThresherError):
+            return False
+        if not record.name.startswith("prefect"):
+            return True
+        text = record.getMessage()
+        return not any(f"{name}: " in text or f"{name}(" in text for name in _user_error_names())
+
+
+def _user_error_names() -> set[str]:
+    names, pending = set(), [ThresherError]
+    while pending:
+        kind = pending.pop()
+        names.add(kind.__name__)
+        pending.extend(kind.__subclasses__())
+    return names
+
+
+class RunLog:
+    """Where a command's log goes; ``path`` is final once the command has ended."""
+
+    def __init__(self, run_dir: Location) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        self.target = run_dir / "logs" / f"{stamp}.log"
+        handle, local = tempfile.mkstemp(prefix="thresher-", suffix=".log")
+        os.close(handle)
+        self.local = local
+        self.path = local
+
+    def finish(self) -> None:
+        """Copy the log into the run directory (it stays in the temp file when that fails)."""
+        if not self.target.parent.parent.exists():
+            return  # no run directory was made: keep the temp file
+        try:
+            with open(self.local, "rb") as handle:
+                self.target.write_bytes(handle.read())
+        except (OSError, ThresherError):
+            return
+        os.unlink(self.local)
+        self.path = self.target.uri
+
+
+@contextmanager
+def run_log(run_dir: Location) -> Iterator[RunLog]:
+    """Log every record to a file for the duration of a command (see module docstring).
+
+    A ThresherError leaving the block gets ``log`` set to the file's path.
+    """
+    log = RunLog(run_dir)
+    file_handler = logging.FileHandler(log.local, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    file_handler.setLevel(logging.INFO)
+    loggers = [logging.getLogger(name) for name in _LOGGED]
+    console_filter = _UserErrorsOffConsole()
+    consoles = [
+        h
+        for logger in [logging.getLogger(), *loggers]
+        for h in logger.handlers
+        if type(h) is not logging.FileHandler and isinstance(h, logging.StreamHandler)
+    ]
+    for handler in consoles:
+        handler.addFilter(console_filter)
+    for logger in loggers:
+        logger.addHandler(file_handler)
+
+    def close() -> None:
+        for logger in loggers:
+            logger.removeHandler(file_handler)
+        file_handler.close()
+        for handler in consoles:
+            handler.removeFilter(console_filter)
+        log.finish()
+
+    try:
+        yield log
+    except ThresherError as error:
+        logging.getLogger("thresher").error("%s", error, exc_info=error)
+        close()
+        error.log = log.path  # type: ignore[attr-defined]
+        raise
+    except BaseException:
+        logging.getLogger("thresher").exception("the command failed")
+        close()
+        raise
+    close()

@@ -164,7 +164,9 @@ def part_kmeans(ws: Workspace) -> None:
         cpu_seconds = per_iteration * iterations
         cpu_objective = objective[-1] if len(objective) == iterations else math.nan
         done = len(objective)
-        estimated = "" if done == iterations else f"; CPU timed on {done} of {iterations} iterations"
+        estimated = (
+            "" if done == iterations else f"; CPU timed on {done} of {iterations} iterations"
+        )
         cpu = cpu_seconds if not estimated else f"{cpu_seconds:.2f} (est.)"
     agreement = (
         f"final objective GPU {gpu_objective[-1]:.4g}, CPU {cpu_objective:.4g}"

@@ -86,7 +86,7 @@ PARTS: list[Part] = [
     Part("perplexity", part_perplexity, 50, _SCORERS),
     Part("gpt2", part_gpt2, 75, (*_SCORERS, "transformers", "tokenizers")),
     Part("el2n", part_el2n, 60, _SCORERS),
-    Part("embedding", part_embedding, 45, (*_SCORERS, "transformers", "tokenizers")),
+    Part("embedding", part_embedding, 60, (*_SCORERS, "transformers", "tokenizers")),
     Part("dpp", part_dpp, 60, ("torch",)),
     Part("kmeans", part_kmeans, 40, ("torch",)),
 ]

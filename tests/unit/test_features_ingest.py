@@ -19,8 +19,8 @@ from thresher.config import SchemaConfig, parse_config
 from thresher.errors import ConfigError
 from thresher.io import ingest
 from thresher.io import schema as S
-from thresher.io.ingest import ingest_shard
 from thresher.io.formats import detect_format
+from thresher.io.ingest import ingest_shard
 from thresher.io.shards import Shard
 from thresher.stages.materialize import output_columns, output_names
 

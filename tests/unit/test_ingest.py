@@ -14,8 +14,8 @@ from thresher import reasons as R
 from thresher.config import SchemaConfig
 from thresher.errors import InputError
 from thresher.io import schema as S
-from thresher.io.ingest import ingest_shard
 from thresher.io.formats import detect_format
+from thresher.io.ingest import ingest_shard
 from thresher.io.shards import Shard, numbered_shards
 
 

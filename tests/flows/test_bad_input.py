@@ -132,7 +132,8 @@ def write_bad_corpus(out: Path) -> dict[str, Any]:
     _jsonl(
         out / "i-unicode.jsonl",
         [
-            b"\xef\xbb\xbf" + json.dumps({"id": "i-bom", "text": _sentence(500), "rating": 1.0}).encode(),
+            b"\xef\xbb\xbf"
+            + json.dumps({"id": "i-bom", "text": _sentence(500), "rating": 1.0}).encode(),
             b'{"id": "i-lone", "text": "A lone surrogate \\ud800 in crawled text."}',
             b'{"id": "i-key", "text": "A lone surrogate in a key.", "k\\udfff": 1}',
             b'{"id": "i-pair", "text": "A valid pair \\ud83d\\ude00 is an emoji.", "rating": 1.0}',
@@ -442,6 +443,82 @@ def test_truncated_parquet_stops_the_run_naming_the_file(
         curate(config)
     assert not (tmp_path / "run" / "data").exists()
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def _damaged_corpus(corpus: Path) -> int:
+    """A good shard, a cut gzip shard, a zero-byte Parquet file; return the cut shard's full lines."""
+    corpus.mkdir()
+    table = pa.table({"id": ["x", "y"], "text": [_sentence(1), _sentence(2)]})
+    pq.write_table(table, corpus / "good.parquet")
+    (corpus / "zero.parquet").write_bytes(b"")
+    lines = [json.dumps({"id": f"z{i}", "text": _sentence(i) * 20}).encode() for i in range(3000)]
+    _jsonl(corpus / "cut.jsonl.gz", lines, gz=True)
+    payload = (corpus / "cut.jsonl.gz").read_bytes()
+    (corpus / "cut.jsonl.gz").write_bytes(payload[: len(payload) * 2 // 3])
+    return len(lines)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_skipped_damaged_files_are_listed_and_their_readable_rows_kept(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from thresher.flows.curate import curate
+
+    if engine == "spark":
+        request.getfixturevalue("spark")
+    total = _damaged_corpus(tmp_path / "corpus")
+    config = bad_config(
+        tmp_path / "corpus",
+        tmp_path / "run",
+        engine,
+        input={"paths": [str(tmp_path / "corpus" / "*")], "on_unreadable": "skip"},
+        schema={"id": "id", "text": "text"},
+        filters=[],
+        selector={"name": "random", "budget": 1.0},
+    )
+    manifest = curate(config)
+    skipped = {item["path"].split("/")[-1]: item for item in manifest["skipped_inputs"]}
+    assert set(skipped) == {"cut.jsonl.gz", "zero.parquet"}
+    recovered = skipped["cut.jsonl.gz"]["rows_read"]
+    assert 0 < recovered < total and "EOFError" in skipped["cut.jsonl.gz"]["error"]
+    assert skipped["zero.parquet"]["rows_read"] == 0
+    counts = manifest["counts"]
+    assert counts["reconciles"] and counts["skipped_inputs"] == 2
+    assert counts["input"] == 2 + recovered == counts["kept"]
+    kept = set(kept_table(tmp_path / "run").column("id").to_pylist())
+    assert {f"z{i}" for i in range(recovered)} <= kept
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "damaged and skipped" in card and "`corpus/cut.jsonl.gz`" in card
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Damaged inputs, skipped" in report and "zero.parquet" in report
+
+
+def test_a_repaired_file_that_was_skipped_is_read_again(tmp_path: Path) -> None:
+    from thresher.flows.curate import curate
+
+    _damaged_corpus(tmp_path / "corpus")
+    config = bad_config(
+        tmp_path / "corpus",
+        tmp_path / "run",
+        "local",
+        input={"paths": [str(tmp_path / "corpus" / "*")], "on_unreadable": "skip"},
+        schema={"id": "id", "text": "text"},
+        filters=[],
+        selector={"name": "random", "budget": 1.0},
+    )
+    first = curate(config)
+    pq.write_table(
+        pa.table({"id": ["r0", "r1", "r2"], "text": [_sentence(i) for i in range(3)]}),
+        tmp_path / "corpus" / "zero.parquet",
+    )
+    second = curate(config)
+    assert [i["path"] for i in second["skipped_inputs"]] == ["corpus/cut.jsonl.gz"]
+    assert second["counts"]["input"] == first["counts"]["input"] + 3
+    kept = set(kept_table(tmp_path / "run").column("id").to_pylist())
+    assert {"r0", "r1", "r2", "x", "y"} <= kept
+    keys = {i["path"]: i["index"] for i in second["inputs"]}
+    before = {i["path"]: i["index"] for i in first["inputs"]}
+    assert keys["corpus/zero.parquet"] != before["corpus/zero.parquet"]  # a new key
 
 
 def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:

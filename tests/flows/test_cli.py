@@ -7,12 +7,15 @@ runs) use a subprocess.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -166,3 +169,32 @@ def test_budget_and_param_parsing() -> None:
     assert _budget("0.25") == 0.25 and _budget("1.0") == 1.0 and _budget("5000") == 5000
     assert _budget("1e-1") == 0.1 and _budget(None) is None
     assert _params(["band=high", "n=3", "beta=0.1"]) == {"band": "high", "n": 3, "beta": 0.1}
+
+
+def test_a_run_that_skipped_damaged_inputs_exits_with_status_3(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "text": ["one short text", "another short text"]}),
+        corpus / "good.parquet",
+    )
+    (corpus / "broken.parquet").write_bytes(b"PAR1 this file was cut")
+    config = tmp_path / "c.yaml"
+    base = {
+        "run_dir": str(tmp_path / "run"),
+        "scorers": [{"name": "word_count"}],
+        "selector": {"name": "random", "budget": 1.0},
+        "engine": {"kind": "local", "workers": 1},
+    }
+    config.write_text(json.dumps({**base, "input": {"paths": [str(corpus)]}}))
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 2
+    assert "error: corpus/broken.parquet: unreadable Parquet file" in output
+    log = output.split("(details: ")[1].split(")")[0]
+    assert log.startswith(str(tmp_path / "run" / "logs")) and "Traceback" in Path(log).read_text()
+    assert "Traceback" not in output
+    skip = {**base, "input": {"paths": [str(corpus)], "on_unreadable": "skip"}}
+    config.write_text(json.dumps(skip))
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 3, output
+    assert "completed with skipped inputs: 1 damaged file(s) (corpus/broken.parquet)" in output

@@ -166,3 +166,87 @@ def test_sample_corpus_bad_rows_land_in_quarantine(small_corpus: Path) -> None:
         R.INVALID_UTF8: 2,
         R.MALFORMED_JSON: 2,
     }
+
+
+ENCODINGS = {
+    "string": lambda a: a,
+    "large_string": lambda a: a.cast(pa.large_string()),
+    "string_view": lambda a: a.cast(pa.string_view()),
+    "dictionary": lambda a: a.dictionary_encode(),
+    "binary": lambda a: a.cast(pa.binary()),
+    "large_binary": lambda a: a.cast(pa.large_binary()),
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_text_id_and_label_in_any_string_encoding_are_read(tmp_path: Path, encoding: str) -> None:
+    encode = ENCODINGS[encoding]
+    table = pa.table(
+        {
+            "id": encode(pa.array(["a", "b", "c"])),
+            "text": encode(pa.array(["one text", "two texts", "three texts"])),
+            "topic": encode(pa.array(["x", "y", "x"])),
+            "note": encode(pa.array(["n1", None, "n3"])),
+        }
+    )
+    path = tmp_path / "s.parquet"
+    pq.write_table(table, path)
+    result = ingest_shard(_shard(path), SchemaConfig(label="topic"))
+    assert result.quarantine.num_rows == 0
+    out = result.table
+    assert out.schema.field("id").type == out.schema.field("text").type == pa.string()
+    assert out.schema.field(S.LABEL).type == pa.string()
+    assert out.column("id").to_pylist() == ["a", "b", "c"]
+    assert out.column(S.LABEL).to_pylist() == ["x", "y", "x"]
+    assert not pa.types.is_dictionary(out.schema.field("note").type)
+
+
+def test_invalid_utf8_in_id_label_or_passthrough(tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array([b"ok", b"\xff\xfe", b"ok3"], pa.binary()),
+                "text": ["a good text", "a second text", "a third text"],
+                "topic": pa.array([b"x", b"y", b"\xc3"], pa.binary()),
+                "note": pa.array([b"caf\xe9", b"fine", None]).view(pa.string()),
+            }
+        ),
+        path,
+    )
+    result = ingest_shard(_shard(path), SchemaConfig(label="topic"))
+    rows = {r["row"]: r for r in result.quarantine.to_pylist()}
+    assert rows[1]["reason"] == R.INVALID_UTF8 and "'id'" in rows[1]["detail"]
+    assert rows[2]["reason"] == R.INVALID_UTF8 and "'topic'" in rows[2]["detail"]
+    assert rows[2]["id"] == "ok3"
+    assert result.table.column("id").to_pylist() == ["ok"]
+    assert result.table.column("note").to_pylist() == ["caf\ufffd"]  # repaired, never read
+
+
+def test_a_lone_surrogate_escape_quarantines_its_record_naming_the_field(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "s.jsonl",
+        [
+            b'{"id": "1", "text": "fine \\ud83d\\ude00"}',
+            b'{"id": "2", "text": "fine", "meta": {"tags": ["x", "bad \\udc00"]}}',
+            b'{"id": "3", "text": "bad \\uD800 upper-case escape"}',
+        ],
+    )
+    result = ingest_shard(_shard(path), SchemaConfig())
+    assert result.table.column("text").to_pylist() == ["fine \U0001f600"]
+    details = dict(
+        zip(
+            result.quarantine.column("id").to_pylist(),
+            result.quarantine.column("detail").to_pylist(),
+            strict=True,
+        )
+    )
+    assert set(details) == {"2", "3"}
+    assert "meta.tags[1]" in details["2"] and "'text'" in details["3"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path: Path) -> None:
+    for name, gz in (("bom.jsonl", False), ("bom.jsonl.gz", True)):
+        path = _jsonl(tmp_path / name, [b'\xef\xbb\xbf{"id": "1", "text": "first"}'], gz=gz)
+        result = ingest_shard(_shard(path), SchemaConfig())
+        assert result.table.column("id").to_pylist() == ["1"], name

@@ -327,7 +327,14 @@ def test_summary_pairs_each_seed_with_random() -> None:
             {"eval": {"selectors": [{"name": "topk", "params": {"score": "nope"}}]}},
             "eval.selectors[0]",
         ),
-        ({"eval": {"selectors": [{"name": "threshold", "params": {"score": "el2n"}}]}}, "own size"),
+        (
+            {"eval": {"selectors": [{"name": "threshold", "params": {"score": "el2n", "max": 1}}]}},
+            "own size",
+        ),
+        (
+            {"eval": {"selectors": [{"name": "threshold", "params": {"score": "el2n"}}]}},
+            "give `min`, `max` or both",
+        ),
         ({"eval": {"rates": [0.0]}}, "eval.rates"),
         ({"eval": {"validation": 0.0}}, "validation"),
         ({"eval": {"test": {"paths": ["x"], "fraction": 0.2}}}, "eval.test"),

@@ -1,4 +1,4 @@
-"""DPP greedy MAP: equal to a naive greedy, within the greedy bound of brute force."""
+"""DPP greedy MAP: equal to a naive greedy, and near the best subset by brute force."""
 
 from __future__ import annotations
 
@@ -58,22 +58,41 @@ def test_same_set_as_naive_greedy(n: int, d: int, k: int, alpha: float) -> None:
     assert selection.details["log_det"] == pytest.approx(logdet, rel=1e-9)
 
 
+#: The greedy set must beat all but this fraction of the 495 subsets of size 4 of 12 points.
+TOP_FRACTION = 0.08
+
+
+def _share_better(kernel: np.ndarray, chosen: list[int], k: int) -> float:
+    """The fraction of all k-subsets whose log det is larger than that of ``chosen``."""
+    mine = np.linalg.slogdet(kernel[np.ix_(chosen, chosen)])[1]
+    subsets = list(map(list, itertools.combinations(range(kernel.shape[0]), k)))
+    logdets = np.array([np.linalg.slogdet(kernel[np.ix_(s, s)])[1] for s in subsets])
+    return float(np.mean(logdets > mine + 1e-12))
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_within_the_greedy_bound_of_brute_force(seed: int) -> None:
-    # ridge 1 and alpha 0 make every eigenvalue of L at least 1: log det is then monotone,
-    # submodular and zero on the empty set, so greedy >= (1 - 1/e) * optimum
+def test_greedy_beats_all_but_a_few_subsets_by_brute_force(seed: int) -> None:
+    """Greedy MAP is in the top 8% of all 495 subsets; a random subset is not.
+
+    (The (1 - 1/e) guarantee of greedy submodular maximisation is met by
+    nearly every subset here, so it proves nothing; the top-8% bound is what
+    greedy reaches on these kernels and a random pick fails, as the control shows.)
+    """
     _, features = _data(12, 5, seed)
     kernel = _kernel(features, np.ones(12), 1.0)
     k = 4
+    selection = make_selector("dpp", {"alpha": 0.0, "ridge": 1.0, "device": "cpu"}).select(
+        pa.table({"x": np.zeros(12)}), features, k
+    )
+    assert _share_better(kernel, selection.indices.tolist(), k) < TOP_FRACTION
+    random_subset = np.random.default_rng(1000 + seed).choice(12, k, replace=False).tolist()
+    assert _share_better(kernel, random_subset, k) >= TOP_FRACTION  # the control fails it
     best = max(
         np.linalg.slogdet(kernel[np.ix_(s, s)])[1]
         for s in map(list, itertools.combinations(range(12), k))
     )
-    selection = make_selector("dpp", {"alpha": 0.0, "ridge": 1.0, "device": "cpu"}).select(
-        pa.table({"x": np.zeros(12)}), features, k
-    )
     got = np.linalg.slogdet(kernel[np.ix_(selection.indices, selection.indices)])[1]
-    assert (1 - 1 / math.e) * best <= got <= best + 1e-12
+    assert (1 - 1 / math.e) * best <= got <= best + 1e-12  # the classical bound, for the record
 
 
 def test_diverse_choice_among_duplicates() -> None:

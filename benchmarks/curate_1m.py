@@ -239,38 +239,67 @@ def _child(job_file: str, result_file: str) -> None:
         "parallelism": parallelism,
         "counts": manifest["counts"],
         "seconds_per_stage": manifest["seconds_per_stage"],
-        "kept_ids_sha256": _kept_ids_digest(
-            config.run_path / "data", output_names(config.schema_)[S.ID]
-        ),
+        "id_column": output_names(config.schema_)[S.ID],
     }
+    if job.get("kept_ids", True):  # off when the caller must read the store itself afterwards
+        result["kept_ids_sha256"] = kept_ids_digest(config.run_path, result["id_column"])
     Path(result_file).write_text(json.dumps(result))
 
 
-def _kept_ids_digest(data_dir: Path, id_column: str) -> str:
-    """SHA-256 of the sorted kept ids (outside the timed part): equal digests, same selection."""
+def kept_ids_digest(run_dir: Any, id_column: str) -> str:
+    """SHA-256 of the sorted kept ids (outside the timed part): equal digests, same selection.
+
+    Reads the published dataset through the version pointer, so a run
+    directory on any store (a local path or an object-store URI) works.
+    """
     import hashlib
 
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    ids = ds.dataset(data_dir, format="parquet").to_table(columns=[id_column]).column(id_column)
+    from thresher.io.files import read_parquet_dir
+    from thresher.run_dir import RunDir
+
+    ids = read_parquet_dir(RunDir(run_dir).data, columns=[id_column]).column(id_column)
     ordered = pc.sort_indices(ids)
     return hashlib.sha256("\n".join(ids.take(ordered).to_pylist()).encode()).hexdigest()
 
 
 def run_engine(engine: str, corpus: Path, work: Path, template: dict[str, Any]) -> dict[str, Any]:
-    """Run the flow on ``engine`` in a child process; return its measurements."""
+    """Run the flow on ``engine`` over the local corpus in a child process; its measurements."""
+    return run_flow(
+        engine, engine, str(corpus / "shard-*"), str(work / f"run-{engine}"), work, template
+    )
+
+
+def run_flow(
+    label: str,
+    engine: str,
+    inputs: str,
+    run_dir: str,
+    work: Path,
+    template: dict[str, Any],
+    *,
+    kept_ids: bool = True,
+) -> dict[str, Any]:
+    """Run the flow of ``template`` on ``engine`` in a child process; return its measurements.
+
+    ``inputs`` (a glob) and ``run_dir`` may be local paths or object-store
+    URIs; the child inherits this process's environment (endpoints,
+    credentials). ``label`` names the run's files under ``work``.
+    ``kept_ids=False`` leaves out the digest of the kept ids, which reads
+    the published dataset after the flow.
+    """
     from thresher.profiling import PROFILE_ENV, summarize
 
-    run_dir = work / f"run-{engine}"
-    profile = work / f"profile-{engine}"
+    profile = work / f"profile-{label}"
     profile.mkdir(parents=True)
     config = json.loads(json.dumps(template))
-    config["run_dir"] = str(run_dir)
-    config["input"] = {"paths": [str(corpus / "shard-*")]}
+    config["run_dir"] = run_dir
+    config["input"] = {"paths": [inputs]}
     config.setdefault("engine", {})["kind"] = engine
-    job_file, result_file = work / f"job-{engine}.json", work / f"result-{engine}.json"
-    job_file.write_text(json.dumps({"config": config, "base_dir": str(work)}))
+    job_file, result_file = work / f"job-{label}.json", work / f"result-{label}.json"
+    job = {"config": config, "base_dir": str(work), "kept_ids": kept_ids}
+    job_file.write_text(json.dumps(job))
     env = {
         **os.environ,
         PROFILE_ENV: str(profile),

@@ -255,10 +255,35 @@ def write_text_scores(corpus: Corpus, root: Path, shards: int) -> list[int]:
                     }
                 )
             )
-        write_parquet_atomic(
-            pa.concat_tables(parts), RunDir(root).scores_shard(index) / "part-0.parquet"
-        )
+        write_parquet_atomic(pa.concat_tables(parts), RunDir(root).scores_shard(index))
+    return register_shards(root, shards)
+
+
+def register_shards(root: Path, shards: int) -> list[int]:
+    """Record shard keys ``0 .. shards-1`` in the run's registry (input order is by name)."""
+    from thresher.io.files import write_json_atomic
+    from thresher.run_dir import RunDir
+
+    names = [{"index": i, "name": f"shard-{i:05d}"} for i in range(shards)]
+    write_json_atomic({"shards": names}, RunDir(root).shard_registry)
     return list(range(shards))
+
+
+def run_dedup(engine: Any, root: Path, indices: list[int], out: Path) -> dict[str, Any]:
+    """The dedup stage on ``engine`` over the score shards under ``root``; clusters under ``out``."""
+    from thresher.io.fs import Location
+    from thresher.run_dir import RunDir
+    from thresher.stages.dedup import deduplicate
+
+    return deduplicate(engine, RunDir(root), indices, dedup_spec(), Location.of(out))
+
+
+def clusters_of(out: Path, summary: dict[str, Any]) -> pa.Table:
+    """The clusters table a dedup run wrote under ``out`` (the files its summary names)."""
+    from thresher.dedup.spec import read_clusters
+    from thresher.io.fs import Location
+
+    return read_clusters(files=[Location.of(out) / name for name in summary["files"]])
 
 
 def dedup_spec() -> Any:
@@ -298,31 +323,30 @@ def make_spark_engine() -> Any:
 
 
 def bench_accuracy_and_engines(corpus: Corpus, work: Path, scale: Scale, engine: Any) -> list[str]:
-    from thresher.dedup.local import dedup_local
-    from thresher.dedup.spec import read_clusters
+    from thresher.engines.local import LocalEngine
 
     root = work / "run"
     start = time.perf_counter()
     indices = write_text_scores(corpus, root, scale.shards)
     scoring = time.perf_counter() - start
-    spec = dedup_spec()
 
+    local_engine = LocalEngine(workers=1)  # the stage runs on the driver: no worker pool
     local_times = []
     for attempt in range(2):
         out = work / f"local-{attempt}"
         start = time.perf_counter()
-        summary = dedup_local(indices, spec, str(root), str(out))
+        summary = run_dedup(local_engine, root, indices, out)
         local_times.append(time.perf_counter() - start)
-    local = read_clusters(work / "local-1")
+    local = clusters_of(work / "local-1", summary)
 
     cores = os.cpu_count() or 1
     spark_times = []
     for attempt in range(2):
         out = work / f"spark-{attempt}"
         start = time.perf_counter()
-        engine.dedup(indices, spec, str(root), str(out))
+        spark_summary = run_dedup(engine, root, indices, out)
         spark_times.append(time.perf_counter() - start)
-    identical = read_clusters(work / "spark-1").equals(local)
+    identical = clusters_of(work / "spark-1", spark_summary).equals(local)
 
     # Precision / recall of duplicate pairs against exact Jaccard.
     cluster_of = dict(
@@ -430,16 +454,17 @@ def write_synthetic_signatures(root: Path, n: int, shards: int, seed: int = 0) -
                 "minhash_length": pa.array(rng.integers(1000, 5000, size=size)),
             }
         )
-        write_parquet_atomic(table, RunDir(root).scores_shard(index) / "part-0.parquet")
-    return list(range(shards))
+        write_parquet_atomic(table, RunDir(root).scores_shard(index))
+    return register_shards(root, shards)
 
 
 _CHILD = """
 import json, resource, sys, time
-from thresher.dedup.local import dedup_local
-from benchmarks.minhash import dedup_spec
+from pathlib import Path
+from thresher.engines.local import LocalEngine
+from benchmarks.minhash import run_dedup
 start = time.perf_counter()
-summary = dedup_local(json.loads(sys.argv[1]), dedup_spec(), sys.argv[2], sys.argv[3])
+summary = run_dedup(LocalEngine(workers=1), Path(sys.argv[2]), json.loads(sys.argv[1]), Path(sys.argv[3]))
 print(json.dumps({"seconds": time.perf_counter() - start,
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "summary": summary}))
@@ -447,8 +472,6 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 
 
 def bench_memory(work: Path, scale: Scale, engine: Any) -> list[str]:
-    from thresher.dedup.spec import read_clusters
-
     root = work / "synthetic"
     n = scale.memory_documents
     shards = max(scale.shards, n // 50_000)
@@ -466,10 +489,10 @@ def bench_memory(work: Path, scale: Scale, engine: Any) -> list[str]:
     peak = measured["maxrss_kib"] / 1024**2
     summary = measured["summary"]
     start = time.perf_counter()
-    engine.dedup(indices, dedup_spec(), str(root), str(work / "synthetic-spark"))
+    spark_summary = run_dedup(engine, root, indices, work / "synthetic-spark")
     spark_seconds = time.perf_counter() - start
-    identical = read_clusters(work / "synthetic-spark").equals(
-        read_clusters(work / "synthetic-out")
+    identical = clusters_of(work / "synthetic-spark", spark_summary).equals(
+        clusters_of(work / "synthetic-out", summary)
     )
     ratio = spark_seconds / measured["seconds"]
     return [
@@ -477,7 +500,8 @@ def bench_memory(work: Path, scale: Scale, engine: Any) -> list[str]:
         "",
         f"Synthetic signatures in {shards} score shards (written in {generation:.0f} s, outside "
         "the measurement): 10% near-duplicates of a random source (each value kept with "
-        "probability 0.6-1.0), 1% exact copies. A child process runs only `dedup_local`.",
+        "probability 0.6-1.0), 1% exact copies. A child process runs only the dedup stage "
+        "(`deduplicate` on the local engine).",
         "",
         "| measure | value | target |",
         "|---|---:|---|",

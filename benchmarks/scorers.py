@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True)
@@ -76,9 +75,11 @@ class Corpus:
         return fit_context(self.run, self.shard_rows, column, seed)
 
     def batches(self, columns: list[str]) -> list[pa.RecordBatch]:
+        from thresher.io.files import parquet_file
+
         out = []
         for index in sorted(self.shard_rows):
-            source = pq.ParquetFile(self.run.ingested_shard(index))
+            source = parquet_file(self.run.ingested_shard(index))
             present = [c for c in columns if c in source.schema_arrow.names]
             out += list(source.iter_batches(batch_size=BATCH_ROWS, columns=present))
         return out
@@ -87,18 +88,21 @@ class Corpus:
 def build_corpus(directory: Path, scale: Scale) -> Corpus:
     """Write the sample corpus and ingest it into a run directory (local stages)."""
     from thresher.config import SchemaConfig
-    from thresher.io.shards import make_shards
+    from thresher.io.shards import ShardRegistry, numbered_shards
     from thresher.run_dir import RunDir
     from thresher.sample_corpus import write_sample_corpus
     from thresher.stages.ingest import ingest_to_run
 
     corpus = directory / "corpus"
     write_sample_corpus(corpus, n_documents=scale.documents, n_shards=scale.shards, seed=0)
-    run_root = directory / "run"
-    shards = make_shards(sorted(corpus.glob("shard-*")), corpus)
+    run = RunDir(directory / "run")
+    shards = numbered_shards(sorted(corpus.glob("shard-*")), corpus)
+    registry = ShardRegistry(run.shard_registry)  # fitting samples in input order, as a run does
+    registry.record(shards)
+    registry.save()
     schema = SchemaConfig(label="topic")
-    stats = [ingest_to_run(s, schema, str(run_root)) for s in shards]
-    return Corpus(corpus, RunDir(run_root), {s["index"]: s["ingested"] for s in stats})
+    stats = [ingest_to_run(s, schema, run) for s in shards]
+    return Corpus(corpus, run, {s["index"]: s["ingested"] for s in stats})
 
 
 # -- 1. perplexity overhead ------------------------------------------------------------

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True)
@@ -105,8 +104,8 @@ def plain_numpy_fast_greedy(
 
 def bench_dpp(scale: Scale) -> list[str]:
     from thresher.selectors import make_selector
-    from thresher.selectors.kmeans import normalize_rows
     from thresher.selectors.dpp import dpp_quality
+    from thresher.selectors.kmeans import normalize_rows
 
     n, d, k = scale.dpp_n, scale.dpp_d, scale.dpp_k
     features = _clustered(n, d, 50, seed=0)
@@ -190,7 +189,11 @@ def bench_kmeans_sensitivity(scale: Scale) -> list[str]:
 # -- 3. partitioned on Spark vs in memory ----------------------------------------------------
 
 
-def _write_score_shards(root: Path, matrix: np.ndarray, shards: int) -> pa.Table:
+def _write_score_shards(root: Path, matrix: np.ndarray, shards: int) -> list[int]:
+    """The rows as a run's score shards (one file per shard) and its shard registry."""
+    from thresher.io.files import write_json_atomic, write_parquet_atomic
+    from thresher.run_dir import RunDir
+
     n, d = matrix.shape
     rng = np.random.default_rng(3)
     shard = (np.arange(n) * shards // n).astype(np.int32)
@@ -204,37 +207,63 @@ def _write_score_shards(root: Path, matrix: np.ndarray, shards: int) -> pa.Table
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), d),
         }
     )
+    run = RunDir(root)
     for index in range(shards):
         part = table.filter(pa.compute.equal(table.column("thresher_shard"), index))
-        target = root / "scores" / f"shard-{index:05d}"
-        target.mkdir(parents=True)
-        pq.write_table(part, target / "part-0.parquet")
-    return table.drop_columns(["embedding"])
+        write_parquet_atomic(part, run.scores_shard(index))
+    names = [{"index": i, "name": f"shard-{i:05d}"} for i in range(shards)]
+    write_json_atomic({"shards": names}, run.shard_registry)
+    return list(range(shards))
+
+
+def make_spark_engine() -> Any:
+    """A Spark engine on every core of this machine (``local[*]``), session started (not timed)."""
+    from thresher.config import SparkConfig
+    from thresher.engines.spark import SparkEngine
+
+    conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": "6g",
+        "spark.sql.shuffle.partitions": "16",
+    }
+    engine = SparkEngine(SparkConfig(master="local[*]", conf=conf))
+    engine.spark.sparkContext.setLogLevel("ERROR")
+    return engine
+
+
+class _ValidVectors:
+    """Rows whose vector is usable (an ``aggregate`` partial: reads every vector once)."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def __call__(self, table: pa.Table) -> int:
+        from thresher.selectors.vectors import valid_vectors
+
+        return int(valid_vectors(table.column(self.column)).sum())
+
+
+def kept_order(kept: Any, budget: int) -> list[int]:
+    """The input-order keys of a partitioned step's kept rows, sorted (collected on the driver)."""
+    from thresher.stages.partitioned import ORDER
+
+    return sorted(kept.to_table(max_rows=budget).column(ORDER).to_pylist())
 
 
 def bench_partitioned(scale: Scale) -> list[str]:
-    from pyspark.sql import SparkSession
-
+    from thresher.frame import TableFrame
+    from thresher.io.shards import order_ranks
     from thresher.run_dir import RunDir
     from thresher.selectors import make_selector
-    from thresher.stages.partitioned import PartitionJob, select_partitioned_local
-    from thresher.stages.partitioned_spark import invalid_vector_rows, select_partitioned_spark
-    from thresher.stages.select import embedding_matrix, read_score_table
+    from thresher.selectors.vectors import embedding_matrix
+    from thresher.stages.partitioned import PartitionJob, select_partitioned
+    from thresher.stages.select import read_score_table, score_rows
 
     n, d = scale.part_n, scale.part_d
     root = Path(tempfile.mkdtemp(prefix="thresher-bench-"))
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (
-        SparkSession.builder.master("local[*]")
-        .appName("thresher-bench-selectors")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "6g")
-        .config("spark.sql.shuffle.partitions", "16")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "8192")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    run = RunDir(root)
+    engine = make_spark_engine()
     lines = [
         f"Partitioned selection, {n:,} rows x {d}, {scale.part_clusters} partitions "
         f"(sample {min(n, 100_000):,}), budget {scale.part_budget:,}; Spark `local[*]`:",
@@ -243,9 +272,11 @@ def bench_partitioned(scale: Scale) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     try:
-        scores = _write_score_shards(root, _clustered(n, d, 200, seed=4), shards=16)
+        indices = _write_score_shards(root, _clustered(n, d, 200, seed=4), shards=16)
+        ranks = order_ranks(run.shard_names())
+        columns = ["id", "thresher_shard", "thresher_row", "el2n", "embedding"]
         # warm-up, not timed: start the Python workers and read the vectors once
-        invalid_vector_rows(spark, str(root), "embedding")
+        score_rows(engine, run, indices, columns, ranks).aggregate(_ValidVectors("embedding"), sum)
         cases = [
             ("ccs", {"score": "el2n", "beta": 0.1}, {"score": "el2n", "beta": 0.1}),
             (
@@ -255,7 +286,7 @@ def bench_partitioned(scale: Scale) -> list[str]:
             ),
         ]
         for name, whole_params, inner_params in cases:
-            read_s, table = _time(read_score_table, RunDir(root))
+            read_s, table = _time(read_score_table, run)
             matrix = embedding_matrix(table, "embedding")
             whole_s, _ = _time(
                 make_selector(name, whole_params).select,
@@ -276,10 +307,15 @@ def bench_partitioned(scale: Scale) -> list[str]:
                 embeddings="embedding",
                 columns=tuple(selector.score_columns()),
             )
-            local_s, local = _time(select_partitioned_local, job, table, matrix)
-            spark_s, remote = _time(select_partitioned_spark, spark, job, scores, str(root))
-            assert remote.indices.tolist() == local.indices.tolist(), "engines disagree"
+            start = time.perf_counter()
+            local = kept_order(select_partitioned(TableFrame.of(table), job, n)[0], job.budget)
+            local_s = time.perf_counter() - start
             del table, matrix
+            start = time.perf_counter()
+            rows = score_rows(engine, run, indices, columns, ranks)
+            remote = kept_order(select_partitioned(rows, job, n)[0], job.budget)
+            spark_s = time.perf_counter() - start
+            assert remote == local, "engines disagree"
             lines.append(
                 f"| `{name}` | {read_s + whole_s:.1f} | {read_s + local_s:.1f} | {spark_s:.1f} |"
             )
@@ -290,7 +326,7 @@ def bench_partitioned(scale: Scale) -> list[str]:
             "centroid sample). Spark and local partitioned selections were identical.",
         ]
     finally:
-        spark.stop()
+        engine.close()
         shutil.rmtree(root, ignore_errors=True)
     return lines
 

@@ -80,6 +80,8 @@ SCORER_FACTORIES: dict[str, Factory] = {
         ),
         ctx,
     ),
+    "token_count": lambda ctx: _fitted(make_scorer("token_count", {"lm": TINY_LM}), ctx),
+    "language": lambda ctx: make_scorer("language"),
 }
 
 DOCUMENTS = [
@@ -194,6 +196,7 @@ SCORER_PARAMS: dict[str, dict[str, object]] = {
     "embedding": {"dim": 32},
     "perplexity": {"lm": TINY_LM, "token_el2n": True, "flag_lm_train": False},
     "fasttext_quality": {"positive_labels": ["science", "travel"], "n_documents": 300},
+    "token_count": {"lm": TINY_LM},
 }
 
 

@@ -11,6 +11,7 @@ from thresher.scorers.embedding import EmbeddingScorer
 from thresher.scorers.fasttext_quality import FastTextQualityScorer
 from thresher.scorers.grand import GraNdScorer
 from thresher.scorers.influence import InfluenceScorer
+from thresher.scorers.language import LanguageScorer
 from thresher.scorers.minhash import MinHashScorer
 from thresher.scorers.perplexity import PerplexityScorer
 from thresher.scorers.text_stats import (
@@ -19,6 +20,7 @@ from thresher.scorers.text_stats import (
     RepeatedLineFractionScorer,
     WordCountScorer,
 )
+from thresher.scorers.token_count import TokenCountScorer
 from thresher.scorers.vog import VoGScorer
 
 _REGISTERED: list[type[Scorer]] = [
@@ -34,6 +36,8 @@ _REGISTERED: list[type[Scorer]] = [
     EmbeddingScorer,
     PerplexityScorer,
     FastTextQualityScorer,
+    TokenCountScorer,
+    LanguageScorer,
 ]
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in _REGISTERED}
 

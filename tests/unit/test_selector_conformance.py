@@ -40,6 +40,7 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
             "min_probability": -0.5,
         },
     ),
+    "dsir": lambda: make_selector("dsir", {"score": "score", "by_label": True}),
 }
 
 

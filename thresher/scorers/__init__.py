@@ -6,6 +6,7 @@ from typing import Any
 
 from thresher.errors import ThresherError
 from thresher.scorers.base import Scorer
+from thresher.scorers.dsir import DSIRScorer
 from thresher.scorers.el2n import EL2NScorer
 from thresher.scorers.embedding import EmbeddingScorer
 from thresher.scorers.fasttext_quality import FastTextQualityScorer
@@ -38,6 +39,7 @@ _REGISTERED: list[type[Scorer]] = [
     FastTextQualityScorer,
     TokenCountScorer,
     LanguageScorer,
+    DSIRScorer,
 ]
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in _REGISTERED}
 

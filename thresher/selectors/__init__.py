@@ -8,6 +8,7 @@ from thresher.errors import ThresherError
 from thresher.selectors.base import Selection, Selector
 from thresher.selectors.ccs import CCSSelector
 from thresher.selectors.dpp import DPPSelector
+from thresher.selectors.dsir import DSIRSelector
 from thresher.selectors.kmeans_sensitivity import KMeansSensitivitySelector
 from thresher.selectors.language_filter import LanguageFilterSelector
 from thresher.selectors.prototypes import PrototypesSelector
@@ -30,6 +31,7 @@ _REGISTERED: list[type[Selector]] = [
     SemDeDupSelector,
     SemDeDupRankSelector,
     LanguageFilterSelector,
+    DSIRSelector,
 ]
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
 

@@ -122,3 +122,16 @@ def test_language_filter_refuses_missing_columns_and_a_budget() -> None:
         make_selector("language_filter", {"languages": ["en"]}).select(table, budget=3)
     with pytest.raises(ValueError, match="languages"):
         make_selector("language_filter", {"languages": []})
+
+
+def test_language_filter_reads_any_string_encoding_of_the_codes() -> None:
+    probabilities = [0.9, 0.8, 0.9, 0.99]
+    selector = make_selector(
+        "language_filter", {"languages": ["en", "fr"], "min_probability": 0.85}
+    )
+    for codes in (
+        pa.array(["en", "de", None, "fr"], pa.large_string()),
+        pa.array(["en", "de", None, "fr"]).dictionary_encode(),
+    ):
+        table = pa.table({"language": codes, "language_probability": probabilities})
+        assert selector.select(table).indices.tolist() == [0, 3]

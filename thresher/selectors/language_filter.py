@@ -143,7 +143,7 @@ class _LanguageMarks(Marks):
         from thresher.selectors.ranking import finite_values
 
         codes = table.column(self.language)
-        if not pa.types.is_string(codes.type) and not pa.types.is_large_string(codes.type):
+        if codes.type != pa.string():  # large strings, dictionaries, or codes stored as numbers
             codes = pc.cast(codes, pa.string())
         member = pc.fill_null(pc.is_in(codes, value_set=pa.array(self.codes, pa.string())), False)
         keep = np.asarray(member, dtype=bool)

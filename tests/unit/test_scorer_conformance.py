@@ -47,6 +47,18 @@ def _fitted(scorer: Scorer, ctx: Callable[[], FitContext]) -> Scorer:
     return scorer
 
 
+def _dsir(ctx: Callable[[], FitContext]) -> Scorer:
+    """A DSIR scorer whose target is a few cooking sentences."""
+    context = ctx()
+    target = context.artifact_dir / "target.txt"
+    target.write_text(
+        "The chef simmered the sauce.\nSlice the onions and roast the garlic.\n", encoding="utf-8"
+    )
+    scorer = make_scorer("dsir", {"target_files": [str(target)], "n_buckets": 1000})
+    scorer.fit(context)
+    return scorer
+
+
 SCORER_FACTORIES: dict[str, Factory] = {
     "word_count": lambda ctx: make_scorer("word_count"),
     "alpha_fraction": lambda ctx: make_scorer("alpha_fraction"),
@@ -80,6 +92,9 @@ SCORER_FACTORIES: dict[str, Factory] = {
         ),
         ctx,
     ),
+    "token_count": lambda ctx: _fitted(make_scorer("token_count", {"lm": TINY_LM}), ctx),
+    "language": lambda ctx: make_scorer("language"),
+    "dsir": _dsir,
 }
 
 DOCUMENTS = [
@@ -194,6 +209,8 @@ SCORER_PARAMS: dict[str, dict[str, object]] = {
     "embedding": {"dim": 32},
     "perplexity": {"lm": TINY_LM, "token_el2n": True, "flag_lm_train": False},
     "fasttext_quality": {"positive_labels": ["science", "travel"], "n_documents": 300},
+    "token_count": {"lm": TINY_LM},
+    "dsir": {"target_files": ["target.jsonl"], "n_buckets": 1000},
 }
 
 

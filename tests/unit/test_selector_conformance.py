@@ -30,6 +30,17 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "prototypes": lambda: make_selector("prototypes", {"n_clusters": 4, "keep": "hard"}),
     "semdedup": lambda: make_selector("semdedup", {"eps": 0.05, "n_clusters": 3}),
     "semdedup_rank": lambda: make_selector("semdedup_rank", {"n_clusters": 3}),
+    # the label codes stand for language codes (compared as text)
+    "language_filter": lambda: make_selector(
+        "language_filter",
+        {
+            "languages": ["0", "2"],
+            "language": "label",
+            "probability": "score",
+            "min_probability": -0.5,
+        },
+    ),
+    "dsir": lambda: make_selector("dsir", {"score": "score", "by_label": True}),
 }
 
 

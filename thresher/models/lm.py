@@ -180,13 +180,39 @@ def fit_reference_lm(context: FitContext, **lm_params_: Any) -> Path:
     return target
 
 
-def _train_into(directory: Path, context: FitContext, params: dict[str, Any]) -> None:
-    import torch
+def fit_reference_tokenizer(context: FitContext, **lm_params_: Any) -> Path:
+    """The tokenizer file of the run's reference LM, training only the tokenizer if need be.
 
-    from thresher.models._transformer import CausalTransformer, TransformerConfig
-    from thresher.models.tokenizer import DOCUMENT, BPETokenizer
+    The tokenizer is the one :func:`fit_reference_lm` trains for the same
+    parameters and seed (the same sample, split and vocabulary size), so
+    token counts made with it are the LM's. When that LM is already trained,
+    its ``tokenizer.json`` is returned; otherwise only the tokenizer is
+    trained (seconds, no network) and kept beside it in the run's shared
+    model directory.
+    """
+    from thresher.models.tokenizer import BPETokenizer
 
-    started = time.perf_counter()
+    params = lm_params(**lm_params_)
+    lm_file = shared_lm_dir(context, params) / TOKENIZER_FILE
+    if (lm_file.parent / CONFIG_FILE).is_file():
+        return lm_file
+    target = lm_file.parent.with_name(lm_file.parent.name.replace("lm-", "tokenizer-", 1))
+    path = target / TOKENIZER_FILE
+    if path.is_file():
+        return path
+    _, texts, train_index, _ = _training_split(context, params)
+    tokenizer = BPETokenizer.train([texts[i] for i in train_index], int(params["vocab_size"]))
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / f".{TOKENIZER_FILE}.partial"
+    tokenizer.save(staging)
+    staging.replace(path)
+    return path
+
+
+def _training_split(
+    context: FitContext, params: dict[str, Any]
+) -> tuple[pa.Table, list[Any], np.ndarray, np.ndarray]:
+    """The LM's corpus sample, its texts, and the positions it trains and validates on."""
     sample = context.sample(int(params["n_documents"]), [S.ID, S.TEXT], context.seed)
     texts = sample.column(S.TEXT).to_pylist() if S.TEXT in sample.column_names else []
     usable = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
@@ -196,9 +222,17 @@ def _train_into(directory: Path, context: FitContext, params: dict[str, Any]) ->
     n_validation = int(len(order) * float(params["validation_fraction"]))
     if len(order) - n_validation < 1:
         n_validation = 0
-    train_index = np.sort(order[n_validation:])
-    validation_index = np.sort(order[:n_validation])
+    return sample, texts, np.sort(order[n_validation:]), np.sort(order[:n_validation])
 
+
+def _train_into(directory: Path, context: FitContext, params: dict[str, Any]) -> None:
+    import torch
+
+    from thresher.models._transformer import CausalTransformer, TransformerConfig
+    from thresher.models.tokenizer import DOCUMENT, BPETokenizer
+
+    started = time.perf_counter()
+    sample, texts, train_index, validation_index = _training_split(context, params)
     tokenizer = BPETokenizer.train([texts[i] for i in train_index], int(params["vocab_size"]))
     context_length = int(params["context_length"])
     stream = torch.tensor(

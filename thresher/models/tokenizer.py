@@ -85,6 +85,7 @@ class BPETokenizer:
                 raise TokenizerError(f"merge ({a}, {b}) uses a special token")
             self._bytes.append(self._bytes[a] + self._bytes[b])
         self._cache: dict[str, list[int]] = {}
+        self._lengths: dict[str, int] = {}
 
     @property
     def vocab_size(self) -> int:
@@ -176,6 +177,19 @@ class BPETokenizer:
                 cache[word] = tokens
             ids.extend(tokens)
         return ids if max_tokens is None else ids[:max_tokens]
+
+    def count(self, text: str) -> int:
+        """``len(encode(text))``, without building the token list (word lengths are cached)."""
+        lengths = self._lengths
+        total = 0
+        for word in _WORD.findall(text):
+            n = lengths.get(word)
+            if n is None:
+                if len(lengths) >= _CACHE_LIMIT:
+                    lengths.clear()
+                n = lengths[word] = len(self._encode_word(word))
+            total += n
+        return total
 
     def encode_document(self, text: str, max_tokens: int | None = None) -> list[int]:
         """``[DOCUMENT] + encode(text)``, the document part cut to ``max_tokens`` tokens."""

@@ -6,11 +6,13 @@ from typing import Any
 
 from thresher.errors import ThresherError
 from thresher.scorers.base import Scorer
+from thresher.scorers.dsir import DSIRScorer
 from thresher.scorers.el2n import EL2NScorer
 from thresher.scorers.embedding import EmbeddingScorer
 from thresher.scorers.fasttext_quality import FastTextQualityScorer
 from thresher.scorers.grand import GraNdScorer
 from thresher.scorers.influence import InfluenceScorer
+from thresher.scorers.language import LanguageScorer
 from thresher.scorers.minhash import MinHashScorer
 from thresher.scorers.perplexity import PerplexityScorer
 from thresher.scorers.text_stats import (
@@ -19,6 +21,7 @@ from thresher.scorers.text_stats import (
     RepeatedLineFractionScorer,
     WordCountScorer,
 )
+from thresher.scorers.token_count import TokenCountScorer
 from thresher.scorers.vog import VoGScorer
 
 _REGISTERED: list[type[Scorer]] = [
@@ -34,6 +37,9 @@ _REGISTERED: list[type[Scorer]] = [
     EmbeddingScorer,
     PerplexityScorer,
     FastTextQualityScorer,
+    TokenCountScorer,
+    LanguageScorer,
+    DSIRScorer,
 ]
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in _REGISTERED}
 

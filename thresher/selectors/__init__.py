@@ -8,7 +8,9 @@ from thresher.errors import ThresherError
 from thresher.selectors.base import Selection, Selector
 from thresher.selectors.ccs import CCSSelector
 from thresher.selectors.dpp import DPPSelector
+from thresher.selectors.dsir import DSIRSelector
 from thresher.selectors.kmeans_sensitivity import KMeansSensitivitySelector
+from thresher.selectors.language_filter import LanguageFilterSelector
 from thresher.selectors.prototypes import PrototypesSelector
 from thresher.selectors.quantile_band import QuantileBandSelector
 from thresher.selectors.random_baseline import RandomSelector
@@ -28,6 +30,8 @@ _REGISTERED: list[type[Selector]] = [
     PrototypesSelector,
     SemDeDupSelector,
     SemDeDupRankSelector,
+    LanguageFilterSelector,
+    DSIRSelector,
 ]
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
 

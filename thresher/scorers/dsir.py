@@ -1,0 +1,192 @@
+"""DSIR's importance weight: how much more likely a document is under the target than the corpus.
+
+Data Selection with Importance Resampling (Xie et al. 2023) fits two
+bag-of-n-grams models over hashed word n-gram features
+(:mod:`thresher.models.hashed_ngrams`: unigrams and bigrams into 10,000
+buckets by default): one on a target set of documents (the user's
+``target_files``), one on the raw corpus (a uniform sample of
+``n_documents`` ingested rows). Both are additively smoothed
+(``smoothing = 1``: add-one). A document's log importance weight is the sum
+over its n-grams of ``log p_target(bucket) - log p_raw(bucket)``.
+
+This scorer writes that log weight (float64; 0 for a document without a
+word); the ``dsir`` selector resamples by it (Gumbel top-k at the budget).
+The models are fitted once, on the driver; the fitted log-ratio vector
+(``n_buckets`` floats) travels to the workers, so scoring is one pass of a
+numba kernel over each batch's text.
+
+Target files: ``.jsonl`` / ``.jsonl.gz`` (a ``text`` field per line),
+``.parquet`` (a ``text`` column) or ``.txt`` (one document per line).
+
+References
+----------
+Xie, Santurkar, Ma and Liang, "Data Selection for Language Models via
+Importance Resampling", NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher._params import check_int, check_number
+from thresher.errors import ConfigError, InputError, ScorerError
+from thresher.fitting import FitContext
+from thresher.io import schema as S
+from thresher.scorers.base import Scorer
+
+_MODEL_FILE = "dsir.npy"
+_SUMMARY_FILE = "dsir.json"
+
+
+class DSIRScorer(Scorer):
+    """Log importance weight ``log p_target(x) - log p_raw(x)`` of each document.
+
+    Parameters
+    ----------
+    target_files : list of str
+        Documents of the target distribution (see module docstring).
+    n_buckets : int
+        Hash buckets of the n-gram features (the paper: 10,000).
+    ngrams : int
+        Longest n-gram counted (2: unigrams and bigrams, as in the paper).
+    n_documents : int
+        Corpus rows sampled to fit the raw model.
+    smoothing : float
+        Pseudo-count added to every bucket of both models (1: add-one).
+
+    Notes
+    -----
+    Output: float64, shape (n_rows,).
+    """
+
+    name: ClassVar[str] = "dsir"
+    requires_fit: ClassVar[bool] = True
+    transient_attributes: ClassVar[tuple[str, ...]] = ("log_ratio_",)
+
+    def __init__(
+        self,
+        target_files: list[str],
+        n_buckets: int = 10_000,
+        ngrams: int = 2,
+        n_documents: int = 100_000,
+        smoothing: float = 1.0,
+    ) -> None:
+        self.target_files = target_files
+        self.n_buckets = n_buckets
+        self.ngrams = ngrams
+        self.n_documents = n_documents
+        self.smoothing = smoothing
+
+    def check_params(self) -> None:
+        if (
+            not isinstance(self.target_files, list)
+            or not self.target_files
+            or not all(isinstance(p, str) and p for p in self.target_files)
+        ):
+            raise ValueError(
+                f"{self.name}: target_files must be a non-empty list of file paths, "
+                f"got {self.target_files!r}"
+            )
+        check_int(self.name, "n_buckets", self.n_buckets, minimum=1)
+        check_int(self.name, "ngrams", self.ngrams, minimum=1)
+        if self.ngrams > 5:
+            raise ValueError(f"{self.name}: ngrams must be at most 5, got {self.ngrams}")
+        check_int(self.name, "n_documents", self.n_documents, minimum=1)
+        check_number(self.name, "smoothing", self.smoothing)
+        if not self.smoothing > 0:
+            raise ValueError(f"{self.name}: smoothing must be > 0, got {self.smoothing!r}")
+
+    # -- lifecycle -----------------------------------------------------------------
+    def fit(self, context: FitContext) -> None:
+        """Fit the target and raw bag-of-n-grams models; save their log ratio."""
+        from thresher.models.hashed_ngrams import bucket_counts, smoothed_log_probabilities
+
+        self.check_params()
+        targets = read_documents(self.target_files, what=self.name)
+        if not targets:
+            raise InputError(f"{self.name}: the target files hold no document")
+        sample = context.sample(self.n_documents, [S.TEXT], context.seed)
+        if S.TEXT not in sample.column_names or sample.num_rows == 0:
+            raise InputError(f"{self.name}: the corpus sample holds no text to fit the raw model")
+        target_counts = bucket_counts(
+            pa.array(targets, pa.large_string()), self.n_buckets, self.ngrams
+        )
+        raw_counts = bucket_counts(sample.column(S.TEXT), self.n_buckets, self.ngrams)
+        log_ratio = smoothed_log_probabilities(target_counts, self.smoothing) - (
+            smoothed_log_probabilities(raw_counts, self.smoothing)
+        )
+        path = context.artifact_dir / _MODEL_FILE
+        np.save(path, log_ratio, allow_pickle=False)
+        summary = {
+            "n_target_documents": len(targets),
+            "n_target_ngrams": int(target_counts.sum()),
+            "n_raw_documents": int(sample.num_rows),
+            "n_raw_ngrams": int(raw_counts.sum()),
+            "n_buckets": self.n_buckets,
+            "ngrams": self.ngrams,
+            "smoothing": self.smoothing,
+        }
+        (context.artifact_dir / _SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        self.model_file_ = str(path)
+
+    def setup(self) -> None:
+        """Load the log-ratio vector once per worker."""
+        if getattr(self, "log_ratio_", None) is not None:
+            return
+        path = getattr(self, "model_file_", None)
+        if path is None:
+            raise ScorerError(f"{self.name}: not fitted (call fit)")
+        values = np.load(path, allow_pickle=False)
+        if values.shape != (self.n_buckets,) or not np.all(np.isfinite(values)):
+            raise ScorerError(f"{self.name}: {path} does not hold {self.n_buckets} finite values")
+        self.log_ratio_ = values
+
+    def score(self, batch: pa.RecordBatch) -> pa.Array:
+        from thresher.models.hashed_ngrams import bucket_sums
+
+        self.setup()
+        texts = batch.column(batch.schema.get_field_index(S.TEXT))
+        sums, _ = bucket_sums(texts, self.log_ratio_, self.ngrams)
+        return pa.array(sums, pa.float64())
+
+
+def read_documents(paths: list[str], what: str = "dsir") -> list[str]:
+    """Documents of ``.jsonl[.gz]``, ``.parquet`` or ``.txt`` files (local paths or store URIs)."""
+    from thresher.io.fs import Location
+
+    documents: list[str] = []
+    for name in paths:
+        location = Location.of(name)
+        if not location.is_file():
+            raise ConfigError(f"{what}: target file not found: {name}")
+        data = location.read_bytes()
+        base = Path(location.path).name
+        try:
+            if base.endswith(".parquet"):
+                table = pq.read_table(pa.BufferReader(data))
+                if S.TEXT not in table.column_names:
+                    raise InputError(f"{name}: no 'text' column (columns: {table.column_names})")
+                documents += [t for t in table.column(S.TEXT).to_pylist() if isinstance(t, str)]
+            elif base.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+                raw = gzip.decompress(data) if base.endswith(".gz") else data
+                for number, line in enumerate(io.StringIO(raw.decode("utf-8")), 1):
+                    if not line.strip():
+                        continue
+                    record: Any = json.loads(line)
+                    text = record.get(S.TEXT) if isinstance(record, dict) else None
+                    if not isinstance(text, str):
+                        raise InputError(f"{name}:{number}: no string 'text' field")
+                    documents.append(text)
+            else:
+                documents += data.decode("utf-8").splitlines()
+        except (UnicodeDecodeError, json.JSONDecodeError, pa.ArrowInvalid, OSError) as error:
+            raise InputError(f"{name}: cannot read target documents ({error})") from None
+    return [d for d in documents if d.strip()]

@@ -28,6 +28,7 @@ import socket
 import threading
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -43,13 +44,28 @@ HEARTBEAT_SECONDS = 30.0
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs on this host.
+
+    A zombie (a killed process its parent has not reaped yet, such as the
+    flow run of a Prefect worker that was SIGKILLed with it) counts as dead.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when ``/proc`` says ``pid`` is a zombie (False where there is no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _now() -> str:

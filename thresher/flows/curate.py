@@ -59,7 +59,7 @@ from thresher.run_dir import RunDir
 from thresher.stages.dedup import clear_dedup, dedup_to_run
 from thresher.stages.fit import fit_scorers
 from thresher.stages.harmonize import harmonize_ingested
-from thresher.stages.ingest import ingest_to_run, pending_shards
+from thresher.stages.ingest import IngestShard, pending_shards
 from thresher.stages.materialize import MaterializeShard, write_empty_part
 from thresher.stages.score import BoundScorer, ScoreShard
 from thresher.stages.select import select_to_run
@@ -67,17 +67,6 @@ from thresher.stages.select import select_to_run
 EngineKind = Literal["local", "spark"]
 #: Which stages a flow run does: everything, up to scoring, or from selection on.
 Stages = Literal["all", "score", "select"]
-
-
-class IngestShard:
-    """The per-shard ingest task (picklable)."""
-
-    def __init__(self, schema: SchemaConfig, run: RunDir) -> None:
-        self.schema = schema
-        self.run = run
-
-    def __call__(self, shard: Shard) -> dict[str, Any]:
-        return ingest_to_run(shard, self.schema, self.run)
 
 
 # -- tasks ---------------------------------------------------------------------------

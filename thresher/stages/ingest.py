@@ -23,6 +23,22 @@ from thresher.io.shards import Shard
 from thresher.run_dir import RunDir
 
 
+class IngestShard:
+    """The per-shard ingest task (picklable).
+
+    It lives here, not in the flow's module, because Prefect may load that
+    module from its file under another name, which Spark's workers could
+    not import to unpickle it.
+    """
+
+    def __init__(self, schema: SchemaConfig, run: RunDir) -> None:
+        self.schema = schema
+        self.run = run
+
+    def __call__(self, shard: Shard) -> dict[str, Any]:
+        return ingest_to_run(shard, self.schema, self.run)
+
+
 def ingest_to_run(shard: Shard, schema: SchemaConfig, run: RunDir) -> dict[str, Any]:
     """Ingest ``shard`` into ``run`` unless it was ingested already; return its statistics.
 

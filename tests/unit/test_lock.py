@@ -93,6 +93,20 @@ def test_lock_whose_heartbeat_stopped_is_taken_over_and_the_dead_holder_named(
     assert not path.exists()
 
 
+def test_a_waiting_run_takes_over_a_lock_from_another_host_once_it_goes_stale(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lock"
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": now, "heartbeat": now}))
+    with pytest.raises(RunStateError, match="in use by another thresher run"):
+        RunLock(path, stale_seconds=3, heartbeat_seconds=0.2, wait_seconds=0.5).acquire()
+    start = time.monotonic()
+    with RunLock(path, stale_seconds=3, heartbeat_seconds=0.2, wait_seconds=30) as lock:
+        assert lock.taken_over is not None and lock.taken_over["host"] == "elsewhere"
+    assert 1 < time.monotonic() - start < 10
+
+
 def test_heartbeat_renews_the_lock_and_a_taken_lock_is_noticed(tmp_path: Path) -> None:
     path = tmp_path / "lock"
     lock = RunLock(path, heartbeat_seconds=0.05)

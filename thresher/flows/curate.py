@@ -57,7 +57,7 @@ from thresher.errors import ConfigError, RunStateError
 from thresher.io import publish
 from thresher.io.files import check_contained, write_json_atomic
 from thresher.io.fs import FileEntry, Location
-from thresher.io.lock import RunLock
+from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.io.manifest import build_manifest
 from thresher.io.shards import Shard, ShardRegistry
 from thresher.keys import json_digest
@@ -291,7 +291,7 @@ def curate(
     check_input_apart(cfg, files)
     run.check_usable()
     check_contained(run.root)
-    with RunLock(run.lock) as lock:
+    with RunLock(run.lock, wait_seconds=_lock_wait(logger)) as lock:
         if lock.taken_over is not None:
             logger.warning(
                 "took over the lock of a dead run (pid %s on %s)",
@@ -303,6 +303,28 @@ def curate(
         run.record_config(cfg.config_dict(), cfg.base_dir)
         progress = make_progress(quiet=quiet, logger=logger)
         return _curate(cfg, run, files, logger, stages, progress)
+
+
+def _lock_wait(logger: Any) -> float:
+    """How long this flow run waits for a run directory's lock held elsewhere (seconds).
+
+    A first attempt is refused at once. A retry (an automation reschedules
+    a crashed run) may start on another machine before the lock of the
+    attempt that crashed goes stale, since a holder on another host is
+    trusted until its heartbeat is ``STALE_SECONDS`` old; it waits for that.
+    """
+    from prefect.runtime import flow_run
+
+    attempt = int(flow_run.run_count or 1)
+    if attempt <= 1:
+        return 0.0
+    wait = STALE_SECONDS + 2 * HEARTBEAT_SECONDS
+    logger.info(
+        "attempt %d of this flow run: a lock held on another machine is waited for (up to %.0f s)",
+        attempt,
+        wait,
+    )
+    return wait
 
 
 def _clean_up_after_a_dead_run(run: RunDir, logger: Any) -> None:

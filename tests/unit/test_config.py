@@ -66,6 +66,24 @@ def test_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     assert config.run_path.as_path() == (tmp_path / "conf" / "out").resolve()
 
 
+def test_a_run_dir_parameter_replaces_the_config_s_and_starts_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thresher.flows.curate import resolve_config
+
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "data" / "a.parquet").write_bytes(b"")
+    job = tmp_path / "conf" / "job.yaml"
+    job.write_text("run_dir: out\ninput:\n  paths: [data/*.parquet]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config(str(job), run_dir="runs/nightly")
+    assert config.run_path.as_path() == (tmp_path / "runs" / "nightly").resolve()
+    assert [e.location.as_path() for e in config.input_files()] == [
+        (tmp_path / "conf" / "data" / "a.parquet").resolve()
+    ]
+    assert resolve_config(str(job)).run_path.as_path() == (tmp_path / "conf" / "out").resolve()
+
+
 def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("run_dir: [unclosed\n", encoding="utf-8")

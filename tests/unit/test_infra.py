@@ -125,6 +125,86 @@ def test_prefect_deployments_point_at_real_flows_and_pools() -> None:
         assert (INFRA / "prefect" / f"{pool.removeprefix('thresher-')}-job-template.json").is_file()
 
 
+def _deployments() -> dict[str, dict[str, Any]]:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d for d in spec["deployments"]}
+
+
+def test_every_deployment_the_docs_name_exists() -> None:
+    deployments = _deployments()
+    docs = "\n".join(
+        (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "infra/README.md")
+    )
+    named = set(re.findall(r"curate/([a-z0-9-]+)", docs))
+    named |= set(re.findall(r"--name ([a-z0-9-]+)", docs))
+    assert {"nightly-curate", "score-models-gpu"} <= named
+    assert named <= set(deployments), named - set(deployments)
+    # what the docs say prefect.yaml holds: scheduled curation on the CPU pool, GPU scoring
+    # on the GPU pool
+    assert deployments["nightly-curate"]["work_pool"]["name"] == "thresher-cpu"
+    assert deployments["nightly-curate"]["schedules"]
+    assert deployments["score-models-gpu"]["work_pool"]["name"] == "thresher-gpu"
+    assert "curate-models" in deployments["score-models-gpu"]["parameters"]["config"]
+
+
+def test_deployments_use_their_own_run_directories() -> None:
+    run_dirs = [d["parameters"]["run_dir"] for d in _deployments().values()]
+    assert len(set(run_dirs)) == len(run_dirs)
+    assert "runs/sample" not in run_dirs  # `make demo`'s
+
+
+def test_automations_parse_and_act_on_the_deployments_runs() -> None:
+    from prefect.events.schemas.automations import AutomationCore
+
+    spec = yaml.safe_load((INFRA / "prefect" / "automations.yaml").read_text())
+    automations = [AutomationCore.model_validate(a) for a in spec["automations"]]
+    assert len(automations) == 3
+    deployments = _deployments().values()
+    for automation in automations:
+        tags = automation.trigger.match_related
+        assert tags is not None and "prefect.tag.thresher" in str(tags), automation.name
+        assert all("thresher" in d["tags"] for d in deployments)
+    by_state = {a.actions[0].state.value: a for a in automations}  # type: ignore[union-attr]
+    crash = by_state["CRASHED"].trigger
+    beat = min(
+        int(d["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])
+        for d in deployments
+    )
+    # a run is declared dead only after missing at least two heartbeats
+    assert crash.within.total_seconds() >= 3 * beat  # type: ignore[union-attr]
+    retry = by_state["SCHEDULED"].trigger
+    assert "prefect.flow-run.Crashed" in retry.expect  # type: ignore[union-attr]
+    assert retry.match.root["prefect.run-count"] == ["1", "2"]  # type: ignore[union-attr]
+
+
+def test_deployment_steps_name_thresher_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thresher.errors import ConfigError
+    from thresher.flows.deployment import check_home, enter_home
+
+    unfilled = "{{ $THRESHER_HOME }}"
+    for step in (check_home, enter_home):
+        with pytest.raises(ConfigError, match="THRESHER_HOME is not set"):
+            step(unfilled)
+    with pytest.raises(ConfigError, match="THRESHER_HOME='relative' is not an absolute path"):
+        check_home("relative")
+    assert check_home("/opt/thresher") == {"thresher_home": "/opt/thresher"}  # need not exist here
+    with pytest.raises(ConfigError, match="does not hold the thresher package"):
+        enter_home(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert enter_home(str(ROOT)) == {"directory": str(ROOT.resolve())}
+    assert Path.cwd() == ROOT.resolve()
+
+
+def test_prefect_yaml_steps_are_thresher_s() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (build,) = spec["build"]
+    (pull,) = spec["pull"]
+    assert build == {"thresher.flows.deployment.check_home": {"directory": "{{ $THRESHER_HOME }}"}}
+    assert pull == {"thresher.flows.deployment.enter_home": {"directory": "{{ $THRESHER_HOME }}"}}
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_work_pool_templates_render_with_prefect_kubernetes() -> None:
     import asyncio

@@ -48,6 +48,22 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_lock_of_a_killed_process_not_yet_reaped_is_taken_over(tmp_path: Path) -> None:
+    # A worker SIGKILLed with its flow run leaves the flow run a zombie until someone reaps it.
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.05)
+        path = tmp_path / "lock"
+        path.write_text(json.dumps({"pid": zombie.pid, "host": socket.gethostname()}))
+        with RunLock(path) as lock:
+            assert lock.taken_over is not None and lock.taken_over["pid"] == zombie.pid
+    finally:
+        zombie.wait()
+
+
 def test_lock_from_another_host_is_not_taken(tmp_path: Path) -> None:
     path = tmp_path / "lock"
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "since": "t"}))
@@ -75,6 +91,20 @@ def test_lock_whose_heartbeat_stopped_is_taken_over_and_the_dead_holder_named(
     finally:
         lock.release()
     assert not path.exists()
+
+
+def test_a_waiting_run_takes_over_a_lock_from_another_host_once_it_goes_stale(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lock"
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": now, "heartbeat": now}))
+    with pytest.raises(RunStateError, match="in use by another thresher run"):
+        RunLock(path, stale_seconds=3, heartbeat_seconds=0.2, wait_seconds=0.5).acquire()
+    start = time.monotonic()
+    with RunLock(path, stale_seconds=3, heartbeat_seconds=0.2, wait_seconds=30) as lock:
+        assert lock.taken_over is not None and lock.taken_over["host"] == "elsewhere"
+    assert 1 < time.monotonic() - start < 10
 
 
 def test_heartbeat_renews_the_lock_and_a_taken_lock_is_noticed(tmp_path: Path) -> None:

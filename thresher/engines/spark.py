@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -213,6 +214,7 @@ class SparkEngine(Engine):
             self.driver_max_rows = driver_max_rows
         self._spark: Any = None
         self._owns_session = False
+        self._driver_log: Path | None = None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> SparkEngine:
@@ -222,6 +224,39 @@ class SparkEngine(Engine):
             batch_size=config.batch_size,
             driver_max_rows=config.driver_max_rows,
         )
+
+    def log_to(self, log_file: Path) -> bool:
+        """Send the driver's log4j output to ``log_file`` and turn Spark's console progress off.
+
+        For runs nobody watches (a deployment's flow run), whose stdout is a
+        worker's: there Spark's warnings and stage bars would be mixed into
+        the worker's output instead of the run's log, while thresher already
+        reports progress through its own log lines. It only takes effect if
+        this engine starts the JVM, so call it before the first use of
+        :attr:`spark`; returns whether it will (not under spark-submit, not
+        on a session someone else started).
+        """
+        from pyspark.sql import SparkSession
+
+        if self._spark is not None or _under_spark_submit():
+            return False
+        if SparkSession.getActiveSession() is not None:
+            return False
+        self._driver_log = log_file
+        return True
+
+    def _log_conf(self, conf: dict[str, str]) -> dict[str, str]:
+        """``conf`` with the settings :meth:`log_to` asked for (the user's own settings kept)."""
+        if self._driver_log is None:
+            return conf
+        properties = write_log4j_properties(self._driver_log)
+        option = f"-Dlog4j2.configurationFile={properties.as_uri()}"
+        java_options = conf.get("spark.driver.extraJavaOptions", "")
+        return {
+            "spark.ui.showConsoleProgress": "false",
+            **conf,
+            "spark.driver.extraJavaOptions": f"{java_options} {option}".strip(),
+        }
 
     @property
     def spark(self) -> Any:
@@ -244,7 +279,7 @@ class SparkEngine(Engine):
                 # Lets adaptive execution coalesce the shuffles of cached frames too.
                 "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
             }
-            for key, value in {**defaults, **self.config.conf}.items():
+            for key, value in self._log_conf({**defaults, **self.config.conf}).items():
                 builder = builder.config(key, value)
             self._spark = builder.getOrCreate()
             if self._owns_session:
@@ -348,6 +383,33 @@ def _user_errors() -> Iterator[None]:
         if not (isinstance(cls, type) and issubclass(cls, errors.ThresherError)):
             cls = errors.ThresherError
         raise cls(match.group(2).strip()) from error
+
+
+def write_log4j_properties(log_file: Path) -> Path:
+    """Write a log4j2 configuration that appends the driver's warnings to ``log_file``; return it.
+
+    The file lies beside the log (``<log>.log4j2.properties``); the JVM reads
+    it once, when it starts.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    properties = log_file.with_name(f"{log_file.name}.log4j2.properties")
+    properties.write_text(
+        "\n".join(
+            [
+                "rootLogger.level = warn",
+                "rootLogger.appenderRef.file.ref = file",
+                "appender.file.type = File",
+                "appender.file.name = file",
+                f"appender.file.fileName = {log_file}",
+                "appender.file.append = true",
+                "appender.file.layout.type = PatternLayout",
+                "appender.file.layout.pattern = %d{yyyy-MM-dd HH:mm:ss} %p %c{1}: %m%n%ex",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return properties
 
 
 def _under_spark_submit() -> bool:

@@ -33,24 +33,32 @@ versions, and goes on from the committed shards.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from thresher.config import RunConfig, SchemaConfig, check_input_apart, load_config
+from thresher.config import (
+    RunConfig,
+    SchemaConfig,
+    check_input_apart,
+    load_config,
+    parse_config,
+)
 from thresher.engines import Engine, make_engine
 from thresher.errors import ConfigError, RunStateError
 from thresher.flows.retries import retry_unless_user_error
 from thresher.io import publish
 from thresher.io.files import check_contained, write_json_atomic
-from thresher.io.fs import FileEntry
-from thresher.io.lock import RunLock
+from thresher.io.fs import FileEntry, Location
+from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.io.manifest import build_manifest
 from thresher.io.shards import Shard, ShardRegistry
 from thresher.keys import json_digest
@@ -60,7 +68,7 @@ from thresher.run_dir import RunDir
 from thresher.stages.dedup import clear_dedup, dedup_to_run
 from thresher.stages.fit import fit_scorers
 from thresher.stages.harmonize import harmonize_ingested
-from thresher.stages.ingest import ingest_to_run, pending_shards, renew_repaired
+from thresher.stages.ingest import IngestShard, pending_shards, renew_repaired
 from thresher.stages.materialize import MaterializeShard, write_empty_part
 from thresher.stages.score import BoundScorer, ScoreShard
 from thresher.stages.select import select_to_run
@@ -68,18 +76,6 @@ from thresher.stages.select import select_to_run
 EngineKind = Literal["local", "spark"]
 #: Which stages a flow run does: everything, up to scoring, or from selection on.
 Stages = Literal["all", "score", "select"]
-
-
-class IngestShard:
-    """The per-shard ingest task (picklable)."""
-
-    def __init__(self, schema: SchemaConfig, run: RunDir, on_unreadable: str) -> None:
-        self.schema = schema
-        self.run = run
-        self.on_unreadable = on_unreadable
-
-    def __call__(self, shard: Shard) -> dict[str, Any]:
-        return ingest_to_run(shard, self.schema, self.run, self.on_unreadable)
 
 
 # -- tasks ---------------------------------------------------------------------------
@@ -211,9 +207,18 @@ def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
             )
 
 
-def resolve_config(config: RunConfig | str, engine: EngineKind | None = None) -> RunConfig:
-    """Load a config path (or take a config) and apply an engine override."""
+def resolve_config(
+    config: RunConfig | str, engine: EngineKind | None = None, run_dir: str | None = None
+) -> RunConfig:
+    """Load a config path (or take a config) and apply the engine and run directory overrides.
+
+    A relative ``run_dir`` is taken from the current directory, not the
+    config's: it is a parameter of this run, not part of the config file.
+    """
     resolved = config if isinstance(config, RunConfig) else load_config(config)
+    if run_dir is not None:
+        data = {**resolved.config_dict(), "run_dir": Location.of(run_dir).uri}
+        resolved = parse_config(data, base_dir=resolved.base_dir)
     if engine is not None and engine != resolved.engine.kind:
         resolved = resolved.model_copy(
             update={"engine": resolved.engine.model_copy(update={"kind": engine})}
@@ -267,6 +272,7 @@ def curate(
     engine: EngineKind | None = None,
     stages: Stages = "all",
     quiet: bool = False,
+    run_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run a curation job from a config (a path or a RunConfig); return its manifest.
 
@@ -275,9 +281,12 @@ def curate(
     (selection, materialisation, manifest, card, report) from the scores
     stored in the run directory: no input is read, no scorer is built or
     fitted. ``quiet`` turns progress reporting off (see thresher.progress).
+    ``run_dir`` replaces the config's run directory (a URI, or a path
+    taken from the current directory: a deployment's working directory),
+    so that one config can feed several deployments.
     """
     logger = get_run_logger()
-    cfg = resolve_config(config, engine)
+    cfg = resolve_config(config, engine, run_dir)
     run = RunDir(cfg.run_path)
     check_storage(cfg)
     if stages == "select" and (fresh or not run.is_run_dir()):
@@ -291,7 +300,7 @@ def curate(
     check_input_apart(cfg, files)
     run.check_usable()
     check_contained(run.root)
-    with RunLock(run.lock) as lock:
+    with RunLock(run.lock, wait_seconds=_lock_wait(logger)) as lock:
         if lock.taken_over is not None:
             logger.warning(
                 "took over the lock of a dead run (pid %s on %s)",
@@ -305,12 +314,58 @@ def curate(
         return _curate(cfg, run, files, logger, stages, progress)
 
 
+def _lock_wait(logger: Any) -> float:
+    """How long this flow run waits for a run directory's lock held elsewhere (seconds).
+
+    A first attempt is refused at once. A retry (an automation reschedules
+    a crashed run) may start on another machine before the lock of the
+    attempt that crashed goes stale, since a holder on another host is
+    trusted until its heartbeat is ``STALE_SECONDS`` old; it waits for that.
+    """
+    from prefect.runtime import flow_run
+
+    attempt = int(flow_run.run_count or 1)
+    if attempt <= 1:
+        return 0.0
+    wait = STALE_SECONDS + 2 * HEARTBEAT_SECONDS
+    logger.info(
+        "attempt %d of this flow run: a lock held on another machine is waited for (up to %.0f s)",
+        attempt,
+        wait,
+    )
+    return wait
+
+
 def _clean_up_after_a_dead_run(run: RunDir, logger: Any) -> None:
     """Under the lock: drop a killed run's scratch files and the versions no pointer names."""
     run.staging.delete_tree()
     retired = publish.recover(run.root)
     if retired:
         logger.info("removed %d unpublished version(s) left by an earlier run", len(retired))
+
+
+def _spark_log_to_run_dir(eng: Engine, run: RunDir, run_id: str, logger: Any) -> None:
+    """In a deployment's flow run, write Spark's driver log to a file the run's log names.
+
+    Nobody watches a deployment's stdout (it is the worker's), so Spark's
+    warnings go to ``RUN_DIR/_state/logs/`` (a local temporary directory
+    when the run directory is on an object store) and its console progress
+    bars are turned off: thresher's own progress lines report the stages.
+    Runs started by hand keep Spark's console output.
+    """
+    from prefect.runtime import deployment
+
+    from thresher.engines.spark import SparkEngine
+
+    if not isinstance(eng, SparkEngine) or deployment.id is None:
+        return
+    name = f"spark-driver-{run_id}.log"
+    if run.logs.is_local:
+        log_file = Path(run.logs.path) / name
+    else:
+        log_file = Path(tempfile.mkdtemp(prefix="thresher-logs-")) / name
+    if eng.log_to(log_file):
+        logger.info("Spark driver log (warnings and errors of the JVM): %s", log_file)
 
 
 def _curate(
@@ -326,6 +381,7 @@ def _curate(
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
     with make_engine(cfg) as eng:
+        _spark_log_to_run_dir(eng, run, run_id, logger)
         if stages == "select":
             stats = run.stored_ingest_stats()
             scored = {e.location.name for e in run.scores.list_files(recursive=False)}

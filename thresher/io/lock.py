@@ -26,8 +26,10 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -43,13 +45,28 @@ HEARTBEAT_SECONDS = 30.0
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs on this host.
+
+    A zombie (a killed process its parent has not reaped yet, such as the
+    flow run of a Prefect worker that was SIGKILLed with it) counts as dead.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when ``/proc`` says ``pid`` is a zombie (False where there is no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _now() -> str:
@@ -57,7 +74,13 @@ def _now() -> str:
 
 
 class RunLock:
-    """Context manager holding the lock at ``location`` for this process (see module docstring)."""
+    """Context manager holding the lock at ``location`` for this process (see module docstring).
+
+    A lock in use is refused at once, or, with ``wait_seconds``, after
+    waiting that long for it to be released or to go stale: what a retry of
+    a crashed run on another machine needs, whose dead predecessor's lock
+    goes stale only ``stale_seconds`` after its last heartbeat.
+    """
 
     def __init__(
         self,
@@ -65,10 +88,12 @@ class RunLock:
         *,
         stale_seconds: float = STALE_SECONDS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        wait_seconds: float = 0.0,
     ) -> None:
         self.location = Location.of(location)
         self.stale_seconds = stale_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.wait_seconds = wait_seconds
         self.taken_over: dict[str, Any] | None = None
         self.lost = False
         self._record: dict[str, Any] = {}
@@ -98,6 +123,27 @@ class RunLock:
         return (holder if isinstance(holder, dict) else None), version
 
     def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        holder = self._try_acquire()
+        if holder is not None and self.wait_seconds > 0:
+            logger.warning(
+                "%s is in use (pid %s on %s, last heartbeat %s); waiting up to %.0f s for it "
+                "to be released or go stale",
+                self.run_root,
+                holder.get("pid"),
+                holder.get("host"),
+                holder.get("heartbeat"),
+                self.wait_seconds,
+            )
+        while holder is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunStateError(self._in_use_message(holder))
+            time.sleep(min(self.heartbeat_seconds, remaining))
+            holder = self._try_acquire()
+
+    def _try_acquire(self) -> dict[str, Any] | None:
+        """Take the lock (None), or return its live holder."""
         store = self.location.store
         self._record = {
             "pid": os.getpid(),
@@ -114,7 +160,7 @@ class RunLock:
                 created = self._create_best_effort(body)
             if created is not None:
                 self._held(created)
-                return
+                return None
             found = self._read()
             if found is None:
                 continue  # released meanwhile: try again
@@ -137,9 +183,9 @@ class RunLock:
                         self.taken_over.get("heartbeat"),
                     )
                     self._held(replaced)
-                    return
+                    return None
                 continue  # someone else changed it first
-            raise RunStateError(self._in_use_message(holder))
+            return holder
         raise RunStateError(f"could not take the lock {self.location}")
 
     def _create_best_effort(self, body: bytes) -> str | None:

@@ -29,6 +29,23 @@ from thresher.io.shards import Shard, ShardRegistry
 from thresher.run_dir import RunDir
 
 
+class IngestShard:
+    """The per-shard ingest task (picklable).
+
+    It lives here, not in the flow's module, because Prefect may load that
+    module from its file under another name, which Spark's workers could
+    not import to unpickle it.
+    """
+
+    def __init__(self, schema: SchemaConfig, run: RunDir, on_unreadable: str = "fail") -> None:
+        self.schema = schema
+        self.run = run
+        self.on_unreadable = on_unreadable
+
+    def __call__(self, shard: Shard) -> dict[str, Any]:
+        return ingest_to_run(shard, self.schema, self.run, self.on_unreadable)
+
+
 def ingest_to_run(
     shard: Shard, schema: SchemaConfig, run: RunDir, on_unreadable: str = "fail"
 ) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from thresher.cli import app
 from thresher.errors import ConfigError
 from thresher.evaluation.config import DownstreamConfig, load_eval_config, parse_eval_config
 from thresher.evaluation.features import features_dir
-from thresher.evaluation.flow import _search_jobs, choose_params
+from thresher.evaluation.flow import _search_jobs, choose_params, with_model
 from thresher.evaluation.jobs import Job, budget_rows, run_jobs
 from thresher.evaluation.model import batch_rows, train_classifier
 from thresher.evaluation.splits import FLIPPED, TRUE_LABEL, carve, flip_labels
@@ -188,7 +188,10 @@ def test_search_chooses_on_validation_without_the_test_split(
     digits_eval: Path, tmp_path: Path
 ) -> None:
     """By construction: the search reruns with the test files gone and chooses the same."""
-    config = load_eval_config(digits_eval)
+    record = json.loads((_outputs(digits_eval) / "eval.json").read_text())
+    config = with_model(
+        load_eval_config(digits_eval), record["model"]["lr"], record["model"]["weight_decay"]
+    )
     root = digits_eval.parent / "out"
     ids = {
         split: set(pq.read_table(root / "splits" / f"{split}.parquet").column(S.ID).to_pylist())
@@ -208,7 +211,6 @@ def test_search_chooses_on_validation_without_the_test_split(
     recorded = pq.read_table(_outputs(digits_eval) / "search.parquet").to_pandas()
     assert [r["accuracy"] for r in rows] == recorded["accuracy"].tolist()
     chosen = choose_params(config, rows)
-    record = json.loads((_outputs(digits_eval) / "eval.json").read_text())
     assert {(k, v["beta"]) for k, v in chosen.items()} == {
         ((c["selector"], c["prune_rate"]), c["params"]["beta"]) for c in record["chosen"]
     }
@@ -276,7 +278,7 @@ def test_classifier_learns_separable_classes_and_is_reproducible() -> None:
     centres = rng.normal(scale=5.0, size=(3, 8))
     targets = rng.integers(0, 3, 600)
     x = (centres[targets] + rng.normal(size=(600, 8))).astype(np.float32)
-    config = DownstreamConfig(hidden=0, steps=150, batch_size=32, lr=0.1)
+    config = DownstreamConfig(hidden=0, steps=150, batch_size=32, lr=0.1, weight_decay=0.0)
     model = train_classifier(x, targets, 3, config, seed=5)
     assert model.accuracy(x, targets) > 0.97
     again = train_classifier(x, targets, 3, config, seed=5)
@@ -381,7 +383,13 @@ def test_a_text_corpus_with_label_noise_goes_through_the_same_path(
                 "seeds": 1,
                 "label_noise": 0.1,
                 "selectors": [{"name": "topk", "params": {"score": "el2n"}}],
-                "model": {"features": {"dim": 512}, "hidden": 0, "steps": 100, "lr": 0.5},
+                "model": {
+                    "features": {"dim": 512},
+                    "hidden": 0,
+                    "steps": 100,
+                    "lr": 0.5,
+                    "weight_decay": 0.0,
+                },
             },
         },
         quiet=True,

@@ -30,6 +30,9 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "prototypes": lambda: make_selector("prototypes", {"n_clusters": 4, "keep": "hard"}),
     "semdedup": lambda: make_selector("semdedup", {"eps": 0.05, "n_clusters": 3}),
     "semdedup_rank": lambda: make_selector("semdedup_rank", {"n_clusters": 3}),
+    "d2": lambda: make_selector(
+        "d2", {"score": "score", "n_neighbors": 4, "beta": 0.1, "gamma_reverse": 2.0}
+    ),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from thresher.errors import ThresherError
 from thresher.selectors.base import Selection, Selector
 from thresher.selectors.ccs import CCSSelector
+from thresher.selectors.d2 import D2Selector
 from thresher.selectors.dpp import DPPSelector
 from thresher.selectors.kmeans_sensitivity import KMeansSensitivitySelector
 from thresher.selectors.prototypes import PrototypesSelector
@@ -28,6 +29,7 @@ _REGISTERED: list[type[Selector]] = [
     PrototypesSelector,
     SemDeDupSelector,
     SemDeDupRankSelector,
+    D2Selector,
 ]
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
 

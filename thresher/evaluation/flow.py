@@ -7,20 +7,30 @@
    scores stored, resumed like any run;
 3. **features** (:mod:`thresher.evaluation.features`): the downstream
    model's input vectors of the three splits;
-4. **search**: for a selector with a ``search`` grid, every candidate at every
+4. **model search**: unless the configuration gives them, the downstream
+   learning rate and then weight decay are chosen from small grids by
+   full-pool models measured on the *validation* split (:func:`tune_downstream`);
+   every later model trains with the chosen values;
+5. **search**: for a selector with a ``search`` grid, every candidate at every
    rate is trained on its subset and measured on the *validation* split;
    the best candidate per rate is kept (``eval/search.parquet``);
-5. **test**: every (selector, rate, seed), plus the full-data reference per
-   seed, is selected, trained and measured on the test split;
-6. **outputs** in ``RUN_DIR/run/eval/``: ``results.parquet`` (one row per
-   model), ``summary.csv``, ``pruning_curve.svg``, ``eval.json``; then the
-   run report is rebuilt so that it shows the curve.
+6. **test**: every (selector, rate, seed), plus the full-data reference per
+   seed, is selected, trained and measured on the test split; then the
+   data check (:func:`thresher.evaluation.summary.data_check`): the
+   full-data model must clearly beat a random 10% subset, or the eval warns
+   (log, command line, ``eval.json`` and the report) that its comparisons
+   mean nothing;
+7. **outputs** in ``RUN_DIR/run/eval/``: ``results.parquet`` (one row per
+   model), ``summary.csv``, ``pruning_curve.svg``, ``eval.json`` (with the
+   chosen learning rate and weight decay, the proxies' training and
+   held-out accuracy, the data check); then the run report is rebuilt so
+   that it shows the curve.
 
-Steps 4 and 5 are Prefect tasks mapped over batches of jobs (``eval.batch``
+Steps 4 to 6 are Prefect tasks mapped over batches of jobs (``eval.batch``
 jobs per task; a task costs about 10 ms, a job a fraction of a second to
 seconds), run by ``eval.workers`` threads. A finished batch is stored, so
 an interrupted eval resumes where it stopped. The test split is read only
-in step 5: the search cannot see it.
+in step 6: the searches cannot see it.
 """
 
 from __future__ import annotations

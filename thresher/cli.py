@@ -367,6 +367,8 @@ def eval_(
     with run_log(Location.of(cfg.root)):
         evaluate_with_runner(cfg, fresh=fresh, engine=kind, quiet=quiet)
     result = load_evaluation(cfg.root)
+    for warning in result.record.get("warnings", []):
+        console.print(f"[bold red]WARNING[/]: {warning}", soft_wrap=True)
     best = result.best
     if not best.empty:
         out.print(

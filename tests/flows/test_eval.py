@@ -27,11 +27,11 @@ from thresher.cli import app
 from thresher.errors import ConfigError
 from thresher.evaluation.config import DownstreamConfig, load_eval_config, parse_eval_config
 from thresher.evaluation.features import features_dir
-from thresher.evaluation.flow import _search_jobs, choose_params
+from thresher.evaluation.flow import _search_jobs, choose_params, with_model
 from thresher.evaluation.jobs import Job, budget_rows, run_jobs
 from thresher.evaluation.model import batch_rows, train_classifier
 from thresher.evaluation.splits import FLIPPED, TRUE_LABEL, carve, flip_labels
-from thresher.evaluation.summary import best_by_rate, summarize
+from thresher.evaluation.summary import best_by_rate, data_check, summarize
 from thresher.io import schema as S
 
 PROXY = {"features": {"source": "features"}, "hidden": 32, "epochs": 6, "n_seeds": 2}
@@ -151,6 +151,16 @@ def test_eval_writes_the_contract_tables_curve_and_report(digits_eval: Path) -> 
         ("ccs(el2n)", rate) for rate in RATES
     }
 
+    # the learning rate was given; the weight decay was chosen on the validation split
+    model = record["model"]
+    assert model["given"] == {"lr": True, "weight_decay": False} and model["lr"] == 0.05
+    assert [t["weight_decay"] for t in model["trials"]] == DownstreamConfig().weight_decay_grid
+    assert model["weight_decay"] in DownstreamConfig().weight_decay_grid
+    assert set(results["lr"]) == {0.05} and set(results["weight_decay"]) == {model["weight_decay"]}
+    assert record["data_check"]["ok"] and record["warnings"] == []
+    (proxy,) = record["proxies"]  # EL2N and the embedding share one proxy
+    assert proxy["train_accuracy"] > 0.9 and proxy["holdout_accuracy"] > 0.8
+
     curve = (out / "pruning_curve.svg").read_text()
     assert curve.lstrip().startswith("<?xml") and "<svg" in curve and "bottomk(el2n)" in curve
     report = (digits_eval.parent / "out" / "run" / "report.html").read_text()
@@ -188,7 +198,10 @@ def test_search_chooses_on_validation_without_the_test_split(
     digits_eval: Path, tmp_path: Path
 ) -> None:
     """By construction: the search reruns with the test files gone and chooses the same."""
-    config = load_eval_config(digits_eval)
+    record = json.loads((_outputs(digits_eval) / "eval.json").read_text())
+    config = with_model(
+        load_eval_config(digits_eval), record["model"]["lr"], record["model"]["weight_decay"]
+    )
     root = digits_eval.parent / "out"
     ids = {
         split: set(pq.read_table(root / "splits" / f"{split}.parquet").column(S.ID).to_pylist())
@@ -208,7 +221,6 @@ def test_search_chooses_on_validation_without_the_test_split(
     recorded = pq.read_table(_outputs(digits_eval) / "search.parquet").to_pandas()
     assert [r["accuracy"] for r in rows] == recorded["accuracy"].tolist()
     chosen = choose_params(config, rows)
-    record = json.loads((_outputs(digits_eval) / "eval.json").read_text())
     assert {(k, v["beta"]) for k, v in chosen.items()} == {
         ((c["selector"], c["prune_rate"]), c["params"]["beta"]) for c in record["chosen"]
     }
@@ -276,7 +288,7 @@ def test_classifier_learns_separable_classes_and_is_reproducible() -> None:
     centres = rng.normal(scale=5.0, size=(3, 8))
     targets = rng.integers(0, 3, 600)
     x = (centres[targets] + rng.normal(size=(600, 8))).astype(np.float32)
-    config = DownstreamConfig(hidden=0, steps=150, batch_size=32, lr=0.1)
+    config = DownstreamConfig(hidden=0, steps=150, batch_size=32, lr=0.1, weight_decay=0.0)
     model = train_classifier(x, targets, 3, config, seed=5)
     assert model.accuracy(x, targets) > 0.97
     again = train_classifier(x, targets, 3, config, seed=5)
@@ -292,6 +304,53 @@ def test_classifier_learns_separable_classes_and_is_reproducible() -> None:
 
 
 # -- summary ---------------------------------------------------------------------------
+
+
+def _check_rows(full: list[float], random: list[float], rate: float = 0.9) -> pd.DataFrame:
+    rows = [
+        {"selector": "full", "prune_rate": 0.0, "seed": s, "label_noise": 0.0, "accuracy": a}
+        for s, a in enumerate(full)
+    ]
+    rows += [
+        {"selector": "random", "prune_rate": rate, "seed": s, "label_noise": 0.0, "accuracy": a}
+        for s, a in enumerate(random)
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["selector", "prune_rate", "seed", "label_noise", "accuracy"]
+    )
+    return frame.assign(fraction_kept=1.0 - frame["prune_rate"])
+
+
+def test_data_check_warns_when_the_full_data_barely_beats_a_small_random_subset() -> None:
+    clear = data_check(_check_rows([0.80, 0.81, 0.80], [0.70, 0.72, 0.69]))
+    assert clear["ok"] and clear["prune_rate"] == 0.9
+    assert clear["diff"] == pytest.approx(0.10)
+    # the text model before the fix: 39.0% on all the data, 38.7% on a random 10%
+    flat = data_check(_check_rows([0.390, 0.392, 0.388], [0.387, 0.389, 0.386]))
+    assert not flat["ok"] and "mean nothing" in flat["message"]
+    # a large but noisy margin is not clear either (twice the std of the paired difference)
+    noisy = data_check(_check_rows([0.80, 0.60, 0.80], [0.70, 0.70, 0.70]))
+    assert not noisy["ok"]
+    # without so small a subset in the rates, the extra check models are used
+    extra = _check_rows([], [0.5, 0.5], 0.9)
+    mixed = data_check(_check_rows([0.8, 0.8], [0.79, 0.79], rate=0.5), extra)
+    assert mixed["ok"] and mixed["prune_rate"] == 0.9
+    assert data_check(_check_rows([0.8], [], 0.5))["ok"]  # nothing to compare: not checked
+
+
+def test_the_report_and_cli_show_the_warning(tmp_path: Path) -> None:
+    from thresher.reporting.html import _curve_context
+
+    results = _check_rows([0.39, 0.39], [0.39, 0.39])
+    record = {
+        "warnings": ["the full-data model barely beats a random 10% subset"],
+        "model": {"lr": 3.0, "weight_decay": 1e-5, "given": {"lr": False, "weight_decay": False}},
+        "proxies": [{"proxy": "proxy-x", "train_accuracy": 0.9, "holdout_accuracy": 0.7}],
+    }
+    context = _curve_context(results, None, record)
+    assert context["warnings"] == record["warnings"]
+    assert any("learning rate 3, weight decay 1e-05 (chosen" in fact for fact in context["facts"])
+    assert any("held-out accuracy 0.700" in fact for fact in context["facts"])
 
 
 def test_summary_pairs_each_seed_with_random() -> None:
@@ -388,7 +447,13 @@ def test_a_text_corpus_with_label_noise_goes_through_the_same_path(
                 "seeds": 1,
                 "label_noise": 0.1,
                 "selectors": [{"name": "topk", "params": {"score": "el2n"}}],
-                "model": {"features": {"dim": 512}, "hidden": 0, "steps": 100, "lr": 0.5},
+                "model": {
+                    "features": {"dim": 512},
+                    "hidden": 0,
+                    "steps": 100,
+                    "lr": 0.5,
+                    "weight_decay": 0.0,
+                },
             },
         },
         quiet=True,

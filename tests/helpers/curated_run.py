@@ -114,7 +114,13 @@ def eval_config(corpus: Path, root: Path) -> dict[str, Any]:
         "rates": [0.5, 0.8],
         "seeds": 2,
         "selectors": [{"name": "ccs", "params": {"score": "word_count", "n_strata": 8}}],
-        "model": {"features": {"dim": 256}, "hidden": 0, "steps": 60, "lr": 0.5},
+        "model": {
+            "features": {"dim": 256},
+            "hidden": 0,
+            "steps": 60,
+            "lr": 0.5,
+            "weight_decay": 0.0,
+        },
     }
     return config
 

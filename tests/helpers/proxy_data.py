@@ -26,7 +26,8 @@ SMALL_PROXY = {
     "epochs": 4,
     "n_seeds": 2,
     "batch_size": 16,
-    "lr": 0.1,
+    "lr": 0.15,
+    "weight_decay": 5e-4,
 }
 
 

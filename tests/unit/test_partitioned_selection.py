@@ -84,6 +84,7 @@ CASES = [
     ("prototypes", {"n_clusters": 6}, 150),
     ("semdedup", {"eps": 0.3, "n_clusters": 6}, None),
     ("semdedup_rank", {"n_clusters": 6}, 150),
+    ("d2", {"score": "word_count", "n_neighbors": 5, "beta": 0.05}, 150),
 ]
 
 

@@ -41,6 +41,9 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
         },
     ),
     "dsir": lambda: make_selector("dsir", {"score": "score", "by_label": True}),
+    "d2": lambda: make_selector(
+        "d2", {"score": "score", "n_neighbors": 4, "beta": 0.1, "gamma_reverse": 2.0}
+    ),
 }
 
 

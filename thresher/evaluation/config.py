@@ -42,6 +42,7 @@ from thresher.config import (
 )
 from thresher.errors import ConfigError
 from thresher.keys import json_digest
+from thresher.models.classifier import LR_GRID, WEIGHT_DECAY_GRID
 from thresher.models.features import FeatureConfig
 
 #: Display label of the reference trained on the whole training pool.
@@ -143,17 +144,43 @@ class DownstreamConfig(_Strict):
     left out, the ``features`` column when the schema has one, else hashed
     word n-grams of the text. ``weighted`` uses the selection's importance
     weights in the loss (sensitivity sampling defines them; 1 elsewhere).
+
+    ``lr`` and ``weight_decay`` left out (null) are chosen once per eval on
+    the validation split: the learning rate from ``lr_grid`` (at the given
+    weight decay, else the first of ``weight_decay_grid``), then the weight
+    decay from ``weight_decay_grid``, each candidate a model trained on the
+    whole pool; ``eval.json`` records the trials and the choice.
     """
 
     features: FeatureConfig | None = None
     hidden: int = Field(default=256, ge=0, le=8192)
     steps: int = Field(default=500, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.05, gt=0.0)
+    lr: float | None = Field(default=None, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
+    weight_decay: float | None = Field(default=None, ge=0.0)
+    lr_grid: list[float] = Field(default_factory=lambda: list(LR_GRID), min_length=1)
+    weight_decay_grid: list[float] = Field(
+        default_factory=lambda: list(WEIGHT_DECAY_GRID), min_length=1
+    )
     schedule: str = Field(default="cosine", pattern=r"^(cosine|constant)$")
     weighted: bool = True
+
+    @field_validator("lr_grid", "weight_decay_grid")
+    @classmethod
+    def _check_grid(cls, values: list[float], info: Any) -> list[float]:
+        low = 0.0 if info.field_name == "weight_decay_grid" else None
+        for value in values:
+            if isinstance(value, bool) or (low is None and value <= 0) or value < 0:
+                raise ValueError(f"{info.field_name}: {value!r} is not a valid candidate")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{info.field_name}: each candidate once")
+        return values
+
+    @property
+    def tuned(self) -> bool:
+        """True when both the learning rate and the weight decay are set."""
+        return self.lr is not None and self.weight_decay is not None
 
 
 class EvalSettings(_Strict):
@@ -203,6 +230,11 @@ class EvalSettings(_Strict):
             raise ValueError(f"selectors: the label {RANDOM!r} names the random baseline")
         if any(s.search for s in self.selectors) and self.validation == 0.0:
             raise ValueError("validation: a search needs a validation split; set validation > 0")
+        if not self.model.tuned and self.validation == 0.0:
+            raise ValueError(
+                "validation: the downstream learning rate and weight decay are chosen on a "
+                "validation split; set validation > 0, or give model.lr and model.weight_decay"
+            )
         return self
 
 

@@ -7,20 +7,30 @@
    scores stored, resumed like any run;
 3. **features** (:mod:`thresher.evaluation.features`): the downstream
    model's input vectors of the three splits;
-4. **search**: for a selector with a ``search`` grid, every candidate at every
+4. **model search**: unless the configuration gives them, the downstream
+   learning rate and then weight decay are chosen from small grids by
+   full-pool models measured on the *validation* split (:func:`tune_downstream`);
+   every later model trains with the chosen values;
+5. **search**: for a selector with a ``search`` grid, every candidate at every
    rate is trained on its subset and measured on the *validation* split;
    the best candidate per rate is kept (``eval/search.parquet``);
-5. **test**: every (selector, rate, seed), plus the full-data reference per
-   seed, is selected, trained and measured on the test split;
-6. **outputs** in ``RUN_DIR/run/eval/``: ``results.parquet`` (one row per
-   model), ``summary.csv``, ``pruning_curve.svg``, ``eval.json``; then the
-   run report is rebuilt so that it shows the curve.
+6. **test**: every (selector, rate, seed), plus the full-data reference per
+   seed, is selected, trained and measured on the test split; then the
+   data check (:func:`thresher.evaluation.summary.data_check`): the
+   full-data model must clearly beat a random 10% subset, or the eval warns
+   (log, command line, ``eval.json`` and the report) that its comparisons
+   mean nothing;
+7. **outputs** in ``RUN_DIR/run/eval/``: ``results.parquet`` (one row per
+   model), ``summary.csv``, ``pruning_curve.svg``, ``eval.json`` (with the
+   chosen learning rate and weight decay, the proxies' training and
+   held-out accuracy, the data check); then the run report is rebuilt so
+   that it shows the curve.
 
-Steps 4 and 5 are Prefect tasks mapped over batches of jobs (``eval.batch``
+Steps 4 to 6 are Prefect tasks mapped over batches of jobs (``eval.batch``
 jobs per task; a task costs about 10 ms, a job a fraction of a second to
 seconds), run by ``eval.workers`` threads. A finished batch is stored, so
 an interrupted eval resumes where it stopped. The test split is read only
-in step 5: the search cannot see it.
+in step 6: the searches cannot see it.
 """
 
 from __future__ import annotations
@@ -43,11 +53,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from thresher.config import check_input_apart
 from thresher.devices import worker_threads
 from thresher.errors import RunStateError
-from thresher.evaluation.config import EvalConfig, resolve_eval_config, scoring_config
+from thresher.evaluation.config import RANDOM, EvalConfig, resolve_eval_config, scoring_config
 from thresher.evaluation.features import build_features
 from thresher.evaluation.jobs import Job, run_jobs
 from thresher.evaluation.splits import prepare_splits
-from thresher.evaluation.summary import best_by_rate, summarize, write_curve
+from thresher.evaluation.summary import CHECK_RATE, best_by_rate, data_check, summarize, write_curve
 from thresher.io.files import (
     check_contained,
     write_json_atomic,
@@ -56,6 +66,7 @@ from thresher.io.files import (
 )
 from thresher.io.fs import Location
 from thresher.io.lock import RunLock
+from thresher.models.proxy import PROXY_FIELDS, SHARED_DIR
 from thresher.run_dir import RunDir
 
 EngineKind = Literal["local", "spark"]
@@ -161,24 +172,30 @@ def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
     with _timed(timings, "features"):
         features = features_task(cfg, record["key"])
 
-    context = cfg.digest(
-        record["key"],
-        features["key"],
-        scoring_config(cfg).config_dict(),
-        cfg.eval.model.model_dump(mode="json"),
-    )
-    parts = run.eval.as_path() / "_parts" / context
+    base = cfg.digest(record["key"], features["key"], scoring_config(cfg).config_dict())
     threads = _set_threads(cfg, int(features["width"]))
     logger.info("eval: training with %d torch thread(s) per worker", threads)
+
+    with _timed(timings, "model_search"):
+        tuning = tune_downstream(
+            cfg, run.eval.as_path() / "_parts" / cfg.digest(base, _model_key(cfg)), logger
+        )
+    cfg = with_model(cfg, tuning["lr"], tuning["weight_decay"])
+    parts = run.eval.as_path() / "_parts" / cfg.digest(base, _model_key(cfg))
 
     with _timed(timings, "search"):
         search = _map(cfg, _search_jobs(cfg), parts, logger, "search")
     chosen = choose_params(cfg, search)
     with _timed(timings, "test"):
         results = _map(cfg, _test_jobs(cfg, chosen), parts, logger, "test")
+        checks = _map(cfg, _check_jobs(cfg), parts, logger, "check")
 
     frame = results_frame(results)
     summary = summarize(frame)
+    check = data_check(frame, results_frame(checks) if checks else None, CHECK_RATE)
+    warnings = [] if check["ok"] else [check["message"]]
+    for message in warnings:
+        logger.warning("eval: WARNING: %s", message)
     write_parquet_atomic(_results_table(frame), run.eval / "results.parquet")
     if search:
         write_parquet_atomic(
@@ -194,12 +211,16 @@ def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
         "run_dir": str(run.root),
         "splits": record,
         "features": features,
-        "models": len(results) + len(search),
+        "models": len(results) + len(search) + len(checks) + len(tuning["trials"]),
+        "model": tuning,
+        "proxies": proxy_records(run),
         "chosen": [
             {"selector": label, "prune_rate": rate, "params": params}
             for (label, rate), params in sorted(chosen.items())
         ],
         "best": best.to_dict("records"),
+        "data_check": check,
+        "warnings": warnings,
         "seconds_per_stage": timings,
     }
     write_json_atomic(outcome, run.eval / EVAL_RECORD)
@@ -222,6 +243,101 @@ def _set_threads(cfg: EvalConfig, width: int) -> int:
     threads = 1 if step < 2**24 else max(1, worker_threads() // cfg.eval.workers)
     torch.set_num_threads(threads)
     return threads
+
+
+def _model_key(cfg: EvalConfig) -> dict[str, Any]:
+    return cfg.eval.model.model_dump(mode="json")
+
+
+def with_model(cfg: EvalConfig, lr: float, weight_decay: float) -> EvalConfig:
+    """``cfg`` with the downstream learning rate and weight decay set."""
+    model = cfg.eval.model.model_copy(update={"lr": lr, "weight_decay": weight_decay})
+    settings = cfg.eval.model_copy(update={"model": model})
+    return cfg.model_copy(update={"eval": settings})
+
+
+def tune_downstream(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]:
+    """Choose the downstream learning rate, then weight decay, on the validation split.
+
+    Each candidate is the full-pool model (``eval.search_seeds`` seeds,
+    mean validation accuracy), trained as every subset is; values given in
+    the configuration are kept. Returns the record ``eval.json`` keeps:
+    ``lr``, ``weight_decay``, ``given`` and every ``trials`` row.
+    """
+    model = cfg.eval.model
+    given = {"lr": model.lr is not None, "weight_decay": model.weight_decay is not None}
+    trials: list[dict[str, Any]] = []
+    if model.tuned:
+        return {"lr": model.lr, "weight_decay": model.weight_decay, "given": given, "trials": []}
+    if cfg.eval.validation == 0.0:
+        raise RunStateError(
+            "eval.model: the learning rate and weight decay are chosen on the validation split; "
+            "set eval.validation > 0 or give eval.model.lr and eval.model.weight_decay"
+        )
+
+    def stage(candidates: list[tuple[float, float]]) -> tuple[float, float]:
+        jobs = [
+            Job.full(seed, split="validation", model={"lr": lr, "weight_decay": decay})
+            for lr, decay in candidates
+            for seed in range(cfg.eval.search_seeds)
+        ]
+        rows = _map(cfg, jobs, parts, logger, "model search")
+        scores = []
+        for lr, decay in candidates:
+            mine = [r for r in rows if r["lr"] == lr and r["weight_decay"] == decay]
+            diverged = any(r["diverged"] for r in mine)
+            accuracy = float(np.mean([r["accuracy"] for r in mine]))
+            trials.append(
+                {"lr": lr, "weight_decay": decay, "accuracy": accuracy, "diverged": diverged}
+            )
+            scores.append(-1.0 if diverged else accuracy)
+        return candidates[int(np.argmax(scores))]
+
+    decay = model.weight_decay if model.weight_decay is not None else model.weight_decay_grid[0]
+    lr = model.lr
+    if lr is None:
+        lr, _ = stage([(value, decay) for value in model.lr_grid])
+    if model.weight_decay is None:
+        done = {(t["lr"], t["weight_decay"]) for t in trials}
+        remaining = [(lr, value) for value in model.weight_decay_grid if (lr, value) not in done]
+        if remaining:
+            stage(remaining)
+        at_lr = [t for t in trials if t["lr"] == lr]
+        scores = [-1.0 if t["diverged"] else t["accuracy"] for t in at_lr]
+        decay = at_lr[int(np.argmax(scores))]["weight_decay"]
+    logger.info("eval: downstream model lr %g, weight decay %g (validation split)", lr, decay)
+    return {"lr": float(lr), "weight_decay": float(decay), "given": given, "trials": trials}
+
+
+def _check_jobs(cfg: EvalConfig) -> list[Job]:
+    """Random subsets at :data:`CHECK_RATE` when the rates do not include so small a subset."""
+    if not cfg.eval.full or max(cfg.eval.rates) >= CHECK_RATE:
+        return []
+    random = next(s for s in cfg.selectors if s.display == RANDOM)
+    return [Job.of(random, {}, CHECK_RATE, seed) for seed in range(cfg.eval.seeds)]
+
+
+def proxy_records(run: RunDir) -> list[dict[str, Any]]:
+    """Training and held-out accuracy (and chosen settings) of every proxy the scorers trained."""
+    import json
+
+    shared = run.models.as_path() / SHARED_DIR if run.models.is_local else None
+    if shared is None or not shared.is_dir():
+        return []
+    records = []
+    for path in sorted(shared.glob("proxy-*/proxy.json")):
+        meta = json.loads(path.read_text())
+        records.append(
+            {
+                "proxy": path.parent.name,
+                "features": meta["config"]["features"],
+                "hidden": meta["hidden"],
+                "epochs": meta["epochs"],
+                "n_train": meta["n_train"],
+                **{key: meta.get(key) for key in PROXY_FIELDS},
+            }
+        )
+    return records
 
 
 def _search_jobs(cfg: EvalConfig) -> list[Job]:

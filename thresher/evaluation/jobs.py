@@ -61,6 +61,7 @@ class Job:
     split: str = "test"
     embeddings: str = "embedding"
     partitions: dict[str, Any] | None = None
+    model: dict[str, float] | None = None
 
     @classmethod
     def of(
@@ -85,9 +86,21 @@ class Job:
         )
 
     @classmethod
-    def full(cls, seed: int) -> Job:
-        """The reference trained on every row of the pool that reaches the selector."""
-        return cls(selector=FULL, name=RANDOM, params={}, prune_rate=0.0, seed=seed)
+    def full(cls, seed: int, split: str = "test", model: dict[str, float] | None = None) -> Job:
+        """The reference trained on every row of the pool that reaches the selector.
+
+        ``model`` overrides downstream settings (``lr``, ``weight_decay``): a
+        candidate of the learning-rate search on the validation split.
+        """
+        return cls(
+            selector=FULL,
+            name=RANDOM,
+            params={},
+            prune_rate=0.0,
+            seed=seed,
+            split=split,
+            model=model,
+        )
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -162,11 +175,12 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
     if kept.size == 0:
         raise RunStateError(f"{job.selector} kept no row at pruning rate {job.prune_rate}")
     n_classes = int(train.targets.max()) + 1
+    settings = config.eval.model.model_copy(update=job.model or {})
     model = train_classifier(
         take_rows(train.matrix, kept),
         train.targets[kept],
         n_classes,
-        config.eval.model,
+        settings,
         Seeds.of(config.run.seed, job.split, job.seed).model,
         weights=weights,
     )
@@ -189,6 +203,9 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
         "select_seconds": round(selected - started, 4),
         "train_seconds": round(trained - selected, 4),
         "step_kept": int(step["kept"]),
+        "lr": float(settings.lr) if settings.lr is not None else None,
+        "weight_decay": float(settings.weight_decay) if settings.weight_decay is not None else None,
+        "diverged": bool(model.diverged),
     }
 
 

@@ -7,6 +7,11 @@ against model ``s`` of random: same seed, same initial weights) with its
 standard deviation and the number of seeds on which the selector won;
 ``diff_vs_full`` is the mean paired difference against the model trained on
 the whole pool.
+
+:func:`data_check` asks whether the comparison means anything: the model
+trained on the whole pool must beat a small random subset clearly, or the
+data does not matter to the model and no selector can be told apart from
+another.
 """
 
 from __future__ import annotations
@@ -75,6 +80,63 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+#: Fraction pruned of the "small random subset" the full-data model must clearly beat.
+CHECK_RATE = 0.9
+#: Smallest margin (accuracy, i.e. 1 point) of the full-data model over that subset.
+CHECK_MARGIN = 0.01
+
+
+def data_check(
+    results: pd.DataFrame, extra: pd.DataFrame | None = None, rate: float = CHECK_RATE
+) -> dict[str, object]:
+    """Does the full-data model clearly beat a small random subset (paired over seeds)?
+
+    The subset is random at the largest pruning rate of at least ``rate``
+    in ``results``, else random at ``rate`` from ``extra`` (models trained
+    only for this check). Clearly: the mean paired difference is at least
+    :data:`CHECK_MARGIN` and more than twice its standard deviation.
+
+    Returns
+    -------
+    dict
+        ``ok``, ``message``, and when measured ``full``, ``random``,
+        ``prune_rate``, ``diff``, ``diff_std``, ``n_seeds``.
+    """
+    frames = [results] + ([extra] if extra is not None and not extra.empty else [])
+    every = pd.concat(frames, ignore_index=True)
+    clean = every[every["label_noise"] == every["label_noise"].min()]
+    full = clean[clean["selector"] == FULL].set_index("seed")["accuracy"]
+    randoms = clean[(clean["selector"] == RANDOM) & (clean["prune_rate"] >= rate - 1e-12)]
+    if full.empty or randoms.empty:
+        return {"ok": True, "message": "not checked: no full-data model or no small random subset"}
+    smallest = float(randoms["prune_rate"].max())
+    random = randoms[randoms["prune_rate"] == smallest].set_index("seed")["accuracy"]
+    paired = (full - random).dropna()
+    diff, std = float(paired.mean()), _std(paired)
+    ok = bool(diff >= CHECK_MARGIN and diff > 2 * std)
+    kept = 100 * (1 - smallest)
+    message = (
+        f"the full-data model ({100 * full.mean():.2f}%) beats a random {kept:g}% subset "
+        f"({100 * random.mean():.2f}%) by {100 * diff:+.2f} ± {100 * std:.2f} points"
+    )
+    if not ok:
+        message = (
+            f"{message}: not clearly (at least {100 * CHECK_MARGIN:g} point and twice the std). "
+            "The model barely uses the data, so selector comparisons in this eval mean nothing; "
+            "fix the downstream model (features, steps, learning rate) before reading them"
+        )
+    return {
+        "ok": ok,
+        "message": message,
+        "full": float(full.mean()),
+        "random": float(random.mean()),
+        "prune_rate": smallest,
+        "diff": diff,
+        "diff_std": std,
+        "n_seeds": int(paired.size),
+    }
 
 
 def best_by_rate(summary: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Document features for proxy models: hashed n-grams, a numeric column, or LM states.
 
 A proxy classifier (:mod:`thresher.models.proxy`) needs a fixed-length
-vector per document. Three sources, chosen by :class:`FeatureConfig`:
+vector per document. Four sources, chosen by :class:`FeatureConfig`:
 
 ``hashed_ngrams``
     Word 1..n-grams hashed into ``dim`` buckets with a sign bit (the
@@ -16,6 +16,10 @@ vector per document. Three sources, chosen by :class:`FeatureConfig`:
     Mean-pooled final hidden states of the reference LM
     (:meth:`thresher.models.lm.ReferenceLM.embed`), trained once per run and
     shared with the perplexity scorer (equal ``lm`` settings train one LM).
+``sentence_transformer``
+    Unit-norm sentence embeddings of a packaged sentence-transformers model
+    (:mod:`thresher.models.sentence`; all-MiniLM-L6-v2 unless ``model_path``
+    names another), loaded once per process, nothing to fit.
 
 References
 ----------
@@ -45,7 +49,7 @@ from thresher.io import schema as S
 if TYPE_CHECKING:
     from thresher.fitting import FitContext
 
-FeatureSource = Literal["hashed_ngrams", "features", "lm"]
+FeatureSource = Literal["hashed_ngrams", "features", "lm", "sentence_transformer"]
 # Per process: one loaded LM per (directory, device), shared by the scorers of a worker,
 # and the embeddings of the last batch (the scorers of a run score the same batch in turn).
 _LOADED_LMS: dict[tuple[str, str], Any] = {}
@@ -60,7 +64,9 @@ class FeatureConfig(BaseModel):
     ``dim`` and ``ngrams`` apply to ``hashed_ngrams``. For ``lm``: ``lm``
     holds the reference LM's parameters (passed to ``fit_reference_lm``), or
     ``model_path`` names an LM directory to load instead (a thresher LM or a
-    local Hugging Face checkpoint).
+    local Hugging Face checkpoint). For ``sentence_transformer``:
+    ``model_path`` (default: the packaged all-MiniLM-L6-v2) and
+    ``batch_size`` documents per forward pass.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,6 +76,7 @@ class FeatureConfig(BaseModel):
     ngrams: int = Field(default=2, ge=1, le=5)
     lm: dict[str, Any] = Field(default_factory=dict)
     model_path: str | None = None
+    batch_size: int = Field(default=64, ge=1, le=65536)
 
     @property
     def input_column(self) -> str:
@@ -252,6 +259,10 @@ class FeatureExtractor:
             self.mean_ = matrix.mean(axis=0)
             scale = matrix.std(axis=0)
             self.scale_ = np.where(scale > 1e-8, scale, 1.0)
+        elif self.config.source == "sentence_transformer":
+            from thresher.models.sentence import model_directory
+
+            model_directory(self.config.model_path)  # fails now when the model is missing
         elif self.config.source == "lm" and self.config.model_path is not None:
             path = Path(self.config.model_path).expanduser().resolve()
             if not path.is_dir():
@@ -271,6 +282,10 @@ class FeatureExtractor:
         if self.config.source == "features":
             assert self.mean_ is not None, "fit or load first"
             return int(self.mean_.shape[0])
+        if self.config.source == "sentence_transformer":
+            from thresher.models.sentence import embedding_width
+
+            return embedding_width(self.config.model_path)
         return int(self._model().hidden_size)
 
     # -- persistence -------------------------------------------------------------------
@@ -342,4 +357,10 @@ class FeatureExtractor:
         texts = [t or "" for t in column.to_pylist()]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.config.source == "sentence_transformer":
+            from thresher.devices import resolve_device
+            from thresher.models.sentence import encode
+
+            device = resolve_device(self.device)
+            return encode(texts, self.config.model_path, device, self.config.batch_size)
         return self._embed(texts).copy()

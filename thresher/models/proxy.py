@@ -3,11 +3,16 @@
 A small classifier (a linear head, or one hidden ReLU layer) is trained on
 document features (:mod:`thresher.models.features`) of a labelled random
 sample of the corpus, for a few epochs, from ``n_seeds`` independent
-initialisations, with plain minibatch SGD (momentum, weight decay, constant
-learning rate). After every epoch the weights are saved: one safetensors
-file per (seed, epoch), plus ``proxy.json`` (classes, learning rate per
-epoch, shapes) and ``train_rows.parquet`` (the corpus positions it was
-trained on). The scorers then read what they need from these checkpoints:
+initialisations, with the SGD loop of the eval's downstream model
+(:mod:`thresher.models.classifier`: momentum, weight decay, here a
+constant learning rate). The learning rate and weight decay, unless given,
+are chosen on a held-out ``holdout`` fraction of the sample (small grids,
+learning rate first, one model per candidate); the proxies are then
+trained on the whole sample, so that every scored training row was seen.
+After every epoch the weights are saved: one safetensors file per (seed,
+epoch), plus ``proxy.json`` (classes, learning rate per epoch, shapes, the
+search, the training accuracy and the held-out accuracy) and
+``train_rows.parquet`` (the corpus positions it was trained on). The scorers then read what they need from these checkpoints:
 EL2N at an early epoch, per-epoch margins and correctness for AUM and
 forgetting counts, last-layer gradients for GraNd and TracIn, input
 gradients for VoG, the hidden layer as an embedding.
@@ -57,12 +62,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from thresher.errors import ConfigError, ScorerError
 from thresher.io import schema as S
 from thresher.keys import json_digest
 from thresher.models._safe import load_safetensors
+from thresher.models.classifier import (
+    LR_GRID,
+    WEIGHT_DECAY_GRID,
+    Classifier,
+    SGDSettings,
+    train_classifier,
+    tune,
+)
 from thresher.models.features import (
     FeatureConfig,
     FeatureExtractor,
@@ -79,6 +92,8 @@ if TYPE_CHECKING:
 
 PROXY_FORMAT = 1
 SHARED_DIR = "_shared"
+#: What ``proxy.json`` says about how well the proxy learned (read by the eval's record).
+PROXY_FIELDS = ("learning_rate", "weight_decay", "train_accuracy", "holdout_accuracy", "search")
 
 
 class ProxyConfig(BaseModel):
@@ -87,7 +102,10 @@ class ProxyConfig(BaseModel):
     ``hidden = 0`` is a linear head on the features (multinomial logistic
     regression); ``hidden > 0`` adds one ReLU layer of that width (needed
     for VoG and for ``embedding`` with ``source: proxy``). ``max_rows`` caps
-    the labelled sample the proxy trains on.
+    the labelled sample the proxy trains on. ``lr`` and ``weight_decay``
+    left out (null) are chosen from ``lr_grid`` and ``weight_decay_grid`` by
+    accuracy on the ``holdout`` fraction of the sample (see module
+    docstring).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,11 +114,26 @@ class ProxyConfig(BaseModel):
     hidden: int = Field(default=64, ge=0, le=8192)
     epochs: int = Field(default=8, ge=1, le=500)
     n_seeds: int = Field(default=4, ge=1, le=64)
-    lr: float = Field(default=0.1, gt=0.0)
+    lr: float | None = Field(default=None, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
+    weight_decay: float | None = Field(default=None, ge=0.0)
     batch_size: int = Field(default=64, ge=1)
     max_rows: int = Field(default=100_000, ge=2)
+    holdout: float = Field(default=0.1, gt=0.0, lt=1.0)
+    lr_grid: tuple[float, ...] = Field(default=LR_GRID, min_length=1)
+    weight_decay_grid: tuple[float, ...] = Field(default=WEIGHT_DECAY_GRID, min_length=1)
+
+    @field_validator("lr_grid", "weight_decay_grid")
+    @classmethod
+    def _check_grid(cls, values: tuple[float, ...], info: Any) -> tuple[float, ...]:
+        for value in values:
+            if (
+                isinstance(value, bool)
+                or value < 0
+                or (info.field_name == "lr_grid" and value == 0)
+            ):
+                raise ValueError(f"{value!r} is not a valid candidate")
+        return values
 
 
 def parse_proxy_config(value: dict[str, Any] | None, owner: str) -> ProxyConfig:
@@ -178,16 +211,30 @@ def fit_proxy(context: FitContext, config: ProxyConfig, device: str = "cpu") -> 
     targets = np.asarray([index[k] for k in keys if k is not None], dtype=np.int64)
     extractor = FeatureExtractor(config.features).fit(sample, context)
     matrix = extractor.transform(sample)
+    torch_device = _device(device)
+    lr, weight_decay, trials, holdout_accuracy = _choose_settings(
+        matrix, targets, len(classes), config, context.seed, torch_device
+    )
 
     staging = directory.parent / f".{directory.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         extractor.save(staging / "features")
+        train_accuracy = []
         for seed_index in range(config.n_seeds):
             seed = int(np.random.SeedSequence([context.seed, seed_index]).generate_state(1)[0])
-            _train_one(
-                matrix, targets, len(classes), config, seed, staging / f"seed-{seed_index}", device
+            model = _train_one(
+                matrix,
+                targets,
+                len(classes),
+                config,
+                lr,
+                weight_decay,
+                seed,
+                staging / f"seed-{seed_index}",
+                torch_device,
             )
+            train_accuracy.append(model.accuracy(matrix, targets))
         pq.write_table(sample.select([S.SHARD, S.ROW]), staging / "train_rows.parquet")
         metadata = {
             "format": PROXY_FORMAT,
@@ -199,8 +246,13 @@ def fit_proxy(context: FitContext, config: ProxyConfig, device: str = "cpu") -> 
             "hidden": config.hidden,
             "epochs": config.epochs,
             "n_seeds": config.n_seeds,
-            "lr": [config.lr] * config.epochs,
+            "lr": [lr] * config.epochs,
+            "learning_rate": lr,
+            "weight_decay": weight_decay,
             "n_train": int(targets.size),
+            "train_accuracy": float(np.mean(train_accuracy)),
+            "holdout_accuracy": holdout_accuracy,
+            "search": trials,
         }
         (staging / "proxy.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
         try:
@@ -213,6 +265,83 @@ def fit_proxy(context: FitContext, config: ProxyConfig, device: str = "cpu") -> 
     return directory
 
 
+def _device(device: str) -> str:
+    from thresher.devices import configure_torch
+
+    return str(configure_torch(device))
+
+
+def _settings(config: ProxyConfig, n: int, lr: float, weight_decay: float) -> SGDSettings:
+    """``config.epochs`` epochs of full batches at a constant learning rate."""
+    per_epoch = max(1, n // config.batch_size)
+    return SGDSettings(
+        steps=config.epochs * per_epoch,
+        batch_size=config.batch_size,
+        lr=lr,
+        momentum=config.momentum,
+        weight_decay=weight_decay,
+        schedule="constant",
+    )
+
+
+def _choose_settings(
+    matrix: Matrix,
+    targets: NDArray[np.int64],
+    n_classes: int,
+    config: ProxyConfig,
+    run_seed: int,
+    device: str,
+) -> tuple[float, float, list[dict[str, Any]], float | None]:
+    """Learning rate and weight decay (given, or chosen on the held-out rows), and that accuracy.
+
+    The held-out rows are a seeded ``config.holdout`` fraction of the
+    sample; each candidate is one proxy (first seed) trained on the rest.
+    With both values given, one proxy is still trained on the rest, so
+    that the held-out accuracy is always recorded.
+    """
+    n = n_rows(matrix)
+    n_holdout = round(config.holdout * n)
+    if n_holdout < 1 or n - n_holdout < 2:
+        if config.lr is None or config.weight_decay is None:
+            raise ScorerError(
+                f"the proxy chooses its learning rate on {config.holdout:g} of its {n} "
+                "training rows, too few; give proxy.lr and proxy.weight_decay"
+            )
+        return config.lr, config.weight_decay, [], None
+    order = np.random.default_rng(np.random.SeedSequence([run_seed, 7])).permutation(n)
+    held, rest = np.sort(order[:n_holdout]), np.sort(order[n_holdout:])
+    fit_rows, held_rows = take_rows(matrix, rest), take_rows(matrix, held)
+    seed = int(np.random.SeedSequence([run_seed, 0]).generate_state(1)[0])
+
+    def evaluate(lr: float, weight_decay: float) -> tuple[float, bool]:
+        with _threads_for(_step_size(matrix, config, n_classes), device.split(":")[0]):
+            model = train_classifier(
+                fit_rows,
+                targets[rest],
+                n_classes,
+                config.hidden,
+                _settings(config, rest.size, lr, weight_decay),
+                seed,
+                device=device,
+            )
+        return model.accuracy(held_rows, targets[held]), model.diverged
+
+    lr, weight_decay, trials = tune(
+        evaluate, config.lr, config.weight_decay, config.lr_grid, config.weight_decay_grid
+    )
+    chosen = [t for t in trials if t.lr == lr and t.weight_decay == weight_decay]
+    accuracy = chosen[0].accuracy if chosen else evaluate(lr, weight_decay)[0]
+    records = [
+        {"lr": t.lr, "weight_decay": t.weight_decay, "accuracy": t.accuracy, "diverged": t.diverged}
+        for t in trials
+    ]
+    return lr, weight_decay, records, float(accuracy)
+
+
+def _step_size(matrix: Matrix, config: ProxyConfig, n_classes: int) -> int:
+    return config.batch_size * _width(matrix) * (config.hidden or n_classes)
+
+
 def _width(matrix: Matrix) -> int:
     return matrix.dim if isinstance(matrix, SparseRows) else int(matrix.shape[1])
 
@@ -221,75 +350,50 @@ def _dense(matrix: Matrix) -> NDArray[np.float32]:
     return matrix.dense() if isinstance(matrix, SparseRows) else np.asarray(matrix, np.float32)
 
 
-def _head(input_dim: int, hidden: int, n_classes: int) -> torch.nn.Module:
-    import torch
-
-    class Head(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.hidden = torch.nn.Linear(input_dim, hidden) if hidden else None
-            self.out = torch.nn.Linear(hidden or input_dim, n_classes)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.hidden is not None:
-                x = torch.relu(self.hidden(x))
-            return self.out(x)
-
-    return Head()
-
-
 def _train_one(
     matrix: Matrix,
     targets: NDArray[np.int64],
     n_classes: int,
     config: ProxyConfig,
+    lr: float,
+    weight_decay: float,
     seed: int,
     out: Path,
     device: str,
-) -> None:
+) -> Classifier:
     """Train one initialisation; save its weights after every epoch.
 
-    Minibatch SGD with heavy-ball momentum and L2 weight decay, written out
-    (``v <- momentum v + grad + decay w; w <- w - lr v``, as torch's SGD) so
-    that the learning rate TracIn weighs each checkpoint with is explicit.
+    Minibatch SGD with heavy-ball momentum and L2 weight decay (torch's SGD:
+    ``v <- momentum v + grad + decay w; w <- w - lr v``) at a constant
+    learning rate, the one TracIn weighs each checkpoint with.
     """
-    import torch
     from safetensors.numpy import save_file
 
-    from thresher.devices import configure_torch
-
-    torch_device = configure_torch(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _head(_width(matrix), config.hidden, n_classes).to(torch_device)
-    parameters = list(model.parameters())
-    velocity = [torch.zeros_like(p) for p in parameters]
-    rng = np.random.default_rng(seed)
     out.mkdir(parents=True)
     n = n_rows(matrix)
-    labels = torch.from_numpy(targets).to(torch_device)
-    step_size = config.batch_size * _width(matrix) * (config.hidden or n_classes)
-    with _threads_for(step_size, torch_device.type):
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            order = rng.permutation(n)
-            for start in range(0, n, config.batch_size):
-                rows = order[start : start + config.batch_size]
-                x = torch.from_numpy(_dense(take_rows(matrix, rows))).to(torch_device)
-                loss = torch.nn.functional.cross_entropy(model(x), labels[rows])
-                model.zero_grad(set_to_none=True)
-                loss.backward()
-                with torch.no_grad():
-                    for weight, speed in zip(parameters, velocity, strict=True):
-                        assert weight.grad is not None
-                        speed.mul_(config.momentum).add_(weight.grad)
-                        speed.add_(weight, alpha=config.weight_decay)
-                        weight.sub_(speed, alpha=config.lr)
-            state = {
-                name: tensor.detach().to("cpu", torch.float32).numpy()
-                for name, tensor in model.state_dict().items()
-            }
-            save_file(state, str(out / f"epoch-{epoch:03d}.safetensors"))
+    settings = _settings(config, n, lr, weight_decay)
+
+    def save(epoch: int, model: Classifier) -> None:
+        save_file(model.state(), str(out / f"epoch-{epoch:03d}.safetensors"))
+
+    with _threads_for(_step_size(matrix, config, n_classes), device.split(":")[0]):
+        model = train_classifier(
+            matrix,
+            targets,
+            n_classes,
+            config.hidden,
+            settings,
+            seed,
+            device=device,
+            every=settings.steps // config.epochs,
+            on_checkpoint=save,
+        )
+    if model.diverged:
+        raise ScorerError(
+            f"the proxy diverged at learning rate {lr:g} (a non-finite loss); "
+            "lower proxy.lr or leave it out to have it chosen"
+        )
+    return model
 
 
 @contextmanager

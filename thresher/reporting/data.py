@@ -77,6 +77,7 @@ class ReportData:
     eval_results: pd.DataFrame | None
     eval_summary: pd.DataFrame | None
     examples: dict[str, list[Example]]
+    eval_record: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,6 +124,7 @@ def gather(
         eval_results=_optional(notes, run.eval / "results.parquet", _read_eval),
         eval_summary=_optional(notes, run.eval / "summary.csv", _read_csv),
         examples=_examples(run, stats.get("examples", {}), examples_per_reason, text_limit),
+        eval_record=_optional(notes, run.eval / "eval.json", read_json),
         notes=notes,
     )
 

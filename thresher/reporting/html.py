@@ -79,7 +79,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
         **_scores_context(data),
         "dedup": _dedup_context(data.dedup),
         "steps": [_step_context(number, step) for number, step in enumerate(data.steps, 1)],
-        "curve": _curve_context(data.eval_results, data.eval_summary),
+        "curve": _curve_context(data.eval_results, data.eval_summary, data.eval_record),
         "examples": _examples_context(data),
     }
     return _environment().from_string(TEMPLATE).render(**context)
@@ -240,9 +240,38 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> dict[s
     }
 
 
-def _curve_context(results: pd.DataFrame | None, summary: pd.DataFrame | None) -> dict[str, Any]:
+def _curve_context(
+    results: pd.DataFrame | None,
+    summary: pd.DataFrame | None,
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     if results is None or results.empty:
         return {}
+    record = record or {}
+    warnings = [str(w) for w in record.get("warnings", [])]
+    model = record.get("model") or {}
+    facts = []
+    if model.get("lr") is not None:
+        how = (
+            "given"
+            if all((model.get("given") or {}).values())
+            else "chosen on the validation split"
+        )
+        facts.append(
+            f"Downstream model: learning rate {model['lr']:g}, weight decay "
+            f"{model['weight_decay']:g} ({how})."
+        )
+    check = record.get("data_check") or {}
+    if check.get("ok") and "diff" in check:
+        facts.append(f"Data check: {check['message']}.")
+    for proxy in record.get("proxies", []):
+        if proxy.get("train_accuracy") is not None:
+            held = proxy.get("holdout_accuracy")
+            facts.append(
+                f"Proxy {proxy['proxy']}: training accuracy {proxy['train_accuracy']:.3f}"
+                + (f", held-out accuracy {held:.3f}" if held is not None else "")
+                + "."
+            )
     n_seeds = results["seed"].nunique() if "seed" in results.columns else None
     caption = (
         "Test accuracy of a model trained on each selector's subset at each fraction kept "
@@ -257,7 +286,13 @@ def _curve_context(results: pd.DataFrame | None, summary: pd.DataFrame | None) -
             "header": [str(c) for c in head.columns],
             "rows": [[_number(v) for v in row] for row in head.itertuples(index=False)],
         }
-    return {"caption": caption, "plot": plots.pruning_curve(results), "table": table}
+    return {
+        "caption": caption,
+        "plot": plots.pruning_curve(results),
+        "table": table,
+        "warnings": warnings,
+        "facts": facts,
+    }
 
 
 def _examples_context(data: ReportData) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ figure img { width:100%; height:auto; display:block; }
 figure.wide img { max-width:720px; }
 figcaption, .caption { color:var(--muted); font-size:12px; }
 .note { border-left:4px solid #f59f00; background:#fff9db; padding:6px 10px; margin:8px 0; }
+.note.eval-warning { border-left-color:#e03131; background:#fff5f5; }
 details { border:1px solid var(--line); border-radius:6px; margin:6px 0; padding:4px 10px; }
 details > summary { cursor:pointer; font-weight:600; }
 .doc { border-top:1px dashed var(--line); padding:6px 0; }
@@ -188,7 +189,9 @@ split appear then.</div>{% endif %}
 {% if curve %}
 <section id="pruning-curve">
 <h2>Pruning curve</h2>
+{% for warning in curve.warnings %}<div class="note eval-warning"><strong>WARNING:</strong> {{ warning }}</div>{% endfor %}
 <p class="caption">{{ curve.caption }}</p>
+{% for fact in curve.facts %}<p class="caption">{{ fact }}</p>{% endfor %}
 <figure class="wide"><img class="plot" alt="pruning curve" src="{{ curve.plot }}"></figure>
 {% if curve.table %}
 <details><summary>Summary table ({{ curve.table.rows | length }} rows)</summary>

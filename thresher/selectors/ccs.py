@@ -23,6 +23,14 @@ With ``by_label`` the budget is first split across classes, the cutoff is
 applied within each class, strata edges are shared by all classes, and the
 budget loop runs within each class.
 
+A sum budget (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens)
+runs the same steps on sums instead of row counts: classes share the total
+by their sums, the cutoff removes at most the hardest rows whose sum leaves
+the class's share reachable, the budget loop splits each class's share
+across strata by the strata's sums, and each stratum takes rows in its
+seeded hash order, stopping before the first row that would exceed its
+share (never over; the shortfall of each stratum is less than one row).
+
 Every step is an aggregate or an exact cut (:mod:`thresher.selectors.ranking`):
 the statistics (class sizes, the score range, stratum sizes) are computed
 where the rows are, the budget loop runs on the driver, and the sampling
@@ -44,12 +52,13 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, class_budgets
+from thresher.selectors.allocation import LabelAllocation, class_budgets, class_sum_budgets
 from thresher.selectors.base import (
     Budget,
     FrameSelector,
     Marks,
     RandomState,
+    SumBudget,
     hash_seed,
     resolve_budget,
 )
@@ -59,7 +68,9 @@ from thresher.selectors.ranking import (
     Cuts,
     ScoreKey,
     finite_values,
+    fitting_counts,
     group_sizes,
+    group_sums,
     k_smallest,
     order_bits,
 )
@@ -294,17 +305,27 @@ class CCSSelector(Partitionable, FrameSelector):
         self.check_params()
         seed = hash_seed(random_state)
         classes = label_classes(rows, selector=self.name) if self.by_label else None
-        sizes = classes.sizes if classes is not None else np.array([rows.count()], np.int64)
-        n_classes = sizes.size
-        k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
-        class_budget = class_budgets(sizes, k, self.label_allocation)
-
-        # 1. hard cutoff within each class: the hardest first, the earlier row first on ties
-        n_cut = np.minimum(np.floor(self.beta * sizes).astype(np.int64), sizes - class_budget)
         if self.cutoff_score is None:
             hardness = _HardnessKey(self.score, self.hard, classes)
         else:
             hardness = _HardnessKey(self.cutoff_score, self.cutoff_hard, classes)
+        n_groups = classes.n_classes if classes is not None else 1
+        if isinstance(budget, SumBudget):
+            sizes, sums = group_sums(rows, hardness, budget.column, n_groups)
+            class_budget = class_sum_budgets(sums, budget.total, self.label_allocation)
+            # cut at most the hardest rows whose sum leaves the class's share reachable
+            spare, _ = fitting_counts(
+                rows, hardness, budget.column, sums - class_budget, sizes, sums
+            )
+        else:
+            sizes = classes.sizes if classes is not None else np.array([rows.count()], np.int64)
+            k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
+            class_budget = class_budgets(sizes, k, self.label_allocation)
+            spare = sizes - class_budget
+        n_classes = sizes.size
+
+        # 1. hard cutoff within each class: the hardest first, the earlier row first on ties
+        n_cut = np.minimum(np.floor(self.beta * sizes).astype(np.int64), spare)
         cut = k_smallest(rows, hardness, n_cut, sizes)
         survivors = _Survivors(self.score, hardness, cut)
 
@@ -317,10 +338,31 @@ class CCSSelector(Partitionable, FrameSelector):
 
         # 3-4. budget loop per class on the driver, uniform sampling where the rows are
         key = _StratumKey(survivors, low_edge, width, self.n_strata, seed)
-        strata = group_sizes(rows, key, n_classes * self.n_strata).reshape(n_classes, self.n_strata)
-        targets = np.stack(
-            [stratum_budgets(strata[c], int(class_budget[c])) for c in range(n_classes)]
-        )
+        n_cells = n_classes * self.n_strata
+        extra: dict[str, Any] = {}
+        if isinstance(budget, SumBudget):
+            flat, flat_sums = group_sums(rows, key, budget.column, n_cells)
+            strata = flat.reshape(n_classes, self.n_strata)
+            shares = np.stack(
+                [
+                    stratum_budgets(flat_sums.reshape(n_classes, -1)[c], int(class_budget[c]))
+                    for c in range(n_classes)
+                ]
+            )
+            counts, kept = fitting_counts(
+                rows, key, budget.column, shares.reshape(-1), flat, flat_sums
+            )
+            targets = counts.reshape(n_classes, self.n_strata)
+            extra = {
+                "budget_sum": budget.column,
+                "requested_sum": int(budget.total),
+                "kept_sum": int(kept.sum()),
+            }
+        else:
+            strata = group_sizes(rows, key, n_cells).reshape(n_classes, self.n_strata)
+            targets = np.stack(
+                [stratum_budgets(strata[c], int(class_budget[c])) for c in range(n_classes)]
+            )
         cuts = k_smallest(rows, key, targets.reshape(-1), strata.reshape(-1))
         sizes_by_stratum = strata.sum(axis=0)
         selected = targets.sum(axis=0)
@@ -338,6 +380,7 @@ class CCSSelector(Partitionable, FrameSelector):
                 }
                 for s in range(self.n_strata)
             ],
+            **extra,
         }
         if classes is not None:
             details["classes"] = classes.n_classes

@@ -14,7 +14,10 @@
 4. **Reverse message passing** while selecting: repeatedly take the
    unselected row of highest score ``s_i`` (ties: earlier row), then lower
    each of its neighbours' scores by ``exp(-gamma_reverse d_ij) s_i``, so
-   that the next pick tends to lie elsewhere; stop at the budget.
+   that the next pick tends to lie elsewhere; stop at the budget. A sum
+   budget (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) takes
+   rows in this pick order and stops before the first row that would make
+   the sum exceed the total.
 
 Difficulty ``u`` is the ``score`` column oriented by ``hard`` (the harder,
 the larger) and min-max scaled to ``[0, 1]`` over the rows that survive
@@ -55,8 +58,9 @@ from thresher.selectors.base import (
     Selector,
     check_column,
     check_embeddings,
-    resolve_budget,
+    fitting_prefix,
     score_values,
+    sum_limit,
 )
 from thresher.selectors.kmeans import faiss_threads, normalize_rows
 from thresher.selectors.partition import Partitionable
@@ -233,7 +237,7 @@ class D2Selector(Partitionable, Selector):
         n = scores.num_rows
         values = score_values(scores, self.score, selector=self.name)
         matrix = check_embeddings(embeddings, n, selector=self.name)
-        k = resolve_budget(budget, n, selector=self.name)
+        k, sizes = sum_limit(budget, scores, selector=self.name)
         details: dict[str, Any] = {
             "n_neighbors": int(self.n_neighbors),
             "gamma_forward": float(self.gamma_forward),
@@ -255,7 +259,9 @@ class D2Selector(Partitionable, Selector):
         picked = reverse_selection(forward, neighbors, distances, float(self.gamma_reverse), k)
         details["forward_min"] = float(forward.min())
         details["forward_max"] = float(forward.max())
-        return Selection.from_indices(survivors[picked], details=details)
+        return Selection.from_indices(
+            fitting_prefix(survivors[picked], sizes, budget), details=details
+        )
 
 
 def _unit_interval(values: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -15,6 +15,12 @@ the Cholesky row ``c_i``, for O(N k^2) time and O(N k) memory. It stops at
 then met deterministically: the remaining slots go to the unselected rows
 of highest quality ``q`` (ties by row position).
 
+A sum budget (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens)
+takes rows in that order (greedy picks, then the fill) and stops before the
+first row that would make the sum exceed the total; the greedy loop runs
+only as far as that point can lie (the most rows whose sizes, smallest
+first, fit in the total).
+
 Runs with numpy on the CPU, with torch on a GPU when ``device`` resolves to
 one (``"auto"``: the GPU Spark assigned, else the first CUDA device).
 
@@ -40,8 +46,9 @@ from thresher.selectors.base import (
     Selection,
     Selector,
     check_embeddings,
-    resolve_budget,
+    fitting_prefix,
     score_values,
+    sum_limit,
 )
 from thresher.selectors.kmeans import normalize_rows
 from thresher.selectors.partition import Partitionable
@@ -224,7 +231,7 @@ class DPPSelector(Partitionable, Selector):
         self.check_params()
         n = scores.num_rows
         matrix = check_embeddings(embeddings, n, selector=self.name)
-        k = resolve_budget(budget, n, selector=self.name)
+        k, sizes = sum_limit(budget, scores, selector=self.name)
         values = (
             None if self.score is None else score_values(scores, self.score, selector=self.name)
         )
@@ -238,8 +245,9 @@ class DPPSelector(Partitionable, Selector):
                 features, quality, float(self.ridge), k, device, self.precision
             )
         fill = _fill(order, quality, k)
+        taken = fitting_prefix(np.concatenate([order, fill]), sizes, budget)
         return Selection.from_indices(
-            np.concatenate([order, fill]),
+            taken,
             details={
                 "greedy": int(order.size),
                 "filled": int(fill.size),

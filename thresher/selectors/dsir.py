@@ -15,7 +15,11 @@ The noise of a row is a function of its id and the seed alone
 the same on every engine and partitioning, and a document keeps its noise
 as the corpus grows. The ``k`` largest keys are found where the data is
 (:func:`thresher.selectors.ranking.k_smallest`); ties (equal keys) go to
-the earlier row in input order.
+the earlier row in input order. A sum budget
+(:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) takes rows in
+that Gumbel order and stops before the first row that would make the sum
+exceed the total (per class with ``by_label``, the total split by the
+classes' sums).
 
 References
 ----------
@@ -34,23 +38,16 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, class_budgets
-from thresher.selectors.base import (
-    Budget,
-    FrameSelector,
-    Marks,
-    RandomState,
-    hash_seed,
-    resolve_budget,
-)
+from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, hash_seed
 from thresher.selectors.labels import LabelClasses, label_classes
 from thresher.selectors.ranking import (
     CutMarks,
+    budget_cuts,
     class_groups,
     descending,
     finite_values,
     float_key,
-    k_smallest,
     kept_range,
     order_bits,
 )
@@ -138,19 +135,11 @@ class DSIRSelector(FrameSelector):
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
         seed = hash_seed(random_state)
-        if self.by_label:
-            classes: LabelClasses | None = label_classes(rows, selector=self.name)
-            assert classes is not None
-            sizes = classes.sizes
-            k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
-            targets = class_budgets(sizes, k, self.label_allocation)
-        else:
-            classes = None
-            sizes = np.array([rows.count()], dtype=np.int64)
-            targets = np.array([resolve_budget(budget, int(sizes[0]), selector=self.name)])
+        classes = label_classes(rows, selector=self.name) if self.by_label else None
         key = GumbelKey(self.score, seed, classes, selector=self.name)
-        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label}
-        marks = CutMarks(key, k_smallest(rows, key, targets, sizes), details, self.by_label)
+        cuts, _, sums = budget_cuts(rows, key, budget, classes, self.label_allocation, self.name)
+        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label, **sums}
+        marks = CutMarks(key, cuts, details, self.by_label)
         low, high, _ = kept_range(rows, marks, self.score)
         if low is not None:
             details["kept_min"], details["kept_max"] = low, high

@@ -24,13 +24,23 @@ paper's ``1 / (m p(x))`` for every row that is not taken for certain
 (``p = s / sum(s)``). ``sum_S w(x) f(x)`` is unbiased for ``sum_all f(x)``,
 so ``sum_S w f / N`` is unbiased for the mean loss.
 
+**Sum budgets.** With a sum budget (:class:`~thresher.selectors.base.SumBudget`,
+e.g. tokens) the sample size is not known in advance, so the sampling
+order is successive sampling proportional to ``s`` (the exponential race
+of Efraimidis and Spirakis: rows ordered by ``E / s(x)``, ``E`` standard
+exponential), and rows are taken in that order until the next would make
+the sum exceed the total. The weights are the Horvitz-Thompson weights of
+the fixed-size design above for the number of rows kept, an approximation
+of the successive design's own inclusion probabilities.
+
 References
 ----------
 Axiotis, Cohen-Addad, Henzinger, Jerome, Mirrokni, Saulpic, Woodruff and
 Wunder, "Data-Efficient Learning via Clustering-Based Sensitivity
 Sampling: Foundation Models and Beyond", ICML 2024.
 Horvitz and Thompson, "A Generalization of Sampling Without Replacement
-from a Finite Universe", JASA 1952.
+from a Finite Universe", JASA 1952. Efraimidis and Spirakis, "Weighted
+Random Sampling with a Reservoir", Information Processing Letters 2006.
 """
 
 from __future__ import annotations
@@ -50,7 +60,8 @@ from thresher.selectors.base import (
     Selector,
     check_embeddings,
     check_random_state,
-    resolve_budget,
+    fitting_prefix,
+    sum_limit,
 )
 from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
 from thresher.selectors.partition import Partitionable
@@ -175,15 +186,21 @@ class KMeansSensitivitySelector(Partitionable, Selector):
     ) -> Selection:
         n = scores.num_rows
         matrix = check_embeddings(embeddings, n, selector=self.name)
-        m = resolve_budget(budget, n, selector=self.name)
+        m, sizes = sum_limit(budget, scores, selector=self.name)
         rng = check_random_state(random_state)
         if n == 0:
             return Selection.from_indices([], details={"n_clusters": 0, "clusters": []})
         if self.normalize:
             matrix = normalize_rows(matrix)
         clustering = fit_kmeans(matrix, self.n_clusters, seed=seed_from(rng), n_iter=self.n_iter)
-        pi = inclusion_probabilities(sensitivities(clustering), m)
-        chosen = systematic_sample(pi, rng)
+        sensitivity = sensitivities(clustering)
+        if sizes is None:
+            pi = inclusion_probabilities(sensitivity, m)
+            chosen = systematic_sample(pi, rng)
+        else:
+            race = rng.standard_exponential(n) / sensitivity
+            chosen = fitting_prefix(np.argsort(race, kind="stable"), sizes, budget)
+            pi = inclusion_probabilities(sensitivity, chosen.size)
         weights = 1.0 / pi[chosen]
         labels = clustering.labels
         sizes = clustering.sizes()

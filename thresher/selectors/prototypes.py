@@ -3,7 +3,10 @@
 Cluster the L2-normalised embeddings with spherical k-means; a row's
 difficulty is its cosine distance ``1 - cos(x, c(x))`` to its centroid.
 Sorscher et al. keep the hard (far) rows when data is plentiful and the
-easy (close) rows when it is scarce.
+easy (close) rows when it is scarce. A sum budget
+(:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) takes rows in
+that order (farthest or closest first) and stops before the first row that
+would make the sum exceed the total.
 
 References
 ----------
@@ -27,7 +30,8 @@ from thresher.selectors.base import (
     Selector,
     check_embeddings,
     check_random_state,
-    resolve_budget,
+    fitting_prefix,
+    sum_limit,
 )
 from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
 from thresher.selectors.partition import Partitionable
@@ -82,7 +86,7 @@ class PrototypesSelector(Partitionable, Selector):
         self.check_params()
         n = scores.num_rows
         matrix = check_embeddings(embeddings, n, selector=self.name)
-        k = resolve_budget(budget, n, selector=self.name)
+        k, sizes = sum_limit(budget, scores, selector=self.name)
         rng = check_random_state(random_state)
         if n == 0:
             return Selection.from_indices([], details={"n_clusters": 0, "keep": self.keep})
@@ -92,7 +96,7 @@ class PrototypesSelector(Partitionable, Selector):
         )
         distance = 1.0 - cosine_to_centroid(unit, clustering)
         key = -distance if self.keep == "hard" else distance
-        kept = np.argsort(key, kind="stable")[:k]
+        kept = fitting_prefix(np.argsort(key, kind="stable")[:k], sizes, budget)
         sizes = clustering.sizes()
         picked = np.bincount(clustering.labels[kept], minlength=clustering.n_clusters)
         details: dict[str, Any] = {
@@ -108,7 +112,7 @@ class PrototypesSelector(Partitionable, Selector):
                 for c in range(clustering.n_clusters)
             ],
         }
-        if k:
+        if kept.size:
             details["distance_min"] = float(distance[kept].min())
             details["distance_max"] = float(distance[kept].max())
         return Selection.from_indices(kept, groups=clustering.labels[kept], details=details)

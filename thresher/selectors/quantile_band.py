@@ -15,8 +15,22 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.frame import Frame
-from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, resolve_budget
-from thresher.selectors.ranking import Cuts, ScoreKey, k_smallest, kept_range
+from thresher.selectors.base import (
+    Budget,
+    FrameSelector,
+    Marks,
+    RandomState,
+    SumBudget,
+    resolve_budget,
+)
+from thresher.selectors.ranking import (
+    Cuts,
+    ScoreKey,
+    fitting_counts,
+    group_sums,
+    k_smallest,
+    kept_range,
+)
 
 Band = Literal["low", "medium", "high"]
 
@@ -26,6 +40,12 @@ class QuantileBandSelector(FrameSelector):
 
     Rows are ranked by score, ties by input order; ``medium`` keeps the
     ranks centred on the median (``(n - k) // 2`` rows below the band).
+
+    A sum budget (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens)
+    takes rows in band order and stops before the first row that would make
+    the sum exceed the total: ``low`` from the lowest score up, ``high``
+    from the highest down, ``medium`` from the first row after the lowest
+    rows that fit in half the excess (``(sum - total) // 2``) upwards.
 
     Parameters
     ----------
@@ -54,6 +74,8 @@ class QuantileBandSelector(FrameSelector):
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
         self.check_params()
+        if isinstance(budget, SumBudget):
+            return self._select_sum(rows, budget)
         n = rows.count()
         k = resolve_budget(budget, n, selector=self.name)
         start = {"low": 0, "medium": (n - k) // 2, "high": n - k}[self.band]
@@ -63,6 +85,28 @@ class QuantileBandSelector(FrameSelector):
         upto = k_smallest(rows, key, np.array([start + k]), sizes)
         details: dict[str, Any] = {"score": self.score, "band": self.band}
         marks = _BandMarks(key, below, upto, details)
+        low, high, _ = kept_range(rows, marks, self.score)
+        details["kept_range"] = (low, high)
+        return marks
+
+    def _select_sum(self, rows: Frame, budget: SumBudget) -> Marks:
+        key = ScoreKey(self.score, self.band == "high", selector=self.name)
+        sizes, sums = group_sums(rows, key, budget.column, 1)
+        total = min(int(sums[0]), budget.total)
+        start, below_sum = np.zeros(1, np.int64), np.zeros(1, np.int64)
+        if self.band == "medium":
+            half = np.array([(int(sums[0]) - total) // 2])
+            start, below_sum = fitting_counts(rows, key, budget.column, half, sizes, sums)
+        upto, upto_sum = fitting_counts(rows, key, budget.column, below_sum + total, sizes, sums)
+        below = k_smallest(rows, key, start, sizes)
+        details: dict[str, Any] = {
+            "score": self.score,
+            "band": self.band,
+            "budget_sum": budget.column,
+            "requested_sum": int(budget.total),
+            "kept_sum": int(upto_sum[0] - below_sum[0]),
+        }
+        marks = _BandMarks(key, below, k_smallest(rows, key, upto, sizes), details)
         low, high, _ = kept_range(rows, marks, self.score)
         details["kept_range"] = (low, high)
         return marks

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
-
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, class_budgets
-from thresher.selectors.base import (
-    Budget,
-    FrameSelector,
-    Marks,
-    RandomState,
-    hash_seed,
-    resolve_budget,
-)
+from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, hash_seed
 from thresher.selectors.labels import label_classes
-from thresher.selectors.ranking import CutMarks, PriorityKey, k_smallest
+from thresher.selectors.ranking import CutMarks, PriorityKey, budget_cuts
 
 
 class RandomSelector(FrameSelector):
@@ -26,7 +17,11 @@ class RandomSelector(FrameSelector):
     The subset is the rows with the smallest seeded hash of their id (a
     uniform random order that depends on the id and the seed only), so the
     same document gets the same chance on every engine and in every run
-    over a growing corpus.
+    over a growing corpus. A sum budget
+    (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) takes rows in
+    that hash order and stops before the first row that would make the sum
+    exceed the total (per class with ``by_label``, the total split by the
+    classes' sums).
 
     Parameters
     ----------
@@ -58,16 +53,9 @@ class RandomSelector(FrameSelector):
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
         seed = hash_seed(random_state)
-        if self.by_label:
-            classes = label_classes(rows, selector=self.name)
-            sizes = classes.sizes
-            k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
-            targets = class_budgets(sizes, k, self.label_allocation)
-        else:
-            classes = None
-            sizes = np.array([rows.count()], dtype=np.int64)
-            targets = np.array([resolve_budget(budget, int(sizes[0]), selector=self.name)])
+        classes = label_classes(rows, selector=self.name) if self.by_label else None
         key = PriorityKey(seed, classes)
-        cuts = k_smallest(rows, key, targets, sizes)
-        details = {"classes": classes.n_classes} if classes is not None else {}
+        cuts, _, details = budget_cuts(rows, key, budget, classes, self.label_allocation, self.name)
+        if classes is not None:
+            details["classes"] = classes.n_classes
         return CutMarks(key, cuts, details, report_groups=self.by_label)

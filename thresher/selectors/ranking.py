@@ -17,6 +17,16 @@ the rows of one bucket. Random priorities finish in two or three rounds,
 scores with many ties in a few more (the secondary key breaks them). The
 result (:class:`Cuts`) is a per-group prefix: a row is kept when its key's
 prefix is at most the cut, a rule executors apply row by row.
+
+A sum budget (:class:`~thresher.selectors.base.SumBudget`: tokens, bytes)
+asks a different question of each group: how many rows, taken in key
+order, fit in the group's total before the first row that would exceed it?
+:func:`fitting_counts` answers it by the same descent with histograms of
+(row count, size sum) per digit: the driver finds the digit whose bucket
+the running sum crosses, and a group is done when that bucket holds one
+row (the first that does not fit). Its answer is a row count per group,
+which :func:`k_smallest` then turns into cuts. The driver sees sums per
+bucket, never a row.
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.frame import Frame
-from thresher.selectors.base import Marks
+from thresher.selectors.allocation import LabelAllocation, class_budgets, class_sum_budgets
+from thresher.selectors.base import Budget, Marks, SumBudget, resolve_budget
 from thresher.selectors.labels import LabelClasses
 
 SIGN = np.uint64(1 << 63)
@@ -238,6 +249,173 @@ def k_smallest(
     return Cuts(mode, bits, high, low)
 
 
+class _SizedHistogram(_Histogram):
+    """A round's partial for :func:`fitting_counts`: rows and size sums per (group, digit)."""
+
+    def __init__(self, column: str, *args: Any) -> None:
+        super().__init__(*args)
+        self.column = column
+
+    def __call__(self, table: pa.Table) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        from thresher.selectors.base import count_values
+
+        group, hi, lo = self.key(table)
+        sizes = count_values(table, self.column)
+        group = np.asarray(group, dtype=np.int64)
+        member = group >= 0
+        slot = np.full(group.size, -1, dtype=np.int64)
+        slot[member] = self.slot[group[member]]
+        rows = np.flatnonzero(slot >= 0)
+        slot, hi, lo, sizes = slot[rows], hi[rows], lo[rows], sizes[rows]
+        p, w = self.prefix_bits, self.width
+        if p > 0:
+            if p <= 64:
+                match = (hi >> np.uint64(64 - p)) == self.high[slot]
+            else:
+                match = (hi == self.high[slot]) & ((lo >> np.uint64(128 - p)) == self.low[slot])
+            slot, hi, lo, sizes = slot[match], hi[match], lo[match], sizes[match]
+        mask = np.uint64((1 << w) - 1)
+        if p + w <= 64:
+            digit = (hi >> np.uint64(64 - p - w)) & mask
+        else:
+            digit = (lo >> np.uint64(128 - p - w)) & mask
+        cell = slot * (1 << w) + digit.astype(np.int64)
+        cells, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+        sums = np.bincount(inverse, weights=sizes, minlength=cells.size)
+        # exact: a cell's sum is below 2**53 whenever the corpus total is (checked by the caller)
+        return cells, np.stack([counts.astype(np.int64), sums.astype(np.int64)], axis=1)
+
+
+def _merge_sized(
+    parts: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
+    cells = np.concatenate([c for c, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    unique, inverse = np.unique(cells, return_inverse=True)
+    merged = np.zeros((unique.size, 2), dtype=np.int64)
+    np.add.at(merged, inverse, values)
+    return unique, merged
+
+
+class _GroupSums:
+    def __init__(self, key: RankKey, column: str, n_groups: int) -> None:
+        self.key = key
+        self.column = column
+        self.n_groups = n_groups
+
+    def __call__(self, table: pa.Table) -> NDArray[np.int64]:
+        from thresher.selectors.base import count_values
+
+        group = np.asarray(self.key(table)[0], dtype=np.int64)
+        sizes = count_values(table, self.column)
+        member = group >= 0
+        rows = np.bincount(group[member], minlength=self.n_groups)
+        sums = np.zeros(self.n_groups, dtype=np.int64)
+        np.add.at(sums, group[member], sizes[member])
+        return np.stack([rows.astype(np.int64), sums])
+
+
+def group_sums(
+    frame: Frame, key: RankKey, column: str, n_groups: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rows of each group and the sum of ``column`` over them (one aggregate)."""
+    both = frame.aggregate(_GroupSums(key, column, n_groups), _sum_arrays)
+    if both.size == 0:
+        return np.zeros(n_groups, dtype=np.int64), np.zeros(n_groups, dtype=np.int64)
+    if int(both[1].sum()) >= 2**53:
+        raise ValueError(f"the sum of {column!r} is too large to count exactly (>= 2**53)")
+    return both[0].astype(np.int64), both[1].astype(np.int64)
+
+
+def fitting_counts(
+    frame: Frame,
+    key: RankKey,
+    column: str,
+    totals: NDArray[np.integer[Any]],
+    sizes: NDArray[np.integer[Any]],
+    sums: NDArray[np.integer[Any]],
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per group: rows taken in key order before the first that would exceed ``totals[g]``.
+
+    Parameters
+    ----------
+    frame : Frame
+        The rows; ``column`` holds each row's size (whole, non-negative).
+    key : RankKey
+        The order (keys unique within a group).
+    totals : ndarray of int, shape (g,)
+        Each group's sum budget.
+    sizes, sums : ndarray of int, shape (g,)
+        Rows and size sum of each group (:func:`group_sums`).
+
+    Returns
+    -------
+    counts, kept_sums : ndarray of int64, shape (g,)
+        Rows to keep per group (targets for :func:`k_smallest`) and their sum
+        (``<= totals``; the next row in key order, if any, would exceed).
+    """
+    totals = np.asarray(totals, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    sums = np.asarray(sums, dtype=np.int64)
+    n_groups = totals.size
+    everything = sums <= totals
+    counts = np.where(everything, sizes, 0).astype(np.int64)
+    kept = np.where(everything, sums, 0).astype(np.int64)
+    need = np.where(everything, 0, totals).astype(np.int64)
+    high = np.zeros(n_groups, dtype=np.uint64)
+    low = np.zeros(n_groups, dtype=np.uint64)
+    unresolved = np.flatnonzero(~everything)
+    prefix = 0
+    while unresolved.size:
+        if prefix >= 128:
+            raise ValueError("fitting_counts: keys are not unique within a group")
+        width = int(np.clip(math.floor(math.log2(MAX_COUNTERS / unresolved.size)), 4, 16))
+        width = min(width, 64 - prefix) if prefix < 64 else min(width, 128 - prefix)
+        partial = _SizedHistogram(
+            column, key, unresolved, n_groups, prefix, width, high[unresolved], low[unresolved]
+        )
+        cells, values = frame.aggregate(partial, _merge_sized)
+        slot_of_cell = cells >> width
+        digit_of_cell = cells & ((1 << width) - 1)
+        still = []
+        for slot, g in enumerate(unresolved.tolist()):
+            mine = slot_of_cell == slot
+            digits, found, summed = digit_of_cell[mine], values[mine, 0], values[mine, 1]
+            running = np.cumsum(summed)
+            at = int(np.searchsorted(running, need[g], side="right"))  # first bucket crossing
+            if at >= found.size:
+                raise AssertionError(f"fitting_counts: group {g} sums less than counted")
+            counts[g] += int(found[:at].sum())
+            kept[g] += int(summed[:at].sum())
+            need[g] -= int(summed[:at].sum())
+            if int(found[at]) == 1:
+                continue  # that bucket's one row is the first that does not fit
+            digit = np.uint64(int(digits[at]))
+            if prefix < 64:
+                high[g] = (high[g] << np.uint64(width)) | digit if prefix else digit
+            else:
+                low[g] = (low[g] << np.uint64(width)) | digit if prefix > 64 else digit
+            still.append(g)
+        prefix += width
+        unresolved = np.asarray(still, dtype=np.int64)
+    return counts, kept
+
+
+def sum_targets(
+    frame: Frame,
+    key: RankKey,
+    column: str,
+    totals: NDArray[np.integer[Any]],
+    sizes: NDArray[np.integer[Any]],
+    sums: NDArray[np.integer[Any]],
+) -> Cuts:
+    """The cuts of a sum budget: :func:`fitting_counts` rows per group, then :func:`k_smallest`."""
+    counts, _ = fitting_counts(frame, key, column, totals, sizes, sums)
+    return k_smallest(frame, key, counts, sizes)
+
+
 class KeptCount:
     """Partial of a check: rows the cuts keep in each group."""
 
@@ -365,3 +543,44 @@ def kept_range(frame: Frame, marks: Any, score: str) -> tuple[float | None, floa
     """Smallest and largest ``score`` among the rows ``marks`` keeps, and how many (one aggregate)."""
     low, high, n = frame.aggregate(_KeptRange(marks, score), _combine_range)
     return (low, high, n) if n else (None, None, 0)
+
+
+def budget_cuts(
+    rows: Frame,
+    key: RankKey,
+    budget: Budget | None,
+    classes: LabelClasses | None,
+    allocation: LabelAllocation,
+    selector: str,
+) -> tuple[Cuts, NDArray[np.int64], dict[str, Any]]:
+    """The cuts of a rank-order selector for any budget: rows or a column's sum.
+
+    Groups are the key's classes (one group without ``classes``). A count
+    or fraction is split across classes by :func:`class_budgets`; a
+    :class:`SumBudget` by :func:`class_sum_budgets` (the classes' sums),
+    each class then taking rows in key order until the next would exceed
+    its share. Returns the cuts, the group sizes, and details for the
+    report (``budget_sum``, ``requested_sum``, ``kept_sum`` for a sum budget).
+    """
+    n_groups = classes.n_classes if classes is not None else 1
+    if isinstance(budget, SumBudget):
+        sizes, sums = group_sums(rows, key, budget.column, n_groups)
+        if classes is not None:
+            totals = class_sum_budgets(sums, budget.total, allocation)
+        else:
+            totals = np.minimum(sums, budget.total)
+        counts, kept = fitting_counts(rows, key, budget.column, totals, sizes, sums)
+        details = {
+            "budget_sum": budget.column,
+            "requested_sum": int(budget.total),
+            "kept_sum": int(kept.sum()),
+        }
+        return k_smallest(rows, key, counts, sizes), sizes, details
+    if classes is not None:
+        sizes = classes.sizes
+        k = resolve_budget(budget, int(sizes.sum()), selector=selector)
+        targets = class_budgets(sizes, k, allocation)
+    else:
+        sizes = np.array([rows.count()], dtype=np.int64)
+        targets = np.array([resolve_budget(budget, int(sizes[0]), selector=selector)])
+    return k_smallest(rows, key, targets, sizes), sizes, {}

@@ -17,7 +17,10 @@ Two selectors share this machinery:
   code removes a row at ``eps`` exactly when its redundancy exceeds
   ``1 - eps``, so the kept sets are nested in ``eps``, and keeping the
   budget's least redundant rows (ties by row position) is SemDeDup at the
-  ``eps`` that keeps the budget. Compared with the filter, a row whose only
+  ``eps`` that keeps the budget. A sum budget
+  (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) takes rows
+  from the least redundant up and stops before the first row that would
+  make the sum exceed the total. Compared with the filter, a row whose only
   near-duplicate was itself removed counts as redundant here.
 
 Cost: O(sum of squared cluster sizes x d) time, memory bounded by blocks.
@@ -45,7 +48,8 @@ from thresher.selectors.base import (
     Selector,
     check_embeddings,
     check_random_state,
-    resolve_budget,
+    fitting_prefix,
+    sum_limit,
 )
 from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
 from thresher.selectors.partition import Partitionable
@@ -301,7 +305,7 @@ class SemDeDupRankSelector(_SemDeDupBase):
         random_state: RandomState = None,
     ) -> Selection:
         n = scores.num_rows
-        k = resolve_budget(budget, n, selector=self.name)
+        k, sizes = sum_limit(budget, scores, selector=self.name)
         rng = check_random_state(random_state)
         if n == 0:
             check_embeddings(embeddings, n, selector=self.name)
@@ -310,7 +314,7 @@ class SemDeDupRankSelector(_SemDeDupBase):
         score = np.full(n, -np.inf)
         for order in orders:
             score[order] = redundancy(unit[order])
-        kept = np.lexsort((np.arange(n), score))[:k]
+        kept = fitting_prefix(np.lexsort((np.arange(n), score))[:k], sizes, budget)
         finite = score[kept][np.isfinite(score[kept])]
         worst = float(finite.max()) if finite.size else None
         return Selection.from_indices(

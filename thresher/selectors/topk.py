@@ -16,20 +16,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, class_budgets
-from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, resolve_budget
+from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState
 from thresher.selectors.labels import label_classes
-from thresher.selectors.ranking import CutMarks, ScoreKey, k_smallest, kept_range
+from thresher.selectors.ranking import CutMarks, ScoreKey, budget_cuts, kept_range
 
 
 class TopKSelector(FrameSelector):
     """Keep the budget's rows with the highest score.
 
     Ties are broken by input order (earlier rows first), so the result is
-    deterministic and needs no randomness.
+    deterministic and needs no randomness. A sum budget
+    (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) takes rows
+    from the highest score down and stops before the first row that would
+    make the sum exceed the total (within each class with ``by_label``, the
+    total split by the classes' sums).
 
     Parameters
     ----------
@@ -73,19 +75,11 @@ class TopKSelector(FrameSelector):
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
-        if self.by_label:
-            classes = label_classes(rows, selector=self.name)
-            sizes = classes.sizes
-            k = resolve_budget(budget, int(sizes.sum()), selector=self.name)
-            targets = class_budgets(sizes, k, self.label_allocation)
-        else:
-            classes = None
-            sizes = np.array([rows.count()], dtype=np.int64)
-            k = resolve_budget(budget, int(sizes[0]), selector=self.name)
-            targets = np.array([k])
+        classes = label_classes(rows, selector=self.name) if self.by_label else None
         key = ScoreKey(self.score, self._descending, classes, selector=self.name)
-        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label}
-        marks = CutMarks(key, k_smallest(rows, key, targets, sizes), details, self.by_label)
+        cuts, _, sums = budget_cuts(rows, key, budget, classes, self.label_allocation, self.name)
+        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label, **sums}
+        marks = CutMarks(key, cuts, details, self.by_label)
         low, high, _ = kept_range(rows, marks, self.score)
         if low is not None:
             details["kept_min"], details["kept_max"] = low, high

@@ -21,6 +21,8 @@ from thresher.io.fs import FileEntry, Location, StorageOptions, check_storage_op
 from thresher.keys import json_digest
 
 Budget = int | float
+#: The column a ``budget: {tokens: N}`` sums: the ``token_count`` scorer's default output.
+TOKEN_COLUMN = "token_count"
 
 
 class _Strict(BaseModel):
@@ -119,11 +121,34 @@ class PartitionConfig(_Strict):
     iterations: int = Field(default=20, ge=1)
 
 
+class SumBudgetConfig(_Strict):
+    """A budget on the sum of a column: ``{sum: <column>, total: N}``.
+
+    ``{tokens: N}`` is shorthand for ``{sum: token_count, total: N}`` (the
+    ``token_count`` scorer's column). The column must be produced by a
+    configured scorer or be in the schema; rows whose value is null, NaN,
+    negative or fractional are dropped as ``invalid_score``. Selectors take
+    rows in their own order and stop before the first that would make the
+    sum exceed ``total`` (:class:`thresher.selectors.base.SumBudget`).
+    """
+
+    sum: str = Field(min_length=1)
+    total: int = Field(gt=0)
+
+    def budget(self) -> Any:
+        """The selector-side budget (:class:`~thresher.selectors.base.SumBudget`)."""
+        from thresher.selectors.base import SumBudget
+
+        return SumBudget(self.sum, self.total)
+
+
 class SelectorConfig(_Strict):
     """A selector by registry name, its parameters and the budget it must meet.
 
     ``budget`` is a count (int >= 0) or a fraction (float in (0, 1]) of the
-    rows that reach this step. ``null`` is allowed only for selectors that
+    rows that reach this step, or a sum of a column: ``{tokens: N}`` (the
+    ``token_count`` column) or ``{sum: <column>, total: N}``
+    (:class:`SumBudgetConfig`). ``null`` is allowed only for selectors that
     define their own size, such as ``threshold``. ``embeddings`` names the
     score column holding vectors, for selectors that need them.
     ``partitions`` runs the selector per k-means partition (corpora larger
@@ -133,15 +158,19 @@ class SelectorConfig(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    budget: Budget | None = None
+    budget: Budget | SumBudgetConfig | None = None
     embeddings: str = "embedding"
     partitions: PartitionConfig | None = None
 
-    @field_validator("budget")
+    @field_validator("budget", mode="before")
     @classmethod
-    def _check_budget(cls, value: Budget | None) -> Budget | None:
+    def _check_budget(cls, value: Any) -> Any:
         if value is None:
             return value
+        if isinstance(value, SumBudgetConfig):
+            return value
+        if isinstance(value, dict):
+            return _sum_budget(value)
         if isinstance(value, bool):
             raise ValueError("budget must be a count or a fraction, not a boolean")
         if isinstance(value, int) and value < 0:
@@ -149,6 +178,38 @@ class SelectorConfig(_Strict):
         if isinstance(value, float) and not 0.0 < value <= 1.0:
             raise ValueError(f"a fraction budget must be in (0, 1], got {value}")
         return value
+
+    def selector_budget(self) -> Any:
+        """The budget as selectors take it: an int, a float, a SumBudget or None."""
+        if isinstance(self.budget, SumBudgetConfig):
+            return self.budget.budget()
+        return self.budget
+
+    def budget_json(self) -> Any:
+        """The budget as JSON data: a number, ``{"sum": column, "total": N}`` or None."""
+        if isinstance(self.budget, SumBudgetConfig):
+            return {"sum": self.budget.sum, "total": self.budget.total}
+        return self.budget
+
+
+def _sum_budget(value: dict[str, Any]) -> SumBudgetConfig:
+    """``{tokens: N}`` or ``{sum: column, total: N}`` as a SumBudgetConfig (ValueError when bad)."""
+    keys = set(value)
+    if keys == {"tokens"}:
+        value = {"sum": TOKEN_COLUMN, "total": value["tokens"]}
+    elif keys != {"sum", "total"}:
+        raise ValueError(
+            f"a sum budget is {{tokens: N}} or {{sum: <column>, total: N}}; got keys {sorted(keys)}"
+        )
+    column, total = value["sum"], value["total"]
+    field = "tokens" if keys == {"tokens"} else "total"
+    if not isinstance(column, str) or not column:
+        raise ValueError(f"sum: must name a column, got {column!r}")
+    if isinstance(total, bool) or not isinstance(total, int):
+        raise ValueError(f"{field}: must be a whole number, got {total!r}")
+    if total <= 0:
+        raise ValueError(f"{field}: must be > 0, got {total}")
+    return SumBudgetConfig(sum=column, total=total)
 
 
 class SparkConfig(_Strict):
@@ -305,6 +366,14 @@ class RunConfig(_Strict):
                     f"{where}.budget: {step.name!r} defines its own size; remove budget"
                 )
             needed = list(selector.score_columns())
+            if isinstance(step.budget, SumBudgetConfig):
+                budgeted = step.budget.sum
+                if budgeted not in available:
+                    raise ValueError(
+                        f"{where}.budget.sum: column {budgeted!r} is not produced by any "
+                        f"configured scorer; available: "
+                        f"{sorted(available) or 'none (configure scorers, e.g. token_count)'}"
+                    )
             if selector.requires_embeddings or step.partitions is not None:
                 needed.append(step.embeddings)
             if step.partitions is not None and not isinstance(selector, Partitionable):

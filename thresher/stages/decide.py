@@ -6,7 +6,9 @@ Order of decisions, each recorded as a reason on the rows it drops
 1. ``duplicate_id``: a row whose id appeared earlier in input order;
 2. ``duplicate``: with ``dedup`` configured, a member of a duplicate cluster
    that is not its keeper (detail ``keeper=<id of the kept document>``);
-3. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step reads;
+3. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step
+   reads, or a value a sum budget cannot count (negative, fractional) in
+   its column;
 4. each filter in order (``filter:<name>(<score>)``);
 5. the selector, which meets the budget (``not_selected:<name>(<score>)``).
 
@@ -37,7 +39,7 @@ from thresher.frame import Frame
 from thresher.io import schema as S
 from thresher.profiling import timed
 from thresher.selectors import Selector, make_selector
-from thresher.selectors.base import FrameSelector, Marks, resolve_budget
+from thresher.selectors.base import FrameSelector, Marks, SumBudget, resolve_budget
 from thresher.selectors.vectors import is_vector_type, valid_vectors, vector_matrix
 from thresher.stages.partitioned import KEPT_SCHEMA, PartitionJob, select_partitioned
 
@@ -62,8 +64,24 @@ def step_label(step: SelectorConfig, selector: Selector) -> str:
 
 def describe(step: SelectorConfig) -> str:
     params = ", ".join(f"{k}={v}" for k, v in sorted(step.params.items()))
-    budget = "" if step.budget is None else f"; budget={step.budget}"
+    budget = "" if step.budget is None else f"; budget={budget_text(step)}"
     return f"{step.name}({params}){budget}"
+
+
+def budget_text(step: SelectorConfig) -> str:
+    """A step's budget as people read it: ``0.3``, ``1000`` or ``token_count<=2000000``."""
+    budget = step.budget_json()
+    if isinstance(budget, dict):
+        return f"{budget['sum']}<={budget['total']}"
+    return str(budget)
+
+
+def sum_budget_columns(steps: list[tuple[SelectorConfig, Selector]]) -> list[str]:
+    """Columns the steps' sum budgets count (read by the decisions, checked as counts)."""
+    columns = [
+        step.budget_json()["sum"] for step, _ in steps if isinstance(step.budget_json(), dict)
+    ]
+    return list(dict.fromkeys(columns))
 
 
 def configured_steps(config: RunConfig) -> list[tuple[SelectorConfig, Selector]]:
@@ -167,17 +185,43 @@ class _DropJoined:
 
 
 class _DropInvalid:
-    """Drop active rows whose value in any of ``columns`` is null, NaN or infinite."""
+    """Drop active rows whose value in any of ``columns`` is null, NaN or infinite.
 
-    def __init__(self, columns: list[str]) -> None:
+    Values in ``counts`` (the columns of sum budgets) must also be whole
+    and non-negative: a budget cannot count a negative or fractional size.
+    """
+
+    def __init__(self, columns: list[str], counts: list[str] | None = None) -> None:
         self.columns = columns
+        self.counts = counts or []
 
     def __call__(self, table: pa.Table) -> pa.Table:
         for column in self.columns:
             bad = ~finite_rows(table.column(column))
             if bad.any():
                 table = _drop(table, bad, R.INVALID_SCORE, f"{column} is null, NaN or infinite")
+        for column in self.counts:
+            bad = ~countable_rows(table.column(column))
+            if bad.any():
+                table = _drop(
+                    table,
+                    bad,
+                    R.INVALID_SCORE,
+                    f"{column} is null, NaN, negative or fractional (a budget counts it)",
+                )
         return table
+
+
+def countable_rows(column: pa.ChunkedArray | pa.Array) -> NDArray[np.bool_]:
+    """True where a sum budget can count the value: present, finite, whole and >= 0."""
+    from thresher.selectors.base import valid_counts
+
+    present = np.asarray(pc.is_valid(column), dtype=bool)
+    try:
+        numeric = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.zeros(len(column), dtype=bool)
+    return present & valid_counts(np.where(present, numeric, 0.0))
 
 
 def finite_rows(column: pa.ChunkedArray | pa.Array) -> NDArray[np.bool_]:
@@ -281,7 +325,8 @@ def decide(
         if needs_vectors(step, selector):
             read.append(step.embeddings)
     checked = [c for c in dict.fromkeys(read) if c in schema.names]
-    frame = frame.map_batches(_DropInvalid(checked), schema).cache()
+    counted = [c for c in sum_budget_columns(steps) if c in schema.names]
+    frame = frame.map_batches(_DropInvalid(checked, counted), schema).cache()
     frame.count()  # computed once, so that the start rows can be let go
     start.release()
 
@@ -295,7 +340,9 @@ def decide(
         random_state = np.random.default_rng([config.seed, number])
         with timed("selector"):  # benchmarks only (thresher.profiling); free when off
             if step.partitions is None and isinstance(selector, FrameSelector):
-                marks = selector.select_frame(active, step.budget, random_state=random_state)
+                marks = selector.select_frame(
+                    active, step.selector_budget(), random_state=random_state
+                )
                 chosen = frame.map_batches(
                     _ApplyMarks(marks, reason, describe(step), final), schema
                 )
@@ -317,7 +364,7 @@ def decide(
                 "step": label,
                 "role": "selector" if final else "filter",
                 "params": step.params,
-                "budget": step.budget,
+                "budget": step.budget_json(),
                 "rows_in": int(rows_in),
                 "kept": int(survivors),
                 "details": step_details,
@@ -353,10 +400,11 @@ def _kept_rows(
 ) -> tuple[Frame, dict[str, Any]]:
     """The kept rows of an embedding step: per partition, or gathered on the driver."""
     label = [S.LABEL] if S.LABEL in active.schema.names else []
-    columns = tuple(dict.fromkeys([*selector.score_columns(), *label]))
-    budget = (
-        None if step.budget is None else resolve_budget(step.budget, rows_in, selector=step.name)
-    )
+    budget = step.selector_budget()
+    summed = [budget.column] if isinstance(budget, SumBudget) else []
+    columns = tuple(dict.fromkeys([*selector.score_columns(), *label, *summed]))
+    if budget is not None and not isinstance(budget, SumBudget):
+        budget = resolve_budget(budget, rows_in, selector=step.name)
     if step.partitions is not None:
         job = PartitionJob(
             selector=selector,

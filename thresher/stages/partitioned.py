@@ -16,7 +16,13 @@ sample and one row of statistics per partition, never a row per document:
    driver, which splits the budget across partitions: proportionally to the
    selector's :meth:`~thresher.selectors.partition.Partitionable.allocation_weights`,
    capped at each partition's size, rounded by largest remainder
-   (deterministic; the total is exactly the budget).
+   (deterministic; the total is exactly the budget). A sum budget
+   (:class:`~thresher.selectors.base.SumBudget`, e.g. tokens) is split the
+   same way in its own unit: each partition's weight is the selector's
+   weight times the partition's mean size, capped at the partition's sum
+   (its exact integer total, from an aggregate), and the selector meets its
+   partition's share by its own rule (rows in its order until the next
+   would exceed the share).
 4. **Select.** The selector runs on each partition alone (:meth:`Frame.map_groups`),
    on the partition's rows in input order, with the partition's budget and
    a random generator derived from ``(seed, step, partition)`` only.
@@ -41,6 +47,7 @@ from thresher.frame import Frame
 from thresher.keys import seed_material
 from thresher.selectors import Selector
 from thresher.selectors.allocation import allocate
+from thresher.selectors.base import SumBudget, count_values
 from thresher.selectors.kmeans import fit_kmeans, nearest_centroid, seed_from, squared_distances
 from thresher.selectors.partition import Partitionable
 from thresher.selectors.ranking import PriorityKey, k_smallest
@@ -64,9 +71,9 @@ class PartitionJob:
     ----------
     selector : Selector
         A selector that is :class:`~thresher.selectors.partition.Partitionable`.
-    budget : int or None
-        Rows to keep in total (already resolved against the step's rows);
-        None for selectors that define their own size.
+    budget : int, SumBudget or None
+        Rows to keep in total (already resolved against the step's rows),
+        or a sum budget; None for selectors that define their own size.
     clusters, sample, iterations : int
         Partitions, rows sampled to fit them, k-means iterations.
     seed, step : int
@@ -78,7 +85,7 @@ class PartitionJob:
     """
 
     selector: Selector
-    budget: int | None
+    budget: int | SumBudget | None
     clusters: int
     sample: int
     iterations: int
@@ -179,6 +186,26 @@ class _PartitionStats:
         return out
 
 
+class _PartitionSums:
+    """Sum of a budget's column per partition (exact: whole numbers in int64)."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def __call__(self, table: pa.Table) -> dict[int, int]:
+        labels = table.column(PARTITION).to_numpy()
+        sizes = count_values(table, self.column)
+        return {int(p): int(sizes[labels == p].sum()) for p in np.unique(labels).tolist()}
+
+
+def _merge_sums(parts: list[dict[int, int]]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for part in parts:
+        for p, total in part.items():
+            merged[p] = merged.get(p, 0) + total
+    return merged
+
+
 def _merge_stats(
     parts: list[dict[int, tuple[int, dict[int, int]]]],
 ) -> dict[int, tuple[int, dict[int, int]]]:
@@ -210,11 +237,17 @@ class _SelectGroups:
 
 
 def select_partition(
-    job: PartitionJob, partition: int, rows: pa.Table, budget: int | None
+    job: PartitionJob, partition: int, rows: pa.Table, budget: int | SumBudget | None
 ) -> pa.Table:
-    """The selector on one partition's rows (in input order): kept order keys, weights, groups."""
+    """The selector on one partition's rows (in input order): kept order keys, weights, groups.
+
+    ``budget`` is the partition's share: rows, or the total of the job's
+    sum budget (an int, wrapped here) when the job has one.
+    """
     if budget == 0 or rows.num_rows == 0:
         return KEPT_SCHEMA.empty_table()
+    if isinstance(job.budget, SumBudget) and budget is not None:
+        budget = SumBudget(job.budget.column, int(budget))
     matrix = vector_matrix(rows.column(job.embeddings), job.embeddings)
     names = list(dict.fromkeys([*job.columns, "id", ORDER]))
     chosen = job.selector.select(
@@ -279,7 +312,16 @@ def select_partitioned(rows: Frame, job: PartitionJob, n_rows: int) -> tuple[Fra
         if int(sizes.sum()) != n_rows:
             raise RuntimeError(f"partitioned selection saw {int(sizes.sum())} of {n_rows} rows")
         budgets = None
-        if job.budget is not None:
+        if isinstance(job.budget, SumBudget):
+            totals = assigned.aggregate(_PartitionSums(job.budget.column), _merge_sums)
+            sums = np.array([totals.get(p, 0) for p in partitions.tolist()], dtype=np.int64)
+            mean = np.divide(sums, sizes, out=np.zeros(sizes.size), where=sizes > 0)
+            weights = job.selector.allocation_weights(sizes, costs) * mean
+            shares = allocate(min(job.budget.total, int(sums.sum())), weights, sums)
+            budgets = dict(zip(partitions.tolist(), shares.tolist(), strict=True))
+            details["requested_sum"] = int(job.budget.total)
+            details["budget_sum"] = job.budget.column
+        elif job.budget is not None:
             weights = job.selector.allocation_weights(sizes, costs)
             budgets = dict(
                 zip(partitions.tolist(), allocate(job.budget, weights, sizes).tolist(), strict=True)
@@ -289,6 +331,7 @@ def select_partitioned(rows: Frame, job: PartitionJob, n_rows: int) -> tuple[Fra
     finally:
         assigned.release()
     details = {
+        **{k: v for k, v in details.items() if k in ("requested_sum", "budget_sum")},
         "partitions": int(partitions.size),
         "partition_sample": int(sample.num_rows),
         "clusters": [

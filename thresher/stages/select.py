@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from thresher.config import RunConfig
+from thresher.config import TOKEN_COLUMN, RunConfig
 from thresher.frame import Frame
 from thresher.io import schema as S
 from thresher.io.files import read_json_or, read_schema, write_json_atomic, write_parquet_atomic
@@ -32,7 +32,13 @@ from thresher.keys import id_priority, order_key
 from thresher.run_dir import RunDir, shard_file
 from thresher.selectors import make_selector
 from thresher.selectors.vectors import is_vector_type
-from thresher.stages.decide import _DETAIL, configured_steps, decide, needs_vectors
+from thresher.stages.decide import (
+    _DETAIL,
+    configured_steps,
+    decide,
+    needs_vectors,
+    sum_budget_columns,
+)
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
@@ -62,6 +68,7 @@ class AddOrder:
 def selection_columns(config: RunConfig, available: pa.Schema) -> list[str]:
     """Score columns the decisions read: ids, positions, label, the steps' scores and vectors."""
     wanted = [S.ID, S.SHARD, S.ROW, S.LABEL]
+    wanted += [TOKEN_COLUMN, *sum_budget_columns(configured_steps(config))]
     for step, selector in configured_steps(config):
         wanted += selector.score_columns()
         if needs_vectors(step, selector):
@@ -117,9 +124,12 @@ def duplicate_rows(engine: Engine, run: RunDir, ranks: NDArray[np.int64]) -> Fra
 class _WriteShards:
     """Write each shard's decisions (a ``map_groups`` function); return one summary row per shard."""
 
-    def __init__(self, version: Version, examples_seed: int) -> None:
+    def __init__(
+        self, version: Version, examples_seed: int, summed: list[str] | None = None
+    ) -> None:
         self.version = version
         self.seed = examples_seed
+        self.summed = summed or []
 
     def __call__(self, table: pa.Table) -> pa.Table:
         summaries = []
@@ -145,7 +155,11 @@ class _WriteShards:
             write_parquet_atomic(
                 dropped.cast(S.DROPPED_SCHEMA), self.version.dropped / shard_file(shard)
             )
-            summaries.append(self._summary(int(shard), selection, keep))
+            summary = self._summary(int(shard), selection, keep)
+            summary["sums"] = json.dumps(
+                {c: column_sums(rows.column(c), keep) for c in self.summed}
+            )
+            summaries.append(summary)
         if not summaries:
             return _SUMMARY_SCHEMA.empty_table()
         return pa.Table.from_pylist(summaries, schema=_SUMMARY_SCHEMA)
@@ -177,12 +191,37 @@ class _WriteShards:
         }
 
 
+def column_sums(column: pa.ChunkedArray, keep: NDArray[np.bool_]) -> list[float]:
+    """``[sum over kept rows, sum over all rows]`` of a size column (nulls and NaN count 0)."""
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    values = np.where(np.isfinite(values), values, 0.0)
+    return [math.fsum(values[keep].tolist()), math.fsum(values.tolist())]
+
+
+def merge_sums(table: pa.Table) -> dict[str, dict[str, int | float]]:
+    """Per summed column: ``kept`` and ``ingested`` totals over the shards' summaries."""
+    totals: dict[str, list[list[float]]] = {}
+    for text in table.column("sums").to_pylist():
+        for column, pair in json.loads(text).items():
+            totals.setdefault(column, []).append(pair)
+    out: dict[str, dict[str, int | float]] = {}
+    for column, pairs in sorted(totals.items()):
+        kept, ingested = math.fsum(p[0] for p in pairs), math.fsum(p[1] for p in pairs)
+        out[column] = {"kept": _whole(kept), "ingested": _whole(ingested)}
+    return out
+
+
+def _whole(value: float) -> int | float:
+    return int(value) if value == math.floor(value) else value
+
+
 _SUMMARY_SCHEMA = pa.schema(
     [
         pa.field("shard", pa.int64()),
         pa.field("rows", pa.int64()),
         pa.field("counts", pa.string()),
         pa.field("examples", pa.string()),
+        pa.field("sums", pa.string()),
     ]
 )
 
@@ -347,8 +386,15 @@ def select_to_run(
         decided, steps = decide(rows, config, engine, names, duplicates)
         try:
             histograms = score_histograms(decided, numeric_columns(decided.schema))
+            summed = [
+                c
+                for c in dict.fromkeys(
+                    [TOKEN_COLUMN, *sum_budget_columns(configured_steps(config))]
+                )
+                if c in decided.schema.names
+            ]
             written = decided.map_groups(
-                [S.SHARD], _WriteShards(version, config.seed), _SUMMARY_SCHEMA
+                [S.SHARD], _WriteShards(version, config.seed, summed), _SUMMARY_SCHEMA
             ).to_table(max_rows=max(len(indices), 1))
         finally:
             decided.release()
@@ -366,6 +412,8 @@ def select_to_run(
         "dropped": sum(dropped.values()),
         "dropped_by_reason": dropped,
         "weighted": weighted,
+        "budget": config.selector.budget_json(),
+        "sums": merge_sums(written),
         "steps": steps,
     }
     write_json_atomic(steps, version.steps)

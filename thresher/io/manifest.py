@@ -2,7 +2,10 @@
 
 It records the configuration and its hash, each input file's fingerprint,
 package versions, the seed, time per stage, and counts per stage and reason
-that must reconcile: ``input = kept + dropped + quarantined``. ``input``
+that must reconcile: ``input = kept + dropped + quarantined``. With a
+``token_count`` column (or a sum budget on another column), ``counts.tokens``
+gives the kept and ingested sums and the requested total, read from the
+sums the selection stage's executors wrote (``stats.json``), never from rows. ``input``
 counts the records read; a damaged file skipped under
 ``input.on_unreadable: skip`` is listed in ``skipped_inputs`` with its error
 and the records read before the damage (which count in ``input``).
@@ -16,7 +19,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from thresher.config import RunConfig
+from thresher.config import TOKEN_COLUMN, RunConfig
 
 _PACKAGES = (
     "thresher",
@@ -53,7 +56,9 @@ def build_counts(
     n_input = sum(s["rows_in"] for s in shards)
     n_quarantined = sum(quarantined.values())
     kept, dropped = selection["kept"], selection["dropped"]
+    tokens = token_counts(selection)
     return {
+        **({"tokens": tokens} if tokens is not None else {}),
         "input": n_input,
         "quarantined": {"total": n_quarantined, "by_reason": dict(sorted(quarantined.items()))},
         "ingested": selection["ingested"],
@@ -62,6 +67,26 @@ def build_counts(
         "written": written,
         "reconciles": n_input == kept + dropped + n_quarantined and written == kept,
         "skipped_inputs": sum(1 for s in shards if s.get("unreadable")),
+    }
+
+
+def token_counts(selection: dict[str, Any]) -> dict[str, Any] | None:
+    """Kept and ingested sums of the budget's column (else ``token_count``), and the request.
+
+    ``{"column", "kept", "ingested", "requested"}`` (``requested`` None for a
+    row budget), from the selection summary's per-shard sums; None when the
+    run has no such column.
+    """
+    budget = selection.get("budget")
+    column = budget["sum"] if isinstance(budget, dict) else TOKEN_COLUMN
+    sums = (selection.get("sums") or {}).get(column)
+    if sums is None:
+        return None
+    return {
+        "column": column,
+        "kept": sums["kept"],
+        "ingested": sums["ingested"],
+        "requested": budget["total"] if isinstance(budget, dict) else None,
     }
 
 

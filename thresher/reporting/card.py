@@ -102,10 +102,17 @@ def _dedup(config: dict[str, Any], counts: dict[str, Any]) -> str:
     return " ".join(lines)
 
 
+def budget_label(budget: Any) -> str:
+    """A step's budget for people: ``0.3``, ``1000`` or ``token_count <= 2,000,000``."""
+    if isinstance(budget, dict):
+        return f"{budget['sum']} <= {int(budget['total']):,}"
+    return str(budget)
+
+
 def _steps(manifest: dict[str, Any]) -> str:
     lines = []
     for number, step in enumerate(manifest["selection_steps"], start=1):
-        budget = f", budget {step['budget']}" if step["budget"] is not None else ""
+        budget = f", budget {budget_label(step['budget'])}" if step["budget"] is not None else ""
         lines.append(
             f"{number}. **{step['role']}** `{step['step']}`{_params(step.get('params') or {})}"
             f"{budget}: {step['rows_in']:,} rows in, {step['kept']:,} kept"
@@ -231,6 +238,11 @@ def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None, root:
         *[(f"dropped: `{r}`", n) for r, n in counts["dropped"]["by_reason"].items()],
         *[(f"quarantined: `{r}`", n) for r, n in counts["quarantined"]["by_reason"].items()],
     ]
+    tokens = counts.get("tokens")
+    if tokens:
+        rows.insert(4, (f"kept `{tokens['column']}` (sum)", tokens["kept"]))
+        if tokens.get("requested") is not None:
+            rows.insert(5, (f"requested `{tokens['column']}` (budget)", tokens["requested"]))
     balance = (
         f"{counts['input']:,} = {counts['kept']:,} + {counts['dropped']['total']:,} + "
         f"{counts['quarantined']['total']:,}"

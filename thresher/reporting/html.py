@@ -17,6 +17,7 @@ from jinja2 import Environment
 from thresher.io.files import write_text_atomic
 from thresher.io.fs import Location
 from thresher.reporting import plots
+from thresher.reporting.card import budget_label
 from thresher.reporting.data import ReportData, gather
 from thresher.reporting.template import STYLE, TEMPLATE
 from thresher.run_dir import RunDir
@@ -114,6 +115,12 @@ def _cards(data: ReportData) -> list[dict[str, Any]]:
             {"value": dropped, "label": "dropped (duplicates, filters, selector)", "kind": "drop"},
             {"value": data.kept, "label": f"selected ({share:.1%} of input)", "kind": "kept"},
         ]
+    tokens = ((data.manifest or {}).get("counts") or {}).get("tokens")
+    if tokens:
+        column = tokens["column"]
+        cards.append({"value": tokens["kept"], "label": f"kept {column} (sum)", "kind": "kept"})
+        if tokens.get("requested") is not None:
+            cards.append({"value": tokens["requested"], "label": f"requested {column}", "kind": ""})
     return cards
 
 
@@ -181,7 +188,7 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
         "role": step.get("role", ""),
         "step": label,
         "params": json.dumps(step.get("params") or {}, sort_keys=True, default=str),
-        "budget": "" if step.get("budget") is None else step["budget"],
+        "budget": "" if step.get("budget") is None else budget_label(step["budget"]),
         "rows_in": step.get("rows_in", ""),
         "kept": step.get("kept", ""),
         "plots": [],

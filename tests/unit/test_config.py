@@ -126,3 +126,101 @@ def test_scorer_file_parameters_resolve_against_the_config_file(tmp_path: Path) 
     ]
     # the recorded configuration keeps what the user wrote
     assert config.config_dict()["scorers"][0]["params"]["positive_files"][0] == "clean.txt"
+
+
+TOKENS = [{"name": "token_count"}, {"name": "word_count"}]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {
+                "selector": {
+                    "name": "topk",
+                    "params": {"score": "word_count"},
+                    "budget": {"tokens": 0},
+                }
+            },
+            "selector.budget: tokens: must be > 0",
+        ),
+        (
+            {"selector": {"name": "random", "budget": {"sum": "word_count", "total": -5}}},
+            "selector.budget: total: must be > 0",
+        ),
+        (
+            {"selector": {"name": "random", "budget": {"tokens": 2.5}}},
+            "selector.budget: tokens: must be a whole number",
+        ),
+        (
+            {"selector": {"name": "random", "budget": {"sum": "word_count"}}},
+            "selector.budget: a sum budget is {tokens: N} or {sum: <column>, total: N}",
+        ),
+        (
+            {"selector": {"name": "random", "budget": {"tokens": 5, "total": 5}}},
+            "selector.budget: a sum budget is",
+        ),
+        (
+            {"selector": {"name": "random", "budget": {"sum": "bytes", "total": 5}}},
+            "selector.budget.sum: column 'bytes' is not produced by any configured scorer",
+        ),
+        (
+            {
+                "filters": [
+                    {
+                        "name": "threshold",
+                        "params": {"score": "word_count", "min": 1},
+                        "budget": {"tokens": 9},
+                    }
+                ]
+            },
+            "filters[0].budget: 'threshold' defines its own size; remove budget",
+        ),
+    ],
+)
+def test_bad_sum_budget_names_the_field(tmp_path: Path, change: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({**BASE, "scorers": TOKENS, **change}, base_dir=tmp_path)
+    assert expected in str(error.value)
+
+
+def test_a_token_budget_needs_a_token_count_column(tmp_path: Path) -> None:
+    change = {
+        "scorers": [{"name": "word_count"}],
+        "selector": {"name": "random", "budget": {"tokens": 9}},
+    }
+    with pytest.raises(ConfigError, match=r"selector\.budget\.sum: column 'token_count'"):
+        parse_config({**BASE, **change}, base_dir=tmp_path)
+
+
+def test_sum_budgets_parse_to_one_form_and_round_trip(tmp_path: Path) -> None:
+    from thresher.selectors.base import SumBudget
+
+    tokens = parse_config(
+        {
+            **BASE,
+            "scorers": TOKENS,
+            "selector": {"name": "random", "budget": {"tokens": 2_000_000_000}},
+        },
+        base_dir=tmp_path,
+    )
+    assert tokens.selector.selector_budget() == SumBudget("token_count", 2_000_000_000)
+    assert tokens.selector.budget_json() == {"sum": "token_count", "total": 2_000_000_000}
+    summed = parse_config(
+        {
+            **BASE,
+            "scorers": TOKENS,
+            "selector": {
+                "name": "random",
+                "budget": {"sum": "token_count", "total": 2_000_000_000},
+            },
+        },
+        base_dir=tmp_path,
+    )
+    assert summed.config_hash() == tokens.config_hash()  # the shorthand is the same budget
+    again = parse_config(tokens.config_dict(), base_dir=tmp_path)
+    assert again.selector.selector_budget() == tokens.selector.selector_budget()
+    counted = parse_config(
+        {**BASE, "selector": {"name": "random", "budget": 30}}, base_dir=tmp_path
+    )
+    assert counted.selector.selector_budget() == 30 and counted.selector.budget_json() == 30

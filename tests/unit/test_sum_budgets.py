@@ -1,0 +1,294 @@
+"""Sum budgets (tokens): every budgeted selector stops before the first row that would exceed.
+
+The rule under test (:class:`thresher.selectors.base.SumBudget`): rows are
+taken in the selector's own order, and the selection stops before the
+first row that would make the running sum exceed the total. Two facts
+pin it down without re-implementing any selector:
+
+* a selector's row budget ``k`` keeps the first ``k`` rows of its order
+  (the conformance suite holds it to that), so the sum selection of ``m``
+  rows must equal the row selection of ``m`` rows (it is a prefix), and
+  the row selection of ``m + 1`` rows must be over the total (the next row
+  does not fit);
+* with classes (``by_label``) or strata (``ccs``), the same holds within
+  each group against the group's share of the total.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from thresher.frame import TableFrame
+from thresher.keys import id_priority
+from thresher.selectors import make_selector
+from thresher.selectors.allocation import class_sum_budgets
+from thresher.selectors.base import (
+    SumBudget,
+    count_values,
+    fitting_prefix,
+    hash_seed,
+    sum_limit,
+    with_row_keys,
+)
+from thresher.selectors.labels import table_classes
+from thresher.selectors.ranking import PriorityKey, fitting_counts, group_sums
+
+TOKENS = "token_count"
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def corpus(sizes: list[int], scores: list[float], labels: list[int]) -> pa.Table:
+    n = len(sizes)
+    return pa.table(
+        {
+            "id": [f"doc-{i}" for i in range(n)],
+            "thresher_order": pa.array(np.arange(n, dtype=np.int64)),
+            "score": pa.array(scores[:n], pa.float64()),
+            "label": pa.array([str(x) for x in labels[:n]]),
+            TOKENS: pa.array(sizes, pa.int64()),
+        }
+    )
+
+
+@st.composite
+def tables(draw: Any, min_rows: int = 1, max_rows: int = 40) -> tuple[pa.Table, int]:
+    n = draw(st.integers(min_rows, max_rows))
+    sizes = draw(st.lists(st.integers(0, 30), min_size=n, max_size=n))
+    # few distinct scores: ties are where rank orders go wrong
+    scores = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0]), min_size=n, max_size=n))
+    labels = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    total = draw(st.integers(1, max(1, sum(sizes) + 5)))
+    return corpus(sizes, scores, labels), total
+
+
+def kept_rows(name: str, params: dict[str, Any], table: pa.Table, budget: Any, **kw: Any) -> Any:
+    return make_selector(name, params).select(table, kw.get("embeddings"), budget, random_state=7)
+
+
+def assert_prefix_rule(
+    name: str, params: dict[str, Any], table: pa.Table, total: int, embeddings: Any = None
+) -> None:
+    """The sum selection is the row selection of as many rows, and one row more would not fit."""
+    sizes = table.column(TOKENS).to_numpy()
+    chosen = kept_rows(name, params, table, SumBudget(TOKENS, total), embeddings=embeddings)
+    m = len(chosen)
+    assert int(sizes[chosen.indices].sum()) <= total  # never over
+    prefix = kept_rows(name, params, table, m, embeddings=embeddings)
+    assert chosen.indices.tolist() == prefix.indices.tolist()  # in the selector's order
+    if m < table.num_rows:  # the next row in that order would exceed the total
+        longer = kept_rows(name, params, table, m + 1, embeddings=embeddings)
+        assert int(sizes[longer.indices].sum()) > total
+
+
+RANK_ORDER = [
+    ("topk", {"score": "score"}),
+    ("bottomk", {"score": "score"}),
+    ("random", {}),
+    ("dsir", {"score": "score"}),
+    ("quantile_band", {"score": "score", "band": "low"}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), RANK_ORDER, ids=[c[0] for c in RANK_ORDER])
+@PROPERTY
+@given(case=tables())
+def test_rank_order_selectors_stop_before_the_first_row_that_would_exceed(
+    name: str, params: dict[str, Any], case: tuple[pa.Table, int]
+) -> None:
+    table, total = case
+    assert_prefix_rule(name, params, table, total)
+
+
+def _band_order(table: pa.Table, band: str) -> np.ndarray:
+    score = table.column("score").to_numpy()
+    order = table.column("thresher_order").to_numpy()
+    if band == "high":
+        return np.lexsort((order, -score))
+    return np.lexsort((order, score))
+
+
+@pytest.mark.parametrize("band", ["medium", "high"])
+@PROPERTY
+@given(case=tables())
+def test_quantile_bands_take_rows_in_band_order(band: str, case: tuple[pa.Table, int]) -> None:
+    """``high`` from the top down; ``medium`` from past the rows fitting in half the excess."""
+    table, total = case
+    sizes = table.column(TOKENS).to_numpy()
+    ranked = _band_order(table, band)
+    start = 0
+    total_sum = int(sizes.sum())
+    if band == "medium" and total < total_sum:  # rows past those fitting in half the excess
+        half = (total_sum - total) // 2
+        start = int(np.searchsorted(np.cumsum(sizes[ranked]), half, side="right"))
+    expected = fitting_prefix(ranked[start:], sizes, SumBudget(TOKENS, total))
+    chosen = kept_rows(
+        "quantile_band", {"score": "score", "band": band}, table, SumBudget(TOKENS, total)
+    )
+    assert sorted(chosen.indices.tolist()) == sorted(expected.tolist())
+    assert int(sizes[chosen.indices].sum()) <= total
+    rest = ranked[start + expected.size :]
+    if rest.size:
+        assert int(sizes[expected].sum()) + int(sizes[rest[0]]) > total
+
+
+BY_LABEL = [
+    ("topk", {"score": "score", "by_label": True}),
+    ("random", {"by_label": True, "label_allocation": "equal"}),
+    ("dsir", {"score": "score", "by_label": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), BY_LABEL, ids=[c[0] for c in BY_LABEL])
+@PROPERTY
+@given(case=tables())
+def test_by_label_splits_the_total_by_class_sums_and_stops_in_each_class(
+    name: str, params: dict[str, Any], case: tuple[pa.Table, int]
+) -> None:
+    table, total = case
+    sizes = table.column(TOKENS).to_numpy()
+    codes, n_classes = table_classes(table)
+    sums = np.bincount(codes, weights=sizes, minlength=n_classes).astype(np.int64)
+    mode = params.get("label_allocation", "proportional")
+    shares = class_sum_budgets(sums, total, mode)
+    chosen = kept_rows(name, params, table, SumBudget(TOKENS, total))
+    assert int(sizes[chosen.indices].sum()) <= total
+    flat = {**params, "by_label": False}
+    for c in range(n_classes):
+        rows = np.flatnonzero(codes == c)
+        mine = np.intersect1d(chosen.indices, rows)
+        assert int(sizes[mine].sum()) <= shares[c]
+        # within the class, the rows are the class's own selection of as many rows...
+        sub = table.take(pa.array(rows))
+        alone = kept_rows(name, flat, sub, int(mine.size))
+        assert rows[alone.indices].tolist() == mine.tolist()
+        # ...and one more would exceed the class's share
+        if mine.size < rows.size:
+            more = kept_rows(name, flat, sub, int(mine.size) + 1)
+            assert int(sizes[rows[more.indices]].sum()) > shares[c]
+
+
+@PROPERTY
+@given(case=tables(min_rows=2, max_rows=60))
+def test_ccs_strata_take_rows_in_hash_order_within_their_share(case: tuple[pa.Table, int]) -> None:
+    table, total = case
+    sizes = table.column(TOKENS).to_numpy()
+    selector = make_selector("ccs", {"score": "score", "n_strata": 3})
+    chosen = selector.select(table, None, SumBudget(TOKENS, total), random_state=7)
+    assert int(sizes[chosen.indices].sum()) <= total
+    assert chosen.details["kept_sum"] == int(sizes[chosen.indices].sum())
+    seed = hash_seed(7)  # what random_state=7 gives the stratum sampling
+    priority = id_priority(table.column("id"), seed)
+    kept = np.zeros(table.num_rows, bool)
+    kept[chosen.indices] = True
+    strata = {int(g) for g in chosen.groups}
+    stratum_of_kept = dict(zip(chosen.indices.tolist(), chosen.groups.tolist(), strict=True))
+    for stratum in strata:
+        mine = [i for i, g in stratum_of_kept.items() if g == stratum]
+        # kept rows of a stratum precede (in hash order) the stratum's unkept rows: a prefix
+        lowest_kept = max(int(priority[i]) for i in mine)
+        edges = chosen.details["strata"][stratum]
+        values = table.column("score").to_numpy()
+        same = (values >= edges["low"]) & (values < edges["high"])
+        unkept = np.flatnonzero(same & ~kept)
+        assert all(int(priority[j]) > lowest_kept for j in unkept)
+
+
+def test_fitting_counts_resolves_cuts_through_ties_and_zero_sizes() -> None:
+    """Known answer: hash order over equal sizes and zero sizes; zero-size rows after the stop stay out."""
+    n = 50
+    sizes = np.tile([0, 5, 0, 5, 7], n // 5)
+    table = with_row_keys(corpus(sizes.tolist(), [0.0] * n, [0] * n).drop_columns(["id"]))
+    key = PriorityKey(123)
+    rows, sums = group_sums(TableFrame.of(table), key, TOKENS, 1)
+    priority = key(table)[1]
+    order = np.lexsort((np.arange(n), priority))
+    for total in [1, 4, 5, 6, 17, 60, int(sizes.sum()) - 1, int(sizes.sum())]:
+        counts, kept = fitting_counts(
+            TableFrame.of(table), key, TOKENS, np.array([total]), rows, sums
+        )
+        expected = fitting_prefix(order, sizes, SumBudget(TOKENS, total))
+        assert counts[0] == expected.size
+        assert kept[0] == int(sizes[expected].sum())
+
+
+EMBEDDING_SELECTORS = [
+    ("dpp", {"score": "score", "device": "cpu"}),
+    ("d2", {"score": "score", "n_neighbors": 3}),
+    ("semdedup_rank", {"n_clusters": 3}),
+    ("prototypes", {"n_clusters": 3}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), EMBEDDING_SELECTORS, ids=[c[0] for c in EMBEDDING_SELECTORS]
+)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=tables(min_rows=6, max_rows=30), seed=st.integers(0, 3))
+def test_greedy_selectors_stop_before_the_first_row_that_would_exceed(
+    name: str, params: dict[str, Any], case: tuple[pa.Table, int], seed: int
+) -> None:
+    table, total = case
+    embeddings = np.random.default_rng(seed).normal(size=(table.num_rows, 4)).astype(np.float32)
+    assert_prefix_rule(name, params, table, total, embeddings=embeddings)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=tables(min_rows=6, max_rows=30))
+def test_sensitivity_sampling_takes_a_prefix_of_one_sampling_order(
+    case: tuple[pa.Table, int],
+) -> None:
+    """Never over; larger totals extend the same order (nested); the full sum keeps every row."""
+    table, total = case
+    sizes = table.column(TOKENS).to_numpy()
+    embeddings = np.random.default_rng(0).normal(size=(table.num_rows, 4)).astype(np.float32)
+    selector = make_selector("kmeans_sensitivity", {"n_clusters": 2})
+    smaller = selector.select(table, embeddings, SumBudget(TOKENS, total), random_state=5)
+    larger = selector.select(table, embeddings, SumBudget(TOKENS, total + 9), random_state=5)
+    assert int(sizes[smaller.indices].sum()) <= total
+    assert set(smaller.indices.tolist()) <= set(larger.indices.tolist())
+    assert np.all(smaller.weights >= 1.0)
+    everything = selector.select(
+        table, embeddings, SumBudget(TOKENS, int(sizes.sum()) + 1), random_state=5
+    )
+    assert len(everything) == table.num_rows
+
+
+def test_sum_limit_bounds_any_prefix_that_fits() -> None:
+    table = corpus([5, 1, 9, 1, 3], [0.0] * 5, [0] * 5)
+    assert sum_limit(SumBudget(TOKENS, 5), table)[0] == 3  # 1 + 1 + 3
+    assert sum_limit(SumBudget(TOKENS, 4), table)[0] == 2
+    assert sum_limit(3, table) == (3, None)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1, None, 2], [1.0, float("nan"), 2.0], [1, -1, 2], [1.0, 2.5, 2.0], [1.0, float("inf"), 1.0]],
+)
+def test_sizes_a_budget_cannot_count_are_refused_by_name(values: list[Any]) -> None:
+    table = pa.table({TOKENS: values, "score": [0.0, 1.0, 2.0]})
+    with pytest.raises(ValueError, match="budget column 'token_count'"):
+        count_values(table, TOKENS, selector="topk")
+    with pytest.raises(ValueError, match="token_count"):
+        make_selector("topk", {"score": "score"}).select(table, None, SumBudget(TOKENS, 3))
+
+
+@pytest.mark.parametrize(
+    ("column", "total", "message"),
+    [("", 5, "column name"), (TOKENS, 0, "> 0"), (TOKENS, -3, "> 0"), (TOKENS, 2.5, "an int")],
+)
+def test_a_sum_budget_checks_itself(column: str, total: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SumBudget(column, total)
+
+
+def test_class_sum_budgets_proportional_and_equal() -> None:
+    sums = np.array([600, 300, 100])
+    assert class_sum_budgets(sums, 500, "proportional").tolist() == [300, 150, 50]
+    assert class_sum_budgets(sums, 600, "equal").tolist() == [250, 250, 100]
+    assert class_sum_budgets(sums, 5000, "equal").tolist() == [600, 300, 100]

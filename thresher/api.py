@@ -82,7 +82,7 @@ def score(
 def select(
     target: ConfigLike,
     *,
-    budget: int | float | None = None,
+    budget: int | float | dict[str, Any] | None = None,
     selector: str | None = None,
     params: dict[str, Any] | None = None,
     engine: EngineKind | None = None,
@@ -98,8 +98,9 @@ def select(
     target : run directory, config file, RunConfig or mapping
         A run directory uses the configuration recorded there by its last
         run; a configuration must match the run's input and scorers.
-    budget : int or float, optional
-        New budget of the selector (a count or a fraction).
+    budget : int, float or dict, optional
+        New budget of the selector: a count, a fraction, or a sum budget
+        (``{"tokens": N}`` or ``{"sum": column, "total": N}``).
     selector, params : optional
         A different selector (registry name) and its parameters; the
         budget is kept unless ``budget`` is given.
@@ -181,7 +182,7 @@ def resolve(config: ConfigLike, **overrides: Any) -> RunConfig:
 def with_selector(
     config: RunConfig,
     *,
-    budget: int | float | None = None,
+    budget: int | float | dict[str, Any] | None = None,
     selector: str | None = None,
     params: dict[str, Any] | None = None,
 ) -> RunConfig:

@@ -201,15 +201,26 @@ def score(
     )
 
 
-def _budget(text: str | None) -> int | float | None:
+def _budget(text: str | None) -> int | float | dict[str, Any] | None:
+    """``--budget``: a count, a fraction, ``tokens=N`` or ``COLUMN=N`` (a sum budget)."""
     if text is None:
         return None
+    message = (
+        "--budget must be a count (e.g. 1000), a fraction (e.g. 0.3), tokens=N or "
+        f"COLUMN=N (a sum of that column), got {text!r}"
+    )
+    if "=" in text:
+        column, _, total = text.partition("=")
+        try:
+            value = int(total.replace("_", ""))
+        except ValueError:
+            raise ConfigError(message) from None
+        column = column.strip()
+        return {"tokens": value} if column == "tokens" else {"sum": column, "total": value}
     try:
         return float(text) if any(c in text for c in ".eE") else int(text)
     except ValueError:
-        raise ConfigError(
-            f"--budget must be a count (e.g. 1000) or a fraction (e.g. 0.3), got {text!r}"
-        ) from None
+        raise ConfigError(message) from None
 
 
 def _params(pairs: list[str]) -> dict[str, Any] | None:
@@ -240,7 +251,7 @@ def select(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="New budget: a count (1000) or a fraction (0.3).",
+            help="New budget: a count (1000), a fraction (0.3), tokens=N or COLUMN=N.",
             show_default=False,
             metavar="B",
         ),

@@ -37,7 +37,7 @@ from thresher.selectors.base import (
     with_row_keys,
 )
 from thresher.selectors.labels import table_classes
-from thresher.selectors.ranking import PriorityKey, fitting_counts, group_sums
+from thresher.selectors.ranking import PriorityKey, ScoreKey, group_sums, sum_cuts
 
 TOKENS = "token_count"
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -199,22 +199,26 @@ def test_ccs_strata_take_rows_in_hash_order_within_their_share(case: tuple[pa.Ta
         assert all(int(priority[j]) > lowest_kept for j in unkept)
 
 
-def test_fitting_counts_resolves_cuts_through_ties_and_zero_sizes() -> None:
-    """Known answer: hash order over equal sizes and zero sizes; zero-size rows after the stop stay out."""
+@pytest.mark.parametrize("ranked_by", ["priority", "tied score"])
+def test_sum_cuts_keep_the_prefix_through_ties_and_zero_sizes(ranked_by: str) -> None:
+    """Known answer: zero-size rows after the stop stay out; ties resolve in the secondary key."""
     n = 50
     sizes = np.tile([0, 5, 0, 5, 7], n // 5)
-    table = with_row_keys(corpus(sizes.tolist(), [0.0] * n, [0] * n).drop_columns(["id"]))
-    key = PriorityKey(123)
+    table = with_row_keys(corpus(sizes.tolist(), [1.0] * n, [0] * n).drop_columns(["id"]))
+    # one score for all: the cut lies in the input-order bits (past the first 64)
+    key = PriorityKey(123) if ranked_by == "priority" else ScoreKey("score", True)
     rows, sums = group_sums(TableFrame.of(table), key, TOKENS, 1)
-    priority = key(table)[1]
-    order = np.lexsort((np.arange(n), priority))
+    _, primary, secondary = key(table)
+    order = np.lexsort((secondary, primary))
     for total in [1, 4, 5, 6, 17, 60, int(sizes.sum()) - 1, int(sizes.sum())]:
-        counts, kept = fitting_counts(
+        cuts, counts, kept = sum_cuts(
             TableFrame.of(table), key, TOKENS, np.array([total]), rows, sums
         )
         expected = fitting_prefix(order, sizes, SumBudget(TOKENS, total))
         assert counts[0] == expected.size
         assert kept[0] == int(sizes[expected].sum())
+        chosen = np.flatnonzero(cuts.keep(*key(table)))
+        assert chosen.tolist() == sorted(expected.tolist())
 
 
 EMBEDDING_SELECTORS = [
@@ -292,3 +296,14 @@ def test_class_sum_budgets_proportional_and_equal() -> None:
     assert class_sum_budgets(sums, 500, "proportional").tolist() == [300, 150, 50]
     assert class_sum_budgets(sums, 600, "equal").tolist() == [250, 250, 100]
     assert class_sum_budgets(sums, 5000, "equal").tolist() == [600, 300, 100]
+
+
+def test_the_command_line_budget_takes_sum_budgets() -> None:
+    from thresher.cli import _budget
+    from thresher.errors import ConfigError
+
+    assert _budget("tokens=2_000_000_000") == {"tokens": 2_000_000_000}
+    assert _budget("bytes=500") == {"sum": "bytes", "total": 500}
+    assert _budget("0.3") == 0.3 and _budget("1000") == 1000
+    with pytest.raises(ConfigError, match="tokens=N"):
+        _budget("tokens=lots")

@@ -73,6 +73,7 @@ from thresher.selectors.ranking import (
     group_sums,
     k_smallest,
     order_bits,
+    sum_cuts,
 )
 
 End = Literal["high", "low"]
@@ -349,7 +350,7 @@ class CCSSelector(Partitionable, FrameSelector):
                     for c in range(n_classes)
                 ]
             )
-            counts, kept = fitting_counts(
+            cuts, counts, kept = sum_cuts(
                 rows, key, budget.column, shares.reshape(-1), flat, flat_sums
             )
             targets = counts.reshape(n_classes, self.n_strata)
@@ -363,7 +364,7 @@ class CCSSelector(Partitionable, FrameSelector):
             targets = np.stack(
                 [stratum_budgets(strata[c], int(class_budget[c])) for c in range(n_classes)]
             )
-        cuts = k_smallest(rows, key, targets.reshape(-1), strata.reshape(-1))
+            cuts = k_smallest(rows, key, targets.reshape(-1), strata.reshape(-1))
         sizes_by_stratum = strata.sum(axis=0)
         selected = targets.sum(axis=0)
         details: dict[str, Any] = {

@@ -26,10 +26,10 @@ from thresher.selectors.base import (
 from thresher.selectors.ranking import (
     Cuts,
     ScoreKey,
-    fitting_counts,
     group_sums,
     k_smallest,
     kept_range,
+    sum_cuts,
 )
 
 Band = Literal["low", "medium", "high"]
@@ -93,12 +93,11 @@ class QuantileBandSelector(FrameSelector):
         key = ScoreKey(self.score, self.band == "high", selector=self.name)
         sizes, sums = group_sums(rows, key, budget.column, 1)
         total = min(int(sums[0]), budget.total)
-        start, below_sum = np.zeros(1, np.int64), np.zeros(1, np.int64)
-        if self.band == "medium":
+        below, below_sum = k_smallest(rows, key, np.zeros(1), sizes), np.zeros(1, np.int64)
+        if self.band == "medium" and total < int(sums[0]):
             half = np.array([(int(sums[0]) - total) // 2])
-            start, below_sum = fitting_counts(rows, key, budget.column, half, sizes, sums)
-        upto, upto_sum = fitting_counts(rows, key, budget.column, below_sum + total, sizes, sums)
-        below = k_smallest(rows, key, start, sizes)
+            below, _, below_sum = sum_cuts(rows, key, budget.column, half, sizes, sums)
+        upto, _, upto_sum = sum_cuts(rows, key, budget.column, below_sum + total, sizes, sums)
         details: dict[str, Any] = {
             "score": self.score,
             "band": self.band,
@@ -106,7 +105,7 @@ class QuantileBandSelector(FrameSelector):
             "requested_sum": int(budget.total),
             "kept_sum": int(upto_sum[0] - below_sum[0]),
         }
-        marks = _BandMarks(key, below, k_smallest(rows, key, upto, sizes), details)
+        marks = _BandMarks(key, below, upto, details)
         low, high, _ = kept_range(rows, marks, self.score)
         details["kept_range"] = (low, high)
         return marks

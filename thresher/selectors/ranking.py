@@ -24,9 +24,9 @@ order, fit in the group's total before the first row that would exceed it?
 :func:`fitting_counts` answers it by the same descent with histograms of
 (row count, size sum) per digit: the driver finds the digit whose bucket
 the running sum crosses, and a group is done when that bucket holds one
-row (the first that does not fit). Its answer is a row count per group,
-which :func:`k_smallest` then turns into cuts. The driver sees sums per
-bucket, never a row.
+row (the first that does not fit). The cut is then "every key whose
+prefix is below that row's", the same :class:`Cuts` rule (:func:`sum_cuts`).
+The driver sees sums per bucket, never a row.
 """
 
 from __future__ import annotations
@@ -339,6 +339,22 @@ def fitting_counts(
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Per group: rows taken in key order before the first that would exceed ``totals[g]``.
 
+    The counts and kept sums of :func:`sum_cuts` (see there).
+    """
+    _, counts, kept = sum_cuts(frame, key, column, totals, sizes, sums)
+    return counts, kept
+
+
+def sum_cuts(
+    frame: Frame,
+    key: RankKey,
+    column: str,
+    totals: NDArray[np.integer[Any]],
+    sizes: NDArray[np.integer[Any]],
+    sums: NDArray[np.integer[Any]],
+) -> tuple[Cuts, NDArray[np.int64], NDArray[np.int64]]:
+    """The cuts keeping, per group, the rows in key order before the first that would exceed.
+
     Parameters
     ----------
     frame : Frame
@@ -352,9 +368,12 @@ def fitting_counts(
 
     Returns
     -------
+    cuts : Cuts
+        Keeps exactly those rows: the keys whose prefix is below the prefix
+        that isolates the first row that does not fit.
     counts, kept_sums : ndarray of int64, shape (g,)
-        Rows to keep per group (targets for :func:`k_smallest`) and their sum
-        (``<= totals``; the next row in key order, if any, would exceed).
+        Rows kept per group and their sum (``<= totals``; the next row in
+        key order, if any, would exceed).
     """
     totals = np.asarray(totals, dtype=np.int64)
     sizes = np.asarray(sizes, dtype=np.int64)
@@ -366,11 +385,15 @@ def fitting_counts(
     need = np.where(everything, 0, totals).astype(np.int64)
     high = np.zeros(n_groups, dtype=np.uint64)
     low = np.zeros(n_groups, dtype=np.uint64)
+    mode = np.where(everything, 1, 0).astype(np.int8)
+    cut_bits = np.zeros(n_groups, dtype=np.int64)
+    cut_high = np.zeros(n_groups, dtype=np.uint64)
+    cut_low = np.zeros(n_groups, dtype=np.uint64)
     unresolved = np.flatnonzero(~everything)
     prefix = 0
     while unresolved.size:
         if prefix >= 128:
-            raise ValueError("fitting_counts: keys are not unique within a group")
+            raise ValueError("sum_cuts: keys are not unique within a group")
         width = int(np.clip(math.floor(math.log2(MAX_COUNTERS / unresolved.size)), 4, 16))
         width = min(width, 64 - prefix) if prefix < 64 else min(width, 128 - prefix)
         partial = _SizedHistogram(
@@ -386,12 +409,17 @@ def fitting_counts(
             running = np.cumsum(summed)
             at = int(np.searchsorted(running, need[g], side="right"))  # first bucket crossing
             if at >= found.size:
-                raise AssertionError(f"fitting_counts: group {g} sums less than counted")
+                raise AssertionError(f"sum_cuts: group {g} sums less than counted")
             counts[g] += int(found[:at].sum())
             kept[g] += int(summed[:at].sum())
             need[g] -= int(summed[:at].sum())
-            if int(found[at]) == 1:
-                continue  # that bucket's one row is the first that does not fit
+            if int(found[at]) == 1:  # that bucket's one row is the first that does not fit
+                stop = (_prefix_value(high[g], low[g], prefix) << width) | int(digits[at])
+                if stop > 0:  # keep the keys whose prefix is below the stopping row's
+                    mode[g] = 2
+                    cut_bits[g] = prefix + width
+                    cut_high[g], cut_low[g] = _split_prefix(stop - 1, prefix + width)
+                continue
             digit = np.uint64(int(digits[at]))
             if prefix < 64:
                 high[g] = (high[g] << np.uint64(width)) | digit if prefix else digit
@@ -400,20 +428,22 @@ def fitting_counts(
             still.append(g)
         prefix += width
         unresolved = np.asarray(still, dtype=np.int64)
-    return counts, kept
+    return Cuts(mode, cut_bits, cut_high, cut_low), counts, kept
 
 
-def sum_targets(
-    frame: Frame,
-    key: RankKey,
-    column: str,
-    totals: NDArray[np.integer[Any]],
-    sizes: NDArray[np.integer[Any]],
-    sums: NDArray[np.integer[Any]],
-) -> Cuts:
-    """The cuts of a sum budget: :func:`fitting_counts` rows per group, then :func:`k_smallest`."""
-    counts, _ = fitting_counts(frame, key, column, totals, sizes, sums)
-    return k_smallest(frame, key, counts, sizes)
+def _prefix_value(high: np.uint64, low: np.uint64, bits: int) -> int:
+    """A group's known key prefix of ``bits`` bits as one Python int (``high`` then ``low``)."""
+    if bits <= 64:
+        return int(high) if bits else 0
+    return (int(high) << (bits - 64)) | int(low)
+
+
+def _split_prefix(value: int, bits: int) -> tuple[np.uint64, np.uint64]:
+    """A ``bits``-bit prefix as :class:`Cuts` stores it: top 64 bits, then the rest."""
+    if bits <= 64:
+        return np.uint64(value), np.uint64(0)
+    rest = bits - 64
+    return np.uint64(value >> rest), np.uint64(value & ((1 << rest) - 1))
 
 
 class KeptCount:
@@ -569,13 +599,13 @@ def budget_cuts(
             totals = class_sum_budgets(sums, budget.total, allocation)
         else:
             totals = np.minimum(sums, budget.total)
-        counts, kept = fitting_counts(rows, key, budget.column, totals, sizes, sums)
+        cuts, _, kept = sum_cuts(rows, key, budget.column, totals, sizes, sums)
         details = {
             "budget_sum": budget.column,
             "requested_sum": int(budget.total),
             "kept_sum": int(kept.sum()),
         }
-        return k_smallest(rows, key, counts, sizes), sizes, details
+        return cuts, sizes, details
     if classes is not None:
         sizes = classes.sizes
         k = resolve_budget(budget, int(sizes.sum()), selector=selector)

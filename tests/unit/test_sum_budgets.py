@@ -307,3 +307,38 @@ def test_the_command_line_budget_takes_sum_budgets() -> None:
     assert _budget("0.3") == 0.3 and _budget("1000") == 1000
     with pytest.raises(ConfigError, match="tokens=N"):
         _budget("tokens=lots")
+
+
+FRAME_SELECTORS = [
+    ("random", {"by_label": True}),
+    ("topk", {"score": "score"}),
+    ("quantile_band", {"score": "score", "band": "medium"}),
+    ("dsir", {"score": "score", "by_label": True, "label_allocation": "equal"}),
+    ("ccs", {"score": "score", "beta": 0.1, "n_strata": 4, "by_label": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), FRAME_SELECTORS, ids=[c[0] for c in FRAME_SELECTORS])
+def test_sum_budget_cuts_do_not_depend_on_how_rows_are_split_into_parts(
+    name: str, params: dict[str, Any]
+) -> None:
+    """The same rows from one part and from many uneven parts (what Spark partitions are)."""
+    rng = np.random.default_rng(3)
+    n = 3_000
+    table = corpus(
+        rng.integers(0, 400, n).tolist(),
+        rng.choice([0.0, 1.0, 2.5], n).tolist(),  # heavy ties
+        rng.integers(0, 3, n).tolist(),
+    )
+    budget = SumBudget(TOKENS, 200_000)
+    selector = make_selector(name, params)
+    whole = selector.select_frame(TableFrame.of(table), budget, random_state=4)
+    edges = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
+    shuffled = table.take(pa.array(rng.permutation(n)))
+    pieces = [shuffled.slice(a, b - a) for a, b in zip([0, *edges], [*edges, n], strict=True)]
+    parts = TableFrame([lambda piece=piece: piece for piece in pieces], table.schema)
+    split = selector.select_frame(parts, budget, random_state=4)
+    expected = np.flatnonzero(whole(table)[0])
+    assert np.flatnonzero(split(table)[0]).tolist() == expected.tolist()
+    assert int(table.column(TOKENS).to_numpy()[expected].sum()) <= budget.total
+    assert whole.details == split.details

@@ -173,3 +173,41 @@ def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
             _checked_config(make_config, name, {**valid, param: _bad_value(value)})
         message = str(refused.value)
         assert "selector.params" in message and param in message, (param, message)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in SELECTORS.items() if c.requires_budget))
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(min_value=1, max_value=50), seed=st.integers(0, 2**16), data=st.data())
+def test_sum_budget_contract(name: str, n: int, seed: int, data: st.DataObject) -> None:
+    """Every budgeted selector takes a sum budget: never over the total, all rows when it covers them."""
+    from thresher.selectors.base import SumBudget
+
+    scores, embeddings = _table(n, seed)
+    sizes = np.random.default_rng(seed).integers(0, 40, n)
+    scores = scores.append_column("token_count", pa.array(sizes, pa.int64()))
+    total = data.draw(st.integers(min_value=1, max_value=int(sizes.sum()) + 10))
+    selector = SELECTOR_FACTORIES[name]()
+    selection = selector.select(
+        scores, embeddings, SumBudget("token_count", total), random_state=seed
+    )
+    assert np.all(np.diff(selection.indices) > 0), "sorted and unique"
+    assert int(sizes[selection.indices].sum()) <= total, "never over the total"
+    assert np.all(np.isfinite(selection.weights)) and np.all(selection.weights > 0)
+    again = selector.select(scores, embeddings, SumBudget("token_count", total), random_state=seed)
+    np.testing.assert_array_equal(again.indices, selection.indices)
+    everything = selector.select(
+        scores, embeddings, SumBudget("token_count", int(sizes.sum()) + 1), random_state=seed
+    )
+    np.testing.assert_array_equal(everything.indices, np.arange(n))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in SELECTORS.items() if not c.requires_budget))
+def test_selectors_with_their_own_size_refuse_a_sum_budget(name: str) -> None:
+    from thresher.selectors.base import SumBudget
+
+    scores, embeddings = _table(10, 0)
+    scores = scores.append_column("token_count", pa.array(np.ones(10, np.int64)))
+    with pytest.raises(ValueError, match="budget"):
+        SELECTOR_FACTORIES[name]().select(
+            scores, embeddings, SumBudget("token_count", 5), random_state=0
+        )

@@ -310,11 +310,11 @@ def fitting_prefix(
     prefix whose sizes sum to at most the total (the rows before the first
     one that would exceed it).
     """
-    order = np.asarray(order, dtype=np.int64)
+    rows: NDArray[np.int64] = np.asarray(order, dtype=np.int64)
     if sizes is None or not isinstance(budget, SumBudget):
-        return order
-    running = np.cumsum(sizes[order])
-    return order[: int(np.searchsorted(running, budget.total, side="right"))]
+        return rows
+    running = np.cumsum(sizes[rows])
+    return rows[: int(np.searchsorted(running, budget.total, side="right"))]
 
 
 def check_column(selector: str, name: str, value: Any, optional: bool = False) -> None:

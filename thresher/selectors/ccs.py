@@ -315,9 +315,9 @@ class CCSSelector(Partitionable, FrameSelector):
             sizes, sums = group_sums(rows, hardness, budget.column, n_groups)
             class_budget = class_sum_budgets(sums, budget.total, self.label_allocation)
             # cut at most the hardest rows whose sum leaves the class's share reachable
-            spare, _ = fitting_counts(
-                rows, hardness, budget.column, sums - class_budget, sizes, sums
-            )
+            room = sums - class_budget
+            spare, _ = fitting_counts(rows, hardness, budget.column, room, sizes, sums)
+            spare = np.where(room > 0, spare, 0)  # a share covering the class cuts nothing
         else:
             sizes = classes.sizes if classes is not None else np.array([rows.count()], np.int64)
             k = resolve_budget(budget, int(sizes.sum()), selector=self.name)

@@ -93,7 +93,10 @@ class QuantileBandSelector(FrameSelector):
         key = ScoreKey(self.score, self.band == "high", selector=self.name)
         sizes, sums = group_sums(rows, key, budget.column, 1)
         total = min(int(sums[0]), budget.total)
-        below, below_sum = k_smallest(rows, key, np.zeros(1), sizes), np.zeros(1, np.int64)
+        below, below_sum = (
+            k_smallest(rows, key, np.zeros(1, np.int64), sizes),
+            np.zeros(1, np.int64),
+        )
         if self.band == "medium" and total < int(sums[0]):
             half = np.array([(int(sums[0]) - total) // 2])
             below, _, below_sum = sum_cuts(rows, key, budget.column, half, sizes, sums)

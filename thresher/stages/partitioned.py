@@ -246,8 +246,8 @@ def select_partition(
     """
     if budget == 0 or rows.num_rows == 0:
         return KEPT_SCHEMA.empty_table()
-    if isinstance(job.budget, SumBudget) and budget is not None:
-        budget = SumBudget(job.budget.column, int(budget))
+    if isinstance(job.budget, SumBudget) and isinstance(budget, int):
+        budget = SumBudget(job.budget.column, budget)
     matrix = vector_matrix(rows.column(job.embeddings), job.embeddings)
     names = list(dict.fromkeys([*job.columns, "id", ORDER]))
     chosen = job.selector.select(

@@ -264,3 +264,60 @@ def test_vector_checks_are_vectorised_and_strict() -> None:
         vector_matrix(pa.array([[1.0, 2.0], [1.0]]), "e")
     with pytest.raises(ValueError, match="null rows"):
         vector_matrix(pa.array([[1.0, 2.0], None]), "e")
+
+
+def _with_tokens(table: pa.Table) -> pa.Table:
+    tokens = np.round(np.random.default_rng(9).lognormal(4.0, 1.0, table.num_rows)).astype(np.int64)
+    return table.append_column("token_count", pa.array(tokens))
+
+
+def _sum_job(name: str, params: dict[str, Any], total: int, clusters: int) -> PartitionJob:
+    from thresher.selectors.base import SumBudget
+
+    job = _job(name, params, None, clusters)
+    return PartitionJob(
+        **{
+            **job.__dict__,
+            "budget": SumBudget("token_count", total),
+            "columns": (*job.columns, "token_count"),
+        }
+    )
+
+
+SUM_CASES = [c for c in CASES if c[2] is not None]
+
+
+@pytest.mark.parametrize(("name", "params", "budget"), SUM_CASES)
+def test_one_partition_with_a_token_budget_gives_the_in_memory_result(
+    name: str, params: dict[str, Any], budget: int
+) -> None:
+    from thresher.selectors.base import SumBudget
+
+    table, embeddings = _blobs(0)
+    table = _with_tokens(table)
+    total = 60 * budget
+    result = partitioned(_sum_job(name, params, total, 1), table)
+    in_memory = make_selector(name, params).select(
+        table,
+        embeddings,
+        SumBudget("token_count", total),
+        random_state=np.random.default_rng([3, 1]),
+    )
+    assert result["indices"].tolist() == in_memory.indices.tolist()
+    np.testing.assert_allclose(result["weights"], in_memory.weights)
+
+
+@pytest.mark.parametrize(("name", "params", "budget"), SUM_CASES)
+def test_a_token_budget_is_split_across_partitions_by_their_token_sums(
+    name: str, params: dict[str, Any], budget: int
+) -> None:
+    """Never over the total, and each partition short of its share by less than one of its rows."""
+    table = _with_tokens(_blobs(1)[0])
+    tokens = table.column("token_count").to_numpy()
+    total = 60 * budget
+    result = partitioned(_sum_job(name, params, total, 4), table)
+    assert result["details"]["requested_sum"] == total
+    kept = tokens[result["indices"]]
+    assert total - 4 * int(tokens.max()) < int(kept.sum()) <= total
+    sizes = {c["cluster"]: c["selected"] for c in result["details"]["clusters"]}
+    assert sum(sizes.values()) == result["indices"].size and len(sizes) == 4

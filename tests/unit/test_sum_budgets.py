@@ -175,7 +175,7 @@ def test_by_label_splits_the_total_by_class_sums_and_stops_in_each_class(
 
 @PROPERTY
 @given(case=tables(min_rows=2, max_rows=60))
-def test_ccs_strata_take_rows_in_hash_order_within_their_share(case: tuple[pa.Table, int]) -> None:
+def test_ccs_takes_rows_in_hash_order_and_stops_within_one_row(case: tuple[pa.Table, int]) -> None:
     table, total = case
     sizes = table.column(TOKENS).to_numpy()
     selector = make_selector("ccs", {"score": "score", "n_strata": 3})
@@ -197,6 +197,11 @@ def test_ccs_strata_take_rows_in_hash_order_within_their_share(case: tuple[pa.Ta
         same = (values >= edges["low"]) & (values < edges["high"])
         unkept = np.flatnonzero(same & ~kept)
         assert all(int(priority[j]) > lowest_kept for j in unkept)
+    # what the strata left goes to the rows they left, in hash order: the next one does not fit
+    unkept = np.flatnonzero(~kept)
+    if unkept.size:
+        following = unkept[np.argmin(priority[unkept])]
+        assert int(sizes[chosen.indices].sum()) + int(sizes[following]) > total
 
 
 @pytest.mark.parametrize("ranked_by", ["priority", "tied score"])

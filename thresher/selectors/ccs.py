@@ -29,7 +29,10 @@ by their sums, the cutoff removes at most the hardest rows whose sum leaves
 the class's share reachable, the budget loop splits each class's share
 across strata by the strata's sums, and each stratum takes rows in its
 seeded hash order, stopping before the first row that would exceed its
-share (never over; the shortfall of each stratum is less than one row).
+share. What the strata leave of the class's share then goes to the rows
+they left, in the same hash order across the class's strata, stopping
+before the first row that would exceed it: never over the total, and each
+class falls short of its share by less than one row.
 
 Every step is an aggregate or an exact cut (:mod:`thresher.selectors.ranking`):
 the statistics (class sizes, the score range, stratum sizes) are computed
@@ -209,19 +212,58 @@ class _StratumKey:
         return group, id_priority(table.column("id"), self.seed), order
 
 
+class _LeftoverKey:
+    """A sum budget's second pass: a class's rows its strata left, in the same hash order."""
+
+    def __init__(self, key: _StratumKey, first: Cuts) -> None:
+        self.key = key
+        self.first = first
+
+    def __call__(
+        self, table: pa.Table
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.uint64]]:
+        group, primary, secondary = self.key(table)
+        left = (group >= 0) & ~self.first.keep(group, primary, secondary)
+        return np.where(left, group // self.key.n_strata, -1), primary, secondary
+
+
 class _StrataMarks(Marks):
-    def __init__(self, key: _StratumKey, cuts: Cuts, details: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        key: _StratumKey,
+        cuts: Cuts,
+        details: dict[str, Any],
+        leftover: tuple[_LeftoverKey, Cuts] | None = None,
+    ) -> None:
         self.key = key
         self.cuts = cuts
         self.details = details
+        self.leftover = leftover
 
     def __call__(
         self, table: pa.Table
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
         group, primary, secondary = self.key(table)
         keep = self.cuts.keep(group, primary, secondary)
+        if self.leftover is not None:
+            left_key, left_cuts = self.leftover
+            keep |= left_cuts.keep(*left_key(table))
         stratum = np.where(group >= 0, group % self.key.n_strata, -1)
         return keep, np.ones(table.num_rows), stratum.astype(np.int64)
+
+
+class _KeptPerStratum:
+    def __init__(self, marks: _StrataMarks, n_strata: int) -> None:
+        self.marks = marks
+        self.n_strata = n_strata
+
+    def __call__(self, table: pa.Table) -> NDArray[np.int64]:
+        keep, _, stratum = self.marks(table)
+        return np.bincount(stratum[keep & (stratum >= 0)], minlength=self.n_strata)
+
+
+def _sum_counts(parts: list[NDArray[np.int64]]) -> NDArray[np.int64]:
+    return np.sum(parts, axis=0).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 class CCSSelector(Partitionable, FrameSelector):
@@ -341,6 +383,7 @@ class CCSSelector(Partitionable, FrameSelector):
         key = _StratumKey(survivors, low_edge, width, self.n_strata, seed)
         n_cells = n_classes * self.n_strata
         extra: dict[str, Any] = {}
+        leftover: tuple[_LeftoverKey, Cuts] | None = None
         if isinstance(budget, SumBudget):
             flat, flat_sums = group_sums(rows, key, budget.column, n_cells)
             strata = flat.reshape(n_classes, self.n_strata)
@@ -353,11 +396,19 @@ class CCSSelector(Partitionable, FrameSelector):
             cuts, counts, kept = sum_cuts(
                 rows, key, budget.column, shares.reshape(-1), flat, flat_sums
             )
+            # 5. what the strata left of each class's share, to the rows they left
+            left_key = _LeftoverKey(key, cuts)
+            left_rows, left_sums = group_sums(rows, left_key, budget.column, n_classes)
+            remainder = class_budget - kept.reshape(n_classes, -1).sum(axis=1)
+            left_cuts, _, left_kept = sum_cuts(
+                rows, left_key, budget.column, remainder, left_rows, left_sums
+            )
+            leftover = (left_key, left_cuts)
             targets = counts.reshape(n_classes, self.n_strata)
             extra = {
                 "budget_sum": budget.column,
                 "requested_sum": int(budget.total),
-                "kept_sum": int(kept.sum()),
+                "kept_sum": int(kept.sum() + left_kept.sum()),
             }
         else:
             strata = group_sizes(rows, key, n_cells).reshape(n_classes, self.n_strata)
@@ -385,4 +436,9 @@ class CCSSelector(Partitionable, FrameSelector):
         }
         if classes is not None:
             details["classes"] = classes.n_classes
-        return _StrataMarks(key, cuts, details)
+        marks = _StrataMarks(key, cuts, details, leftover)
+        if leftover is not None:  # the second pass adds rows to strata: count them
+            per_stratum = rows.aggregate(_KeptPerStratum(marks, self.n_strata), _sum_counts)
+            for s, row in enumerate(details["strata"]):
+                row["selected"] = int(per_stratum[s]) if per_stratum.size else 0
+        return marks

@@ -347,3 +347,33 @@ def test_sum_budget_cuts_do_not_depend_on_how_rows_are_split_into_parts(
     assert np.flatnonzero(split(table)[0]).tolist() == expected.tolist()
     assert int(table.column(TOKENS).to_numpy()[expected].sum()) <= budget.total
     assert whole.details == split.details
+
+
+def test_a_sum_budget_covering_every_row_is_reported() -> None:
+    import logging
+
+    from thresher.flows.curate import _warn_unmet_budgets
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    logger = logging.getLogger("sum_budget_test")
+    collect = Collect()
+    logger.addHandler(collect)
+    steps = [
+        {"step": "random", "budget": {"sum": TOKENS, "total": 10**9}, "rows_in": 5, "kept": 5},
+        {"step": "topk(s)", "budget": {"sum": TOKENS, "total": 10}, "rows_in": 5, "kept": 2},
+    ]
+    try:
+        _warn_unmet_budgets(steps, logger)
+    finally:
+        logger.removeHandler(collect)
+    assert collect.messages == [
+        "random: budget token_count <= 1000000000 covers all 5 rows that reach it; "
+        "all of them are kept"
+    ]

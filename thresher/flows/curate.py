@@ -195,7 +195,7 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
-    """Say when a count budget exceeds the rows that reach its step (all of them are kept)."""
+    """Say when a budget (a count, or a sum) covers every row that reaches its step."""
     for step in steps:
         budget = step.get("budget")
         if isinstance(budget, int) and not isinstance(budget, bool) and budget > step["rows_in"]:
@@ -203,6 +203,14 @@ def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
                 "%s: budget %d exceeds the %d rows that reach it; all of them are kept",
                 step["step"],
                 budget,
+                step["rows_in"],
+            )
+        elif isinstance(budget, dict) and step["rows_in"] and step["kept"] == step["rows_in"]:
+            logger.warning(
+                "%s: budget %s <= %d covers all %d rows that reach it; all of them are kept",
+                step["step"],
+                budget["sum"],
+                budget["total"],
                 step["rows_in"],
             )
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
+from rich.console import Console
 
 from thresher.config import RunConfig
 from thresher.flows.curate import curate
+from thresher.reporting.console import render_inspect
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.spark]
 TOTAL = 60_000
@@ -78,4 +80,7 @@ def test_a_token_budget_keeps_the_same_rows_on_both_engines_and_reports_its_toke
         assert "kept token_count (sum)" in report and "requested token_count" in report
         recorded = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
         assert recorded["counts"]["tokens"]["kept"] == kept_tokens
+        console = Console(record=True, width=200)
+        render_inspect(str(root), console)  # `thresher inspect`
+        assert f"kept {kept_tokens:,} token_count of {TOTAL:,} requested" in console.export_text()
     assert kept["local"] == kept["spark"]

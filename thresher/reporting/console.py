@@ -50,6 +50,15 @@ def render_inspect(run_dir: str | Location, console: Console, *, top: int = 10) 
             "[bold green]selected[/]", "", f"[bold green]{kept:,}[/]", _share(kept, n_input)
         )
     console.print(table)
+    tokens = ((manifest or {}).get("counts") or {}).get("tokens")
+    if tokens:
+        requested = tokens.get("requested")
+        wanted = f" of {requested:,} requested" if requested is not None else ""
+        console.print(
+            f"kept {tokens['kept']:,} {tokens['column']}{wanted} "
+            f"({_share(tokens['kept'], tokens['ingested'])} of {tokens['ingested']:,} ingested)",
+            soft_wrap=True,
+        )
 
     reasons = [
         (reason, count, "quarantine" if index == 0 else "dropped")

@@ -173,6 +173,17 @@ class SelectorConfig(_Strict):
             return _sum_budget(value)
         if isinstance(value, bool):
             raise ValueError("budget must be a count or a fraction, not a boolean")
+        message = (
+            "budget must be a count (int), a fraction (float), {tokens: N} or "
+            f"{{sum: <column>, total: N}}; got {value!r}"
+        )
+        if isinstance(value, str):  # a number written as text (YAML reads 1e3 as one)
+            try:
+                value = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                raise ValueError(message) from None
+        if not isinstance(value, int | float):
+            raise ValueError(message)
         if isinstance(value, int) and value < 0:
             raise ValueError(f"a count budget must be >= 0, got {value}")
         if isinstance(value, float) and not 0.0 < value <= 1.0:

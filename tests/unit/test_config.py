@@ -176,6 +176,11 @@ TOKENS = [{"name": "token_count"}, {"name": "word_count"}]
             },
             "filters[0].budget: 'threshold' defines its own size; remove budget",
         ),
+        (
+            {"selector": {"name": "random", "budget": [3]}},
+            "selector.budget: budget must be a count (int), a fraction (float), {tokens: N}",
+        ),
+        ({"selector": {"name": "random", "budget": "1.5"}}, "a fraction budget must be in (0, 1]"),
     ],
 )
 def test_bad_sum_budget_names_the_field(tmp_path: Path, change: dict, expected: str) -> None:

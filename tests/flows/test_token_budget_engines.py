@@ -173,3 +173,26 @@ def test_token_budgets_decide_alike_on_both_engines_and_never_exceed(
         "ingested": written["sums"][column]["ingested"],
         "requested": total,
     }
+
+
+def test_a_token_budget_on_a_step_gathered_on_the_driver(
+    scored: Path, make_config: Callable[..., RunConfig]
+) -> None:
+    """An embedding step without partitions reads the token column with its vectors."""
+    selector = {"name": "dpp", "params": {"device": "cpu"}, "budget": {"tokens": 5_000}}
+    config = make_config(run_dir=str(scored), scorers=SCORERS, filters=[], selector=selector)
+    table, summary, _ = decisions(config, LocalEngine(workers=1))
+    sizes = sizes_of(scored, TOKENS)
+    kept = [
+        i
+        for i, k in zip(
+            table.column(S.ID).to_pylist(), table.column("keep").to_pylist(), strict=True
+        )
+        if k
+    ]
+    assert (
+        5_000 - max(v for v in sizes.values() if v is not None)
+        < sum(sizes[i] for i in kept)
+        <= 5_000
+    )
+    assert summary["sums"][TOKENS]["kept"] == sum(sizes[i] for i in kept)

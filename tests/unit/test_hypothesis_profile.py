@@ -26,4 +26,4 @@ def test_the_ci_profile_draws_the_same_examples_every_time() -> None:
     first = list(DRAWN)
     DRAWN.clear()
     draw()
-    assert DRAWN == first
+    assert first == DRAWN

@@ -28,7 +28,9 @@ def _weights(run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
     data = run.data
     selection = run.selection.filter(run.selection.column("keep"))
     in_data = dict(
-        zip(data.column("id").to_pylist(), data.column(S.IMPORTANCE_WEIGHT).to_pylist(), strict=True)
+        zip(
+            data.column("id").to_pylist(), data.column(S.IMPORTANCE_WEIGHT).to_pylist(), strict=True
+        )
     )
     selected = dict(
         zip(

@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.errors import ConfigError, StorageError
-from thresher.io.fs import FileEntry, Location, StorageOptions, check_storage_options, expand
+from thresher.io.fs import FileEntry, Location, StorageOptions, expand
+from thresher.io.options import check_storage_options
 from thresher.keys import json_digest
 
 Budget = int | float

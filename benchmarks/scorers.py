@@ -109,7 +109,8 @@ def build_corpus(directory: Path, scale: Scale) -> Corpus:
 def bench_overhead(corpus: Corpus, scale: Scale) -> list[str]:
     import torch
 
-    from thresher.models.lm import ReferenceLM, fit_reference_lm
+    from thresher.models.lm import ReferenceLM
+    from thresher.models.lm_training import fit_reference_lm
     from thresher.scorers.perplexity import PerplexityScorer
 
     started = time.perf_counter()

@@ -186,7 +186,7 @@ def throughput(n_documents: int, backends: list[str]) -> dict[str, dict[str, flo
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     from thresher.fitting import FitContext
-    from thresher.models.lm import LM_DEFAULTS
+    from thresher.models.lm_training import LM_DEFAULTS
     from thresher.sample_corpus import generate_records
     from thresher.scorers import make_scorer
 

@@ -34,6 +34,7 @@ CHECK_MODULES = [
     "thresher.scorers",
     "thresher.selectors",
     "thresher.models.lm",
+    "thresher.models.lm_training",
     "thresher.models._hf",
     "thresher.models.proxy",
     "thresher.scorers.perplexity",

@@ -183,7 +183,7 @@ class EngineConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, value: str) -> str:
-        from thresher.engines import ENGINES
+        from thresher.engines.registry import ENGINES
 
         if value not in ENGINES:
             raise ValueError(f"unknown engine {value!r}; available: {', '.join(sorted(ENGINES))}")

@@ -211,8 +211,8 @@ class Workspace:
 
 def corpus_table(n_documents: int) -> pa.Table:
     """``n_documents`` generated documents: id, text, label (topic), shard and row positions."""
+    from thresher.examples.sample_corpus import generate_records
     from thresher.io import schema as S
-    from thresher.sample_corpus import generate_records
 
     records = [
         r for r in generate_records(n_documents, 0) if isinstance(r["text"], str) and r["text"]

@@ -22,7 +22,7 @@ and the benchmark records:
   parallel (``parallelism`` = the local engine's workers, or Spark's default
   parallelism). Target (issue 7): under 30%.
 
-The corpus is the sample-corpus generator (:mod:`thresher.sample_corpus`)
+The corpus is the sample-corpus generator (:mod:`thresher.examples.sample_corpus`)
 scaled up: shards of 10,000 documents (60% Parquet, 20% JSONL, 20%
 JSONL.gz, with the same kinds of bad rows), written once to a cache
 directory (``--cache``, default ``~/.cache/thresher/bench``).
@@ -103,7 +103,7 @@ def _write_shard(out: Path, shard: int, seed: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from thresher.sample_corpus import generate_records
+    from thresher.examples.sample_corpus import generate_records
 
     records = generate_records(SHARD_DOCUMENTS, seed * 100_003 + shard)
     prefix = f"s{shard:05d}-"

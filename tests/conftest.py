@@ -25,7 +25,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 import pytest
 
 from thresher.config import RunConfig, parse_config
-from thresher.sample_corpus import write_sample_corpus
+from thresher.examples.sample_corpus import write_sample_corpus
 
 
 @pytest.fixture(scope="session")

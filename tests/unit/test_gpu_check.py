@@ -42,7 +42,7 @@ CHECK_MODULES = [
     "thresher.scorers.embedding",
     "thresher.selectors.dpp",
     "thresher.selectors.kmeans",
-    "thresher.sample_corpus",
+    "thresher.examples.sample_corpus",
     "tests.conftest",
     "tests.unit.test_el2n",
     "tests.unit.test_perplexity",

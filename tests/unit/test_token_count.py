@@ -11,9 +11,9 @@ import pytest
 
 from tests.helpers.batches import text_batch
 from thresher.errors import ConfigError
+from thresher.examples.sample_corpus import generate_records
 from thresher.fitting import FitContext
 from thresher.models.tokenizer import BPETokenizer
-from thresher.sample_corpus import generate_records
 from thresher.scorers import make_scorer
 from thresher.scorers.token_count import TokenCountScorer
 

@@ -42,6 +42,7 @@ from thresher.devices import autocast_dtype, bf16_supported, configure_torch, re
 from thresher.errors import LMError
 from thresher.io import schema as S
 from thresher.keys import row_key
+from thresher.models._safe import load_safetensors
 
 FORMAT = "thresher-lm-1"
 CONFIG_FILE = "config.json"
@@ -373,7 +374,7 @@ def _load_thresher_backend(directory: Path, config: dict[str, Any]) -> ThresherB
             f"{directory}: tokenizer has {tokenizer.vocab_size} tokens, model expects "
             f"{model_config.vocab_size}"
         )
-    state = read_safetensors(weights)
+    state = load_safetensors(weights, framework="pt", error=LMError)
     model = CausalTransformer(model_config)
     try:
         model.load_state_dict(state, strict=True)
@@ -382,19 +383,6 @@ def _load_thresher_backend(directory: Path, config: dict[str, Any]) -> ThresherB
             f"{weights}: weights do not fit the model in {CONFIG_FILE}: {error}"
         ) from None
     return ThresherBackend(model.eval(), tokenizer)
-
-
-def read_safetensors(path: Path) -> dict[str, Any]:
-    """Tensors of a safetensors file; anything else (e.g. a pickle) raises :class:`LMError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return dict(load_file(str(path), device="cpu"))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise LMError(
-            f"{path}: not a safetensors file ({error}); thresher never unpickles checkpoints"
-        ) from None
 
 
 def in_training_sample(

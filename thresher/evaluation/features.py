@@ -17,7 +17,6 @@ once per process.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,8 +202,3 @@ def _read(path: Path) -> SplitData:
     return SplitData(
         matrix, arrays["targets"].astype(np.int64), arrays["flipped"].astype(bool), positions
     )
-
-
-def class_names(config: EvalConfig) -> list[str]:
-    """The classes (label text) in target-index order."""
-    return list(json.loads((features_dir(config) / "features.json").read_text())["classes"])

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -694,7 +693,3 @@ def _fsspec_filesystem(scheme: str, options: dict[str, Any]) -> pafs.FileSystem:
         package = known_implementations.get(scheme, {}).get("class", scheme).split(".")[0]
         raise _missing_extra(scheme, package) from error
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
-
-
-def scratch_name() -> str:
-    return uuid.uuid4().hex[:12]

@@ -35,7 +35,7 @@ change to the config. The server runs on the same cores as the flow, so
 the wall times include its work; the request counts do not depend on the
 machine.
 
-Full scale (200,000 documents in 20 shards; the lead runs it on a quiet machine)::
+Full scale (200,000 documents in 20 shards; run it on a quiet machine)::
 
     python -m benchmarks.object_storage
 

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import settings
 
 from thresher.config import RunConfig, parse_config
-from thresher.sample_corpus import write_sample_corpus
+from thresher.examples.sample_corpus import write_sample_corpus
 
 # Property tests draw the same examples on every run (a failure in CI reproduces on a
 # laptop); `HYPOTHESIS_PROFILE=explore` draws new ones and remembers failures.

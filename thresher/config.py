@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.errors import ConfigError, StorageError
-from thresher.io.fs import FileEntry, Location, StorageOptions, check_storage_options, expand
+from thresher.io.fs import FileEntry, Location, StorageOptions, expand
+from thresher.io.options import check_storage_options
 from thresher.keys import json_digest
 
 Budget = int | float
@@ -182,7 +183,7 @@ class EngineConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, value: str) -> str:
-        from thresher.engines import ENGINES
+        from thresher.engines.registry import ENGINES
 
         if value not in ENGINES:
             raise ValueError(f"unknown engine {value!r}; available: {', '.join(sorted(ENGINES))}")

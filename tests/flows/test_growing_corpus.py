@@ -18,9 +18,9 @@ import pytest
 from tests.helpers.runs import kept_ids
 from thresher.config import parse_config
 from thresher.errors import RunStateError
+from thresher.examples.sample_corpus import write_sample_corpus
 from thresher.flows.curate import curate
 from thresher.runs import load_run
-from thresher.sample_corpus import write_sample_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

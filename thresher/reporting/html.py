@@ -51,7 +51,7 @@ def _environment() -> Environment:
 
 def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 600) -> str:
     """The report page for ``data`` (a complete HTML document)."""
-    from thresher import __version__
+    from thresher._version import __version__
 
     manifest = data.manifest
     context: dict[str, Any] = {

@@ -399,7 +399,9 @@ class NgramIndex:
             start = np.empty(count, dtype=np.int64)
             end = np.empty(count, dtype=np.int64)
             item = np.empty(count, dtype=np.int64)
-            _item_entries(normal, normal_offsets, ngram, powers, hashes, start, end, item)
+            filled = _item_entries(normal, normal_offsets, ngram, powers, hashes, start, end, item)
+            hashes, start, end = hashes[:filled], start[:filled], end[:filled]
+            count = filled
             items[name] = int(np.count_nonzero(words))
             short[name] = int(np.count_nonzero((words > 0) & (words < ngram)))
             lengths = end - start

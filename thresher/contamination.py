@@ -171,9 +171,12 @@ def _item_entries(
     hashes: NDArray[np.uint64],
     entry_start: NDArray[np.int64],
     entry_end: NDArray[np.int64],
-    entry_item: NDArray[np.int64],
+    entry_pair: NDArray[np.uint64],
 ) -> int:
-    """The n-grams of normalised items: hash and byte range in ``text``; returns their number."""
+    """The n-grams of normalised items: hash, byte range in ``text``, hash of the first two words.
+
+    Returns their number (``entry_pair`` is 0 for a one-word n-gram).
+    """
     longest = 0
     for d in range(offsets.shape[0] - 1):
         longest = max(longest, offsets[d + 1] - offsets[d])
@@ -192,7 +195,7 @@ def _item_entries(
             hashes[k] = _window_hash(prefix, powers, first, length)
             entry_start[k] = base + starts[first]
             entry_end[k] = base + ends[first + length - 1]
-            entry_item[k] = d
+            entry_pair[k] = _window_hash(prefix, powers, first, 2) if length >= 2 else 0
             k += 1
     return k
 
@@ -250,6 +253,8 @@ def _scan(
     index_text: NDArray[np.uint8],
     buckets: NDArray[np.int64],
     shift: np.uint64,
+    pairs: NDArray[np.uint64],
+    pair_shift: np.uint64,
     first_entry: NDArray[np.int64],
     matched: NDArray[np.bool_],
 ) -> None:
@@ -271,9 +276,13 @@ def _scan(
         _prefix_hashes(text, starts, ends, n_words, prefix)
         found = 0
         for first in range(n_words):
+            paired = False
+            if first + 1 < n_words:
+                bit = _window_hash(prefix, powers, first, 2) >> pair_shift
+                paired = (pairs[np.int64(bit >> np.uint64(6))] >> (bit & np.uint64(63))) & 1 == 1
             for li in range(lengths.shape[0]):
                 length = lengths[li]
-                if first + length > n_words:
+                if first + length > n_words or (length >= 2 and not paired):
                     continue
                 h = _window_hash(prefix, powers, first, length)
                 bucket = np.int64(h >> shift)
@@ -355,6 +364,10 @@ class NgramIndex:
         The distinct n-gram lengths (in words), longest first.
     buckets : ndarray of int64, shape (2**bits + 1,)
         Start of each top-``bits`` hash prefix in ``hashes``.
+    pairs : ndarray of uint64
+        A bit set of the hashes of the first two words of every n-gram of
+        two words or more (a prefilter: a document window whose first two
+        words are not in it is looked up only among one-word items).
     items, ngrams, short_items : dict
         Per set: items with a word, distinct n-grams, items shorter than ``ngram``.
     """
@@ -371,6 +384,7 @@ class NgramIndex:
     items: dict[str, int]
     ngrams: dict[str, int]
     short_items: dict[str, int]
+    pairs: NDArray[np.uint64]
 
     @classmethod
     def build(
@@ -383,6 +397,7 @@ class NgramIndex:
         powers = _powers(ngram)
         classes = character_classes()
         texts, entry_parts, set_parts, items, ngrams, short = [], [], [], {}, {}, {}
+        pairs: list[NDArray[np.uint64]] = []
         offset = 0
         for number, name in enumerate(names):
             values = sets[name]
@@ -398,9 +413,10 @@ class NgramIndex:
             hashes = np.empty(count, dtype=np.uint64)
             start = np.empty(count, dtype=np.int64)
             end = np.empty(count, dtype=np.int64)
-            item = np.empty(count, dtype=np.int64)
-            filled = _item_entries(normal, normal_offsets, ngram, powers, hashes, start, end, item)
+            pair = np.empty(count, dtype=np.uint64)
+            filled = _item_entries(normal, normal_offsets, ngram, powers, hashes, start, end, pair)
             hashes, start, end = hashes[:filled], start[:filled], end[:filled]
+            pairs.append(pair[:filled])
             count = filled
             items[name] = int(np.count_nonzero(words))
             short[name] = int(np.count_nonzero((words > 0) & (words < ngram)))
@@ -429,6 +445,9 @@ class NgramIndex:
         return cls(
             ngram=ngram,
             set_names=names,
+            pairs=_pair_filter(
+                np.concatenate(pairs) if pairs else np.zeros(0, np.uint64), hashes.shape[0]
+            ),
             hashes=hashes,
             entry_set=entry_set,
             entry_start=start,
@@ -449,7 +468,7 @@ class NgramIndex:
     def nbytes(self) -> int:
         """Memory the index holds (bytes)."""
         arrays = (self.hashes, self.entry_set, self.entry_start, self.entry_end, self.text)
-        return int(sum(a.nbytes for a in arrays) + self.buckets.nbytes)
+        return int(sum(a.nbytes for a in arrays) + self.buckets.nbytes + self.pairs.nbytes)
 
     def entry_text(self, entry: int) -> str:
         """The normalised n-gram of an entry."""
@@ -476,6 +495,8 @@ class NgramIndex:
                 self.text,
                 self.buckets,
                 np.uint64(64 - bits),
+                self.pairs,
+                np.uint64(64 - int(np.log2(self.pairs.shape[0] * 64))),
                 first,
                 matched,
             )
@@ -495,6 +516,7 @@ class NgramIndex:
             text=self.text,
             lengths=self.lengths,
             buckets=self.buckets,
+            pairs=self.pairs,
             counts=np.array(
                 [[self.items[s], self.ngrams[s], self.short_items[s]] for s in self.set_names],
                 dtype=np.int64,
@@ -517,6 +539,7 @@ class NgramIndex:
                 text=stored["text"],
                 lengths=stored["lengths"],
                 buckets=stored["buckets"],
+                pairs=stored["pairs"],
                 items={s: int(counts[i, 0]) for i, s in enumerate(names)},
                 ngrams={s: int(counts[i, 1]) for i, s in enumerate(names)},
                 short_items={s: int(counts[i, 2]) for i, s in enumerate(names)},
@@ -535,6 +558,19 @@ def _entry_word_counts(
                 words += 1
         out[k] = words
     return out
+
+
+def _pair_filter(pair_hashes: NDArray[np.uint64], n_entries: int) -> NDArray[np.uint64]:
+    """A bit set over the top bits of the pair hashes, about 16 bits per entry (2**12 at least)."""
+    bits = int(min(max(np.ceil(np.log2(max(n_entries, 1))) + 4, 12), 32))
+    words = np.zeros((1 << bits) // 64, dtype=np.uint64)
+    positions = pair_hashes >> np.uint64(64 - bits)
+    np.bitwise_or.at(
+        words,
+        (positions >> np.uint64(6)).astype(np.int64),
+        np.left_shift(np.uint64(1), positions & np.uint64(63)),
+    )
+    return words
 
 
 def _directory(hashes: NDArray[np.uint64]) -> NDArray[np.int64]:

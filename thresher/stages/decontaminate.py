@@ -179,17 +179,19 @@ def scan_table(index: NgramIndex, table: pa.Table) -> pa.Table:
     if rows.size == 0:
         return MATCHES_SCHEMA.empty_table()
     picked = table.take(pa.array(rows))
-    sets = matches.first_set()
-    ngrams = matches.first_ngram()
-    every = matches.matched_sets()
+    entries = matches.first_entry[rows]
+    names = index.set_names
     return pa.table(
         {
             S.ID: picked.column(S.ID).cast(pa.string()),
             S.SHARD: picked.column(S.SHARD).cast(pa.int32()),
             S.ROW: picked.column(S.ROW).cast(pa.int64()),
-            "set": pa.array([sets[i] for i in rows.tolist()], pa.string()),
-            "ngram": pa.array([ngrams[i] for i in rows.tolist()], pa.string()),
-            "sets": pa.array([every[i] for i in rows.tolist()], pa.list_(pa.string())),
+            "set": pa.array([names[int(index.entry_set[e])] for e in entries], pa.string()),
+            "ngram": pa.array([index.entry_text(int(e)) for e in entries], pa.string()),
+            "sets": pa.array(
+                [[names[s] for s in np.flatnonzero(matches.matched[r])] for r in rows],
+                pa.list_(pa.string()),
+            ),
         },
         schema=MATCHES_SCHEMA,
     )

@@ -135,6 +135,7 @@ def test_reuse_resume_and_changed_eval_sets(
     run_dir = Path(config.run_path.path)
     first = curate(config)
     before = contaminated(run_dir)
+    check_run(run_dir, first, expected_contamination(run_dir, eval_items(decontaminate)))
     indices = sorted(RunDir(config.run_path).shard_names())
     engine = LocalEngine(workers=1)
     assert decontaminate_to_run(config, engine, indices)["reused"]

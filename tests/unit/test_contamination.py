@@ -16,6 +16,7 @@ import pytest
 from thresher.config import parse_config
 from thresher.contamination import NgramIndex, item_ngrams, normalized_words
 from thresher.errors import ConfigError
+from thresher.reporting.data import build_funnel
 from thresher.io import schema as S
 from thresher.stages.decontaminate import (
     decontaminate_key,
@@ -284,3 +285,19 @@ def test_an_eval_file_without_the_text_field_is_refused(tmp_path: Path) -> None:
         ConfigError, match=r"decontaminate\.sets\.mmlu\.text: none of the 1 record.*'q'"
     ):
         read_eval_sets(config)
+
+
+def test_the_funnel_counts_contaminated_rows_first_in_a_stage_of_their_own() -> None:
+    manifest = {
+        "counts": {
+            "input": 10,
+            "quarantined": {"by_reason": {}},
+            "dropped": {"by_reason": {"duplicate": 2, "contaminated": 3}},
+            "kept": 5,
+        }
+    }
+    funnel, _, _ = build_funnel(manifest, [], [])
+    assert [(s.stage, s.removed, s.remaining) for s in funnel[1:]] == [
+        ("contaminated", {"contaminated": 3}, 7),
+        ("duplicates", {"duplicate": 2}, 5),
+    ]

@@ -16,8 +16,8 @@ import pytest
 from thresher.config import parse_config
 from thresher.contamination import NgramIndex, item_ngrams, normalized_words
 from thresher.errors import ConfigError
-from thresher.reporting.data import build_funnel
 from thresher.io import schema as S
+from thresher.reporting.data import build_funnel
 from thresher.stages.decontaminate import (
     decontaminate_key,
     eval_set_files,

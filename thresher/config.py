@@ -250,7 +250,8 @@ class DecontaminateConfig(_Strict):
 
     ``sets`` maps a name (an identifier: it appears in drop details and
     reports) to its files; ``ngram`` is the words per n-gram (13, as in
-    GPT-3's Appendix C). Matching documents are dropped as ``contaminated``.
+    GPT-3's Appendix C, Brown et al. 2020; see also Dolma, Soldaini et al.
+    2024). Matching documents are dropped as ``contaminated``.
     """
 
     sets: dict[str, EvalSetConfig] = Field(min_length=1)

@@ -1,9 +1,11 @@
 """Benchmark contamination: exact word n-gram overlap between documents and evaluation sets.
 
 A document is *contaminated* by an evaluation set when it contains, after
-normalisation, one of the set's word n-grams (default ``n = 13``), the test
-of GPT-3's Appendix C (Brown et al. 2020), which Dolma (Soldaini et al.
-2024) and most open corpora use to remove benchmark text from training data.
+normalisation, one of the set's word n-grams (default ``n = 13``): the
+overlap test of GPT-3's Appendix C (Brown et al. 2020). Open corpora such
+as Dolma (Soldaini et al. 2024) also remove documents overlapping with
+evaluation data before release; whole documents are dropped here, so that
+no benchmark text reaches training.
 
 The rule, exactly:
 

@@ -26,6 +26,12 @@ sets reuses the stored result (and a killed run resumes from the shards it
 committed), while editing an evaluation file recomputes it. Selection drops
 the matched rows first, as ``contaminated`` (detail ``set=<name>;
 ngram=<first matched n-gram>``).
+
+References
+----------
+Brown et al., "Language Models are Few-Shot Learners", 2020, Appendix C.
+Soldaini et al., "Dolma: an Open Corpus of Three Trillion Tokens for
+Language Model Pretraining Research", 2024.
 """
 
 from __future__ import annotations

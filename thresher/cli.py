@@ -12,13 +12,16 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from thresher.errors import ConfigError, ThresherError
+
+if TYPE_CHECKING:
+    from thresher.config import RunConfig
 
 app = typer.Typer(
     name="thresher",
@@ -109,7 +112,16 @@ def _check_before_work(cfg: Any, inputs: bool = True) -> None:
 
     if inputs:
         cfg.input_files()
+    _check_eval_sets(cfg)
     check_storage(cfg)
+
+
+def _check_eval_sets(cfg: RunConfig) -> None:
+    """Every evaluation-set pattern of a ``decontaminate`` section matches a file."""
+    if cfg.decontaminate is not None:
+        from thresher.stages.decontaminate import eval_set_files
+
+        eval_set_files(cfg)
 
 
 #: Exit status of a run that completed but skipped damaged input files.
@@ -429,6 +441,7 @@ def validate(config: ConfigArg) -> None:
         cfg = load_config(config)
         kind = "run"
     files = cfg.input_files()
+    _check_eval_sets(cfg)
     console.print(
         f"[green]valid[/] {kind}: {len(files)} input file(s), run directory {cfg.run_path}"
     )

@@ -78,6 +78,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
         ],
         **_scores_context(data),
         "dedup": _dedup_context(data.dedup),
+        "contamination": (manifest or {}).get("decontamination"),
         "steps": [_step_context(number, step) for number, step in enumerate(data.steps, 1)],
         "curve": _curve_context(data.eval_results, data.eval_summary, data.eval_record),
         "examples": _examples_context(data),
@@ -224,7 +225,7 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
-_STAGES = ("ingest", "fit", "score", "dedup", "select", "materialize", "report")
+_STAGES = ("ingest", "fit", "score", "dedup", "decontaminate", "select", "materialize", "report")
 
 
 def _stage_order(item: tuple[str, Any]) -> tuple[int, str]:

@@ -93,6 +93,9 @@ def _user_errors(command: F) -> F:
 def _quiet_prefect(quiet: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    # Prefect's temporary server gives up after 20 s by default, which a busy machine
+    # (a shared CI runner, a notebook server) can exceed while it starts.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     elif sys.stderr.isatty():

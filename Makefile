@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(CORPUS)/_truth.parquet: | venv
-	$(BIN)/python -m thresher.sample_corpus $(CORPUS)
+	$(BIN)/python -m thresher.examples.sample_corpus $(CORPUS)
 
 demo: venv $(CORPUS)/_truth.parquet
 	$(BIN)/thresher run examples/curate.yaml

@@ -43,7 +43,9 @@ class Scale:
     peak_n: int  # bf16 matrix product n x n x n on the GPU
     cpu_peak_n: int  # the same on the CPU
     documents: int  # generated sample-corpus documents (perplexity, embedding)
-    lm: dict[str, Any]  # the run's reference LM (overrides of thresher.models.lm.LM_DEFAULTS)
+    lm: dict[
+        str, Any
+    ]  # the run's reference LM (overrides of thresher.models.lm_training.LM_DEFAULTS)
     gpt2: dict[str, Any]  # transformers.GPT2Config keyword arguments
     gpt2_tokenizer_vocab: int
     joined: int  # sample documents joined into one long document for the GPT-2 model
@@ -197,7 +199,7 @@ class Workspace:
     def reference_lm(self) -> tuple[Path, float]:
         """The run's own reference LM, trained on the corpus on the GPU leg's device (once)."""
         if "lm" not in self._cache:
-            from thresher.models.lm import fit_reference_lm
+            from thresher.models.lm_training import fit_reference_lm
 
             started = time.perf_counter()
             context = fit_context(self.corpus(), self.directory / "run" / "models" / "perplexity")
@@ -209,8 +211,8 @@ class Workspace:
 
 def corpus_table(n_documents: int) -> pa.Table:
     """``n_documents`` generated documents: id, text, label (topic), shard and row positions."""
+    from thresher.examples.sample_corpus import generate_records
     from thresher.io import schema as S
-    from thresher.sample_corpus import generate_records
 
     records = [
         r for r in generate_records(n_documents, 0) if isinstance(r["text"], str) and r["text"]

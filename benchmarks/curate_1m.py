@@ -1,4 +1,4 @@
-"""The curate flow on a 1,000,000-document generated corpus, on both engines (issue 7).
+"""The curate flow on a 1,000,000-document generated corpus, on both engines.
 
 For each engine, the flow runs in a child process (as `thresher run` would)
 and the benchmark records:
@@ -20,14 +20,14 @@ and the benchmark records:
 
   where ``scorer_seconds`` is summed over the worker processes that ran in
   parallel (``parallelism`` = the local engine's workers, or Spark's default
-  parallelism). Target (issue 7): under 30%.
+  parallelism). Target: under 30%.
 
-The corpus is the sample-corpus generator (:mod:`thresher.sample_corpus`)
+The corpus is the sample-corpus generator (:mod:`thresher.examples.sample_corpus`)
 scaled up: shards of 10,000 documents (60% Parquet, 20% JSONL, 20%
 JSONL.gz, with the same kinds of bad rows), written once to a cache
 directory (``--cache``, default ``~/.cache/thresher/bench``).
 
-Full scale (about 1.3 GB of text; the lead runs it on a quiet machine)::
+Full scale (about 1.3 GB of text; run it on a quiet machine)::
 
     python -m benchmarks.curate_1m
 
@@ -103,7 +103,7 @@ def _write_shard(out: Path, shard: int, seed: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from thresher.sample_corpus import generate_records
+    from thresher.examples.sample_corpus import generate_records
 
     records = generate_records(SHARD_DOCUMENTS, seed * 100_003 + shard)
     prefix = f"s{shard:05d}-"

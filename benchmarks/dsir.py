@@ -1,6 +1,6 @@
 """DSIR against the authors' reference package, in the same run, on one corpus.
 
-The corpus is the sample-corpus generator (:mod:`thresher.sample_corpus`)
+The corpus is the sample-corpus generator (:mod:`thresher.examples.sample_corpus`)
 scaled up to ``--documents`` documents (1,000,000 by default) in JSONL
 shards of 10,000 (the reference package reads JSONL), written once to a
 cache directory. The target set is 10,000 other documents of one topic
@@ -73,7 +73,7 @@ RESULTS = Path(__file__).parent / "results" / "dsir.md"
 
 
 def _write_shard(out: Path, shard: int) -> None:
-    from thresher.sample_corpus import generate_records
+    from thresher.examples.sample_corpus import generate_records
 
     records = generate_records(SHARD_DOCUMENTS, 100_003 + shard)
     lines = [
@@ -90,7 +90,7 @@ def _write_shard(out: Path, shard: int) -> None:
 
 def ensure_corpus(cache: Path, n_documents: int) -> tuple[list[Path], Path]:
     """The JSONL shards and the target file, generated once under ``cache``."""
-    from thresher.sample_corpus import clean_document
+    from thresher.examples.sample_corpus import clean_document
 
     out = cache / f"dsir-corpus-{n_documents}"
     n_shards = max(1, -(-n_documents // SHARD_DOCUMENTS))

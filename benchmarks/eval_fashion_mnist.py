@@ -145,7 +145,7 @@ def best_table(best: pd.DataFrame) -> str:
 
 
 def expectations(summary: pd.DataFrame) -> list[str]:
-    """The issue's expected patterns, each checked against the measured summary."""
+    """The expected patterns (top-k collapse, CCS above random...), checked against the summary."""
 
     def diff(selector_prefix: str, noise: float, rate: float) -> float | None:
         rows = summary[

@@ -1,6 +1,6 @@
 """Object storage: the curate flow with its inputs and run directory on S3, against the local disk.
 
-The bundled sample corpus (:func:`thresher.sample_corpus.write_sample_corpus`:
+The bundled sample corpus (:func:`thresher.examples.sample_corpus.write_sample_corpus`:
 Parquet, JSONL and JSONL.gz shards of 10,000 documents, with near-duplicates
 and bad rows) is written once to the local disk and uploaded once to a
 bucket of an S3-protocol server (moto's, started by the benchmark on
@@ -35,7 +35,7 @@ change to the config. The server runs on the same cores as the flow, so
 the wall times include its work; the request counts do not depend on the
 machine.
 
-Full scale (200,000 documents in 20 shards; the lead runs it on a quiet machine)::
+Full scale (200,000 documents in 20 shards; run it on a quiet machine)::
 
     python -m benchmarks.object_storage
 
@@ -113,7 +113,7 @@ def job_template() -> dict[str, Any]:
 
 def write_corpus(directory: Path, n_documents: int) -> int:
     """The sample corpus of ``n_documents`` in shards of about 10,000; returns the shard count."""
-    from thresher.sample_corpus import write_sample_corpus
+    from thresher.examples.sample_corpus import write_sample_corpus
 
     n_shards = max(3, round(n_documents / SHARD_DOCUMENTS))
     write_sample_corpus(directory, n_documents=n_documents, n_shards=n_shards, seed=0)
@@ -123,7 +123,7 @@ def write_corpus(directory: Path, n_documents: int) -> int:
 def warm_up(work: Path, template: dict[str, Any]) -> None:
     """One untimed flow on a small local corpus: numba compiles and caches its kernels here."""
     from benchmarks.curate_1m import run_flow
-    from thresher.sample_corpus import write_sample_corpus
+    from thresher.examples.sample_corpus import write_sample_corpus
 
     corpus = work / "warm-up-corpus"
     write_sample_corpus(corpus, n_documents=600, n_shards=3, seed=1)

@@ -88,9 +88,9 @@ class Corpus:
 def build_corpus(directory: Path, scale: Scale) -> Corpus:
     """Write the sample corpus and ingest it into a run directory (local stages)."""
     from thresher.config import SchemaConfig
+    from thresher.examples.sample_corpus import write_sample_corpus
     from thresher.io.shards import ShardRegistry, numbered_shards
     from thresher.run_dir import RunDir
-    from thresher.sample_corpus import write_sample_corpus
     from thresher.stages.ingest import ingest_to_run
 
     corpus = directory / "corpus"
@@ -109,7 +109,8 @@ def build_corpus(directory: Path, scale: Scale) -> Corpus:
 def bench_overhead(corpus: Corpus, scale: Scale) -> list[str]:
     import torch
 
-    from thresher.models.lm import ReferenceLM, fit_reference_lm
+    from thresher.models.lm import ReferenceLM
+    from thresher.models.lm_training import fit_reference_lm
     from thresher.scorers.perplexity import PerplexityScorer
 
     started = time.perf_counter()

@@ -11,7 +11,7 @@
    classifier reaches 100%: the share of errors answered ``en`` is shown. Backends: ``py3langid`` (thresher's
    batched kernel over py3langid's model) and ``lingua``.
 2. ``throughput``: documents per CPU second (one core; the CPU time of the
-   process, threads included) on the sample corpus (:mod:`thresher.sample_corpus`,
+   process, threads included) on the sample corpus (:mod:`thresher.examples.sample_corpus`,
    documents of about 1 KB), scoring batches of 1,024 as a worker does:
    ``language`` with each backend, py3langid's own ``classify`` loop (the
    baseline the kernel replaces), ``token_count`` with the reference LM's
@@ -185,9 +185,9 @@ def throughput(n_documents: int, backends: list[str]) -> dict[str, dict[str, flo
     """docs/s per core of every scorer measured on the sample corpus."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
+    from thresher.examples.sample_corpus import generate_records
     from thresher.fitting import FitContext
-    from thresher.models.lm import LM_DEFAULTS
-    from thresher.sample_corpus import generate_records
+    from thresher.models.lm_training import LM_DEFAULTS
     from thresher.scorers import make_scorer
 
     texts = [r["text"] for r in generate_records(n_documents, seed=0)]

@@ -18,14 +18,22 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="thresher-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 import pytest
+from hypothesis import settings
 
 from thresher.config import RunConfig, parse_config
-from thresher.sample_corpus import write_sample_corpus
+from thresher.examples.sample_corpus import write_sample_corpus
+
+# Property tests draw the same examples on every run (a failure in CI reproduces on a
+# laptop); `HYPOTHESIS_PROFILE=explore` draws new ones and remembers failures.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -83,13 +83,6 @@ def check_mapping(owner: str, name: str, value: Any, optional: bool = True) -> N
         raise ValueError(f"{owner}: {name} must be a mapping, got {value!r}")
 
 
-def check_str_list(owner: str, name: str, value: Any, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{owner}: {name} must be a non-empty list of strings, got {value!r}")
-
-
 def check_device(owner: str, value: Any) -> None:
     if not isinstance(value, str) or not (
         value in ("auto", "cpu", "cuda") or value.startswith("cuda:")

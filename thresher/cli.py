@@ -12,13 +12,16 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from thresher.errors import ConfigError, ThresherError
+
+if TYPE_CHECKING:
+    from thresher.config import RunConfig
 
 app = typer.Typer(
     name="thresher",
@@ -90,6 +93,9 @@ def _user_errors(command: F) -> F:
 def _quiet_prefect(quiet: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    # Prefect's temporary server gives up after 20 s by default, which a busy machine
+    # (a shared CI runner, a notebook server) can exceed while it starts.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     elif sys.stderr.isatty():
@@ -109,7 +115,16 @@ def _check_before_work(cfg: Any, inputs: bool = True) -> None:
 
     if inputs:
         cfg.input_files()
+    _check_eval_sets(cfg)
     check_storage(cfg)
+
+
+def _check_eval_sets(cfg: RunConfig) -> None:
+    """Every evaluation-set pattern of a ``decontaminate`` section matches a file."""
+    if cfg.decontaminate is not None:
+        from thresher.stages.decontaminate import eval_set_files
+
+        eval_set_files(cfg)
 
 
 #: Exit status of a run that completed but skipped damaged input files.
@@ -440,6 +455,7 @@ def validate(config: ConfigArg) -> None:
         cfg = load_config(config)
         kind = "run"
     files = cfg.input_files()
+    _check_eval_sets(cfg)
     console.print(
         f"[green]valid[/] {kind}: {len(files)} input file(s), run directory {cfg.run_path}"
     )

@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.errors import ConfigError, StorageError
-from thresher.io.fs import FileEntry, Location, StorageOptions, check_storage_options, expand
+from thresher.io.fs import FileEntry, Location, StorageOptions, expand
+from thresher.io.options import check_storage_options
 from thresher.keys import json_digest
 
 Budget = int | float
@@ -254,7 +255,7 @@ class EngineConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, value: str) -> str:
-        from thresher.engines import ENGINES
+        from thresher.engines.registry import ENGINES
 
         if value not in ENGINES:
             raise ValueError(f"unknown engine {value!r}; available: {', '.join(sorted(ENGINES))}")
@@ -304,6 +305,45 @@ class DedupConfig(_Strict):
         return self
 
 
+class EvalSetConfig(_Strict):
+    """One evaluation set for decontamination: its files and the field holding each item's text.
+
+    ``paths`` are files, directories or glob patterns in any input format
+    thresher reads (relative paths start at the config file's directory);
+    ``text`` names the column or JSON field of each item's text.
+    """
+
+    paths: list[str] = Field(min_length=1)
+    text: str = "text"
+    format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
+
+
+class DecontaminateConfig(_Strict):
+    """Drop every document sharing a word n-gram with an evaluation set (``thresher.contamination``).
+
+    ``sets`` maps a name (an identifier: it appears in drop details and
+    reports) to its files; ``ngram`` is the words per n-gram (13, as in
+    GPT-3's Appendix C, Brown et al. 2020; see also Dolma, Soldaini et al.
+    2024). Matching documents are dropped as ``contaminated``.
+    """
+
+    sets: dict[str, EvalSetConfig] = Field(min_length=1)
+    ngram: int = Field(default=13, ge=1, le=64)
+
+    @field_validator("sets")
+    @classmethod
+    def _check_names(cls, value: dict[str, EvalSetConfig]) -> dict[str, EvalSetConfig]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+                raise ValueError(
+                    f"set name {name!r} must start with a letter or _ and hold only letters, "
+                    "digits, _, . and -"
+                )
+        return value
+
+
 class RunConfig(_Strict):
     """A whole curation run."""
 
@@ -318,6 +358,7 @@ class RunConfig(_Strict):
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
     dedup: DedupConfig | None = None
+    decontaminate: DecontaminateConfig | None = None
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     base_dir: str = Field(default=".", exclude=True)
 
@@ -436,6 +477,14 @@ class RunConfig(_Strict):
             kind = types[key.score]
             if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
                 raise ValueError(f"dedup.keeper[{i}].score: {key.score!r} is not numeric ({kind})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_decontaminate(self) -> RunConfig:
+        if self.decontaminate is not None and self.schema_.text is None:
+            raise ValueError(
+                "decontaminate: needs document text; set schema.text (this corpus has none)"
+            )
         return self
 
     # -- derived values -------------------------------------------------------

@@ -77,3 +77,19 @@ def configure_torch(device: str) -> Any:
     if device == "cpu" and torch.get_num_threads() != worker_threads():
         torch.set_num_threads(worker_threads())
     return torch.device(device)
+
+
+def autocast_dtype(device_type: str, bf16_supported: bool) -> Any:
+    """Half precision for inference on CUDA (bf16 where supported, else fp16); none on CPU."""
+    import torch
+
+    if device_type != "cuda":
+        return None
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def bf16_supported(device: Any) -> bool:
+    """Whether ``device`` (a ``torch.device``) is a CUDA device with bf16 support."""
+    import torch
+
+    return device.type == "cuda" and bool(torch.cuda.is_bf16_supported())

@@ -42,3 +42,7 @@ class ScorerError(ThresherError):
 
 class StorageError(ThresherError):
     """A store cannot be used: unreachable endpoint, refused credentials, missing bucket or backend."""
+
+
+class LMError(ThresherError):
+    """A reference LM cannot be trained or loaded (the message says which file and why)."""

@@ -41,6 +41,8 @@ QUARANTINE = (
 )
 
 # -- dropped at selection, in the order the steps run ------------------------------------
+#: A row sharing a word n-gram with an evaluation set (detail ``set=<name>; ngram=<n-gram>``).
+CONTAMINATED = "contaminated"
 #: A row whose id appeared earlier in input order.
 DUPLICATE_ID = "duplicate_id"
 #: A member of a near- or exact-duplicate cluster that is not its keeper (detail ``keeper=<id>``).

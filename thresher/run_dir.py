@@ -15,6 +15,7 @@ Layout (on any store: a local directory or a prefix of an object store)::
       quarantine/      rows that could not be used, with a reason (one file per shard)
       models/          artefacts fitted by scorers, reused on resume
       dedup/           summary.json, naming the files of the current duplicate clusters
+      decontaminate/   summary.json, naming the matched rows of evaluation-set n-grams per shard
       eval/            results.parquet and summary.csv, when eval ran
       _state/          the shard registry, completion markers, the keys that guard resume, the lock
       _staging/        scratch space of the running stage (deleted by the next run)

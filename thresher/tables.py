@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def conform_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -54,10 +53,3 @@ def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str) ->
             continue
         out = out.append_column(right.schema.field(name), right.column(name).take(right_rows))
     return out
-
-
-def without_nulls_mask(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """True where ``column`` is set (booleans: where it is true)."""
-    if pa.types.is_boolean(column.type):
-        return np.asarray(pc.fill_null(column, False), dtype=bool)
-    return np.asarray(pc.is_valid(column), dtype=bool)

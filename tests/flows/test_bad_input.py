@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 ENGINES = ["local", pytest.param("spark", marks=pytest.mark.spark)]
 BIG = 5 * 1024 * 1024  # a large document that must flow through intact
-HUGE = 20 * 1024 * 1024  # the 20 MB document, over the configured limit
+HUGE = 20 * 1024 * 1024  # a 20 MB document, over the configured limit
 LIMIT = 10 * 1024 * 1024
 
 

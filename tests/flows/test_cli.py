@@ -59,6 +59,20 @@ def test_validate_reports_unknown_scorer_with_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_validate_reports_a_missing_evaluation_set_with_its_field(
+    small_corpus: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"run_dir: r\ninput: {{paths: ['{small_corpus}/shard-*']}}\n"
+        "decontaminate: {sets: {mmlu: {paths: [absent/*.jsonl], text: question}}}\n",
+        encoding="utf-8",
+    )
+    result = _thresher("validate", str(config))
+    assert result.returncode == 2
+    assert "decontaminate.sets.mmlu.paths[0]: 'absent/*.jsonl' matches no file" in result.stderr
+
+
 def test_run_reports_missing_input_with_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "job.yaml"
     config.write_text("run_dir: r\ninput: {paths: ['absent/*.jsonl']}\n", encoding="utf-8")

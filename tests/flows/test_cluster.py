@@ -7,6 +7,7 @@ to the test session's Prefect server, so that none starts its own.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,27 @@ def _write_config(path: Path, corpus: Path, run_dir: Path, master: str, **extra:
     return path
 
 
+def _event_log(directory: Path) -> list[dict[str, Any]]:
+    (path,) = [p for p in directory.iterdir() if not p.name.endswith(".inprogress")]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _lost_and_rerun(events: list[dict[str, Any]], lost_executors: set[str]) -> list[Any]:
+    """(stage, partition) of tasks that failed with ExecutorLostFailure on a lost executor
+    and later succeeded on another: the proof that Spark re-ran work the kill cost."""
+    lost, rerun = {}, []
+    for event in events:
+        if event.get("Event") != "SparkListenerTaskEnd":
+            continue
+        info, reason = event["Task Info"], event["Task End Reason"]
+        key = (event["Stage ID"], info["Index"])
+        if reason.get("Reason") == "ExecutorLostFailure" and info["Executor ID"] in lost_executors:
+            lost[key] = info["Executor ID"]
+        elif reason.get("Reason") == "Success" and key in lost and info["Executor ID"] != lost[key]:
+            rerun.append(key)
+    return rerun
+
+
 def _run(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "thresher", "run", str(config), "--quiet"],
@@ -105,6 +127,19 @@ def reference_ids(
     return _kept(work / "run")
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process ``pid`` (alive) is ``ancestor`` or one of its descendants."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: ppid
+    return False
+
+
 def test_cluster_run_matches_local_mode_and_survives_a_lost_worker(
     tmp_path: Path, small_corpus: Path, reference_ids: list[str], child_env: dict[str, str]
 ) -> None:
@@ -115,20 +150,44 @@ def test_cluster_run_matches_local_mode_and_survives_a_lost_worker(
         _finish(_run(job, child_env))
         assert _kept(tmp_path / "run") == reference_ids
 
-        # Same job again from scratch; kill one worker (and its executors) once
-        # the first shards are being ingested. Spark reschedules on the other.
+        # Same job again from scratch. Every scoring task first holds for a few seconds
+        # (a fault point); once a task is held on worker 0, that worker and its
+        # executors are killed, so the task it runs is lost and must be re-run elsewhere.
+        events, paused = tmp_path / "events", tmp_path / "paused"
+        events.mkdir()
         fresh = _write_config(
             tmp_path / "job2.yaml", small_corpus, tmp_path / "run2", cluster.master_url
         )
+        conf = yaml.safe_load(fresh.read_text())
+        conf["engine"]["spark"]["conf"].update(
+            {
+                "spark.eventLog.enabled": "true",
+                "spark.eventLog.dir": events.as_uri(),
+                "spark.eventLog.rolling.enabled": "false",  # one plain JSON-lines file
+                "spark.eventLog.compress": "false",
+                "spark.executorEnv.THRESHER_PAUSE_AT": f"score:shard:4:{paused}",
+            }
+        )
+        fresh.write_text(yaml.safe_dump(conf))
         process = _run(fresh, child_env)
-        markers = tmp_path / "run2" / "_state" / "ingest"
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            if markers.is_dir() and any(markers.iterdir()):
-                break
-            time.sleep(0.1)
-        assert process.poll() is None, "the run ended before a worker could be killed"
+        victim = cluster.workers[0].pid
+        deadline = time.monotonic() + 300
+        held: list[int] = []
+        while not held and time.monotonic() < deadline and process.poll() is None:
+            if paused.is_dir():
+                held = [
+                    int(p.name) for p in paused.iterdir() if _descends_from(int(p.name), victim)
+                ]
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before a task was held on worker 0"
+        assert held, "no scoring task was held on worker 0"
         cluster.kill_worker(0)
         output = _finish(process)
         assert cluster.alive_workers() == 1
+        log = _event_log(events)
+        removed = {
+            e["Executor ID"] for e in log if e.get("Event") == "SparkListenerExecutorRemoved"
+        }
+        assert removed, "no executor was lost"
+        assert _lost_and_rerun(log, removed), "no task lost with the worker was re-run"
         assert _kept(tmp_path / "run2") == reference_ids, output[-2000:]

@@ -38,8 +38,8 @@ from tests.helpers.prefect_server import (
     wait_for,
 )
 from tests.helpers.runs import kept_ids
+from thresher.examples.sample_corpus import write_sample_corpus
 from thresher.runs import load_run
-from thresher.sample_corpus import write_sample_corpus
 
 pytestmark = [pytest.mark.slow]
 

@@ -38,12 +38,12 @@ import yaml
 from thresher import faults
 from thresher.config import SchemaConfig
 from thresher.errors import RunStateError
+from thresher.examples.sample_corpus import write_sample_corpus
 from thresher.io import publish
 from thresher.io.fs import Location
 from thresher.io.shards import Shard
 from thresher.run_dir import RunDir
 from thresher.runs import load_run
-from thresher.sample_corpus import write_sample_corpus
 from thresher.stages.ingest import ingest_to_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -18,9 +18,9 @@ import pytest
 from tests.helpers.runs import kept_ids
 from thresher.config import parse_config
 from thresher.errors import RunStateError
+from thresher.examples.sample_corpus import write_sample_corpus
 from thresher.flows.curate import curate
 from thresher.runs import load_run
-from thresher.sample_corpus import write_sample_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -98,3 +98,24 @@ def test_new_shards_anywhere_in_the_order_are_processed_alone(tmp_path: Path) ->
     (corpus / "shard-08.jsonl.gz").write_bytes(bytes(data))
     with pytest.raises(RunStateError, match=r"corpus/shard-08\.jsonl\.gz changed since"):
         curate(config(corpus, run_dir))
+
+
+def test_a_checkout_that_moves_resumes_with_everything_reused(tmp_path: Path) -> None:
+    """Config, corpus and run directory moved together: nothing is refused or redone."""
+    before = tmp_path / "before"
+    write_sample_corpus(before / "corpus", n_documents=400, n_shards=4, seed=5)
+    (before / "corpus" / "_truth.parquet").unlink()
+    curate(config(before / "corpus", before / "run"))
+    kept = kept_ids(before / "run")
+
+    after = tmp_path / "elsewhere" / "after"
+    after.parent.mkdir()
+    shutil.move(before, after)
+    markers = stamps(after / "run" / "_state" / "ingest", "shard-*.json")
+    scores = stamps(after / "run" / "scores", "shard-*.parquet")
+    assert len(markers) == len(scores) == 4
+    manifest = curate(config(after / "corpus", after / "run"))
+    assert stamps(after / "run" / "_state" / "ingest", "shard-*.json") == markers
+    assert stamps(after / "run" / "scores", "shard-*.parquet") == scores
+    assert kept_ids(after / "run") == kept
+    assert all(str(after) in i["path"] or not i["path"].startswith("/") for i in manifest["inputs"])

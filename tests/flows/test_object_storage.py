@@ -231,7 +231,7 @@ def test_killed_while_scoring_on_s3_resumes_without_redoing_committed_shards(
 ) -> None:
     import time
 
-    from thresher.sample_corpus import write_sample_corpus
+    from thresher.examples.sample_corpus import write_sample_corpus
 
     corpus = tmp_path_factory.mktemp("many-shards")
     write_sample_corpus(corpus, n_documents=2400, n_shards=16, seed=5)

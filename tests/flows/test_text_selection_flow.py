@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from thresher.config import RunConfig
+from thresher.examples.sample_corpus import clean_document, generate_records
 from thresher.flows.curate import curate
-from thresher.sample_corpus import clean_document, generate_records
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.spark]
 

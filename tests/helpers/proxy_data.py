@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from thresher.examples.sample_corpus import generate_records
 from thresher.fitting import FitContext
 from thresher.io import schema as S
-from thresher.sample_corpus import generate_records
 
 # Small enough to train in about a second, large enough to learn the topics.
 SMALL_PROXY = {

@@ -15,9 +15,9 @@ import pytest
 
 from tests.helpers.batches import text_batch
 from thresher.errors import ConfigError, InputError
+from thresher.examples.sample_corpus import clean_document
 from thresher.fitting import FitContext
 from thresher.models.hashed_ngrams import bucket_counts, bucket_sums, smoothed_log_probabilities
-from thresher.sample_corpus import clean_document
 from thresher.scorers import make_scorer
 from thresher.scorers.dsir import read_documents
 from thresher.selectors import make_selector

@@ -13,11 +13,8 @@ import pytest
 
 from tests.helpers.lm import IngestedRun, auc, ingest_small_corpus, read_scores
 from thresher.errors import ConfigError, InputError
-from thresher.scorers.fasttext_quality import (
-    FastTextModelError,
-    FastTextQualityScorer,
-    normalise,
-)
+from thresher.models.fasttext import FastTextModelError, normalise
+from thresher.scorers.fasttext_quality import FastTextQualityScorer
 from thresher.stages.score import BoundScorer, ScoreShard
 
 FAST = {"epoch": 5, "dim": 16, "bucket": 20_000}

@@ -257,3 +257,15 @@ def test_thresher_submit_runs_a_job_through_spark_submit(
     assert manifest["counts"]["reconciles"]
     rows = ds.dataset(tmp_path / "run" / "data", format="parquet").count_rows()
     assert rows == manifest["counts"]["kept"] > 0
+
+
+def test_the_object_storage_job_needs_no_volume_and_takes_credentials_from_a_secret() -> None:
+    (doc,) = yaml.safe_load_all((INFRA / "k8s" / "spark-application-s3.yaml").read_text())
+    spec = doc["spec"]
+    assert "volumes" not in spec
+    assert all("volumeMounts" not in spec[role] for role in ("driver", "executor"))
+    assert all(a.startswith("s3://") for a in spec["arguments"][1:])
+    for role in ("driver", "executor"):  # the same credentials on both sides
+        assert spec[role]["envFrom"] == [{"secretRef": {"name": "thresher-s3", "optional": True}}]
+    text = (INFRA / "k8s" / "spark-application-s3.yaml").read_text()
+    assert "AWS_SECRET_ACCESS_KEY=..." in text  # documented, never a real value

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers.batches import text_batch
 from thresher.errors import ConfigError
-from thresher.sample_corpus import generate_records
+from thresher.examples.sample_corpus import generate_records
 from thresher.scorers import make_scorer
 from thresher.selectors import make_selector
 

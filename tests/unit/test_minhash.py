@@ -11,9 +11,9 @@ import pytest
 from datasketch import MinHash
 
 from tests.helpers.batches import text_batch
+from tests.helpers.minhash import datasketch_minhash
 from thresher.dedup.shingles import (
     character_classes,
-    datasketch_minhash,
     normalize_text,
     permutations,
     shingles,

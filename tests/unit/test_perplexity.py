@@ -26,7 +26,7 @@ from tests.helpers.lm import (
     one_torch_thread,
     read_scores,
 )
-from thresher.devices import resolve_device
+from thresher.devices import autocast_dtype, resolve_device
 from thresher.errors import ConfigError, ThresherError
 from thresher.models.lm import (
     CONFIG_FILE,
@@ -34,11 +34,9 @@ from thresher.models.lm import (
     WEIGHTS_FILE,
     LMError,
     ReferenceLM,
-    _autocast_dtype,
-    fit_reference_lm,
     in_training_sample,
-    lm_params,
 )
+from thresher.models.lm_training import fit_reference_lm, lm_params
 from thresher.models.tokenizer import DOCUMENT, BPETokenizer, TokenizerError, split_words
 from thresher.scorers import make_scorer
 from thresher.scorers.perplexity import PerplexityScorer
@@ -267,7 +265,7 @@ def test_a_pickled_checkpoint_is_refused_without_running_it(lm_path: Path, tmp_p
         (fake / name).write_bytes((lm_path / name).read_bytes())
     marker = tmp_path / "pwned"
     (fake / WEIGHTS_FILE).write_bytes(pickle.dumps({"weights": _Exploit(marker)}))
-    with pytest.raises(LMError, match="not a safetensors file"):
+    with pytest.raises(LMError, match="not a valid safetensors file"):
         ReferenceLM.load(fake, device="cpu")
     assert not marker.exists()
     (fake / WEIGHTS_FILE).unlink()
@@ -282,9 +280,9 @@ def test_a_pickled_checkpoint_is_refused_without_running_it(lm_path: Path, tmp_p
 
 # -- devices ------------------------------------------------------------------------------
 def test_device_choice_and_cpu_thread_cap(lm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _autocast_dtype("cpu", True) is None
-    assert _autocast_dtype("cuda", True) is torch.bfloat16
-    assert _autocast_dtype("cuda", False) is torch.float16
+    assert autocast_dtype("cpu", True) is None
+    assert autocast_dtype("cuda", True) is torch.bfloat16
+    assert autocast_dtype("cuda", False) is torch.float16
     threads = torch.get_num_threads()
     monkeypatch.setenv("THRESHER_WORKER_THREADS", "3")
     try:

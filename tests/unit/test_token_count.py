@@ -11,9 +11,9 @@ import pytest
 
 from tests.helpers.batches import text_batch
 from thresher.errors import ConfigError
+from thresher.examples.sample_corpus import generate_records
 from thresher.fitting import FitContext
 from thresher.models.tokenizer import BPETokenizer
-from thresher.sample_corpus import generate_records
 from thresher.scorers import make_scorer
 from thresher.scorers.token_count import TokenCountScorer
 
@@ -65,7 +65,7 @@ def _counts(scorer: TokenCountScorer, texts: list[str | None]) -> list[int]:
 def test_counts_are_the_reference_lm_tokenizer_counts_and_the_tokenizer_is_shared(
     context: Callable[[str], FitContext],
 ) -> None:
-    from thresher.models.lm import fit_reference_lm
+    from thresher.models.lm_training import fit_reference_lm
 
     alone = make_scorer("token_count", {"lm": TINY_LM})
     alone.fit(context("token_count"))  # trains the tokenizer only: no LM in the run yet

@@ -1,7 +1,7 @@
 """MinHash signatures of whole batches: normalise, shingle, hash, permute, in one compiled pass.
 
 A document's signature is exactly what datasketch computes for the same
-shingles (see :func:`datasketch_minhash`)::
+shingles (:func:`shingles`)::
 
     m = datasketch.MinHash(num_perm=P, seed=S, hashfunc=xxhash.xxh32_intdigest)
     m.update_batch(shingles(text, ...))          # scheme "affine32", datasketch's default
@@ -56,7 +56,7 @@ import xxhash
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from datasketch import LeanMinHash, MinHash
+    from datasketch import LeanMinHash
 
 Unit = Literal["word", "char"]
 
@@ -94,8 +94,8 @@ def shingles(
 ) -> list[bytes]:
     """The shingles of ``text`` as UTF-8 bytes, in document order (repeats included).
 
-    This is the set a signature summarises; feeding it to datasketch gives
-    the same signature (:func:`datasketch_minhash`).
+    This is the set a signature summarises; feeding it to datasketch's
+    ``MinHash.update_batch`` (xxh32 hash function) gives the same signature.
     """
     normal = normalize_text(
         text,
@@ -117,34 +117,6 @@ def permutations(num_perm: int, seed: int) -> tuple[NDArray[np.uint32], NDArray[
     a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     return a.astype(np.uint32), b.astype(np.uint32)
-
-
-def datasketch_minhash(
-    text: str,
-    *,
-    num_perm: int = 128,
-    seed: int = 1,
-    ngram: int = 5,
-    unit: Unit = "word",
-    lowercase: bool = True,
-    punctuation: bool = True,
-    whitespace: bool = True,
-) -> MinHash:
-    """The ``datasketch.MinHash`` that the scorer's signature of ``text`` equals."""
-    from datasketch import MinHash
-
-    minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
-    minhash.update_batch(
-        shingles(
-            text,
-            ngram=ngram,
-            unit=unit,
-            lowercase=lowercase,
-            punctuation=punctuation,
-            whitespace=whitespace,
-        )
-    )
-    return minhash
 
 
 def to_lean_minhash(signature: bytes | NDArray[np.uint32], seed: int = 1) -> LeanMinHash:

@@ -1,6 +1,7 @@
 """The engine-specific parts of dedup on Spark: LSH candidate pairs and connected components.
 
-Nothing but small statistics reaches the driver:
+Functions of Spark DataFrames; :class:`thresher.engines.spark.SparkEngine`
+wraps them into frames. Nothing but small statistics reaches the driver:
 
 - :func:`near_duplicate_edges`: band keys where the signatures are, moved by
   a vectorised shuffle (:func:`_bucketed_rows`); rows whose band key another
@@ -25,8 +26,8 @@ Leskovec, Rajaraman and Ullman, "Mining of Massive Datasets", chapter 3.4.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,13 +37,8 @@ from thresher.dedup.columns import signature_array
 from thresher.dedup.graph import bucket_edges, group_buckets, roots, shared_rows, union_edges
 from thresher.dedup.lsh import band_keys
 from thresher.dedup.spec import DedupSpec
-from thresher.dedup.steps import COMPONENTS_SCHEMA, EDGES_SCHEMA
 from thresher.errors import ThresherError
 from thresher.io import schema as S
-from thresher.io.fs import Location
-
-if TYPE_CHECKING:
-    from thresher.engines.spark import SparkEngine, SparkFrame
 
 _EDGES = "src long, dst long"
 _BLOBS = "part int, band binary, key binary, doc binary"
@@ -55,22 +51,22 @@ _MAX_ROUNDS = 200
 _BAND_ROWS_PER_PARTITION = 4_000_000  # (band, key, doc): 20 bytes a row, about 80 MB
 
 
-def near_duplicate_edges(
-    engine: SparkEngine, members: SparkFrame, spec: DedupSpec
-) -> tuple[SparkFrame, dict[str, Any]]:
-    """Verified LSH edges among ``members`` (``thresher_order``, signature), as a frame."""
-    from thresher.engines.spark import SparkFrame
+def near_duplicate_edges(spark: Any, members: Any, spec: DedupSpec) -> tuple[Any, dict[str, Any]]:
+    """Verified LSH edges among ``members`` (``thresher_order``, signature).
 
-    df = members.df.withColumnRenamed(S.ORDER, "doc").select("doc", spec.signature).persist()
+    ``members`` is a Spark DataFrame; the edges come back as a persisted
+    DataFrame of ``EDGES_SCHEMA`` (the caller releases it), with the counts
+    of bucketed rows and edges.
+    """
+    df = members.withColumnRenamed(S.ORDER, "doc").select("doc", spec.signature).persist()
     try:
         n_members = int(df.count())
         bucketed = _bucketed_rows(df, spec, n_members).persist()
         wanted = bucketed.select("doc").distinct()
         signatures = df.join(wanted, "doc", "left_semi")
-        edges = _verified_edges(bucketed.join(signatures, "doc"), spec, engine.spark)
-        edges = SparkFrame(engine, edges, EDGES_SCHEMA).cache()
+        edges = _verified_edges(bucketed.join(signatures, "doc"), spec, spark).persist()
         n_bucketed = int(bucketed.count())
-        n_edges = edges.count()
+        n_edges = int(edges.count())
     finally:
         df.unpersist()
     bucketed.unpersist()
@@ -214,34 +210,31 @@ def _as_stars(edges: list[tuple[NDArray[np.int64], NDArray[np.int64]]]) -> pa.Re
     )
 
 
-def connected_components(engine: SparkEngine, edges: SparkFrame, scratch: Location) -> SparkFrame:
+def connected_components(edges: Any, checkpoint: Callable[[Any, str], Any]) -> Any:
     """``(doc, root)`` for every node of ``edges``; ``root`` is its component's smallest node.
 
     Alternates large-star and small-star (Kiveris et al. 2014) until the
     edges form stars around each component's minimum (O(log^2 n) rounds at
-    most; none or one for the star-like graphs of duplicates). The input
-    edges and each round's edges are written under ``scratch`` and read
-    back, a durable checkpoint that keeps the plan short.
+    most; none or one for the star-like graphs of duplicates). ``edges`` is
+    a Spark DataFrame of ``EDGES_SCHEMA``; the input edges and each round's
+    edges go through ``checkpoint(df, name)``, which writes them under a
+    scratch directory and reads them back, a durable checkpoint that keeps
+    the plan short. Returns a DataFrame of ``COMPONENTS_SCHEMA``.
     """
     from pyspark.sql import functions as F
 
-    from thresher.engines.spark import SparkFrame
-
     normalised = (
-        edges.df.filter(F.col("src") != F.col("dst"))
+        edges.filter(F.col("src") != F.col("dst"))
         .select(F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst"))
         .distinct()
     )
-    current = SparkFrame(engine, normalised, EDGES_SCHEMA).checkpoint(scratch / "edges")
+    current = checkpoint(normalised, "edges")
     for round_number in range(_MAX_ROUNDS + 1):
-        if _is_star_forest(current.df):
-            centres = current.df.select(F.col("dst").alias("doc"), F.col("dst").alias("root"))
-            leaves = current.df.select(F.col("src").alias("doc"), F.col("dst").alias("root"))
-            return SparkFrame(engine, leaves.unionByName(centres.distinct()), COMPONENTS_SCHEMA)
-        stepped = _small_star(_large_star(current.df))
-        current = SparkFrame(engine, stepped, EDGES_SCHEMA).checkpoint(
-            scratch / f"round-{round_number:03d}"
-        )
+        if _is_star_forest(current):
+            centres = current.select(F.col("dst").alias("doc"), F.col("dst").alias("root"))
+            leaves = current.select(F.col("src").alias("doc"), F.col("dst").alias("root"))
+            return leaves.unionByName(centres.distinct())
+        current = checkpoint(_small_star(_large_star(current)), f"round-{round_number:03d}")
     raise ThresherError(f"dedup: connected components did not converge in {_MAX_ROUNDS} rounds")
 
 

@@ -1,8 +1,8 @@
 """Engines, registered by name: ``local`` (process pool, no JVM) and ``spark``.
 
 Adding one (Ray, Dask) is one module implementing :class:`~thresher.engines.base.Engine`
-and :class:`~thresher.frame.Frame`, and one line below. Engines are imported
-only when used, so a run on the local engine never imports Spark.
+and :class:`~thresher.frame.Frame`, and one line in :mod:`thresher.engines.registry`.
+Engines are imported only when used, so a run on the local engine never imports Spark.
 """
 
 from __future__ import annotations
@@ -11,15 +11,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from thresher.engines.base import Engine
+from thresher.engines.registry import ENGINES
 
 if TYPE_CHECKING:
     from thresher.config import EngineConfig, RunConfig
-
-#: Engine name -> "module:class".
-ENGINES = {
-    "local": "thresher.engines.local:LocalEngine",
-    "spark": "thresher.engines.spark:SparkEngine",
-}
 
 
 def engine_class(kind: str) -> type[Engine]:

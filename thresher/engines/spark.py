@@ -350,19 +350,26 @@ class SparkEngine(Engine):
 
     def connected_components(self, edges: Frame, scratch: Location) -> Frame:
         from thresher.dedup.spark import connected_components
+        from thresher.dedup.steps import COMPONENTS_SCHEMA, EDGES_SCHEMA
 
         assert isinstance(edges, SparkFrame)
+
+        def checkpoint(df: Any, name: str) -> Any:
+            return SparkFrame(self, df, EDGES_SCHEMA).checkpoint(scratch / name).df
+
         with _user_errors():
-            return connected_components(self, edges, scratch)
+            return SparkFrame(self, connected_components(edges.df, checkpoint), COMPONENTS_SCHEMA)
 
     def near_duplicate_edges(
         self, members: Frame, spec: DedupSpec, scratch: Location
     ) -> tuple[Frame, dict[str, Any]]:
         from thresher.dedup.spark import near_duplicate_edges
+        from thresher.dedup.steps import EDGES_SCHEMA
 
         assert isinstance(members, SparkFrame)
         with _user_errors():
-            return near_duplicate_edges(self, members, spec)
+            edges, stats = near_duplicate_edges(self.spark, members.df, spec)
+            return SparkFrame(self, edges, EDGES_SCHEMA), stats
 
     def close(self) -> None:
         if self._spark is not None and self._owns_session:

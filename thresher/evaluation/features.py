@@ -17,7 +17,6 @@ once per process.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from thresher.io import schema as S
 from thresher.io.files import read_json, read_parquet, read_schema, write_json_atomic
 from thresher.io.shards import order_ranks
 from thresher.keys import order_key, row_key
-from thresher.models._safe import load_safetensors
+from thresher.models._safe import load_safetensors, safetensors_metadata
 from thresher.models.features import FeatureConfig, FeatureExtractor, Matrix, SparseRows
 from thresher.models.proxy import label_key
 from thresher.run_dir import RunDir
@@ -185,10 +184,7 @@ def load_split(config: EvalConfig, name: str) -> SplitData:
 
 
 def _read(path: Path) -> SplitData:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        metadata = handle.metadata() or {}
+    metadata = safetensors_metadata(path)
     arrays = load_safetensors(path)
     matrix: Matrix
     if metadata.get("kind") == "sparse":
@@ -206,8 +202,3 @@ def _read(path: Path) -> SplitData:
     return SplitData(
         matrix, arrays["targets"].astype(np.int64), arrays["flipped"].astype(bool), positions
     )
-
-
-def class_names(config: EvalConfig) -> list[str]:
-    """The classes (label text) in target-index order."""
-    return list(json.loads((features_dir(config) / "features.json").read_text())["classes"])

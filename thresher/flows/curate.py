@@ -65,6 +65,12 @@ from thresher.keys import json_digest
 from thresher.progress import Progress, StageProgress, make_progress
 from thresher.reporting.card import write_card
 from thresher.run_dir import RunDir
+from thresher.stages.decontaminate import (
+    clear_decontamination,
+    decontaminate_to_run,
+    eval_set_files,
+    manifest_section,
+)
 from thresher.stages.dedup import clear_dedup, dedup_to_run
 from thresher.stages.fit import fit_scorers
 from thresher.stages.harmonize import harmonize_ingested
@@ -139,6 +145,18 @@ def dedup_task(
     engine: Engine, config: RunConfig, indices: list[int], bar: StageProgress
 ) -> dict[str, Any]:
     return dedup_to_run(config, engine, indices, bar)
+
+
+@task(
+    name="decontaminate",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_condition_fn=retry_unless_user_error,
+)
+def decontaminate_task(
+    engine: Engine, config: RunConfig, indices: list[int], bar: StageProgress
+) -> dict[str, Any]:
+    return decontaminate_to_run(config, engine, indices, bar)
 
 
 @task(name="select", cache_policy=NO_CACHE)
@@ -305,6 +323,8 @@ def curate(
         )
     # fails before any work if an input pattern matches nothing
     files = [] if stages == "select" else cfg.input_files()
+    if cfg.decontaminate is not None:  # evaluation sets too, before any work
+        eval_set_files(cfg)
     check_input_apart(cfg, files)
     run.check_usable()
     check_contained(run.root)
@@ -432,6 +452,22 @@ def _curate(
         else:
             clear_dedup(cfg)
 
+        decontaminated = None
+        if cfg.decontaminate is not None:  # keyed by the evaluation sets' content
+            with (
+                _timed(timings, "decontaminate"),
+                progress.stage("decontaminate", shards=len(indices)) as bar,
+            ):
+                decontaminated = decontaminate_task(eng, cfg, indices, bar)
+            logger.info(
+                "decontaminate: %d document(s) share a %d-gram with an evaluation set%s",
+                decontaminated["contaminated"],
+                decontaminated["ngram"],
+                " (reused)" if decontaminated["reused"] else "",
+            )
+        else:
+            clear_decontamination(cfg)
+
         version = publish.new_version(run.root)
         with _timed(timings, "select"), progress.stage("select") as bar:
             selection = select_task(cfg, eng, indices, version, bar)
@@ -455,6 +491,7 @@ def _curate(
         timings,
         version.name,
         run.shards_added_by(),
+        decontamination=manifest_section(decontaminated),
     )
     counts = manifest["counts"]
     if not counts["reconciles"]:

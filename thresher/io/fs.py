@@ -32,123 +32,16 @@ import functools
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from thresher.errors import StorageError
-
-if TYPE_CHECKING:
-    from thresher.io.stores import Store
-
-#: Schemes pyarrow serves natively (``s3a`` is Hadoop's name for S3).
-_NATIVE = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "hdfs": "hdfs", "viewfs": "hdfs"}
-#: The extra of thresher that installs what a scheme needs.
-EXTRAS = {
-    "s3": "s3",
-    "s3a": "s3",
-    "gs": "gcs",
-    "gcs": "gcs",
-    "az": "azure",
-    "abfs": "azure",
-    "abfss": "azure",
-    "adl": "azure",
-}
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-#: Option keys whose value is a secret: only ``${ENV_VAR}`` references are accepted there.
-SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|account_key|sas)", re.I)
-
-
-@dataclass(frozen=True)
-class StorageOptions:
-    """Options per URI scheme (endpoint, region, credentials by reference).
-
-    Stored as given: ``${VAR}`` references stay references until
-    :meth:`resolved` reads the environment of the process that opens a store.
-    """
-
-    by_scheme: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Mapping[str, Any]] | None) -> StorageOptions:
-        if not options:
-            return cls()
-        return cls(
-            tuple(
-                (scheme, tuple(sorted((str(k), v) for k, v in values.items())))
-                for scheme, values in sorted(options.items())
-            )
-        )
-
-    def raw(self, scheme: str) -> dict[str, Any]:
-        """The options of ``scheme`` as written (``s3a`` shares ``s3``'s, ``gcs`` ``gs``'s)."""
-        family = _NATIVE.get(scheme, scheme)
-        found: dict[str, Any] = {}
-        for name, values in self.by_scheme:
-            if name == scheme or _NATIVE.get(name, name) == family:
-                found.update(dict(values))
-        return found
-
-    def resolved(self, scheme: str) -> dict[str, Any]:
-        """The options of ``scheme`` with every ``${VAR}`` replaced by the environment's value."""
-        return {key: _resolve_reference(key, value) for key, value in self.raw(scheme).items()}
-
-
-def _resolve_reference(key: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise StorageError(
-                f"storage_options: {key} refers to ${{{name}}}, which is not set in the environment"
-            )
-        return os.environ[name]
-
-    return _ENV_REFERENCE.sub(substitute, value)
-
-
-def check_storage_options(options: Mapping[str, Mapping[str, Any]] | None) -> None:
-    """Refuse a secret written into a config: a credential option must be a ``${VAR}`` reference."""
-    for scheme, values in (options or {}).items():
-        if not isinstance(values, Mapping):
-            raise ValueError(f"storage_options.{scheme}: must be a mapping of option to value")
-        for key, value in values.items():
-            if SECRET_KEYS.search(str(key)) and not (
-                isinstance(value, str) and _ENV_REFERENCE.fullmatch(value.strip())
-            ):
-                raise ValueError(
-                    f"storage_options.{scheme}.{key}: write a secret as an environment "
-                    f"reference such as '${{{str(key).upper()}}}', never as its value (configs "
-                    "and manifests are shared)"
-                )
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One object or file found by a listing: where, how big, and its version.
-
-    ``version`` is what changes whenever the bytes change without reading
-    them: the ETag on S3, the generation on GCS, and None where the store
-    gives neither (local files use size and modification time).
-    """
-
-    location: Location
-    size: int
-    mtime_ns: int | None
-    version: str | None = None
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What tells a later run that this input did not change (no byte is read)."""
-        if self.version is not None:
-            return {"size": self.size, "version": self.version}
-        return {"size": self.size, "mtime_ns": self.mtime_ns}
+from thresher.io.options import NATIVE_SCHEMES, StorageOptions
+from thresher.io.stores import FileEntry, Store, store_for
 
 
 @dataclass(frozen=True)
@@ -203,7 +96,7 @@ class Location:
         if self.is_local:
             return self.uri
         parts = urlsplit(self.uri)
-        if _NATIVE.get(self.scheme) == "hdfs":
+        if NATIVE_SCHEMES.get(self.scheme) == "hdfs":
             return parts.path or "/"
         return f"{parts.netloc}{parts.path}"
 
@@ -257,8 +150,6 @@ class Location:
 
     @property
     def store(self) -> Store:
-        from thresher.io.stores import store_for
-
         try:
             return store_for(self.scheme, self._authority, self.options)
         except StorageError as error:
@@ -403,9 +294,3 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(pattern[i]))
             i += 1
     return re.compile("".join(out))
-
-
-def iter_chunks(data: bytes | pa.Buffer, size: int = 1 << 24) -> Iterator[memoryview]:
-    view = memoryview(data)
-    for start in range(0, len(view), size):
-        yield view[start : start + size]

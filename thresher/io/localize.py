@@ -1,10 +1,10 @@
 """Local copies of remote files, for the libraries that only read local paths.
 
 torch, safetensors, fastText and Hugging Face load models from local files.
-When a model (a run's ``models/`` directory, or a ``model_path`` a user
-gives) lives on an object store, it is copied to a cache directory first:
-``$THRESHER_CACHE`` (default ``~/.cache/thresher``), under a name derived
-from its URI, and copied again only when a file's size or version changed.
+When a run's ``models/`` directory lives on an object store, it is copied to
+a cache directory first: ``$THRESHER_CACHE`` (default ``~/.cache/thresher``),
+under a name derived from its URI, and copied again only when a file's size
+or version changed.
 
 A run directory on an object store fits its models in a local mirror of
 ``RUN_DIR/models/`` (:func:`models_mirror`) and pushes them back
@@ -33,18 +33,6 @@ def models_mirror(models: Location) -> Path:
     if models.is_local:
         return Path(models.uri)
     return cache_root() / "models" / json_digest(models.uri)
-
-
-def localize(location: Location) -> Path:
-    """A local path holding what ``location`` holds (a file or a directory tree)."""
-    if location.is_local:
-        return Path(location.uri)
-    target = cache_root() / "remote" / json_digest(location.uri) / location.name
-    if location.is_file():
-        _copy_down({location.name: location}, target.parent)
-        return target
-    pull(location, target)
-    return target
 
 
 def pull(remote: Location, local: Path) -> Path:

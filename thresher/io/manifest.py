@@ -108,11 +108,13 @@ def build_manifest(
     timings: dict[str, float],
     version: str,
     added_by: dict[str, str] | None = None,
+    decontamination: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a published version (see module docstring).
 
     ``added_by`` maps a shard's name to the run that first ingested it (a
-    corpus that grows between runs).
+    corpus that grows between runs); ``decontamination`` is the rule and
+    the per-evaluation-set counts of the decontaminate stage, when it ran.
     """
     counts = build_counts(shards, selection, written)
     return {
@@ -145,4 +147,5 @@ def build_manifest(
         "selection_steps": selection["steps"],
         "weighted": selection["weighted"],
         "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
+        **({"decontamination": decontamination} if decontamination is not None else {}),
     }

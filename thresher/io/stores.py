@@ -19,21 +19,52 @@ version (the run lock), and errors that say what to do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
-import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from thresher.errors import StorageError
-from thresher.io.fs import _NATIVE, EXTRAS, FileEntry, Location, StorageOptions, iter_chunks
+from thresher.io.options import EXTRAS, NATIVE_SCHEMES, StorageOptions
+
+if TYPE_CHECKING:
+    from thresher.io.fs import Location
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One object or file found by a listing: where, how big, and its version.
+
+    ``version`` is what changes whenever the bytes change without reading
+    them: the ETag on S3, the generation on GCS, and None where the store
+    gives neither (local files use size and modification time).
+    """
+
+    location: Location
+    size: int
+    mtime_ns: int | None
+    version: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What tells a later run that this input did not change (no byte is read)."""
+        if self.version is not None:
+            return {"size": self.size, "version": self.version}
+        return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def iter_chunks(data: bytes | pa.Buffer, size: int = 1 << 24) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
 
 
 class ConditionalWriteUnsupportedError(StorageError):
@@ -194,7 +225,9 @@ class LocalStore(Store):
                 with contextlib.suppress(FileNotFoundError):
                     stat = os.stat(path)
                     found.append(
-                        FileEntry(Location(path, location.options), stat.st_size, stat.st_mtime_ns)
+                        FileEntry(
+                            dataclasses.replace(location, uri=path), stat.st_size, stat.st_mtime_ns
+                        )
                     )
         return found
 
@@ -452,7 +485,7 @@ class S3Store(Store):
             for item in page.get("Contents", []):
                 found.append(
                     FileEntry(
-                        Location(f"s3://{bucket}/{item['Key']}", location.options),
+                        dataclasses.replace(location, uri=f"s3://{bucket}/{item['Key']}"),
                         int(item["Size"]),
                         int(item["LastModified"].timestamp() * 1e9),
                         item["ETag"].strip('"'),
@@ -466,7 +499,7 @@ class S3Store(Store):
         for page in self._pages(location, recursive=False):
             names += [item["Key"] for item in page.get("Contents", [])]
             names += [item["Prefix"].rstrip("/") for item in page.get("CommonPrefixes", [])]
-        return [Location(f"s3://{bucket}/{name}", location.options) for name in names]
+        return [dataclasses.replace(location, uri=f"s3://{bucket}/{name}") for name in names]
 
     def write_atomic(self, location: Location, data: bytes | pa.Buffer) -> None:
         bucket, key = self._split(location)
@@ -623,7 +656,7 @@ def store_for(scheme: str, authority: str, options: StorageOptions) -> Store:
     if scheme == "file":
         return LocalStore()
     resolved = options.resolved(scheme)
-    family = _NATIVE.get(scheme)
+    family = NATIVE_SCHEMES.get(scheme)
     if family == "s3":
         return S3Store(resolved)
     if family == "gs":
@@ -660,7 +693,3 @@ def _fsspec_filesystem(scheme: str, options: dict[str, Any]) -> pafs.FileSystem:
         package = known_implementations.get(scheme, {}).get("class", scheme).split(".")[0]
         raise _missing_extra(scheme, package) from error
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
-
-
-def scratch_name() -> str:
-    return uuid.uuid4().hex[:12]

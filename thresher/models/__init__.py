@@ -1,8 +1,10 @@
 """Models that scorers fit and load: the reference LM and its tokenizer, proxy classifiers.
 
 - :mod:`thresher.models.tokenizer`: byte-level BPE trained on a corpus sample.
-- :mod:`thresher.models.lm`: the reference causal LM (:func:`~thresher.models.lm.fit_reference_lm`,
-  :class:`~thresher.models.lm.ReferenceLM`), trained here or loaded from a local checkpoint.
+- :mod:`thresher.models.lm`: the reference causal LM (:class:`~thresher.models.lm.ReferenceLM`),
+  a thresher LM or a local Hugging Face checkpoint (:mod:`thresher.models._hf`).
+- :mod:`thresher.models.lm_training`: training it on a corpus sample, once per run
+  (:func:`~thresher.models.lm_training.fit_reference_lm`).
 
 Modules import torch lazily where they can, so importing the package stays cheap.
 """

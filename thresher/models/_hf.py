@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from thresher.errors import LMError
+
 _INSTALL = 'pip install "thresher[hf]"  (installs transformers)'
 
 
 def load_hf_backend(directory: Path) -> HFBackend:
     """A backend for :class:`thresher.models.lm.ReferenceLM` from a checkpoint directory."""
-    from thresher.models.lm import LMError
-
     try:
         import transformers
     except ImportError:
@@ -46,8 +46,6 @@ class HFBackend:
     """Tokenise with the checkpoint's tokenizer; run its causal LM."""
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
-        from thresher.models.lm import LMError
-
         self.model = model
         self.tokenizer = tokenizer
         start = (

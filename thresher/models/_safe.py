@@ -1,4 +1,4 @@
-"""Loading model files without ever unpickling them.
+"""Loading model files without ever unpickling them: every safetensors read goes through here.
 
 Checkpoints are safetensors files (a JSON header and raw tensor bytes),
 metadata is JSON. The safetensors parser only reads a header and copies
@@ -9,32 +9,74 @@ that names it; none of its bytes is ever run as code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
+from thresher.errors import ScorerError, ThresherError
 
-from thresher.errors import ScorerError
+T = TypeVar("T")
 
 
-def load_safetensors(path: Path | str) -> dict[str, NDArray[np.generic]]:
-    """Read a safetensors file into numpy arrays; refuse anything else.
+def load_safetensors(
+    path: Path | str,
+    *,
+    framework: Literal["numpy", "pt"] = "numpy",
+    error: type[ThresherError] = ScorerError,
+) -> dict[str, Any]:
+    """Read a safetensors file; refuse anything else.
+
+    Parameters
+    ----------
+    path : Path or str
+        The file.
+    framework : {"numpy", "pt"}
+        ``"numpy"``: numpy arrays; ``"pt"``: torch tensors on the CPU.
+    error : type of ThresherError
+        What is raised (a scorer's :class:`~thresher.errors.ScorerError`,
+        the reference LM's :class:`~thresher.errors.LMError`).
 
     Raises
     ------
-    ScorerError
-        The file is missing or is not a valid safetensors file.
+    ThresherError
+        ``error``: the file is missing or is not a valid safetensors file.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
 
-    path = Path(path)
+    def read(name: str) -> dict[str, Any]:
+        if framework == "pt":
+            from safetensors.torch import load_file as load_torch
+
+            return dict(load_torch(name, device="cpu"))
+        from safetensors.numpy import load_file as load_numpy
+
+        return dict(load_numpy(name))
+
+    return _parse(Path(path), read, error)
+
+
+def safetensors_metadata(
+    path: Path | str, *, error: type[ThresherError] = ScorerError
+) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (empty when it has none)."""
+
+    def read(name: str) -> dict[str, str]:
+        from safetensors import safe_open
+
+        with safe_open(name, framework="numpy") as handle:
+            return dict(handle.metadata() or {})
+
+    return _parse(Path(path), read, error)
+
+
+def _parse(path: Path, read: Callable[[str], T], error: type[ThresherError]) -> T:
+    from safetensors import SafetensorError
+
     if not path.is_file():
-        raise ScorerError(f"checkpoint {path} does not exist")
+        raise error(f"checkpoint {path} does not exist")
     try:
-        return dict(load_file(str(path)))
-    except (SafetensorError, ValueError, OSError) as error:
-        raise ScorerError(
-            f"{path} is not a valid safetensors file ({error}); thresher loads checkpoints "
+        return read(str(path))
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise error(
+            f"{path} is not a valid safetensors file ({exc}); thresher loads checkpoints "
             "only as safetensors and never unpickles them"
         ) from None

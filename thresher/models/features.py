@@ -269,7 +269,7 @@ class FeatureExtractor:
                 raise ConfigError(f"proxy.features.model_path: {path} is not a directory")
             self.lm_path_ = str(path)
         elif self.config.source == "lm":
-            from thresher.models.lm import fit_reference_lm
+            from thresher.models.lm_training import fit_reference_lm
 
             self.lm_path_ = str(fit_reference_lm(context, **self.config.lm))
         return self

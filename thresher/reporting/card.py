@@ -109,6 +109,27 @@ def budget_label(budget: Any) -> str:
     return str(budget)
 
 
+def _decontamination(manifest: dict[str, Any]) -> str:
+    """Per evaluation set: the documents dropped as ``contaminated`` and those matching it."""
+    section = manifest.get("decontamination")
+    if not section:
+        return ""
+    lines = [
+        f"Decontamination: documents sharing a {section['ngram']}-word n-gram (lowercased, "
+        "punctuation removed, whitespace collapsed; an item shorter than that counts as one "
+        "n-gram) with an evaluation set are dropped as `contaminated` "
+        f"({section['contaminated']:,} in all).",
+        "",
+        "| evaluation set | items | dropped (first match) | matching |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| `{name}` | {info['items']:,} | {info['documents']:,} | {info['matched']:,} |"
+        for name, info in section["sets"].items()
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
 def _steps(manifest: dict[str, Any]) -> str:
     lines = []
     for number, step in enumerate(manifest["selection_steps"], start=1):
@@ -269,7 +290,7 @@ Scores (one column per scorer in `{root}scores/`):
 
 Duplicates: {_dedup(config, counts)}
 
-Selection, in order (each step sees the rows the previous one kept):
+{_decontamination(manifest)}Selection, in order (each step sees the rows the previous one kept):
 
 {_steps(manifest)}
 

@@ -156,7 +156,7 @@ def build_funnel(
     shard_stats: list[dict[str, Any]],
     steps: list[dict[str, Any]],
 ) -> tuple[list[FunnelStep], int, int | None]:
-    """The funnel: input, quarantine, duplicates, invalid scores, each filter, selector.
+    """The funnel: input, quarantine, contaminated, duplicates, invalid scores, filters, selector.
 
     Every drop reason lands in exactly one stage (unknown reasons in
     "other"), so the rows removed plus the rows selected add up to the input.
@@ -184,6 +184,7 @@ def build_funnel(
             remaining -= sum(removed.values())
             funnel.append(FunnelStep(stage, removed, remaining))
 
+    take("contaminated", lambda r: r == R.CONTAMINATED)
     take("duplicates", lambda r: r in DUPLICATE_REASONS)
     take("invalid scores", lambda r: r == R.INVALID_SCORE)
     for step in steps:

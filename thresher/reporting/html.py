@@ -52,7 +52,7 @@ def _environment() -> Environment:
 
 def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 600) -> str:
     """The report page for ``data`` (a complete HTML document)."""
-    from thresher import __version__
+    from thresher._version import __version__
 
     manifest = data.manifest
     context: dict[str, Any] = {
@@ -79,6 +79,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
         ],
         **_scores_context(data),
         "dedup": _dedup_context(data.dedup),
+        "contamination": (manifest or {}).get("decontamination"),
         "steps": [_step_context(number, step) for number, step in enumerate(data.steps, 1)],
         "curve": _curve_context(data.eval_results, data.eval_summary, data.eval_record),
         "examples": _examples_context(data),
@@ -231,7 +232,7 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
-_STAGES = ("ingest", "fit", "score", "dedup", "select", "materialize", "report")
+_STAGES = ("ingest", "fit", "score", "dedup", "decontaminate", "select", "materialize", "report")
 
 
 def _stage_order(item: tuple[str, Any]) -> tuple[int, str]:

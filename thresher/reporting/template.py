@@ -76,6 +76,7 @@ TEMPLATE = """<!DOCTYPE html>
   <a href="#funnel">Funnel</a>
   {% if score_plots %}<a href="#scores">Scores</a>{% endif %}
   {% if dedup %}<a href="#duplicates">Duplicates</a>{% endif %}
+  {% if contamination %}<a href="#contamination">Contamination</a>{% endif %}
   {% if steps %}<a href="#selection">Selection</a>{% endif %}
   {% if curve %}<a href="#pruning-curve">Pruning curve</a>{% endif %}
   {% if examples %}<a href="#examples">Examples</a>{% endif %}
@@ -151,6 +152,26 @@ split appear then.</div>{% endif %}
   <tr><th class="num">cluster</th><th class="num">size</th><th>keeper id</th></tr>
   {% for row in dedup.largest %}<tr><td class="num">{{ row.cluster }}</td><td class="num">{{ row.size | num }}</td>
     <td><code>{{ row.keeper_id }}</code></td></tr>{% endfor %}
+</table>
+</section>
+{% endif %}
+
+{% if contamination %}
+<section id="contamination">
+<h2>Contamination</h2>
+<p class="caption">Documents sharing a {{ contamination.ngram }}-word n-gram with an evaluation
+set (lowercased, punctuation removed, whitespace collapsed; an item shorter than that is one
+n-gram) are dropped as <code>contaminated</code>, before any other step:
+{{ contamination.contaminated | num }} in all. Each is counted under the set of its first match;
+"matching" counts every document containing an n-gram of the set.</p>
+<table>
+  <tr><th>evaluation set</th><th class="num">items</th><th class="num">short items</th>
+    <th class="num">n-grams</th><th class="num">dropped</th><th class="num">matching</th></tr>
+  {% for name, info in contamination.sets.items() %}
+  <tr><td><code>{{ name }}</code></td><td class="num">{{ info["items"] | num }}</td>
+    <td class="num">{{ info.short_items | num }}</td><td class="num">{{ info.ngrams | num }}</td>
+    <td class="num">{{ info.documents | num }}</td><td class="num">{{ info.matched | num }}</td></tr>
+  {% endfor %}
 </table>
 </section>
 {% endif %}

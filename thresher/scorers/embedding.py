@@ -158,7 +158,7 @@ class EmbeddingScorer(Scorer):
             return embedding_width(self.model_path)
         if self.model_path is not None:
             return _checkpoint_width(self._model_directory())
-        from thresher.models.lm import lm_params
+        from thresher.models.lm_training import lm_params
 
         try:
             return int(lm_params(**(self.lm or {}))["d_model"])
@@ -202,7 +202,7 @@ class EmbeddingScorer(Scorer):
         elif self.source == "lm" and self.model_path is not None:
             self.model_path_ = str(self._model_directory())
         elif self.source == "lm":
-            from thresher.models.lm import fit_reference_lm
+            from thresher.models.lm_training import fit_reference_lm
 
             self.model_path_ = str(fit_reference_lm(context, **(self.lm or {})))
 

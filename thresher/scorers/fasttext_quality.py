@@ -42,54 +42,28 @@ Data Selection", 2025.
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import re
-import struct
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from thresher._params import check_bool, check_str
-from thresher.errors import ConfigError, InputError, ScorerError, ThresherError
+from thresher.errors import ConfigError, InputError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
 from thresher.keys import json_digest
-from thresher.scorers.base import Scorer
-
-POSITIVE = "__label__positive"
-NEGATIVE = "__label__negative"
-_FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin file
-_PUNCTUATION = re.compile(r"([^\w\s])")
-_SPACES = re.compile(r"\s+")
-
-#: Per-classifier parameters and their defaults (the scorer's own values override these).
-SPEC_KEYS = (
-    "positive_files",
-    "negative_files",
-    "positive_labels",
-    "label_column",
-    "n_negatives",
-    "n_documents",
-    "model_path",
-    "positive_label",
-    "seed",
-    "epoch",
-    "learning_rate",
-    "dim",
-    "word_ngrams",
-    "min_count",
-    "bucket",
+from thresher.models.fasttext import (
+    POSITIVE,
+    FastTextModelError,
+    load_fasttext,
+    normalise,
+    positive_probability,
+    train_classifier,
 )
-
-
-class FastTextModelError(ThresherError):
-    """A fastText model file cannot be used (missing, or not a fastText model)."""
+from thresher.scorers.base import Scorer
+from thresher.scorers.fasttext_specs import SPEC_KEYS, check_spec, file_fingerprints, read_documents
 
 
 class FastTextQualityScorer(Scorer):
@@ -202,7 +176,7 @@ class FastTextQualityScorer(Scorer):
                 raise ValueError(
                     f"{where}: unknown key(s) {unknown}; known: {', '.join(SPEC_KEYS)}"
                 )
-            specs.append(_check_spec({**defaults, **spec}, where))
+            specs.append(check_spec({**defaults, **spec}, where))
         return specs
 
     def check_params(self) -> None:
@@ -248,7 +222,7 @@ class FastTextQualityScorer(Scorer):
                     "seed": seed,
                     "lowercase": self.lowercase,
                     "max_words": self.max_words,
-                    "files": _fingerprints(spec),  # a changed example file retrains
+                    "files": file_fingerprints(spec),  # a changed example file retrains
                 },
                 length=12,
             )
@@ -256,7 +230,7 @@ class FastTextQualityScorer(Scorer):
             record_path = path.with_suffix(".json")
             if not (path.is_file() and record_path.is_file()):
                 positives, negatives = self._training_documents(spec, context, seed)
-                record = _train(
+                record = train_classifier(
                     positives, negatives, spec, seed, path, self.lowercase, self.max_words
                 )
                 record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -329,194 +303,3 @@ class FastTextQualityScorer(Scorer):
                 f"{len(positives)} positive and {len(negatives)} negative"
             )
         return positives, negatives
-
-
-def _check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
-    """Exactly one data source per classifier; numeric settings in range."""
-    sources = [
-        name
-        for name, present in (
-            ("positive_files", spec["positive_files"] is not None),
-            ("positive_labels", spec["positive_labels"] is not None),
-            ("model_path", spec["model_path"] is not None),
-        )
-        if present
-    ]
-    if len(sources) != 1:
-        raise ValueError(
-            f"{where}: give exactly one of positive_files (with or without negative_files), "
-            f"positive_labels or model_path; got {sources or 'none'}"
-        )
-    if spec["negative_files"] is not None and spec["positive_files"] is None:
-        raise ValueError(f"{where}: negative_files needs positive_files")
-    for key in ("positive_files", "negative_files", "positive_labels"):
-        value = spec[key]
-        if value is not None and (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(v, str | int) for v in value)
-        ):
-            raise ValueError(f"{where}: {key} must be a non-empty list, got {value!r}")
-    for key in ("epoch", "dim", "word_ngrams", "min_count", "n_documents", "bucket"):
-        value = spec[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
-    if spec["n_negatives"] is not None and (
-        isinstance(spec["n_negatives"], bool)
-        or not isinstance(spec["n_negatives"], int)
-        or spec["n_negatives"] < 1
-    ):
-        raise ValueError(
-            f"{where}: n_negatives must be a positive integer, got {spec['n_negatives']!r}"
-        )
-    if not isinstance(spec["learning_rate"], int | float) or not spec["learning_rate"] > 0:
-        raise ValueError(f"{where}: learning_rate must be > 0, got {spec['learning_rate']!r}")
-    if spec["seed"] is not None and (
-        isinstance(spec["seed"], bool) or not isinstance(spec["seed"], int)
-    ):
-        raise ValueError(f"{where}: seed must be an integer, got {spec['seed']!r}")
-    return spec
-
-
-def _fingerprints(spec: dict[str, Any]) -> list[list[Any]]:
-    """Path, size and modification time of each example file of a spec."""
-    out: list[list[Any]] = []
-    for key in ("positive_files", "negative_files"):
-        for name in spec[key] or []:
-            path = Path(str(name)).expanduser().resolve()
-            stat = path.stat() if path.is_file() else None
-            out.append(
-                [str(path), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
-            )
-    return out
-
-
-# -- text, files, models -----------------------------------------------------------
-def normalise(text: str, lowercase: bool = True, max_words: int = 1000) -> str:
-    """One line of space-separated words, punctuation split off, at most ``max_words`` words."""
-    if lowercase:
-        text = text.lower()
-    words = _SPACES.sub(" ", _PUNCTUATION.sub(r" \1 ", text)).strip().split(" ")
-    return " ".join(words[:max_words])
-
-
-def read_documents(paths: list[str]) -> list[str]:
-    """Documents of ``.txt`` (one per line), ``.jsonl[.gz]`` or ``.parquet`` files (``text`` field)."""
-    documents: list[str] = []
-    for name in paths:
-        path = Path(str(name)).expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(f"fasttext_quality: example file not found: {name} ({path})")
-        try:
-            if path.suffix == ".parquet":
-                table = pq.read_table(path)
-                if S.TEXT not in table.column_names:
-                    raise InputError(f"{path}: no 'text' column (columns: {table.column_names})")
-                documents += [t for t in table.column(S.TEXT).to_pylist() if isinstance(t, str)]
-            elif path.name.endswith((".jsonl", ".jsonl.gz")):
-                opener = gzip.open if path.name.endswith(".gz") else open
-                with opener(path, "rt", encoding="utf-8") as handle:
-                    for number, line in enumerate(handle, 1):
-                        if not line.strip():
-                            continue
-                        record = json.loads(line)
-                        text = record.get(S.TEXT) if isinstance(record, dict) else None
-                        if not isinstance(text, str):
-                            raise InputError(f"{path}:{number}: no string 'text' field")
-                        documents.append(text)
-            else:
-                documents += [
-                    line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-                ]
-        except (UnicodeDecodeError, json.JSONDecodeError, pa.ArrowInvalid) as error:
-            raise InputError(f"{path}: cannot read example documents ({error})") from None
-    return [d for d in documents if d.strip()]
-
-
-def _train(
-    positives: list[str],
-    negatives: list[str],
-    spec: dict[str, Any],
-    seed: int,
-    path: Path,
-    lowercase: bool,
-    max_words: int,
-) -> dict[str, Any]:
-    """Train one classifier from a temporary file (shuffled, seeded) and save it to ``path``."""
-    import fasttext
-
-    lines = [f"{POSITIVE} {normalise(t, lowercase, max_words)}" for t in positives]
-    lines += [f"{NEGATIVE} {normalise(t, lowercase, max_words)}" for t in negatives]
-    order = np.random.default_rng(seed).permutation(len(lines))
-    with tempfile.TemporaryDirectory(prefix="thresher-fasttext-") as directory:
-        train_file = Path(directory) / "train.txt"
-        train_file.write_text("\n".join(lines[i] for i in order) + "\n", encoding="utf-8")
-        model = fasttext.train_supervised(
-            input=str(train_file),
-            epoch=int(spec["epoch"]),
-            lr=float(spec["learning_rate"]),
-            dim=int(spec["dim"]),
-            wordNgrams=int(spec["word_ngrams"]),
-            minCount=int(spec["min_count"]),
-            bucket=int(spec["bucket"]),
-            loss="softmax",
-            thread=1,
-            seed=seed,
-            verbose=0,
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.partial")
-        model.save_model(str(staging))
-        os.replace(staging, path)
-    return {
-        "seed": seed,
-        "n_positive": len(positives),
-        "n_negative": len(negatives),
-        "spec": {k: v for k, v in spec.items() if v is not None},
-        "model": path.name,
-    }
-
-
-def check_fasttext_file(path: Path) -> None:
-    """Refuse a path that is not a fastText model before fastText's loader reads it."""
-    if not path.is_file():
-        raise FastTextModelError(f"fastText model not found: {path}")
-    with path.open("rb") as handle:
-        header = handle.read(8)
-    if len(header) < 8 or struct.unpack("<i", header[:4])[0] != _FASTTEXT_MAGIC:
-        raise FastTextModelError(
-            f"{path}: not a fastText model (bad magic number); give a .bin saved by fastText"
-        )
-
-
-def load_fasttext(path: Path) -> Any:
-    """Load a fastText model after checking its header."""
-    import fasttext
-
-    check_fasttext_file(path)
-    try:
-        return fasttext.load_model(str(path))
-    except (ValueError, RuntimeError, MemoryError) as error:
-        raise FastTextModelError(f"{path}: cannot load fastText model ({error})") from None
-
-
-def positive_probability(model: Any, lines: list[str], positive_label: str) -> np.ndarray:
-    """P(``positive_label``) for each normalised line (NaN when the model gives no label)."""
-    if positive_label not in model.get_labels():
-        raise FastTextModelError(
-            f"positive_label {positive_label!r} is not a label of the model "
-            f"(labels: {model.get_labels()})"
-        )
-    if not lines:
-        return np.zeros(0, dtype=np.float64)
-    labels, probabilities = model.predict(lines, k=-1, threshold=0.0)
-    out = np.full(len(lines), np.nan, dtype=np.float64)
-    for i, (names, values) in enumerate(zip(labels, probabilities, strict=True)):
-        for name, value in zip(names, values, strict=True):
-            if name == positive_label:
-                out[i] = min(1.0, max(0.0, float(value)))
-                break
-        else:
-            if len(names):
-                out[i] = 0.0  # the model ranks every other label but not this one: p ~ 0
-    return out

@@ -1,7 +1,7 @@
 """Perplexity under a reference LM, and token-level EL2N under the same LM.
 
 The reference LM is trained on a random sample of the corpus by
-:func:`thresher.models.lm.fit_reference_lm` (shared with every other scorer
+:func:`thresher.models.lm_training.fit_reference_lm` (shared with every other scorer
 of the run that asks for the same LM parameters), or loaded from
 ``model_path``: a thresher LM directory or a local Hugging Face causal LM
 checkpoint (the ``hf`` extra). Nothing is downloaded.
@@ -52,7 +52,7 @@ class PerplexityScorer(Scorer):
     ----------
     lm : dict, optional
         Parameters of the reference LM to train (keys of
-        :data:`thresher.models.lm.LM_DEFAULTS`: ``d_model``, ``n_layers``,
+        :data:`thresher.models.lm_training.LM_DEFAULTS`: ``d_model``, ``n_layers``,
         ``steps``, ``n_documents``...). Scorers given the same ``lm`` share one LM.
     model_path : str, optional
         Use this LM instead of training one: a thresher LM directory or a
@@ -106,7 +106,7 @@ class PerplexityScorer(Scorer):
         return fields
 
     def check_params(self) -> None:
-        from thresher.models.lm import lm_params
+        from thresher.models.lm_training import lm_params
 
         check_str(self.name, "model_path", self.model_path, optional=True)
         check_bool(self.name, "token_el2n", self.token_el2n)
@@ -125,7 +125,8 @@ class PerplexityScorer(Scorer):
     # -- lifecycle -----------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
         """Train (or reuse) the reference LM, or check ``model_path``; remember its directory."""
-        from thresher.models.lm import fit_reference_lm, lm_kind
+        from thresher.models.lm import lm_kind
+        from thresher.models.lm_training import fit_reference_lm
 
         self.check_params()
         if self.model_path is not None:

@@ -3,7 +3,7 @@
 Two tokenizers, nothing downloaded:
 
 - by default, the byte-level BPE tokenizer of the run's own reference LM
-  (:func:`thresher.models.lm.fit_reference_tokenizer`): the tokenizer the
+  (:func:`thresher.models.lm_training.fit_reference_tokenizer`): the tokenizer the
   ``perplexity`` scorer's LM uses for the same ``lm`` parameters, so scorers
   given equal ``lm`` settings share it. When that LM is not trained in the
   run, only its tokenizer is (seconds);
@@ -44,7 +44,7 @@ class TokenCountScorer(Scorer):
     ----------
     lm : dict, optional
         Parameters of the run's reference LM whose tokenizer counts
-        (:data:`thresher.models.lm.LM_DEFAULTS`; only ``vocab_size``,
+        (:data:`thresher.models.lm_training.LM_DEFAULTS`; only ``vocab_size``,
         ``n_documents`` and ``validation_fraction`` change the tokenizer, but
         every key is accepted so that the same mapping as the ``perplexity``
         scorer's can be given).
@@ -66,7 +66,7 @@ class TokenCountScorer(Scorer):
         self.tokenizer_path = tokenizer_path
 
     def check_params(self) -> None:
-        from thresher.models.lm import lm_params
+        from thresher.models.lm_training import lm_params
 
         check_str(self.name, "tokenizer_path", self.tokenizer_path, optional=True)
         if self.lm is not None and not isinstance(self.lm, dict):
@@ -84,7 +84,7 @@ class TokenCountScorer(Scorer):
     # -- lifecycle -----------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
         """Find (or train) the reference LM's tokenizer, or check ``tokenizer_path``."""
-        from thresher.models.lm import fit_reference_tokenizer
+        from thresher.models.lm_training import fit_reference_tokenizer
 
         self.check_params()
         if self.tokenizer_path is not None:

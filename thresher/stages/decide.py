@@ -3,14 +3,17 @@
 Order of decisions, each recorded as a reason on the rows it drops
 (:mod:`thresher.reasons`):
 
-1. ``duplicate_id``: a row whose id appeared earlier in input order;
-2. ``duplicate``: with ``dedup`` configured, a member of a duplicate cluster
+1. ``contaminated``: with ``decontaminate`` configured, a row sharing an
+   n-gram with an evaluation set (detail ``set=<name>; ngram=<n-gram>``),
+   first, so that no other reason hides a contaminated row;
+2. ``duplicate_id``: a row whose id appeared earlier in input order;
+3. ``duplicate``: with ``dedup`` configured, a member of a duplicate cluster
    that is not its keeper (detail ``keeper=<id of the kept document>``);
-3. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step
+4. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step
    reads, or a value a sum budget cannot count (negative, fractional) in
    its column;
-4. each filter in order (``filter:<name>(<score>)``);
-5. the selector, which meets the budget (``not_selected:<name>(<score>)``).
+5. each filter in order (``filter:<name>(<score>)``);
+6. the selector, which meets the budget (``not_selected:<name>(<score>)``).
 
 Each step sees only the rows that survived the previous ones and draws its
 randomness from ``(seed, step number)``. Everything runs on a
@@ -299,19 +302,27 @@ def decide(
     engine: Engine,
     shard_names: dict[int, str],
     duplicates: Frame | None,
+    contaminated: Frame | None = None,
 ) -> tuple[Frame, list[dict[str, Any]]]:
     """Decide every row (see module docstring); returns the rows with decisions, and step details.
 
     ``rows`` has ``id``, positions, ``thresher_order``, the label and the
     columns the steps read; ``duplicates`` (the non-keepers of the dedup
-    clusters: ``thresher_order`` and their detail) is None without dedup.
+    clusters: ``thresher_order`` and their detail) is None without dedup;
+    ``contaminated`` (the same columns for the rows sharing an n-gram with
+    an evaluation set) is None without decontamination.
     """
     schema = pa.schema([*rows.schema, *DECISION_FIELDS])
     start = rows.map_batches(_Start(), schema).cache()
     repeated = start.select([S.ID, S.ORDER, S.SHARD, S.ROW]).map_groups(
         [S.ID], _FirstOfId(shard_names), _DUPLICATE_SCHEMA
     )
-    frame = start.join(repeated, [S.ORDER], "left").map_batches(
+    frame = start
+    if contaminated is not None:
+        frame = frame.join(contaminated, [S.ORDER], "left").map_batches(
+            _DropJoined(R.CONTAMINATED, schema), schema
+        )
+    frame = frame.join(repeated, [S.ORDER], "left").map_batches(
         _DropJoined(R.DUPLICATE_ID, schema), schema
     )
     if duplicates is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from thresher import profiling
+from thresher import faults, profiling
 from thresher.errors import ScorerError, ThresherError
 from thresher.io import schema as S
 from thresher.io.files import parquet_file, write_parquet_atomic
@@ -193,4 +193,5 @@ class ScoreShard:
         self.batch_size = batch_size
 
     def __call__(self, index: int) -> dict[str, Any]:
+        faults.pause("score:shard")
         return score_shard_to_run(index, self.scorers, self.run, self.batch_size)

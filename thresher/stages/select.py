@@ -111,6 +111,35 @@ class _Duplicates:
         return pa.table({S.ORDER: pa.array(order, pa.int64()), _DETAIL: detail})
 
 
+class _Contaminated:
+    """Matched rows of the decontaminate stage as (order key, ``set=<name>; ngram=<n-gram>``)."""
+
+    def __init__(self, ranks: NDArray[np.int64]) -> None:
+        self.ranks = ranks
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        order = order_key(
+            table.column(S.SHARD).to_numpy(zero_copy_only=False),
+            table.column(S.ROW).to_numpy(zero_copy_only=False),
+            self.ranks,
+        )
+        detail = pc.binary_join_element_wise(
+            pa.scalar("set="), table.column("set"), pa.scalar("; ngram="), table.column("ngram"), ""
+        )
+        return pa.table({S.ORDER: pa.array(order, pa.int64()), _DETAIL: detail})
+
+
+def contaminated_rows(engine: Engine, run: RunDir, ranks: NDArray[np.int64]) -> Frame:
+    """The rows the committed decontaminate result names, as ``decide`` takes them."""
+    from thresher.stages.decontaminate import MATCHES_SCHEMA, contamination_files
+
+    schema = pa.schema([pa.field(S.ORDER, pa.int64()), pa.field(_DETAIL, pa.string())])
+    files = contamination_files(run)
+    if not files:
+        return engine.from_table(schema.empty_table())
+    return engine.read(files, MATCHES_SCHEMA).map_batches(_Contaminated(ranks), schema)
+
+
 def duplicate_rows(engine: Engine, run: RunDir, ranks: NDArray[np.int64]) -> Frame:
     from thresher.dedup.spec import CLUSTERS_SCHEMA, cluster_files
 
@@ -383,7 +412,10 @@ def select_to_run(
         columns = selection_columns(config, score_schema(run, indices))
         rows = score_rows(engine, run, indices, columns, ranks)
         duplicates = duplicate_rows(engine, run, ranks) if config.dedup is not None else None
-        decided, steps = decide(rows, config, engine, names, duplicates)
+        contaminated = (
+            contaminated_rows(engine, run, ranks) if config.decontaminate is not None else None
+        )
+        decided, steps = decide(rows, config, engine, names, duplicates, contaminated)
         try:
             histograms = score_histograms(decided, numeric_columns(decided.schema))
             summed = [
@@ -472,17 +504,20 @@ def decide_table(
     The same pipeline as the select stage (:func:`~thresher.stages.decide.decide`),
     on the table; returns the selection table (``S.SELECTION_SCHEMA``, input
     order) and the step details. With ``dedup`` configured, ``run``'s
-    clusters drop the duplicates.
+    clusters drop the duplicates; with ``decontaminate``, its stored matches
+    drop the contaminated rows.
     """
     from thresher.engines.local import LocalEngine
     from thresher.frame import TableFrame
 
     engine = LocalEngine(workers=1, driver_max_rows=max(scores.num_rows, 1))
     names = run.shard_names() if run is not None else {}
-    duplicates = None
+    duplicates = contaminated = None
     if config.dedup is not None and run is not None:
         duplicates = duplicate_rows(engine, run, order_ranks(names))
-    decided, steps = decide(TableFrame.of(scores), config, engine, names, duplicates)
+    if config.decontaminate is not None and run is not None:
+        contaminated = contaminated_rows(engine, run, order_ranks(names))
+    decided, steps = decide(TableFrame.of(scores), config, engine, names, duplicates, contaminated)
     table = decided.to_table(max_rows=scores.num_rows).sort_by(S.ORDER)
     keep = pc.is_null(table.column("reason"))
     selection = pa.table(

@@ -13,7 +13,7 @@ Alongside the shards (names starting with ``_``, so input globs skip them):
 - ``_reference_clean.txt``: clean documents that are not in the corpus, one
   per line (positive examples for a quality classifier).
 
-Run ``python -m thresher.sample_corpus OUT_DIR [--documents N --shards K --seed S]``.
+Run ``python -m thresher.examples.sample_corpus OUT_DIR [--documents N --shards K --seed S]``.
 """
 
 from __future__ import annotations

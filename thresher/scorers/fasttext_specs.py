@@ -1,0 +1,133 @@
+"""The per-classifier specs of ``fasttext_quality``: their keys, checks and example files.
+
+A spec is a mapping of :data:`SPEC_KEYS` (the scorer's own values fill the
+keys a spec leaves out). :func:`check_spec` refuses a spec without exactly
+one data source or with settings out of range; :func:`read_documents` reads
+its example files; :func:`file_fingerprints` tells a changed example file,
+so that the classifier is trained again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.errors import ConfigError, InputError
+from thresher.io import schema as S
+
+#: Per-classifier parameters and their defaults (the scorer's own values override these).
+SPEC_KEYS = (
+    "positive_files",
+    "negative_files",
+    "positive_labels",
+    "label_column",
+    "n_negatives",
+    "n_documents",
+    "model_path",
+    "positive_label",
+    "seed",
+    "epoch",
+    "learning_rate",
+    "dim",
+    "word_ngrams",
+    "min_count",
+    "bucket",
+)
+
+
+def check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """Exactly one data source per classifier; numeric settings in range."""
+    sources = [
+        name
+        for name, present in (
+            ("positive_files", spec["positive_files"] is not None),
+            ("positive_labels", spec["positive_labels"] is not None),
+            ("model_path", spec["model_path"] is not None),
+        )
+        if present
+    ]
+    if len(sources) != 1:
+        raise ValueError(
+            f"{where}: give exactly one of positive_files (with or without negative_files), "
+            f"positive_labels or model_path; got {sources or 'none'}"
+        )
+    if spec["negative_files"] is not None and spec["positive_files"] is None:
+        raise ValueError(f"{where}: negative_files needs positive_files")
+    for key in ("positive_files", "negative_files", "positive_labels"):
+        value = spec[key]
+        if value is not None and (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str | int) for v in value)
+        ):
+            raise ValueError(f"{where}: {key} must be a non-empty list, got {value!r}")
+    for key in ("epoch", "dim", "word_ngrams", "min_count", "n_documents", "bucket"):
+        value = spec[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+    if spec["n_negatives"] is not None and (
+        isinstance(spec["n_negatives"], bool)
+        or not isinstance(spec["n_negatives"], int)
+        or spec["n_negatives"] < 1
+    ):
+        raise ValueError(
+            f"{where}: n_negatives must be a positive integer, got {spec['n_negatives']!r}"
+        )
+    if not isinstance(spec["learning_rate"], int | float) or not spec["learning_rate"] > 0:
+        raise ValueError(f"{where}: learning_rate must be > 0, got {spec['learning_rate']!r}")
+    if spec["seed"] is not None and (
+        isinstance(spec["seed"], bool) or not isinstance(spec["seed"], int)
+    ):
+        raise ValueError(f"{where}: seed must be an integer, got {spec['seed']!r}")
+    return spec
+
+
+def file_fingerprints(spec: dict[str, Any]) -> list[list[Any]]:
+    """Path, size and modification time of each example file of a spec."""
+    out: list[list[Any]] = []
+    for key in ("positive_files", "negative_files"):
+        for name in spec[key] or []:
+            path = Path(str(name)).expanduser().resolve()
+            stat = path.stat() if path.is_file() else None
+            out.append(
+                [str(path), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+            )
+    return out
+
+
+def read_documents(paths: list[str]) -> list[str]:
+    """Documents of ``.txt`` (one per line), ``.jsonl[.gz]`` or ``.parquet`` files (``text`` field)."""
+    documents: list[str] = []
+    for name in paths:
+        path = Path(str(name)).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"fasttext_quality: example file not found: {name} ({path})")
+        try:
+            if path.suffix == ".parquet":
+                table = pq.read_table(path)
+                if S.TEXT not in table.column_names:
+                    raise InputError(f"{path}: no 'text' column (columns: {table.column_names})")
+                documents += [t for t in table.column(S.TEXT).to_pylist() if isinstance(t, str)]
+            elif path.name.endswith((".jsonl", ".jsonl.gz")):
+                opener = gzip.open if path.name.endswith(".gz") else open
+                with opener(path, "rt", encoding="utf-8") as handle:
+                    for number, line in enumerate(handle, 1):
+                        if not line.strip():
+                            continue
+                        record = json.loads(line)
+                        text = record.get(S.TEXT) if isinstance(record, dict) else None
+                        if not isinstance(text, str):
+                            raise InputError(f"{path}:{number}: no string 'text' field")
+                        documents.append(text)
+            else:
+                documents += [
+                    line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+                ]
+        except (UnicodeDecodeError, json.JSONDecodeError, pa.ArrowInvalid) as error:
+            raise InputError(f"{path}: cannot read example documents ({error})") from None
+    return [d for d in documents if d.strip()]

@@ -14,7 +14,16 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from thresher._params import check_bool, check_choice
+
 LabelAllocation = Literal["proportional", "equal"]
+LABEL_ALLOCATIONS: tuple[str, ...] = ("proportional", "equal")
+
+
+def check_label_options(owner: str, by_label: Any, label_allocation: Any) -> None:
+    """Refuse a ``by_label`` that is not a bool or an unknown ``label_allocation``."""
+    check_bool(owner, "by_label", by_label)
+    check_choice(owner, "label_allocation", label_allocation, LABEL_ALLOCATIONS)
 
 
 def allocate(

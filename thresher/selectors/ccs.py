@@ -55,7 +55,12 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, class_budgets, class_sum_budgets
+from thresher.selectors.allocation import (
+    LabelAllocation,
+    check_label_options,
+    class_budgets,
+    class_sum_budgets,
+)
 from thresher.selectors.base import (
     Budget,
     FrameSelector,
@@ -335,12 +340,7 @@ class CCSSelector(Partitionable, FrameSelector):
             raise ValueError(
                 f"ccs: cutoff_score must name a score column, got {self.cutoff_score!r}"
             )
-        if not isinstance(self.by_label, bool):
-            raise ValueError(f"ccs: by_label must be true or false, got {self.by_label!r}")
-        if self.label_allocation not in ("proportional", "equal"):
-            raise ValueError(
-                f"ccs: label_allocation must be 'proportional' or 'equal', got {self.label_allocation!r}"
-            )
+        check_label_options("ccs", self.by_label, self.label_allocation)
 
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None

@@ -38,7 +38,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.allocation import LabelAllocation, check_label_options
 from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, hash_seed
 from thresher.selectors.labels import LabelClasses, label_classes
 from thresher.selectors.ranking import (
@@ -123,13 +123,7 @@ class DSIRSelector(FrameSelector):
     def check_params(self) -> None:
         if not isinstance(self.score, str) or not self.score:
             raise ValueError(f"{self.name}: score must name a score column, got {self.score!r}")
-        if not isinstance(self.by_label, bool):
-            raise ValueError(f"{self.name}: by_label must be true or false, got {self.by_label!r}")
-        if self.label_allocation not in ("proportional", "equal"):
-            raise ValueError(
-                f"{self.name}: label_allocation must be 'proportional' or 'equal', "
-                f"got {self.label_allocation!r}"
-            )
+        check_label_options(self.name, self.by_label, self.label_allocation)
 
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None

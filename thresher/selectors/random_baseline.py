@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.allocation import LabelAllocation, check_label_options
 from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, hash_seed
 from thresher.selectors.labels import label_classes
 from thresher.selectors.ranking import CutMarks, PriorityKey, budget_cuts
@@ -41,13 +41,7 @@ class RandomSelector(FrameSelector):
         self.label_allocation = label_allocation
 
     def check_params(self) -> None:
-        if not isinstance(self.by_label, bool):
-            raise ValueError(f"random: by_label must be true or false, got {self.by_label!r}")
-        if self.label_allocation not in ("proportional", "equal"):
-            raise ValueError(
-                "random: label_allocation must be 'proportional' or 'equal', "
-                f"got {self.label_allocation!r}"
-            )
+        check_label_options("random", self.by_label, self.label_allocation)
 
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None

@@ -281,7 +281,8 @@ def kill_mid_scoring(worker: Worker, run_dir: Path, flow_run: Any, deployed: Dep
 def wait_for_retry(deployed: Deployed, flow_run: Any, timeout: float = 360) -> dict[str, float]:
     """Wait for the killed run to complete; fail if it stays Crashed (no retry came).
 
-    Returns when it was marked Crashed and when it completed (monotonic seconds).
+    Returns when each state was first seen (monotonic seconds); a state that
+    lasted less than a poll may be missing.
     """
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
@@ -292,7 +293,7 @@ def wait_for_retry(deployed: Deployed, flow_run: Any, timeout: float = 360) -> d
             return seen
         if state.is_final() and not state.is_crashed():
             pytest.fail(f"the retried run ended {state.name}: {state.message}")
-        if state.is_crashed() and time.monotonic() - seen["Crashed"] > RETRY_GRACE_SECONDS:
+        if state.is_crashed() and time.monotonic() - seen[state.name] > RETRY_GRACE_SECONDS:
             pytest.fail(f"the run crashed and was not retried within {RETRY_GRACE_SECONDS} s")
         time.sleep(0.5)
     pytest.fail(f"the killed run did not complete within {timeout:.0f} s (states seen: {seen})")
@@ -333,7 +334,10 @@ def test_a_run_killed_mid_scoring_is_retried_and_ends_like_an_uninterrupted_one(
     assert kept_ids(run_dir) == kept_ids(reference.run_dir)
 
     timings = {
-        "kill_to_crashed_s": round(seen["Crashed"] - killed_at, 1),
+        # from the server's state history: a poll may miss the short Crashed state
+        "crashed_to_completed_s": round(
+            (states[-1].timestamp - states[crashed].timestamp).total_seconds(), 1
+        ),
         "kill_to_completed_s": round(seen["Completed"] - killed_at, 1),
     }
     record_property("recovery", timings)

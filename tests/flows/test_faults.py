@@ -336,13 +336,16 @@ READER_CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    root = Path(sys.argv[1])
-    seen, deadline = set(), time.monotonic() + float(sys.argv[2])
+    root, reads = Path(sys.argv[1]), Path(sys.argv[3])
+    seen, deadline, count = set(), time.monotonic() + float(sys.argv[2]), 0
     while time.monotonic() < deadline:
         name = json.loads((root / "CURRENT").read_text())["version"]
         # raises if the version the pointer names is ever incomplete or gone
         seen.add((root / "versions" / name / "data" / "_SUCCESS").read_text())
         seen.add((root / "data" / "_SUCCESS").read_text())  # and the local link
+        count += 1
+        reads.with_suffix(".tmp").write_text(str(count))
+        reads.with_suffix(".tmp").replace(reads)  # tells the writer one read finished
     print(len(seen))
     """
 )
@@ -363,17 +366,27 @@ def test_readers_never_see_a_missing_or_partial_version(tmp_path: Path) -> None:
         publish.publish(root, version, {})
 
     publish_one("v0")
+    reads = tmp_path.parent / f"{tmp_path.name}-reads"
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER_CHILD, str(tmp_path), "3"],
+        [sys.executable, "-c", READER_CHILD, str(tmp_path), "3", str(reads)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def finished_reads() -> int:
+        return int(reads.read_text()) if reads.exists() else 0
+
     count = 0
-    time.sleep(0.3)  # let the reader start
+    # The guarantee: a reader who followed the pointer just before it moved can finish.
+    # So the writer publishes as fast as it can, but not twice within one read of the
+    # reader (on a loaded machine a read can outlast several publications).
     while reader.poll() is None:
         count += 1
+        done = finished_reads()
         publish_one(f"v{count}")
+        while reader.poll() is None and finished_reads() <= done:
+            time.sleep(0.001)
     output, errors = reader.communicate()
     assert reader.returncode == 0, errors
     assert int(output) > 1 and count > 10  # it saw several versions, never a gap

@@ -172,25 +172,35 @@ def ensure_corpus(cache: Path, n_documents: int, seed: int = 0) -> Path:
 
 def _tree_rss(root: int) -> int:
     """Resident memory (bytes) of ``root`` and all its descendants, from /proc."""
+    return _tree_rss_split(root)[0]
+
+
+def _tree_rss_split(root: int) -> tuple[int, int]:
+    """Resident memory (bytes) of ``root``'s process tree, and of the JVMs (``java``) in it."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
+    java: set[int] = set()
     page = os.sysconf("SC_PAGE_SIZE")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
+                head, tail = handle.read().rsplit(")", 1)
         except OSError:
             continue
+        fields = tail.split()
         parents[int(entry)] = int(fields[1])
         rss[int(entry)] = int(fields[21]) * page
-    total, frontier = 0, [root]
+        if head.partition("(")[2] == "java":
+            java.add(int(entry))
+    total, jvm, frontier = 0, 0, [root]
     while frontier:
         pid = frontier.pop()
         total += rss.get(pid, 0)
+        jvm += rss.get(pid, 0) if pid in java else 0
         frontier.extend(child for child, parent in parents.items() if parent == pid)
-    return total
+    return total, jvm
 
 
 def _child(job_file: str, result_file: str) -> None:
@@ -210,13 +220,14 @@ def _child(job_file: str, result_file: str) -> None:
         """Start Prefect's temporary server before the clock starts."""
 
     warm_up()
-    peak_tree = 0
+    peak_tree = peak_jvm = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak_tree
+        nonlocal peak_tree, peak_jvm
         while not stop.is_set():
-            peak_tree = max(peak_tree, _tree_rss(os.getpid()))
+            tree, jvm = _tree_rss_split(os.getpid())
+            peak_tree, peak_jvm = max(peak_tree, tree), max(peak_jvm, jvm)
             stop.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -236,6 +247,7 @@ def _child(job_file: str, result_file: str) -> None:
         "wall": wall,
         "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "tree_peak_rss": peak_tree,
+        "jvm_peak_rss": peak_jvm,
         "parallelism": parallelism,
         "counts": manifest["counts"],
         "seconds_per_stage": manifest["seconds_per_stage"],

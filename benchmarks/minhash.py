@@ -36,6 +36,12 @@ Development scale (5,000 documents, 100k signatures; a minute or two)::
     python -m benchmarks.minhash --quick      # or THRESHER_BENCH_QUICK=1
 
 The full-scale output is also written to ``benchmarks/results/minhash.md``.
+
+Part 4 alone at other sizes (the dedup stage on synthetic signatures, local
+in a child process, then Spark on the same shards; written to
+``benchmarks/results/minhash_scale.md``)::
+
+    python -m benchmarks.minhash --dedup-sizes 1000000,4000000
 """
 
 from __future__ import annotations
@@ -515,10 +521,45 @@ def bench_memory(work: Path, scale: Scale, engine: Any) -> list[str]:
     ]
 
 
+def dedup_at_sizes(sizes: list[int]) -> None:
+    """Part 4 alone at each size: local clustering (child process) against Spark, same shards."""
+    lines = [
+        "## MinHash dedup stage alone, local against Spark",
+        "",
+        f"Machine: {os.cpu_count()} cores. Command: `python -m benchmarks.minhash "
+        f"--dedup-sizes {','.join(str(n) for n in sizes)}`.",
+        "",
+    ]
+    engine = make_spark_engine()
+    try:
+        for n in sizes:
+            with tempfile.TemporaryDirectory(prefix="thresher-bench-minhash-") as directory:
+                before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                part = bench_memory(Path(directory), Scale(0, 0, n, FULL.shards), engine)
+                after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            part.append(f"Load average before / after: {before} / {after}.")
+            part.append("")
+            print("\n".join(part), flush=True)
+            lines += part
+    finally:
+        engine.close()
+    target = Path(__file__).parent / "results" / "minhash_scale.md"
+    target.write_text("\n".join(lines), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.minhash")
     parser.add_argument("--quick", action="store_true", help="development scale")
+    parser.add_argument(
+        "--dedup-sizes",
+        default=None,
+        help="only part 4 (the dedup stage on synthetic signatures, local then Spark) at these "
+        "comma-separated sizes; written to results/minhash_scale.md",
+    )
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.dedup_sizes:
+        dedup_at_sizes([int(n) for n in args.dedup_sizes.split(",")])
+        return
     quick = args.quick or os.environ.get("THRESHER_BENCH_QUICK") == "1"
     scale = QUICK if quick else FULL
     output = io.StringIO()

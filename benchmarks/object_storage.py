@@ -171,14 +171,23 @@ def request_kind(line: str) -> tuple[str, str]:
 
 
 def count_requests(lines: list[str], input_bucket: str) -> dict[str, int]:
-    """Requests by type, their total, and how many went to the input bucket."""
+    """Requests by type, their total, how many went to the input bucket (and of which type),
+    and the most requests any one input object received (``input_object_max``)."""
     counts: Counter[str] = Counter()
+    per_object: Counter[str] = Counter()
     for line in lines:
         kind, bucket = request_kind(line)
         counts[kind] += 1
         counts["total"] += 1
-        counts["inputs"] += bucket == input_bucket
-    return {key: counts[key] for key in ("total", *REQUEST_TYPES, "other", "inputs")}
+        if bucket == input_bucket:
+            counts["inputs"] += 1
+            counts[f"inputs_{kind}"] += 1
+            if kind != "LIST":
+                per_object[line.split()[1].split("?", 1)[0]] += 1
+    counts["input_object_max"] = max(per_object.values(), default=0)
+    by_type = (f"inputs_{t}" for t in (*REQUEST_TYPES, "other"))
+    keys = ("total", *REQUEST_TYPES, "other", "inputs", *by_type, "input_object_max")
+    return {key: counts[key] for key in keys}
 
 
 def settled_requests(server: Any, wait: float = 0.5) -> list[str]:
@@ -287,6 +296,22 @@ def report(
             + " | ".join(f"{n[t] / n_shards:.1f}" for t in REQUEST_TYPES)
             + " |"
         )
+    lines += [
+        "",
+        "Requests on the input bucket alone, by type, and the most requests any one input "
+        "object received (a per-row request would make it grow with the shard's rows):",
+        "",
+        "| run | GET | HEAD | LIST | other | most on one object |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for case in CASES:
+        n = results[case.label]["requests"]
+        if case.on_s3 and "inputs_GET" in n:
+            lines.append(
+                f"| {case.label} | "
+                + " | ".join(f"{n[f'inputs_{t}']:,}" for t in ("GET", "HEAD", "LIST", "other"))
+                + f" | {n['input_object_max']:,} |"
+            )
     digests = {results[c.label]["kept_ids_sha256"] for c in CASES}
     same = "yes" if len(digests) == 1 else "NO"
     lines += [

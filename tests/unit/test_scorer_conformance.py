@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from tests.helpers.batches import text_batch
+from tests.helpers.params import bad_value
 from thresher.fitting import FitContext
 from thresher.scorers import SCORERS, Scorer, make_scorer
 
@@ -214,19 +215,6 @@ SCORER_PARAMS: dict[str, dict[str, object]] = {
 }
 
 
-def _bad_value(value: object) -> object:
-    """A value of the wrong kind for a parameter whose valid value is ``value``."""
-    if isinstance(value, bool):
-        return "maybe"
-    if isinstance(value, int | float):
-        return "lots"
-    if isinstance(value, str):
-        return 12345
-    if isinstance(value, dict):
-        return "not-a-mapping"
-    return [["not", "valid"]]  # None (optional) and lists
-
-
 @pytest.mark.parametrize("name", sorted(SCORERS))
 def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
     name: str, make_config: Callable[..., object]
@@ -239,7 +227,7 @@ def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
     for param, value in valid.items():
         with pytest.raises(ConfigError) as refused:
             make_config(
-                scorers=[{"name": name, "params": {**given, param: _bad_value(value)}}], filters=[]
+                scorers=[{"name": name, "params": {**given, param: bad_value(value)}}], filters=[]
             )
         message = str(refused.value)
         assert "scorers[0].params" in message and param in message, (param, message)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.params import bad_value
 from thresher.selectors import SELECTORS, Selector, make_selector
 
 SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
@@ -133,19 +134,6 @@ def test_nan_scores_are_refused_with_a_message(name: str) -> None:
         selector.select(scores, embeddings, budget, random_state=0)
 
 
-def _bad_value(value: object) -> object:
-    """A value of the wrong kind for a parameter whose valid value is ``value``."""
-    if isinstance(value, bool):
-        return "maybe"
-    if isinstance(value, int | float):
-        return "lots"
-    if isinstance(value, str):
-        return 12345
-    if isinstance(value, dict):
-        return "not-a-mapping"
-    return [["not", "valid"]]  # None (optional) and lists
-
-
 def _checked_config(make_config: Callable[..., object], name: str, params: dict) -> object:
     selector = SELECTORS[name]
     budget = 10 if selector.requires_budget else None
@@ -170,7 +158,7 @@ def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
     _checked_config(make_config, name, valid)  # the factory's parameters are accepted
     for param, value in valid.items():
         with pytest.raises(ConfigError) as refused:
-            _checked_config(make_config, name, {**valid, param: _bad_value(value)})
+            _checked_config(make_config, name, {**valid, param: bad_value(value)})
         message = str(refused.value)
         assert "selector.params" in message and param in message, (param, message)
 

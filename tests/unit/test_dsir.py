@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import re
@@ -10,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers.batches import text_batch
-from thresher.errors import ConfigError, InputError
 from thresher.examples.sample_corpus import clean_document
 from thresher.fitting import FitContext
+from thresher.io.documents import read_documents
 from thresher.models.hashed_ngrams import bucket_counts, bucket_sums, smoothed_log_probabilities
 from thresher.scorers import make_scorer
-from thresher.scorers.dsir import read_documents
 from thresher.selectors import make_selector
 from thresher.selectors.dsir import gumbel_noise
 
@@ -125,7 +122,7 @@ def test_the_targets_topic_dominates_and_the_kl_to_the_target_drops(tmp_path: Pa
     assert len(chosen) == 80
     assert np.mean([topics[i] == "cooking" for i in chosen]) >= 0.95  # random: about 0.25
     # the paper's check: the selection's n-gram distribution is much closer to the target's
-    target_counts = bucket_counts(pa.array(read_documents([str(target)])))
+    target_counts = bucket_counts(pa.array(read_documents([str(target)], "dsir")))
     kl_random = _kl(target_counts, bucket_counts(pa.array([texts[i] for i in baseline])))
     kl_dsir = _kl(target_counts, bucket_counts(pa.array([texts[i] for i in chosen])))
     assert kl_random - kl_dsir > 0.5 * kl_random
@@ -156,19 +153,6 @@ def test_the_draw_depends_on_ids_and_seed_not_row_order() -> None:
     noise = gumbel_noise(pa.array([f"id-{i}" for i in range(20_000)]), 3)
     assert np.all(np.isfinite(noise)) and abs(noise.mean() - np.euler_gamma) < 0.03  # Gumbel mean
     assert noise.std() == pytest.approx(np.pi / np.sqrt(6), rel=0.03)
-
-
-def test_target_files_of_every_format_are_read(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n", encoding="utf-8")
-    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b'{"text": "third"}\n\n'))
-    pq.write_table(pa.table({"text": ["fourth", None]}), tmp_path / "c.parquet")
-    names = [str(tmp_path / name) for name in ("a.txt", "b.jsonl.gz", "c.parquet")]
-    assert read_documents(names) == ["first line", "second line", "third", "fourth"]
-    with pytest.raises(ConfigError, match="not found"):
-        read_documents([str(tmp_path / "missing.jsonl")])
-    (tmp_path / "bad.jsonl").write_text('{"title": "no text"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match="no string 'text' field"):
-        read_documents([str(tmp_path / "bad.jsonl")])
 
 
 def test_bad_parameters_are_refused() -> None:

@@ -135,6 +135,39 @@ def test_positive_and_negative_files(ingested: IngestedRun, tmp_path: Path) -> N
     assert scores["q"][0] > 0.5 > scores["q"][1]
 
 
+@pytest.mark.slow
+def test_example_files_and_a_model_on_object_storage(
+    reference_scorer: FastTextQualityScorer,
+    ingested: IngestedRun,
+    corpus: pa.Table,
+    small_corpus: Path,
+    s3: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
+    bucket = s3.bucket()
+    client = s3.client()
+    client.upload_file(str(small_corpus / "_reference_clean.txt"), bucket, "examples/clean.txt")
+    remote = FastTextQualityScorer(
+        positive_files=[f"s3://{bucket}/examples/clean.txt"], classifiers=[{"seed": 1}], **FAST
+    )
+    remote.fit(ingested.context("remote-examples"))
+    remote.setup()
+    expected = _score(reference_scorer, corpus)["q_classifier_0"]
+    np.testing.assert_array_equal(_score(remote, corpus)["q"], expected)  # same documents
+    client.upload_file(reference_scorer.model_paths_[0], bucket, "models/quality.bin")
+    uri = f"s3://{bucket}/models/quality.bin"
+    loaded = FastTextQualityScorer(model_path=uri, positive_label="__label__positive")
+    loaded.fit(ingested.context("remote-model"))
+    assert loaded.model_paths_ == [uri]  # each worker copies it; no path of this machine
+    loaded.setup()
+    np.testing.assert_array_equal(_score(loaded, corpus)["q"], expected)
+    missing = FastTextQualityScorer(positive_files=[f"s3://{bucket}/examples/none.txt"], **FAST)
+    with pytest.raises(ConfigError, match=f"example file not found: s3://{bucket}/examples/none"):
+        missing.fit(ingested.context("remote-missing"))
+
+
 def test_a_pickle_given_as_a_model_is_refused(ingested: IngestedRun, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 

@@ -370,6 +370,33 @@ def test_scorer_loads_a_saved_lm_from_model_path(
     assert reused.score(batch).equals(scorer.score(batch))
 
 
+@pytest.mark.slow
+def test_scorer_loads_an_lm_from_object_storage(
+    scorer: PerplexityScorer,
+    ingested: IngestedRun,
+    lm_path: Path,
+    s3: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
+    bucket = s3.bucket()
+    s3.upload(lm_path, bucket, "lms/reference")
+    uri = f"s3://{bucket}/lms/reference"
+    remote = PerplexityScorer(model_path=uri, token_el2n=True, max_tokens=128, batch_tokens=2048)
+    remote.fit(ingested.context("remote"))
+    assert remote.lm_path_ == uri  # the fitted state names the URI, not this machine's copy
+    remote.setup()
+    table = pq.read_table(ingested.run.ingested_shard(0)).slice(0, 60)
+    batch = table.select(list(remote.input_columns)).to_batches()[0]
+    assert remote.score(batch).equals(scorer.score(batch))
+    (copy,) = (tmp_path / "cache" / "inputs").iterdir()  # this machine's copy, read by setup
+    for original in (p for p in lm_path.rglob("*") if p.is_file()):
+        assert (copy / original.relative_to(lm_path)).read_bytes() == original.read_bytes()
+    with pytest.raises(ConfigError, match=f"perplexity: model_path: 's3://{bucket}/none'"):
+        PerplexityScorer(model_path=f"s3://{bucket}/none").fit(ingested.context("none"))
+
+
 def test_scorer_parameters_are_checked_when_the_config_is_read(make_config: Any) -> None:
     with pytest.raises(ConfigError, match="dmodel"):
         make_config(scorers=[{"name": "perplexity", "params": {"lm": {"dmodel": 3}}}])

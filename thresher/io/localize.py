@@ -9,14 +9,23 @@ or version changed.
 A run directory on an object store fits its models in a local mirror of
 ``RUN_DIR/models/`` (:func:`models_mirror`) and pushes them back
 (:func:`push`); every worker pulls them before loading (:func:`pull`).
+
+A model a user names (``model_path: s3://bucket/lm/``, a fastText ``.bin``)
+is read through :func:`local_model` wherever it is loaded, on the driver
+and on every worker: a local path is returned as it is, a URI is copied
+once per process into the same cache. Fitted state keeps the URI, never a
+cache path, so a worker on another machine makes its own copy.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
+from thresher.errors import ConfigError
 from thresher.io.fs import Location
 from thresher.keys import json_digest
 
@@ -105,3 +114,38 @@ def push(local: Path, remote: Location) -> int:
     if sent:
         index_path.write_text(json.dumps(pushed))
     return sent
+
+
+def local_model(path: str, what: str, kind: Literal["file", "dir"] = "dir") -> Path:
+    """A local path to the model file or directory ``path`` names (a local path or a URI).
+
+    A URI's files are copied into ``$THRESHER_CACHE/inputs/`` (again only
+    when one changed), once per process. ``what`` names the parameter in
+    the ConfigError raised when nothing is there, e.g. ``"perplexity:
+    model_path"``.
+    """
+    location = Location.of(str(path))
+    if location.is_local:
+        local = Path(location.uri).expanduser()
+        if not (local.is_dir() if kind == "dir" else local.is_file()):
+            raise ConfigError(f"{what}: {path!r} is not a {_KIND[kind]} ({local})")
+        return local
+    return _remote_copy(location.uri, what, kind, location)
+
+
+_KIND = {"file": "file", "dir": "directory"}
+
+
+@functools.lru_cache(maxsize=64)
+def _remote_copy(uri: str, what: str, kind: str, location: Location) -> Path:
+    local = cache_root() / "inputs" / json_digest(uri)
+    if kind == "file":
+        if not location.is_file():
+            raise ConfigError(f"{what}: {uri!r} is not a file")
+        _copy_down({location.name: location}, local)
+        return local / location.name
+    files = {e.location.relative_to(location): e.location for e in location.list_files()}
+    if not files:
+        raise ConfigError(f"{what}: {uri!r} is not a directory (no object below it)")
+    _copy_down(files, local)
+    return local

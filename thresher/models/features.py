@@ -43,8 +43,9 @@ import xxhash
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from thresher.errors import ConfigError, ScorerError
+from thresher.errors import ScorerError
 from thresher.io import schema as S
+from thresher.io.localize import local_model
 
 if TYPE_CHECKING:
     from thresher.fitting import FitContext
@@ -264,10 +265,8 @@ class FeatureExtractor:
 
             model_directory(self.config.model_path)  # fails now when the model is missing
         elif self.config.source == "lm" and self.config.model_path is not None:
-            path = Path(self.config.model_path).expanduser().resolve()
-            if not path.is_dir():
-                raise ConfigError(f"proxy.features.model_path: {path} is not a directory")
-            self.lm_path_ = str(path)
+            local_model(self.config.model_path, "proxy.features.model_path")
+            self.lm_path_ = self.config.model_path  # a URI stays one: each worker copies it
         elif self.config.source == "lm":
             from thresher.models.lm_training import fit_reference_lm
 
@@ -323,7 +322,8 @@ class FeatureExtractor:
                 raise ScorerError("the LM feature extractor is not fitted")
             key = (self.lm_path_, self.device)
             if key not in _LOADED_LMS:
-                _LOADED_LMS[key] = ReferenceLM.load(self.lm_path_, device=self.device)
+                path = local_model(self.lm_path_, "proxy.features: model")
+                _LOADED_LMS[key] = ReferenceLM.load(path, device=self.device)
             self._lm = _LOADED_LMS[key]
         return self._lm
 

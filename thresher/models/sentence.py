@@ -56,7 +56,12 @@ def default_model_path() -> Path:
 
 def model_directory(model_path: str | None) -> Path:
     """``model_path`` resolved (or the packaged default), checked to be a model directory."""
-    path = default_model_path() if model_path is None else Path(model_path).expanduser().resolve()
+    if model_path is None:
+        path = default_model_path()
+    else:
+        from thresher.io.localize import local_model
+
+        path = local_model(model_path, "model_path").resolve()
     if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
         raise ConfigError(f"model_path: {path} is not a sentence-transformers model directory")
     return path

@@ -26,20 +26,17 @@ Importance Resampling", NeurIPS 2023.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from thresher._params import check_int, check_number
-from thresher.errors import ConfigError, InputError, ScorerError
+from thresher.errors import InputError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.io.documents import read_documents
 from thresher.scorers.base import Scorer
 
 _MODEL_FILE = "dsir.npy"
@@ -110,7 +107,7 @@ class DSIRScorer(Scorer):
         from thresher.models.hashed_ngrams import bucket_counts, smoothed_log_probabilities
 
         self.check_params()
-        targets = read_documents(self.target_files, what=self.name)
+        targets = read_documents(self.target_files, what=self.name, kind="target")
         if not targets:
             raise InputError(f"{self.name}: the target files hold no document")
         sample = context.sample(self.n_documents, [S.TEXT], context.seed)
@@ -156,37 +153,3 @@ class DSIRScorer(Scorer):
         texts = batch.column(batch.schema.get_field_index(S.TEXT))
         sums, _ = bucket_sums(texts, self.log_ratio_, self.ngrams)
         return pa.array(sums, pa.float64())
-
-
-def read_documents(paths: list[str], what: str = "dsir") -> list[str]:
-    """Documents of ``.jsonl[.gz]``, ``.parquet`` or ``.txt`` files (local paths or store URIs)."""
-    from thresher.io.fs import Location
-
-    documents: list[str] = []
-    for name in paths:
-        location = Location.of(name)
-        if not location.is_file():
-            raise ConfigError(f"{what}: target file not found: {name}")
-        data = location.read_bytes()
-        base = Path(location.path).name
-        try:
-            if base.endswith(".parquet"):
-                table = pq.read_table(pa.BufferReader(data))
-                if S.TEXT not in table.column_names:
-                    raise InputError(f"{name}: no 'text' column (columns: {table.column_names})")
-                documents += [t for t in table.column(S.TEXT).to_pylist() if isinstance(t, str)]
-            elif base.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-                raw = gzip.decompress(data) if base.endswith(".gz") else data
-                for number, line in enumerate(io.StringIO(raw.decode("utf-8")), 1):
-                    if not line.strip():
-                        continue
-                    record: Any = json.loads(line)
-                    text = record.get(S.TEXT) if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise InputError(f"{name}:{number}: no string 'text' field")
-                    documents.append(text)
-            else:
-                documents += data.decode("utf-8").splitlines()
-        except (UnicodeDecodeError, json.JSONDecodeError, pa.ArrowInvalid, OSError) as error:
-            raise InputError(f"{name}: cannot read target documents ({error})") from None
-    return [d for d in documents if d.strip()]

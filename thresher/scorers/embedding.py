@@ -56,6 +56,7 @@ from thresher.devices import resolve_device
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.io.localize import local_model
 from thresher.models.features import hashed_ngrams
 from thresher.models.proxy import ProxyModel, fit_proxy, parse_proxy_config
 from thresher.scorers.base import Scorer
@@ -167,12 +168,7 @@ class EmbeddingScorer(Scorer):
 
     def _model_directory(self) -> Path:
         assert self.model_path is not None
-        path = Path(self.model_path).expanduser().resolve()
-        if not path.is_dir():
-            raise ConfigError(
-                f"embedding.model_path: {self.model_path!r} is not a directory ({path})"
-            )
-        return path
+        return local_model(self.model_path, "embedding.model_path")
 
     def check_params(self) -> None:
         check_mapping(self.name, "proxy", self.proxy)
@@ -198,9 +194,11 @@ class EmbeddingScorer(Scorer):
         elif self.source == "sentence_transformer":
             from thresher.models.sentence import model_directory
 
-            self.model_path_ = str(model_directory(self.model_path))
+            path = model_directory(self.model_path)  # fails now when the model is missing
+            self.model_path_ = str(path) if self.model_path is None else self.model_path
         elif self.source == "lm" and self.model_path is not None:
-            self.model_path_ = str(self._model_directory())
+            self._model_directory()  # fails now when the model is missing
+            self.model_path_ = self.model_path  # a URI stays one: each worker copies it
         elif self.source == "lm":
             from thresher.models.lm_training import fit_reference_lm
 
@@ -225,7 +223,7 @@ class EmbeddingScorer(Scorer):
         else:
             from thresher.models.lm import ReferenceLM
 
-            self.model_ = ReferenceLM.load(path, device=device)
+            self.model_ = ReferenceLM.load(local_model(path, "embedding: model"), device=device)
 
     def score(self, batch: pa.RecordBatch) -> pa.Array:
         width = self.width()

@@ -43,7 +43,6 @@ Data Selection", 2025.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,6 +52,8 @@ from thresher._params import check_bool, check_str
 from thresher.errors import ConfigError, InputError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.io.documents import read_documents
+from thresher.io.localize import local_model
 from thresher.keys import json_digest
 from thresher.models.fasttext import (
     POSITIVE,
@@ -63,7 +64,7 @@ from thresher.models.fasttext import (
     train_classifier,
 )
 from thresher.scorers.base import Scorer
-from thresher.scorers.fasttext_specs import SPEC_KEYS, check_spec, file_fingerprints, read_documents
+from thresher.scorers.fasttext_specs import SPEC_KEYS, check_spec, example_fingerprints
 
 
 class FastTextQualityScorer(Scorer):
@@ -204,16 +205,17 @@ class FastTextQualityScorer(Scorer):
         summary = []
         for k, spec in enumerate(specs):
             if spec["model_path"] is not None:
-                path = Path(spec["model_path"]).expanduser().resolve()
+                uri = str(spec["model_path"])
+                path = local_model(uri, "fasttext_quality: model_path", kind="file")
                 labels_of_model = load_fasttext(path).get_labels()
                 if spec["positive_label"] not in labels_of_model:
                     raise FastTextModelError(
                         f"fasttext_quality: positive_label {spec['positive_label']!r} is not a "
                         f"label of {path} (labels: {labels_of_model})"
                     )
-                paths.append(str(path))
+                paths.append(uri)  # each worker makes its own local copy
                 labels.append(spec["positive_label"])
-                summary.append({"model_path": str(path), "positive_label": spec["positive_label"]})
+                summary.append({"model_path": uri, "positive_label": spec["positive_label"]})
                 continue
             seed = context.seed if spec["seed"] is None else int(spec["seed"])
             key = json_digest(
@@ -222,7 +224,7 @@ class FastTextQualityScorer(Scorer):
                     "seed": seed,
                     "lowercase": self.lowercase,
                     "max_words": self.max_words,
-                    "files": file_fingerprints(spec),  # a changed example file retrains
+                    "files": example_fingerprints(spec),  # a changed example file retrains
                 },
                 length=12,
             )
@@ -251,7 +253,9 @@ class FastTextQualityScorer(Scorer):
         paths = getattr(self, "model_paths_", None)
         if paths is None:
             raise ScorerError("fasttext_quality: not fitted (call fit first)")
-        self.models_ = [load_fasttext(Path(p)) for p in paths]
+        self.models_ = [
+            load_fasttext(local_model(p, f"{self.name}: model", kind="file")) for p in paths
+        ]
 
     def score(self, batch: pa.RecordBatch) -> pa.Array:
         self.setup()
@@ -290,9 +294,9 @@ class FastTextQualityScorer(Scorer):
                     continue
                 (positives if str(value) in wanted else negatives).append(text)
         else:
-            positives = read_documents(spec["positive_files"])
+            positives = read_documents(spec["positive_files"], self.name)
             if spec["negative_files"] is not None:
-                negatives = read_documents(spec["negative_files"])
+                negatives = read_documents(spec["negative_files"], self.name)
             else:
                 wanted_n = spec["n_negatives"] or len(positives)
                 sample = context.sample(int(wanted_n), [S.TEXT], seed + 1)

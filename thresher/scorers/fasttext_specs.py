@@ -2,23 +2,16 @@
 
 A spec is a mapping of :data:`SPEC_KEYS` (the scorer's own values fill the
 keys a spec leaves out). :func:`check_spec` refuses a spec without exactly
-one data source or with settings out of range; :func:`read_documents` reads
-its example files; :func:`file_fingerprints` tells a changed example file,
-so that the classifier is trained again.
+one data source or with settings out of range; :func:`example_fingerprints`
+tells a changed example file (local or on a store), so that the classifier
+is trained again. The files are read by :mod:`thresher.io.documents`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from thresher.errors import ConfigError, InputError
-from thresher.io import schema as S
+from thresher.io.documents import file_fingerprints
 
 #: Per-classifier parameters and their defaults (the scorer's own values override these).
 SPEC_KEYS = (
@@ -87,47 +80,6 @@ def check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
     return spec
 
 
-def file_fingerprints(spec: dict[str, Any]) -> list[list[Any]]:
-    """Path, size and modification time of each example file of a spec."""
-    out: list[list[Any]] = []
-    for key in ("positive_files", "negative_files"):
-        for name in spec[key] or []:
-            path = Path(str(name)).expanduser().resolve()
-            stat = path.stat() if path.is_file() else None
-            out.append(
-                [str(path), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
-            )
-    return out
-
-
-def read_documents(paths: list[str]) -> list[str]:
-    """Documents of ``.txt`` (one per line), ``.jsonl[.gz]`` or ``.parquet`` files (``text`` field)."""
-    documents: list[str] = []
-    for name in paths:
-        path = Path(str(name)).expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(f"fasttext_quality: example file not found: {name} ({path})")
-        try:
-            if path.suffix == ".parquet":
-                table = pq.read_table(path)
-                if S.TEXT not in table.column_names:
-                    raise InputError(f"{path}: no 'text' column (columns: {table.column_names})")
-                documents += [t for t in table.column(S.TEXT).to_pylist() if isinstance(t, str)]
-            elif path.name.endswith((".jsonl", ".jsonl.gz")):
-                opener = gzip.open if path.name.endswith(".gz") else open
-                with opener(path, "rt", encoding="utf-8") as handle:
-                    for number, line in enumerate(handle, 1):
-                        if not line.strip():
-                            continue
-                        record = json.loads(line)
-                        text = record.get(S.TEXT) if isinstance(record, dict) else None
-                        if not isinstance(text, str):
-                            raise InputError(f"{path}:{number}: no string 'text' field")
-                        documents.append(text)
-            else:
-                documents += [
-                    line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-                ]
-        except (UnicodeDecodeError, json.JSONDecodeError, pa.ArrowInvalid) as error:
-            raise InputError(f"{path}: cannot read example documents ({error})") from None
-    return [d for d in documents if d.strip()]
+def example_fingerprints(spec: dict[str, Any]) -> list[list[Any]]:
+    """URI, size and version of each example file of a spec (a changed file retrains)."""
+    return file_fingerprints([*(spec["positive_files"] or []), *(spec["negative_files"] or [])])

@@ -32,16 +32,16 @@ Investigating Data Pruning for Pretraining LLMs at Scale", 2023.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from thresher._params import check_bool, check_device, check_str
-from thresher.errors import ConfigError, ScorerError
+from thresher.errors import ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
+from thresher.io.localize import local_model
 from thresher.scorers.base import Scorer
 
 
@@ -130,15 +130,12 @@ class PerplexityScorer(Scorer):
 
         self.check_params()
         if self.model_path is not None:
-            path = Path(self.model_path).expanduser().resolve()
-            if not path.is_dir():
-                raise ConfigError(
-                    f"perplexity: model_path {self.model_path!r} is not a directory ({path})"
-                )
+            path = local_model(self.model_path, "perplexity: model_path")
             lm_kind(path)  # fail here, on the driver, rather than in every worker
+            self.lm_path_ = self.model_path  # a URI stays one: each worker copies it
         else:
             path = fit_reference_lm(context, **(self.lm or {}))
-        self.lm_path_ = str(path)
+            self.lm_path_ = str(path)
         record = {"lm_path": self.lm_path_}
         config = path / "config.json"
         if config.is_file():
@@ -157,7 +154,7 @@ class PerplexityScorer(Scorer):
         path = getattr(self, "lm_path_", None) or self.model_path
         if path is None:
             raise ScorerError("perplexity: not fitted (call fit) and no model_path given")
-        self.lm_ = ReferenceLM.load(path, device=self.device)
+        self.lm_ = ReferenceLM.load(local_model(path, "perplexity: model"), device=self.device)
         self.training_rows_ = self.lm_.training_rows()
 
     def score(self, batch: pa.RecordBatch) -> pa.Array:

@@ -364,15 +364,3 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
     return np.random.default_rng(random_state)
-
-
-def label_codes(scores: pa.Table, *, selector: str = "selector") -> tuple[NDArray[np.int64], int]:
-    """Class codes ``0..n_classes-1`` of the ``label`` column, in class order.
-
-    Classes are ordered by label value, a missing label (null) last as a
-    class of its own, so that class-balanced selection never drops a row
-    silently and the order depends on no row order (:mod:`thresher.selectors.labels`).
-    """
-    from thresher.selectors.labels import table_classes
-
-    return table_classes(scores, selector=selector)

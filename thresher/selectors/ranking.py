@@ -446,26 +446,6 @@ def _split_prefix(value: int, bits: int) -> tuple[np.uint64, np.uint64]:
     return np.uint64(value >> rest), np.uint64(value & ((1 << rest) - 1))
 
 
-class KeptCount:
-    """Partial of a check: rows the cuts keep in each group."""
-
-    def __init__(self, key: RankKey, cuts: Cuts, n_groups: int) -> None:
-        self.key = key
-        self.cuts = cuts
-        self.n_groups = n_groups
-
-    def __call__(self, table: pa.Table) -> NDArray[np.int64]:
-        group, hi, lo = self.key(table)
-        kept = self.cuts.keep(group, hi, lo)
-        return np.bincount(np.asarray(group)[kept], minlength=self.n_groups).astype(np.int64)
-
-
-def kept_counts(frame: Frame, key: RankKey, cuts: Cuts, n_groups: int) -> NDArray[np.int64]:
-    """Rows the cuts keep per group (one aggregate; used to check a selection's budget)."""
-    counts = frame.aggregate(KeptCount(key, cuts, n_groups), _sum_arrays)
-    return counts if counts.size else np.zeros(n_groups, dtype=np.int64)
-
-
 # -- the keys selectors rank by ----------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from thresher.config import TOKEN_COLUMN, RunConfig
 from thresher.frame import Frame
 from thresher.io import schema as S
-from thresher.io.files import read_json_or, read_schema, write_json_atomic, write_parquet_atomic
+from thresher.io.files import read_schema, write_json_atomic, write_parquet_atomic
 from thresher.io.publish import Version
 from thresher.io.shards import order_ranks
 from thresher.keys import id_priority, order_key
@@ -458,12 +458,6 @@ def select_to_run(
         version.stats,
     )
     return summary
-
-
-def stored_stats(run: RunDir) -> dict[str, Any] | None:
-    """``stats.json`` of the published version (None before the first publication)."""
-    version = run.current()
-    return None if version is None else read_json_or(version.stats, None)
 
 
 # -- in memory (the Python API, notebooks, thresher eval) -------------------------------------

@@ -2,9 +2,9 @@
 
 Runs ``examples/eval-fashion-mnist.yaml`` through ``thresher eval`` twice,
 with clean labels and with 20% of the training labels flipped: random,
-EL2N top-k, CCS on EL2N (beta chosen on the validation split per rate),
-k-means sensitivity sampling, prototypes (hard or easy, chosen per rate)
-and a DPP; pruning rates 50/70/90/95/98%; 5 seeds; the full-data model as
+EL2N top-k, CCS on EL2N and on forgetting events (beta chosen on the
+validation split per rate), k-means sensitivity sampling, prototypes
+(hard or easy, chosen per rate), a DPP and D2 Pruning; pruning rates 50/70/90/95/98%; 5 seeds; the full-data model as
 reference. The reference for every number is random selection at the same
 rate and seed, measured in the same run (paired differences).
 

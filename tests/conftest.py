@@ -94,6 +94,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                     os.environ[key] = value
 
 
+@pytest.fixture
+def s3_bucket(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the session's S3 server, and a model cache of this test's own."""
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
+    return str(s3.bucket())
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """One temporary Prefect API for every flow run in the test session."""

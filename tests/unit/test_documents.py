@@ -57,14 +57,13 @@ def test_documents_on_object_storage_read_like_local_files(tmp_path: Path, s3: A
 
 @pytest.mark.slow
 def test_a_model_on_object_storage_is_copied_to_the_cache_once(
-    tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3: Any, s3_bucket: str
 ) -> None:
-    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "model"
     (model / "tokenizer").mkdir(parents=True)
     (model / "config.json").write_text('{"d_model": 8}', encoding="utf-8")
     (model / "tokenizer" / "vocab.json").write_text('{"a": 0}', encoding="utf-8")
-    bucket = s3.bucket()
+    bucket = s3_bucket
     s3.upload(model, bucket, "models/lm")
     local = local_model(f"s3://{bucket}/models/lm", "perplexity: model_path")
     assert local.is_relative_to(tmp_path / "cache")

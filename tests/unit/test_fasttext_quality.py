@@ -142,11 +142,9 @@ def test_example_files_and_a_model_on_object_storage(
     corpus: pa.Table,
     small_corpus: Path,
     s3: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    s3_bucket: str,
 ) -> None:
-    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
-    bucket = s3.bucket()
+    bucket = s3_bucket
     client = s3.client()
     client.upload_file(str(small_corpus / "_reference_clean.txt"), bucket, "examples/clean.txt")
     remote = FastTextQualityScorer(

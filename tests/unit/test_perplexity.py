@@ -376,11 +376,10 @@ def test_scorer_loads_an_lm_from_object_storage(
     ingested: IngestedRun,
     lm_path: Path,
     s3: Any,
+    s3_bucket: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path / "cache"))
-    bucket = s3.bucket()
+    bucket = s3_bucket
     s3.upload(lm_path, bucket, "lms/reference")
     uri = f"s3://{bucket}/lms/reference"
     remote = PerplexityScorer(model_path=uri, token_el2n=True, max_tokens=128, batch_tokens=2048)

@@ -14,8 +14,8 @@ printed here), ``eval_fashion_mnist.csv`` (one row per trained model),
 pruning curves, one panel per noise level).
 
 Needs the IDX files of Debian's ``dataset-fashion-mnist``
-(``make sysdeps-bench``). Full scale (310 models; 10.0 minutes from scratch on
-2 quiet cores, within the 30-minute target)::
+(``make sysdeps-bench``). Full scale (410 models; 48.7 minutes on 2 shared
+cores, 10.0 minutes for the 310 of an earlier grid on 2 quiet ones)::
 
     python -m benchmarks.eval_fashion_mnist
 

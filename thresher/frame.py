@@ -18,6 +18,7 @@ parts into one table. It also serves the selectors' in-memory API.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -31,6 +32,18 @@ from thresher.tables import conform_to, join_tables
 T = TypeVar("T")
 JoinKind = Literal["inner", "left", "left_anti", "left_semi"]
 Part = Callable[[], pa.Table]
+
+
+def _row_count(table: pa.Table) -> int:
+    return int(table.num_rows)
+
+
+def _total(counts: list[int]) -> int:
+    return sum(counts)
+
+
+def _same(table: pa.Table) -> pa.Table:
+    return table
 
 
 class Frame(ABC):
@@ -159,11 +172,11 @@ class TableFrame(Frame):
         return self.map_batches(lambda t: t.filter(t.column(column).fill_null(False)), self._schema)
 
     def count(self) -> int:
-        return self.aggregate(lambda t: t.num_rows, sum)
+        return self.aggregate(_row_count, _total)
 
     def cache(self) -> Frame:
         tables = self._tables()
-        return TableFrame([lambda t=t: t for t in tables], self._schema)
+        return TableFrame([functools.partial(_same, t) for t in tables], self._schema)
 
     def release(self) -> None:
         return None

@@ -28,6 +28,7 @@ a file names.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +45,13 @@ def shard_file(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RunDir:
-    """Locations of one run directory."""
+    """Locations of one run directory (given as a Location, a path, a URI or another RunDir)."""
 
     root: Location
 
-    def __post_init__(self) -> None:
-        root: Any = self.root
+    def __init__(self, root: Location | str | os.PathLike[str] | RunDir) -> None:
         if isinstance(root, RunDir):
             root = root.root
         if not isinstance(root, Location):

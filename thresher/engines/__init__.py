@@ -8,7 +8,7 @@ Engines are imported only when used, so a run on the local engine never imports 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from thresher.engines.base import Engine
 from thresher.engines.registry import ENGINES
@@ -25,7 +25,7 @@ def engine_class(kind: str) -> type[Engine]:
 
 def make_engine(config: RunConfig | EngineConfig) -> Engine:
     """The engine a run config (or its ``engine`` section) asks for."""
-    section = getattr(config, "engine", config)
+    section = cast("EngineConfig", getattr(config, "engine", config))
     return engine_class(section.kind).from_config(section)
 
 

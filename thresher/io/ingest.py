@@ -611,6 +611,7 @@ def _finish(
             if mask is invalid_id:
                 why_reason, why = id_problems[position]
             else:
+                assert reason is not None  # only the id problems carry their own reason
                 why_reason = reason
                 why = detail if detail is not None else feature_problems[position]
             log.add(int(rows[index]), why_reason, why, raw, ids[position].as_py())

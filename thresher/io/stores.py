@@ -518,12 +518,11 @@ class S3Store(Store):
         keys = [self._split(e.location)[1] for e in self.list_files(location, recursive=True)]
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self.guard(
-                location,
-                lambda batch=batch: self.client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
-                ),
-            )
+            self.guard(location, functools.partial(self._delete_batch, bucket, batch))
+
+    def _delete_batch(self, bucket: str, batch: list[dict[str, str]]) -> Any:
+        """One DeleteObjects request (at most 1,000 keys)."""
+        return self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
 
     def read_versioned(self, location: Location) -> tuple[bytes, str | None] | None:
         bucket, key = self._split(location)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,9 @@ def build_report(run_dir: str | Location, **options: Any) -> str:
 
 
 def write_report(
-    run_dir: str | Location, output: str | Location | None = None, **options: Any
+    run_dir: str | os.PathLike[str] | Location,
+    output: str | os.PathLike[str] | Location | None = None,
+    **options: Any,
 ) -> Location:
     """Write the report of ``run_dir`` to ``output`` (default ``RUN_DIR/report.html``)."""
     run = RunDir(run_dir)

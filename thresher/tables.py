@@ -7,6 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+#: What a failed ``cast`` raises, whichever way it fails: a value that does not parse,
+#: a cast Arrow does not implement, or types it refuses outright.
+CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
 
 def conform_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, in order: missing ones null, others cast."""

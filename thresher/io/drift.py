@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from thresher.tables import CAST_ERRORS
+
 
 def common_type(types: Sequence[pa.DataType]) -> pa.DataType:
     """The type that every value of ``types`` converts to (see module docstring)."""
@@ -100,7 +102,7 @@ def cast_values(
         return values
     try:
         return pc.cast(values, target, safe=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+    except CAST_ERRORS:
         if not pa.types.is_string(target):
             raise
     texts = [None if v is None else json.dumps(v, default=str) for v in values.to_pylist()]

@@ -28,6 +28,7 @@ from thresher.io.fs import Location
 from thresher.io.localize import models_mirror, pull
 from thresher.run_dir import RunDir
 from thresher.scorers.base import Scorer, relocate_artifacts
+from thresher.tables import CAST_ERRORS
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> list[pa.Array]:
         )
     try:
         return [value.cast(field.type) for value, field in zip(values, fields, strict=True)]
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+    except CAST_ERRORS as error:
         raise ScorerError(
             f"scorer {scorer.name!r} returned {result.type}, expected {[f.type for f in fields]}"
         ) from error

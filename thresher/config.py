@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from thresher.errors import ConfigError, StorageError
 from thresher.io.fs import FileEntry, Location, StorageOptions, expand
 from thresher.io.options import check_storage_options
+from thresher.io.readers import ReadLimits
 from thresher.keys import json_digest
 
 Budget = int | float
@@ -31,11 +32,32 @@ class _Strict(BaseModel):
 
 
 class InputConfig(_Strict):
-    """Where the corpus shards are: files, directories or glob patterns."""
+    """Where the corpus shards are: files, directories or glob patterns, and what one may cost.
+
+    A task holds a batch of a shard, never the whole file: ``batch_bytes``
+    bounds the decoded bytes of one batch; a JSON line or table row over
+    ``max_record_bytes`` is quarantined as ``record_too_large`` without
+    being read whole; a shard holding more than ``max_shard_bytes`` once
+    decompressed, or more than ``max_rows`` records, is refused naming the
+    file (a decompression bomb, or a file to split). ``null``: no limit.
+    """
 
     paths: list[str] = Field(min_length=1)
     format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
     on_unreadable: Literal["fail", "skip"] = "fail"
+    batch_bytes: int = Field(default=32 << 20, ge=1 << 10)
+    max_record_bytes: int | None = Field(default=64 << 20, ge=1)
+    max_shard_bytes: int | None = Field(default=64 << 30, ge=1)
+    max_rows: int | None = Field(default=None, ge=1)
+
+    def read_limits(self) -> ReadLimits:
+        """The limits every reader of this corpus's shards applies."""
+        return ReadLimits(
+            max_record_bytes=self.max_record_bytes,
+            max_shard_bytes=self.max_shard_bytes,
+            max_rows=self.max_rows,
+            batch_bytes=self.batch_bytes,
+        )
 
 
 class SchemaConfig(_Strict):
@@ -48,7 +70,10 @@ class SchemaConfig(_Strict):
     pixels, precomputed embeddings); ``text`` may then be null, for data that
     is not text. At least one of ``text`` and ``features`` is required.
     ``max_text_bytes`` quarantines longer texts (UTF-8 bytes) as
-    ``text_too_long``; ``null`` accepts any length.
+    ``text_too_long``; ``null`` accepts any length. With ``passthrough:
+    all``, a shard with more than ``max_passthrough_columns`` other columns
+    (JSON lines with free-form keys) is refused naming the file: list the
+    columns to keep instead.
     """
 
     id: str | None = "id"
@@ -57,6 +82,7 @@ class SchemaConfig(_Strict):
     features: str | None = None
     passthrough: list[str] | Literal["all"] = "all"
     max_text_bytes: int | None = Field(default=8 * 1024 * 1024, ge=1)
+    max_passthrough_columns: int | None = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _check_content(self) -> SchemaConfig:

@@ -24,6 +24,8 @@ INVALID_ID = "invalid_id"
 MISSING_TEXT_COLUMN = "missing_text_column"
 INVALID_FEATURES = "invalid_features"
 MISSING_FEATURES_COLUMN = "missing_features_column"
+#: A JSON line or a table row larger than ``input.max_record_bytes`` (never read whole).
+RECORD_TOO_LARGE = "record_too_large"
 
 QUARANTINE = (
     INVALID_UTF8,
@@ -38,6 +40,7 @@ QUARANTINE = (
     MISSING_TEXT_COLUMN,
     INVALID_FEATURES,
     MISSING_FEATURES_COLUMN,
+    RECORD_TOO_LARGE,
 )
 
 # -- dropped at selection, in the order the steps run ------------------------------------

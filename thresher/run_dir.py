@@ -152,8 +152,13 @@ class RunDir:
     def quarantine_shard(self, index: int) -> Location:
         return self.quarantine / shard_file(index)
 
+    @property
+    def ingest_markers(self) -> Location:
+        """The ingest markers and their index (see thresher.io.ingest_index)."""
+        return self.state / "ingest"
+
     def ingest_marker(self, index: int) -> Location:
-        return self.state / "ingest" / f"shard-{index:05d}.json"
+        return self.ingest_markers / f"shard-{index:05d}.json"
 
     def scores_shard(self, index: int) -> Location:
         return self.scores / shard_file(index)
@@ -209,13 +214,11 @@ class RunDir:
         write_json_atomic({"config": config, "base_dir": base_dir}, self.recorded_config)
 
     def stored_ingest_stats(self) -> list[dict[str, Any]]:
-        """Statistics of every shard ingested so far (their completion markers), by index."""
-        markers = [
-            e.location
-            for e in (self.state / "ingest").list_files(recursive=False)
-            if e.location.name.startswith("shard-") and e.location.name.endswith(".json")
-        ]
-        return sorted((read_json(m) for m in markers), key=lambda s: int(s["index"]))
+        """Statistics of every shard ingested so far (the index and newer markers), by index."""
+        from thresher.io import ingest_index
+
+        found = ingest_index.load(self.ingest_markers)
+        return [found[key] for key in sorted(found)]
 
     def shard_names(self) -> dict[int, str]:
         """Shard key -> name, from the registry."""

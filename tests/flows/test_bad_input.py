@@ -705,13 +705,17 @@ def test_harmonize_rewrites_drifted_shards_once(tmp_path: Path) -> None:
         table = pa.table({"id": [name], "text": ["x y"], "url": [url], "n": [number]})
         pq.write_table(table, corpus / f"{name}.parquet")
     run = tmp_path / "run"
+    stats = []
     for index, name in enumerate(["0.parquet", "1.parquet", "2.parquet"]):
         shard = Shard(index, str(corpus / name), name, "parquet")
-        ingest_to_run(shard, SchemaConfig(), RunDir(run))
+        stats.append(ingest_to_run(shard, SchemaConfig(), RunDir(run)))
     engine = LocalEngine(workers=1)
     # url: string vs integer; n: an integer column stored as null (string) in shard 2
-    assert harmonize_ingested(RunDir(run), [0, 1, 2], engine) == {1: ["url"], 2: ["n"]}
-    assert harmonize_ingested(RunDir(run), [0, 1, 2], engine) == {}  # a resumed run: nothing
+    assert harmonize_ingested(RunDir(run), stats, engine) == {1: ["url"], 2: ["n"]}
+    assert harmonize_ingested(RunDir(run), stats, engine) == {}  # a resumed run: nothing
+    # statistics without schemas (an older run directory): the footers agree as well
+    footers_only = [{k: v for k, v in s.items() if k not in ("schema", "valued")} for s in stats]
+    assert harmonize_ingested(RunDir(run), footers_only, engine) == {}
     engine.close()
     common = read_common_schema(RunDir(run))
     assert common is not None and common.field("url").type == pa.string()

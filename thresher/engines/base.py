@@ -50,6 +50,9 @@ class Engine(ABC):
     kind: str
     #: Most rows any stage may gather on the driver (a non-partitioned embedding selector).
     driver_max_rows: int = DRIVER_MAX_ROWS
+    #: Whether whole-table work (duplicate ids, dedup, selection) holds every row in the
+    #: driver's memory (about 0.4 KB per row), so that ``driver_max_rows`` bounds a corpus.
+    holds_tables_on_driver: bool = False
 
     @classmethod
     @abstractmethod

@@ -47,6 +47,7 @@ class LocalEngine(Engine):
     """Runs per-shard work in ``workers`` processes (default: one per core)."""
 
     kind = "local"
+    holds_tables_on_driver = True
 
     def __init__(self, workers: int | None = None, driver_max_rows: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1

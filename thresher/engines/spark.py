@@ -26,7 +26,7 @@ from thresher import errors
 from thresher.config import EngineConfig, SparkConfig
 from thresher.engines.base import Engine
 from thresher.frame import Frame, JoinKind
-from thresher.io.files import read_parquet, write_parquet_atomic
+from thresher.io.files import write_parquet_atomic
 from thresher.io.fs import Location
 from thresher.tables import conform_to
 
@@ -327,16 +327,19 @@ class SparkEngine(Engine):
         uris = [f.uri for f in files]
 
         def load(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            from thresher.io.files import read_schema
+            from thresher.io.files import parquet_batches, parquet_file
 
             for batch in batches:
                 for uri in batch.column(0).to_pylist():
                     location = Location(uri, options) if options else Location.of(uri)
-                    available = [c for c in read_schema(location).names if c in names]
-                    table = read_parquet(location, columns=available or None)
-                    if transform is not None:
-                        table = transform(table)
-                    yield from conform_to(table, safe).to_batches(max_chunksize=BATCH_ROWS)
+                    source = parquet_file(location)
+                    available = [c for c in source.schema_arrow.names if c in names]
+                    # A batch at a time (the transforms are row by row): a task holds a batch.
+                    for part in parquet_batches(source, columns=available or None):
+                        table = pa.Table.from_batches([part])
+                        if transform is not None:
+                            table = transform(table)
+                        yield from conform_to(table, safe).to_batches(max_chunksize=BATCH_ROWS)
 
         context = self.spark.sparkContext
         rdd = context.parallelize([(uri,) for uri in uris], numSlices=max(1, len(uris)))

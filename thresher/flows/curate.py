@@ -55,7 +55,7 @@ from thresher.config import (
 from thresher.engines import Engine, make_engine
 from thresher.errors import ConfigError, RunStateError
 from thresher.flows.retries import retry_unless_user_error
-from thresher.io import publish
+from thresher.io import ingest_index, publish
 from thresher.io.files import check_contained, write_json_atomic
 from thresher.io.fs import FileEntry, Location
 from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
@@ -89,12 +89,17 @@ Stages = Literal["all", "score", "select"]
 
 @task(name="ingest", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_unless_user_error)
 def ingest_task(
-    engine: Engine, shards: list[Shard], cfg: RunConfig, run: RunDir, bar: StageProgress
+    engine: Engine,
+    shards: list[Shard],
+    cfg: RunConfig,
+    run: RunDir,
+    bar: StageProgress,
+    stored: dict[int, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    pending, done = pending_shards(shards, run)
+    pending, done = pending_shards(shards, run, stored)
     bar.reuse(shards=len(done), docs=sum(s["rows_in"] for s in done))
     fresh = engine.map_shards(
-        IngestShard(cfg.schema_, run, cfg.input.on_unreadable),
+        IngestShard(cfg.schema_, run, cfg.input.on_unreadable, cfg.input.read_limits()),
         pending,
         bar,
         on_done=lambda s: bar.advance(shards=1, docs=s["rows_in"]),
@@ -103,8 +108,12 @@ def ingest_task(
 
 
 @task(name="harmonize", cache_policy=NO_CACHE)
-def harmonize_task(engine: Engine, run: RunDir, indices: list[int]) -> dict[int, list[str]]:
-    return harmonize_ingested(run, indices, engine)
+def harmonize_task(
+    engine: Engine, run: RunDir, stats: list[dict[str, Any]]
+) -> tuple[dict[int, list[str]], list[dict[str, Any]]]:
+    changed = harmonize_ingested(run, stats, engine)
+    ingest_index.save(run.ingest_markers, stats)  # one file for the next run to read
+    return changed, stats
 
 
 @task(name="fit-scorers", cache_policy=NO_CACHE)
@@ -259,22 +268,32 @@ def run_keys(config: RunConfig) -> dict[str, str]:
     fingerprint, so a corpus may grow and a run directory may move.
     """
     data = config.config_dict()
+    # A cap refuses a shard, it never changes an ingested row: not part of the key.
+    schema = {k: v for k, v in data["schema"].items() if k != "max_passthrough_columns"}
     return {
-        "schema": json_digest([data["schema"], data["input"]["format"]]),
+        "schema": json_digest([schema, data["input"]["format"]]),
         "scorers": json_digest([data["scorers"], data["seed"]]),
     }
 
 
-def check_driver_limit(config: RunConfig, n_rows: int) -> None:
+def check_driver_limit(config: RunConfig, n_rows: int, engine: Engine | None = None) -> None:
     """Refuse, before scoring, a step that would gather more rows on the driver than allowed.
 
     An embedding selector without ``partitions`` runs on one machine with
-    every vector of the rows that reach it; every other stage keeps nothing
-    per row on the driver.
+    every vector of the rows that reach it; an engine that holds tables on
+    the driver (the local engine) holds every row in its whole-table steps;
+    otherwise no stage keeps anything per row on the driver.
     """
     from thresher.stages.decide import configured_steps
 
     limit = config.engine.driver_max_rows
+    if engine is not None and engine.holds_tables_on_driver and n_rows > limit:
+        raise ConfigError(
+            f"engine.kind: {engine.kind!r} runs the whole-table steps (duplicate ids, dedup, "
+            f"selection) in the driver's memory, about 0.4 KB per row, and this corpus has "
+            f"{n_rows:,} ingested rows, more than engine.driver_max_rows ({limit:,}); use "
+            "engine.kind: spark, or raise engine.driver_max_rows if the driver has the memory"
+        )
     for number, (step, selector) in enumerate(configured_steps(config)):
         if selector.requires_embeddings and step.partitions is None and n_rows > limit:
             where = "selector" if number == len(config.filters) else f"filters[{number}]"
@@ -424,6 +443,7 @@ def _curate(
             logger.info(
                 "run %s: selecting from the stored scores of %d shard(s)", run.root, len(stats)
             )
+            check_driver_limit(cfg, sum(s["ingested"] for s in stats), eng)
         else:
             stats = _ingest_score(cfg, eng, run, files, run_id, timings, progress, logger)
             if stages == "score":
@@ -526,7 +546,8 @@ def _ingest_score(
     """Ingest, fit and score; return the per-shard ingest statistics in shard order."""
     registry = ShardRegistry(run.shard_registry)
     shards, added = registry.assign(files, cfg.base, cfg.input.format, run_id)
-    shards, renewed = renew_repaired(shards, registry, run, run_id)
+    stored = ingest_index.load(run.ingest_markers)
+    shards, renewed = renew_repaired(shards, registry, run, run_id, stored)
     registry.save()
     logger.info(
         "run %s: %d shard(s) (%d new), engine %s",
@@ -540,7 +561,7 @@ def _ingest_score(
             "%s: skipped as unreadable by an earlier run and changed since; reading it again", name
         )
     with _timed(timings, "ingest"), progress.stage("ingest", shards=len(shards)) as bar:
-        stats = ingest_task(eng, shards, cfg, run, bar)
+        stats = ingest_task(eng, shards, cfg, run, bar, stored)
         skipped = [s for s in stats if s.get("unreadable")]
         for item in skipped:
             if not item.get("reused"):
@@ -553,7 +574,7 @@ def _ingest_score(
         if skipped:
             registry.mark_unreadable([s["name"] for s in skipped])
             registry.save()
-        drifted = harmonize_task(eng, run, [s["index"] for s in stats])
+        drifted, stats = harmonize_task(eng, run, stats)
         names = {s.index: s.name for s in shards}
         for index, columns in drifted.items():
             logger.warning(
@@ -562,7 +583,7 @@ def _ingest_score(
                 columns,
             )
     shard_rows = {s["index"]: s["ingested"] for s in stats}
-    check_driver_limit(cfg, sum(shard_rows.values()))
+    check_driver_limit(cfg, sum(shard_rows.values()), eng)
     reused = sum(1 for s in stats if s.get("reused"))
     logger.info(
         "ingested %d rows, quarantined %d (%d shard(s) reused, %d ingested now)",

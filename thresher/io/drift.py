@@ -73,12 +73,14 @@ def conform(table: pa.Table, schema: pa.Schema, *, add_missing: bool = True) -> 
     common schema covers every table). Missing columns are filled with
     nulls when ``add_missing``, else left out.
     """
-    extra = [name for name in table.column_names if name not in schema.names]
+    names = set(schema.names)
+    extra = [name for name in table.column_names if name not in names]
     if extra:
         raise ValueError(f"columns {extra} are not in the common schema {schema.names}")
+    present = set(table.column_names)
     arrays, fields = [], []
     for field in schema:
-        if field.name in table.column_names:
+        if field.name in present:
             arrays.append(cast_values(table.column(field.name), field.type))
         elif add_missing:
             arrays.append(pa.nulls(table.num_rows, field.type))

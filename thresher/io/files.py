@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,20 @@ def parquet_file(target: PathLike) -> pq.ParquetFile:
     if location.is_local:
         return pq.ParquetFile(location.uri)
     return pq.ParquetFile(location.open_input_file())
+
+
+def parquet_batches(
+    parquet: pq.ParquetFile, batch_bytes: int = 32 << 20, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches of about ``batch_bytes`` (sized from each row group's footer)."""
+    metadata = parquet.metadata
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        if row_group.num_rows == 0:
+            continue
+        per_row = max(1, row_group.total_byte_size // row_group.num_rows)
+        rows = max(1, min(1 << 16, batch_bytes // per_row))
+        yield from parquet.iter_batches(batch_size=rows, row_groups=[group], columns=columns)
 
 
 def read_parquet(target: PathLike, columns: list[str] | None = None) -> pa.Table:

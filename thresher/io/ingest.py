@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -60,21 +60,70 @@ from thresher.io.drift import concat_conformed
 from thresher.io.readers import BATCH_ROWS as JSONL_CHUNK_LINES
 from thresher.io.readers import (
     InvalidRows,
+    OverlongLine,
+    ReadLimits,
     Source,
     iter_arrow,
     iter_delimited,
     iter_lines,
     iter_parquet,
+    too_large,
 )
 from thresher.io.shards import Shard
 
 RAW_PREVIEW_CHARS = 2000
+#: Longest ``detail`` (and id) kept in a quarantine row.
+DETAIL_CHARS = 500
+#: Quarantined rows kept in memory before they are written.
+QUARANTINE_BATCH_ROWS = 4096
+_QUARANTINE_COLUMNS = ("row", "id", "reason", "detail", "raw")
+#: JSON nested deeper than this is quarantined (deeper values break writers and readers).
+MAX_JSON_DEPTH = 64
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class TableWriter(Protocol):
+    """Where ingest puts tables as it makes them (a :class:`~thresher.io.sink.ParquetSink`)."""
+
+    def write(self, data: pa.Table) -> None: ...
+
+
+class _Collected:
+    """A writer that keeps the tables (small inputs: evaluation sets, tests)."""
+
+    def __init__(self) -> None:
+        self.tables: list[pa.Table] = []
+
+    def write(self, data: pa.Table) -> None:
+        self.tables.append(data)
+
+
+@dataclass
+class IngestCounts:
+    """What reading one shard found: records in, ingested, quarantined by reason, its bytes.
+
+    ``format`` and ``compression`` are what the content said (the name is a
+    hint). ``unreadable`` is set when the file was damaged and skipped after
+    the records read before the damage: ``{"error": ..., "rows_read": n}``.
+    """
+
+    shard: Shard
+    rows_in: int
+    ingested: int
+    quarantined_by_reason: dict[str, int]
+    content: dict[str, Any]
+    format: str
+    compression: str | None = None
+    unreadable: dict[str, Any] | None = None
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
 
 
 @dataclass
 class IngestResult:
-    """What one shard yields: usable rows, quarantined rows, the input count, the bytes' digest.
+    """A shard read into memory: usable rows, quarantined rows, the input count, the digest.
 
     ``unreadable`` is set when the file was damaged and skipped after the
     records read before the damage: ``{"error": ..., "rows_read": n}``.
@@ -95,58 +144,142 @@ class IngestResult:
 
 
 class _ShardLog:
-    """What reading one shard has found so far: records seen, quarantined rows, vector length."""
+    """What reading one shard has found so far: records seen, quarantined rows, vector length.
 
-    def __init__(self, shard: Shard) -> None:
+    Quarantined rows are kept in columns and handed to the quarantine writer
+    every :data:`QUARANTINE_BATCH_ROWS` rows, so that a file of bad lines
+    costs a bounded amount of memory.
+    """
+
+    def __init__(self, shard: Shard, out: TableWriter, limits: ReadLimits) -> None:
         self.shard = shard
+        self.out = out
+        self.limits = limits
         self.rows_in = 0
-        self.rows: list[dict[str, Any]] = []
+        self.ingested = 0
+        self.by_reason: dict[str, int] = {}
+        self._columns: dict[str, list[Any]] = {name: [] for name in _QUARANTINE_COLUMNS}
         # Length of the shard's first valid feature vector: every other must match it.
         self.features_length: int | None = None
+        # Pass-through columns met so far (refused past schema.max_passthrough_columns).
+        self.passthrough: dict[str, None] = {}
+
+    def count(self, n: int = 1) -> None:
+        """``n`` more records read; refuse the shard past ``input.max_rows``."""
+        self.rows_in += n
+        limit = self.limits.max_rows
+        if limit is not None and self.rows_in > limit:
+            statement = f"has more than input.max_rows ({limit:,}) records"
+            raise too_large(self.shard, statement, "max_rows")
 
     def add(
         self, row: int, reason: str, detail: str, raw: str | None, id_: str | None = None
     ) -> None:
         if raw is not None and len(raw) > RAW_PREVIEW_CHARS:
             raw = raw[:RAW_PREVIEW_CHARS] + "…"
-        self.rows.append(
-            {
-                "shard": self.shard.name,
-                "row": row,
-                "id": id_,
-                "reason": reason,
-                "detail": detail,
-                "raw": raw,
-            }
-        )
+        if len(detail) > DETAIL_CHARS:
+            detail = detail[:DETAIL_CHARS] + "…"
+        if id_ is not None and len(id_) > DETAIL_CHARS:
+            id_ = id_[:DETAIL_CHARS] + "…"
+        for name, value in zip(_QUARANTINE_COLUMNS, (row, id_, reason, detail, raw), strict=True):
+            self._columns[name].append(value)
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        if len(self._columns["row"]) >= QUARANTINE_BATCH_ROWS:
+            self.flush()
 
-    def table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rows, schema=S.QUARANTINE_SCHEMA)
+    def flush(self) -> None:
+        """Hand the quarantined rows collected so far to the writer."""
+        n = len(self._columns["row"])
+        if n == 0:
+            return
+        arrays = [pa.array([self.shard.name] * n, pa.string())] + [
+            pa.array(self._columns[name], S.QUARANTINE_SCHEMA.field(name).type)
+            for name in _QUARANTINE_COLUMNS
+        ]
+        self.out.write(pa.Table.from_arrays(arrays, schema=S.QUARANTINE_SCHEMA))
+        self._columns = {name: [] for name in _QUARANTINE_COLUMNS}
+
+    def note_passthrough(self, names: Iterable[str], schema: SchemaConfig) -> None:
+        """Remember pass-through column names; refuse a shard with more than the cap."""
+        self.passthrough.update(dict.fromkeys(names))
+        cap = schema.max_passthrough_columns
+        if cap is not None and len(self.passthrough) > cap:
+            raise InputError(
+                f"{self.shard.name}: holds more than {cap:,} distinct pass-through columns "
+                f"(schema.max_passthrough_columns; first ones: {list(self.passthrough)[:5]}); "
+                "list the columns to keep in schema.passthrough, or raise "
+                "schema.max_passthrough_columns"
+            )
 
 
-def ingest_shard(shard: Shard, schema: SchemaConfig, on_unreadable: str = "fail") -> IngestResult:
-    """Read and validate one shard (see module docstring).
+def ingest_stream(
+    shard: Shard,
+    schema: SchemaConfig,
+    rows_out: TableWriter,
+    quarantine_out: TableWriter,
+    *,
+    on_unreadable: str = "fail",
+    limits: ReadLimits | None = None,
+) -> IngestCounts:
+    """Read and validate one shard batch by batch (see module docstring).
 
+    Usable rows go to ``rows_out`` and quarantined rows to
+    ``quarantine_out``, one bounded table at a time (their types may differ
+    between tables of one shard: see :mod:`thresher.io.drift`).
     ``on_unreadable`` is ``fail`` (a damaged file raises InputError naming
     it) or ``skip`` (keep what was read before the damage and say so).
     """
-    log = _ShardLog(shard)
-    source = Source(shard)
-    read = _READERS.get(shard.format)
+    limits = limits or ReadLimits()
+    log = _ShardLog(shard, quarantine_out, limits)
+    source = Source(shard, limits)
+    fmt, compression = source.kind()
+    read = _READERS.get(fmt)
     if read is None:
-        raise InputError(f"{shard.name}: unsupported format {shard.format!r}")
-    chunks: list[pa.Table] = []
+        raise InputError(f"{shard.name}: unsupported format {fmt!r}")
     unreadable = None
     try:
-        chunks.extend(read(source, schema, log))
+        for table in read(source, schema, log):
+            if table.num_rows:
+                log.ingested += table.num_rows
+                rows_out.write(table)
     except DamagedInputError as error:
         if on_unreadable != "skip":
             raise
         unreadable = {"error": error.cause, "rows_read": log.rows_in}
-    chunks = [c for c in chunks if c.num_rows]
+    log.flush()
+    return IngestCounts(
+        shard,
+        log.rows_in,
+        log.ingested,
+        dict(sorted(log.by_reason.items())),
+        source.content(),
+        fmt,
+        compression,
+        unreadable,
+    )
+
+
+def ingest_shard(
+    shard: Shard,
+    schema: SchemaConfig,
+    on_unreadable: str = "fail",
+    limits: ReadLimits | None = None,
+) -> IngestResult:
+    """Read and validate one shard into memory (small inputs; runs use :func:`ingest_stream`)."""
+    rows, quarantine = _Collected(), _Collected()
+    counts = ingest_stream(
+        shard, schema, rows, quarantine, on_unreadable=on_unreadable, limits=limits
+    )
     # Chunks may infer different types for a column: give them one.
-    table = concat_conformed(chunks) if chunks else _empty_canonical(schema)
-    return IngestResult(shard, log.rows_in, table, log.table(), source.content(), unreadable)
+    table = concat_conformed(rows.tables) if rows.tables else empty_canonical(schema)
+    quarantined = (
+        pa.concat_tables(quarantine.tables)
+        if quarantine.tables
+        else S.QUARANTINE_SCHEMA.empty_table()
+    )
+    return IngestResult(
+        shard, counts.rows_in, table, quarantined, counts.content, counts.unreadable
+    )
 
 
 # -- tables: Parquet, Arrow, CSV/TSV -----------------------------------------------------
@@ -154,12 +287,12 @@ def ingest_shard(shard: Shard, schema: SchemaConfig, on_unreadable: str = "fail"
 
 def _read_parquet(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
     for table in iter_parquet(source):
-        yield _tabular_chunk(table, _next_rows(log, table.num_rows), schema, log)
+        yield from _tabular(table, schema, log)
 
 
 def _read_arrow(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
     for table in iter_arrow(source):
-        yield _tabular_chunk(table, _next_rows(log, table.num_rows), schema, log)
+        yield from _tabular(table, schema, log)
 
 
 def _delimited_reader(delimiter: str) -> Callable[[Source, SchemaConfig, _ShardLog], Any]:
@@ -168,7 +301,7 @@ def _delimited_reader(delimiter: str) -> Callable[[Source, SchemaConfig, _ShardL
         text_columns = [c for c in (schema.id, schema.text) if c is not None]
         try:
             for table in iter_delimited(source, delimiter, text_columns, invalid):
-                yield _tabular_chunk(table, _next_rows(log, table.num_rows), schema, log)
+                yield from _tabular(table, schema, log)
                 _quarantine_invalid_rows(invalid, log)
         finally:
             _quarantine_invalid_rows(invalid, log)
@@ -178,7 +311,7 @@ def _delimited_reader(delimiter: str) -> Callable[[Source, SchemaConfig, _ShardL
 
 def _quarantine_invalid_rows(invalid: InvalidRows, log: _ShardLog) -> None:
     for number, text in invalid.rows:
-        log.rows_in += 1
+        log.count()
         where = f"row {number} of the file (the header is 1)" if number is not None else "a row"
         log.add(
             -1 if number is None else number,
@@ -191,8 +324,129 @@ def _quarantine_invalid_rows(invalid: InvalidRows, log: _ShardLog) -> None:
 
 def _next_rows(log: _ShardLog, n: int) -> np.ndarray:
     rows = np.arange(log.rows_in, log.rows_in + n, dtype=np.int64)
-    log.rows_in += n
+    log.count(n)
     return rows
+
+
+def _tabular(table: pa.Table, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+    """One batch read from a table, in slices of at most ``input.batch_bytes`` decoded bytes.
+
+    Each row is measured before any value is decoded (a dictionary-encoded
+    column stores a repeated value once, however many rows repeat it): a
+    row over ``input.max_record_bytes`` is quarantined as
+    ``record_too_large`` and never decoded.
+    """
+    rows = _next_rows(log, table.num_rows)
+    sizes = row_sizes(table)
+    limit = log.limits.max_record_bytes
+    if limit is not None and len(sizes) and int(sizes.max()) > limit:
+        over = sizes > limit
+        for index in np.flatnonzero(over):
+            detail = (
+                f"a row of {int(sizes[index]):,} bytes, more than input.max_record_bytes "
+                f"({limit:,})"
+            )
+            preview = _row_preview(table, schema, int(index))
+            log.add(
+                int(rows[index]),
+                R.RECORD_TOO_LARGE,
+                detail,
+                preview,
+                _small_id(table, int(index), schema, log.shard),
+            )
+        table, rows, sizes = table.filter(pa.array(~over)), rows[~over], sizes[~over]
+    for start, stop in byte_slices(sizes, log.limits.batch_bytes):
+        yield _tabular_chunk(table.slice(start, stop - start), rows[start:stop], schema, log)
+
+
+def row_sizes(table: pa.Table) -> np.ndarray:
+    """Decoded bytes of each row's variable-width values (strings, binaries, lists of numbers).
+
+    A dictionary-encoded column is measured through its dictionary, without
+    decoding it.
+    """
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        offset = 0
+        for chunk in column.chunks:
+            sizes[offset : offset + len(chunk)] += _value_sizes(chunk)
+            offset += len(chunk)
+    return sizes
+
+
+def _value_sizes(array: pa.Array) -> np.ndarray:
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        if not _is_string_like(kind.value_type):
+            return np.zeros(len(array), dtype=np.int64)
+        lengths = pc.binary_length(array.dictionary)
+        per_row = pc.take(lengths, array.indices)
+        return np.asarray(pc.fill_null(per_row, 0), dtype=np.int64)
+    if pa.types.is_string_view(kind) or pa.types.is_binary_view(kind):
+        array = array.cast(pa.large_binary())  # no length kernel for views
+        kind = array.type
+    if _is_string_like(kind) and not pa.types.is_fixed_size_binary(kind):
+        return np.asarray(pc.fill_null(pc.binary_length(array), 0), dtype=np.int64)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        value = kind.value_type
+        width = value.bit_width // 8 if pa.types.is_primitive(value) else 8
+        lengths = np.asarray(pc.fill_null(pc.list_value_length(array), 0), dtype=np.int64)
+        return lengths * max(width, 1)
+    return np.zeros(len(array), dtype=np.int64)
+
+
+def byte_slices(sizes: np.ndarray, batch_bytes: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive slices of at most ``batch_bytes`` (one row at least)."""
+    n = len(sizes)
+    if n == 0:
+        return
+    if int(sizes.sum()) <= batch_bytes:
+        yield 0, n
+        return
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < n:
+        before = int(ends[start - 1]) if start else 0
+        stop = int(np.searchsorted(ends, before + batch_bytes, side="right"))
+        stop = max(stop, start + 1)
+        yield start, stop
+        start = stop
+
+
+def _row_preview(table: pa.Table, schema: SchemaConfig, index: int) -> str | None:
+    """The first characters of a row's text (or first column), never decoding all of it."""
+    name = schema.text if schema.text in table.column_names else table.column_names[0]
+    value = table.column(name).slice(index, 1).combine_chunks()
+    if pa.types.is_dictionary(value.type):
+        position = value.indices[0].as_py()
+        if position is None:
+            return None
+        value = value.dictionary.slice(position, 1)
+    if not _is_string_like(value.type) or pa.types.is_fixed_size_binary(value.type):
+        return None
+    if pa.types.is_string_view(value.type) or pa.types.is_binary_view(value.type):
+        value = value.cast(pa.large_binary())
+    head = pc.binary_slice(value.view(_binary_view_of(value.type)), 0, RAW_PREVIEW_CHARS * 4)
+    found = head[0].as_py()
+    return None if found is None else found.decode("utf-8", errors="replace")[:RAW_PREVIEW_CHARS]
+
+
+def _binary_view_of(kind: pa.DataType) -> pa.DataType:
+    """The binary type with the same layout as a string or binary type."""
+    if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
+        return pa.large_binary()
+    return pa.binary()
+
+
+def _small_id(table: pa.Table, index: int, schema: SchemaConfig, shard: Shard) -> str | None:
+    """The id of one row when it is small enough to read (ids of a quarantined huge row)."""
+    if schema.id is None or schema.id not in table.column_names:
+        return None
+    one = table.slice(index, 1)
+    if int(row_sizes(one.select([schema.id]))[0]) > DETAIL_CHARS:
+        return None
+    ids, problems = _ids(one, np.zeros(1, dtype=np.int64), schema, shard)
+    return None if problems else ids[0].as_py()
 
 
 def _tabular_chunk(
@@ -207,7 +461,7 @@ def _tabular_chunk(
         detail = f"shard has no column {column!r} (columns: {columns})"
         for index, row in enumerate(rows):
             log.add(int(row), reason, detail, None, ids[index].as_py())
-        return _empty_canonical(schema)
+        return empty_canonical(schema)
     keep = np.ones(table.num_rows, dtype=bool)
 
     def quarantine(index: int, reason: str, detail: str, raw: Any) -> None:
@@ -322,10 +576,12 @@ def _decode_each(array: pa.Array) -> tuple[pa.Array, dict[int, str]]:
 
 def _plain_passthrough(table: pa.Table, roles: set[str | None]) -> pa.Table:
     """Decode dictionaries and views of pass-through columns; repair their invalid UTF-8."""
-    for index, column in enumerate(table.columns):
-        name = table.column_names[index]
+    columns = list(table.columns)
+    changed = False
+    for index, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
         if name in roles:
             continue
+        original = column
         kind = column.type
         if pa.types.is_dictionary(kind):
             column = pa.chunked_array([c.dictionary_decode() for c in column.chunks])
@@ -336,9 +592,10 @@ def _plain_passthrough(table: pa.Table, roles: set[str | None]) -> pa.Table:
             column = column.cast(pa.large_binary())
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             column = _repair_utf8(column)
-        if column is not table.column(index):
-            table = table.set_column(index, name, column)
-    return table
+        if column is not original:
+            columns[index] = column
+            changed = True
+    return pa.table(columns, names=table.column_names) if changed else table
 
 
 def _repair_utf8(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -387,19 +644,30 @@ def _ids(
 def _read_jsonl(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
     records: list[dict[str, Any]] = []
     rows: list[int] = []
+    size = 0
+    limit = log.limits.max_record_bytes
     try:
         for line_number, line in enumerate(iter_lines(source)):
+            if isinstance(line, OverlongLine):
+                log.count()
+                detail = (
+                    f"a line of {line.size:,} bytes, more than input.max_record_bytes ({limit:,})"
+                )
+                shown = line.head.decode("utf-8", errors="replace")
+                log.add(line_number, R.RECORD_TOO_LARGE, detail, _preview(shown))
+                continue
             if not line.strip():
                 continue
-            log.rows_in += 1
+            log.count()
             record = _parse_line(line, line_number, schema, log)
             if record is None:
                 continue
             records.append(record)
             rows.append(line_number)
-            if len(records) >= JSONL_CHUNK_LINES:
+            size += len(line)
+            if len(records) >= JSONL_CHUNK_LINES or size >= log.limits.batch_bytes:
                 yield _records_to_canonical(records, rows, log.shard, schema, log)
-                records, rows = [], []
+                records, rows, size = [], [], 0
     finally:  # on damage too: the complete lines before it are kept
         if records:
             yield _records_to_canonical(records, rows, log.shard, schema, log)
@@ -412,14 +680,20 @@ def _parse_line(
     try:
         decoded = line.decode("utf-8")
     except UnicodeDecodeError as error:
-        raw = line.decode("utf-8", errors="backslashreplace").rstrip("\n")
-        log.add(line_number, R.INVALID_UTF8, str(error), _preview(raw))
+        raw = line[: RAW_PREVIEW_CHARS * 4].decode("utf-8", errors="backslashreplace")
+        log.add(line_number, R.INVALID_UTF8, str(error), _preview(raw.rstrip("\n")))
         return None
     shown = decoded.rstrip("\r\n")
     try:
         record = json.loads(decoded)
     except json.JSONDecodeError as error:
         log.add(line_number, R.MALFORMED_JSON, str(error), _preview(shown))
+        return None
+    except RecursionError:  # nested deeper than Python's stack allows
+        record = None
+    if record is None or _deeper_than(record, MAX_JSON_DEPTH, decoded):
+        detail = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        log.add(line_number, R.MALFORMED_JSON, detail, _preview(shown))
         return None
     if not isinstance(record, dict):
         log.add(line_number, R.MALFORMED_JSON, "a line must hold a JSON object", _preview(shown))
@@ -452,6 +726,21 @@ def _parse_line(
         log.add(line_number, R.INVALID_FEATURES, problem, _preview(shown), id_text)
         return None
     return record
+
+
+def _deeper_than(value: Any, limit: int, text: str) -> bool:
+    """Whether a parsed JSON value nests lists and objects more than ``limit`` levels deep."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # cannot nest deeper than it has brackets
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _record_id(record: dict[str, Any], schema: SchemaConfig) -> str | None:
@@ -491,22 +780,49 @@ def _records_to_canonical(
     schema: SchemaConfig,
     log: _ShardLog,
 ) -> pa.Table:
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
-    for role in (schema.text, schema.features):
-        if role is not None and role not in names:
-            names[role] = None
+    """The records as a table; a column per key, in one pass over every key of every record.
+
+    Keys present in few records (sparse metadata) cost their own values
+    only, not a value per record; with a list of pass-through columns, the
+    other keys are not read at all.
+    """
+    n = len(records)
     roles = {schema.text, schema.features}
-    columns = {
-        name: _to_arrow([r.get(name) for r in records]) for name in names if name not in roles
-    }
+    wanted = (
+        None
+        if schema.passthrough == "all"
+        else {*schema.passthrough, schema.id, schema.label} - {None}
+    )
+    positions: dict[str, list[int]] = {}
+    values: dict[str, list[Any]] = {}
+    for position, record in enumerate(records):
+        for key, value in record.items():
+            if key in roles or (wanted is not None and key not in wanted):
+                continue
+            found = values.get(key)
+            if found is None:
+                positions[key], values[key] = [position], [value]
+            else:
+                positions[key].append(position)
+                found.append(value)
+    if wanted is None:
+        log.note_passthrough((k for k in values if k not in (schema.id, schema.label)), schema)
+    columns = {key: _spread(_to_arrow(found), positions[key], n) for key, found in values.items()}
     if schema.text is not None:
         columns[schema.text] = pa.array([r.get(schema.text) for r in records], pa.string())
     if schema.features is not None:
         vectors = [r.get(schema.features) for r in records]
         columns[schema.features] = pa.array(vectors, pa.list_(pa.float64()))
     return _finish(pa.table(columns), np.asarray(rows, dtype=np.int64), shard, schema, log)
+
+
+def _spread(values: pa.Array, positions: list[int], n: int) -> pa.Array:
+    """``values`` placed at ``positions`` of an array of ``n`` rows, null elsewhere."""
+    if len(positions) == n:
+        return values
+    indices = np.full(n, -1, dtype=np.int64)
+    indices[positions] = np.arange(len(positions), dtype=np.int64)
+    return pc.take(values, pa.array(indices, mask=indices < 0))
 
 
 def _json_features_problem(record: dict[str, Any], schema: SchemaConfig) -> str | None:
@@ -634,13 +950,17 @@ def _finish(
             if schema.label in table.column_names
             else pa.nulls(table.num_rows)
         )
-    for name in _passthrough_names(table.column_names, role_names, schema):
+    passthrough = _passthrough_names(table.column_names, role_names, schema)
+    if schema.passthrough == "all":
+        log.note_passthrough(passthrough, schema)
+    present = set(table.column_names)
+    for name in passthrough:
         if name in out or name in S.POSITION_COLUMNS:
             raise InputError(
                 f"{shard.name}: pass-through column {name!r} collides with a name thresher uses "
                 f"internally; rename it or leave it out of schema.passthrough"
             )
-        out[name] = table.column(name) if name in table.column_names else pa.nulls(table.num_rows)
+        out[name] = table.column(name) if name in present else pa.nulls(table.num_rows)
     out[S.SHARD] = pa.array(np.full(table.num_rows, shard.index, dtype=np.int32))
     out[S.ROW] = pa.array(rows, pa.int64())
     return pa.table(out).filter(pa.array(keep))
@@ -710,7 +1030,7 @@ def _passthrough_names(columns: list[str], role_names: set[str], schema: SchemaC
     return [c for c in schema.passthrough if c not in role_names]
 
 
-def _empty_canonical(schema: SchemaConfig) -> pa.Table:
+def empty_canonical(schema: SchemaConfig) -> pa.Table:
     fields = [pa.field(S.ID, pa.string())]
     if schema.text is not None:
         fields.append(pa.field(S.TEXT, pa.string()))

@@ -20,6 +20,7 @@ from thresher.io.fs import Location
 from thresher.reporting import plots
 from thresher.reporting.card import budget_label
 from thresher.reporting.data import ReportData, gather
+from thresher.reporting.inputs import listing
 from thresher.reporting.template import STYLE, TEMPLATE
 from thresher.run_dir import RunDir
 
@@ -73,7 +74,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
         "stage_times": sorted(
             (manifest or {}).get("seconds_per_stage", {}).items(), key=_stage_order
         ),
-        "shards": data.shard_stats,
+        "shards": listing(data.shard_stats),
         "skipped": (manifest or {}).get("skipped_inputs") or [],
         "versions": [
             (k, v) for k, v in (manifest or {}).get("versions", {}).items() if k in _VERSION_KEYS

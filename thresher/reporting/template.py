@@ -253,10 +253,14 @@ n-gram) are dropped as <code>contaminated</code>, before any other step:
 <h3>Inputs</h3>
 <table>
   <tr><th>shard</th><th>format</th><th class="num">records</th><th class="num">ingested</th><th class="num">quarantined</th></tr>
-  {% for shard in shards %}<tr><td><code>{{ shard.name }}</code></td><td>{{ shard.format }}</td>
+  {% for shard in shards.shown %}<tr><td><code>{{ shard.name }}</code></td><td>{{ shard.format }}</td>
     <td class="num">{{ shard.rows_in | num }}</td><td class="num">{{ shard.ingested | num }}</td>
     <td class="num">{{ shard.quarantined | num }}</td></tr>{% endfor %}
 </table>
+{% if shards.left_out %}<p>{{ shards.shown | length }} of {{ shards.total | num }} inputs listed
+(damaged and most quarantined first); {{ shards.left_out | num }} more are in
+<code>manifest.json</code>. Formats: {% for fmt, n in shards.formats.items() %}{{ fmt }}
+{{ n | num }}{% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
 {% if skipped %}<h3 id="skipped">Damaged inputs, skipped</h3>
 <p>These files broke off or are corrupt; the records read before the damage count as input
 (<code>input.on_unreadable: skip</code>).</p>

@@ -5,9 +5,11 @@ its producer wrote: a ``url`` column may be an integer in one shard and a
 string in another, and ``label`` may be all null in a shard without
 labels. Readers that take one schema for many files would refuse such a
 corpus or take the first file's types, so after ingest the driver reads
-every ingested shard's footer (no data), computes the common schema
+every ingested shard's schema (no data), computes the common schema
 (:mod:`thresher.io.drift`), and the engine rewrites the few shards whose
-types differ. Columns missing from a shard are not added here; later
+types differ. The footers need not be read at all: each shard's ingest
+statistics record its schema and which columns hold values (what votes).
+Columns missing from a shard are not added here; later
 stages conform each shard to the common schema as they read it. The
 common schema is stored in the run directory.
 
@@ -17,13 +19,16 @@ rewritten; a shard's rewrite is one atomic write.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from thresher.io import ingest_index
 from thresher.io.drift import common_schema, conform, voting_columns
-from thresher.io.files import parquet_file, read_parquet, read_schema, write_parquet_atomic
+from thresher.io.files import parquet_batches, parquet_file, read_schema, write_parquet_atomic
 from thresher.io.fs import Location
+from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -36,18 +41,29 @@ def common_schema_path(run: RunDir) -> Location:
 
 
 def harmonize_ingested(
-    run: RunDir, shard_indices: list[int], engine: Engine
+    run: RunDir, stats: list[dict[str, Any]], engine: Engine
 ) -> dict[int, list[str]]:
     """Rewrite ingested shards to the common column types; return what each rewrite changed.
 
-    The result maps a shard index to the columns whose type changed (empty
-    when the corpus has no drift).
+    ``stats`` are the shards' ingest statistics, which record each ingested
+    file's schema and the columns holding values (older run directories
+    lack them: their footers are read). A rewritten shard's statistics are
+    updated in place, so that the next run finds it conformed without a
+    read. The result maps a shard index to the columns whose type changed
+    (empty when the corpus has no drift).
     """
-    footers = {i: parquet_file(run.ingested_shard(i)).metadata for i in sorted(shard_indices)}
-    schemas = {i: footer.schema.to_arrow_schema() for i, footer in footers.items()}
-    common = common_schema(
-        (schemas[i] for i in footers), (voting_columns(footers[i]) for i in footers)
-    )
+    schemas: dict[int, pa.Schema] = {}
+    voters: dict[int, set[str]] = {}
+    for item in sorted(stats, key=lambda s: int(s["index"])):
+        index = int(item["index"])
+        if "schema" in item and "valued" in item:
+            schemas[index] = ingest_index.decode_schema(item["schema"])
+            voters[index] = set(item["valued"])
+        else:
+            footer = parquet_file(run.ingested_shard(index)).metadata
+            schemas[index] = footer.schema.to_arrow_schema()
+            voters[index] = voting_columns(footer)
+    common = common_schema(schemas.values(), voters.values())
     changed = {
         index: drifted
         for index, schema in schemas.items()
@@ -55,6 +71,10 @@ def harmonize_ingested(
     }
     if changed:
         engine.map_shards(_Conform(run, common), sorted(changed))
+        for item in stats:
+            if int(item["index"]) in changed:
+                conformed = pa.schema([common.field(f.name) for f in schemas[int(item["index"])]])
+                item["schema"] = ingest_index.encode_schema(conformed)
     write_parquet_atomic(common.empty_table(), common_schema_path(run))
     return changed
 
@@ -68,9 +88,17 @@ class _Conform:
 
     def __call__(self, index: int) -> int:
         location = self.run.ingested_shard(index)
-        table = conform(read_parquet(location), self.common, add_missing=False)
-        write_parquet_atomic(table, location)
+        source = parquet_file(location)
+        with ParquetSink(location, empty_schema=conformed_schema(source, self.common)) as sink:
+            for batch in parquet_batches(source):  # a batch at a time, the file replaced whole
+                sink.write(conform(pa.Table.from_batches([batch]), self.common, add_missing=False))
         return index
+
+
+def conformed_schema(source: pq.ParquetFile, common: pa.Schema) -> pa.Schema:
+    """The schema of a shard's file conformed to ``common`` (its own columns only)."""
+    names = set(source.schema_arrow.names)
+    return pa.schema([field for field in common if field.name in names])
 
 
 def read_common_schema(run: RunDir) -> pa.Schema | None:

@@ -3,10 +3,12 @@
 A shard is done when its marker (``_state/ingest/shard-NNNNN.json``) exists:
 it is written last, after the ingested rows and the quarantine, and holds
 the input's listing fingerprint (size and version or modification time),
-the digest of its bytes and the row counts. A re-run compares the marker
-with the listing on the driver (:func:`pending_shards`), so an unchanged
-shard costs no task, and an input that changed under an existing run is
-refused with its name.
+the digest of its bytes, the row counts and the ingested file's schema.
+After the stage the driver folds the markers into one index
+(:mod:`thresher.io.ingest_index`). A re-run compares the index with the
+listing on the driver (:func:`pending_shards`), so an unchanged shard costs
+no task and no file read, and an input that changed under an existing run
+is refused with its name.
 
 A damaged file skipped under ``input.on_unreadable: skip`` is done too (with
 the rows read before the damage); when it changes later (a repaired
@@ -19,13 +21,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import pyarrow as pa
-
 from thresher.config import SchemaConfig
 from thresher.errors import RunStateError
-from thresher.io.files import read_json_or, write_json_atomic, write_parquet_atomic
-from thresher.io.ingest import ingest_shard
+from thresher.io import ingest_index
+from thresher.io.files import read_json_or, write_json_atomic
+from thresher.io.ingest import empty_canonical, ingest_stream
+from thresher.io.readers import ReadLimits
 from thresher.io.shards import Shard, ShardRegistry
+from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir
 
 
@@ -37,21 +40,34 @@ class IngestShard:
     not import to unpickle it.
     """
 
-    def __init__(self, schema: SchemaConfig, run: RunDir, on_unreadable: str = "fail") -> None:
+    def __init__(
+        self,
+        schema: SchemaConfig,
+        run: RunDir,
+        on_unreadable: str = "fail",
+        limits: ReadLimits | None = None,
+    ) -> None:
         self.schema = schema
         self.run = run
         self.on_unreadable = on_unreadable
+        self.limits = limits or ReadLimits()
 
     def __call__(self, shard: Shard) -> dict[str, Any]:
-        return ingest_to_run(shard, self.schema, self.run, self.on_unreadable)
+        return ingest_to_run(shard, self.schema, self.run, self.on_unreadable, self.limits)
 
 
 def ingest_to_run(
-    shard: Shard, schema: SchemaConfig, run: RunDir, on_unreadable: str = "fail"
+    shard: Shard,
+    schema: SchemaConfig,
+    run: RunDir,
+    on_unreadable: str = "fail",
+    limits: ReadLimits | None = None,
 ) -> dict[str, Any]:
     """Ingest ``shard`` into ``run`` unless it was ingested already; return its statistics.
 
-    The statistics (also the completion marker): input rows, ingested rows,
+    Rows and quarantined rows are written batch by batch (a task holds a
+    batch, never the file) and each file appears whole. The statistics
+    (also the completion marker, written last): input rows, ingested rows,
     quarantined rows by reason, the listing fingerprint, the content digest
     and, for a damaged file that was skipped, ``unreadable`` (its error and
     the rows read before the damage).
@@ -61,24 +77,36 @@ def ingest_to_run(
     if stored is not None:
         check_unchanged(shard, stored, run)
         return {**stored, "reused": True}
-    result = ingest_shard(shard, schema, on_unreadable)
-    write_parquet_atomic(_without_null_types(result.table), run.ingested_shard(shard.index))
     quarantine_path = run.quarantine_shard(shard.index)
-    if result.quarantine.num_rows:
-        write_parquet_atomic(result.quarantine, quarantine_path)
-    else:
+    limits = limits or ReadLimits()
+    rows = ParquetSink(
+        run.ingested_shard(shard.index),
+        empty_schema=empty_canonical(schema).schema,
+        row_group_bytes=limits.batch_bytes,
+        null_as_string=True,  # Spark cannot read Parquet's null type
+    )
+    with rows, ParquetSink(quarantine_path, row_group_bytes=limits.batch_bytes) as quarantine:
+        result = ingest_stream(
+            shard, schema, rows, quarantine, on_unreadable=on_unreadable, limits=limits
+        )
+    if result.quarantined == 0:
         quarantine_path.delete()
     stats = {
         "index": shard.index,
         "name": shard.name,
-        "format": shard.format,
+        "format": result.format,
         "fingerprint": shard.fingerprint,
         "content": result.content,
         "rows_in": result.rows_in,
-        "ingested": result.table.num_rows,
-        "quarantined": result.quarantine.num_rows,
-        "quarantined_by_reason": result.quarantine_counts(),
+        "ingested": result.ingested,
+        "quarantined": result.quarantined,
+        "quarantined_by_reason": result.quarantined_by_reason,
+        # What harmonize needs, so that a re-run reads no footer.
+        "schema": ingest_index.encode_schema(rows.schema or empty_canonical(schema).schema),
+        "valued": sorted(rows.valued),
     }
+    if result.compression is not None:
+        stats["compression"] = result.compression
     if result.unreadable is not None:
         stats["unreadable"] = result.unreadable
     if stats["rows_in"] != stats["ingested"] + stats["quarantined"]:  # a bug, never bad input
@@ -99,18 +127,23 @@ def check_unchanged(shard: Shard, stored: dict[str, Any], run: RunDir) -> None:
 
 
 def renew_repaired(
-    shards: list[Shard], registry: ShardRegistry, run: RunDir, run_id: str
+    shards: list[Shard],
+    registry: ShardRegistry,
+    run: RunDir,
+    run_id: str,
+    stored: dict[int, dict[str, Any]],
 ) -> tuple[list[Shard], list[str]]:
     """Give a new key to each shard skipped as unreadable whose file changed since.
 
-    Its old rows, quarantine, scores and marker are deleted; under the new
-    key it is pending like a new shard. Returns the shards and the renewed names.
+    Its old rows, quarantine, scores and statistics are deleted (from
+    ``stored`` and the run's index too); under the new key it is pending
+    like a new shard. Returns the shards and the renewed names.
     """
     out, renewed = [], []
     for shard in shards:
         if registry.was_unreadable(shard.name):
-            stored = read_json_or(run.ingest_marker(shard.index), None)
-            if stored is not None and stored.get("fingerprint") != shard.fingerprint:
+            old = stored.get(shard.index)
+            if old is not None and old.get("fingerprint") != shard.fingerprint:
                 for location in (
                     run.ingest_marker(shard.index),
                     run.ingested_shard(shard.index),
@@ -118,33 +151,31 @@ def renew_repaired(
                     run.scores_shard(shard.index),
                 ):
                     location.delete()
+                del stored[shard.index]
                 shard = replace(shard, index=registry.renew(shard.name, run_id))
                 renewed.append(shard.name)
         out.append(shard)
+    if renewed:
+        ingest_index.save(run.ingest_markers, stored.values())
     return out, renewed
 
 
-def pending_shards(shards: list[Shard], run: RunDir) -> tuple[list[Shard], list[dict[str, Any]]]:
+def pending_shards(
+    shards: list[Shard], run: RunDir, stored: dict[int, dict[str, Any]] | None = None
+) -> tuple[list[Shard], list[dict[str, Any]]]:
     """The shards still to ingest, and the stored statistics of the others (checked unchanged).
 
-    Runs on the driver from the markers alone: no task, no byte of input read.
+    Runs on the driver from the index alone (``stored``, read when not
+    given): no task, no byte of input read, one file for any number of shards.
     """
+    if stored is None:
+        stored = ingest_index.load(run.ingest_markers)
     pending, done = [], []
     for shard in shards:
-        stored = read_json_or(run.ingest_marker(shard.index), None)
-        if stored is None:
+        found = stored.get(shard.index)
+        if found is None:
             pending.append(shard)
         else:
-            check_unchanged(shard, stored, run)
-            done.append({**stored, "reused": True})
+            check_unchanged(shard, found, run)
+            done.append({**found, "reused": True})
     return pending, done
-
-
-def _without_null_types(table: pa.Table) -> pa.Table:
-    """Store all-null columns as strings: Spark cannot read Parquet's null type."""
-    for index, field in enumerate(table.schema):
-        if pa.types.is_null(field.type):
-            table = table.set_column(
-                index, pa.field(field.name, pa.string()), table.column(index).cast(pa.string())
-            )
-    return table

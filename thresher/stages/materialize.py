@@ -2,7 +2,8 @@
 
 Every engine runs :class:`MaterializeShard` once per shard where the data
 is: it reads the shard's decisions (``versions/<v>/selection/shard-NNNNN.parquet``)
-and its ingested rows, checks that they agree, gives every part file the
+and its ingested rows batch by batch (a task holds a batch, not the
+shard), checks that they agree, gives every part file the
 corpus's common schema (schema drift, see :mod:`thresher.stages.harmonize`),
 adds the importance weights when the selector defines them, restores the
 user's column names and writes ``versions/<v>/data/part-NNNNN.parquet``.
@@ -10,14 +11,15 @@ user's column names and writes ``versions/<v>/data/part-NNNNN.parquet``.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from thresher.config import SchemaConfig
 from thresher.io import schema as S
 from thresher.io.drift import conform
-from thresher.io.files import read_parquet, write_parquet_atomic
+from thresher.io.files import parquet_batches, parquet_file, read_parquet, write_parquet_atomic
 from thresher.io.publish import Version
+from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir, shard_file
 from thresher.stages.harmonize import read_common_schema
 
@@ -62,22 +64,33 @@ class MaterializeShard:
         kept = decisions.filter(decisions.column("keep")).sort_by(S.ROW)
         if kept.num_rows == 0:
             return 0
-        table = read_parquet(self.run.ingested_shard(index))
-        if self.common is not None:  # every part file gets every column
-            table = conform(table, self.common)
-        table = table.filter(pc.is_in(table.column(S.ROW), value_set=kept.column(S.ROW)))
-        table = table.sort_by(S.ROW)
-        if table.num_rows != kept.num_rows:
+        kept_rows = np.asarray(kept.column(S.ROW), dtype=np.int64)
+        weights = kept.column("weight").combine_chunks() if self.weighted else None
+        written = 0
+        with ParquetSink(self.version.data / part_name(index)) as sink:
+            for batch in parquet_batches(parquet_file(self.run.ingested_shard(index))):
+                rows = np.asarray(batch.column(batch.schema.get_field_index(S.ROW)))
+                # Both are in row order: the kept rows of this batch are a run of kept_rows.
+                where = np.searchsorted(kept_rows, rows)
+                hit = (where < len(kept_rows)) & (
+                    kept_rows[np.minimum(where, len(kept_rows) - 1)] == rows
+                )
+                if not hit.any():
+                    continue
+                table = pa.Table.from_batches([batch]).filter(pa.array(hit))
+                if self.common is not None:  # every part file gets every column
+                    table = conform(table, self.common)
+                if weights is not None:
+                    weight = weights.slice(written, table.num_rows)
+                    table = table.append_column(S.IMPORTANCE_WEIGHT, weight)
+                sink.write(output_columns(table, self.schema))
+                written += table.num_rows
+        if written != kept.num_rows:
             raise AssertionError(
                 f"shard {index}: the selection keeps {kept.num_rows} rows, the ingested shard "
-                f"has {table.num_rows} of them"
+                f"has {written} of them"
             )
-        if self.weighted:
-            table = table.append_column(S.IMPORTANCE_WEIGHT, kept.column("weight"))
-        write_parquet_atomic(
-            output_columns(table, self.schema), self.version.data / part_name(index)
-        )
-        return table.num_rows
+        return written
 
 
 def write_empty_part(run: RunDir, version: Version, schema: SchemaConfig, weighted: bool) -> None:

@@ -23,9 +23,10 @@ import pyarrow as pa
 from thresher import faults, profiling
 from thresher.errors import ScorerError, ThresherError
 from thresher.io import schema as S
-from thresher.io.files import parquet_file, write_parquet_atomic
+from thresher.io.files import parquet_file
 from thresher.io.fs import Location
 from thresher.io.localize import models_mirror, pull
+from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir
 from thresher.scorers.base import Scorer, relocate_artifacts
 from thresher.tables import CAST_ERRORS
@@ -180,8 +181,9 @@ def score_shard_to_run(
     schema = score_schema(scorers, label_type)
     columns = [c for c in input_columns(scorers, has_label) if c in names]
     batches = source.iter_batches(batch_size=batch_size, columns=columns)
-    table = pa.Table.from_batches(list(score_batches(batches, scorers, schema)), schema=schema)
-    write_parquet_atomic(table, target)
+    with ParquetSink(target, empty_schema=schema) as sink:  # a batch at a time, published whole
+        for scored in score_batches(batches, scorers, schema):
+            sink.write(scored)
     return {"index": shard_index, "rows": rows, "reused": False}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,29 @@ def test_root_files_that_describe_another_version_are_found(tmp_path: Path) -> N
     second = publish_one(root)
     second.manifest.write_text(json.dumps({"version": second.name}))
     assert publish.root_is_stale(root, manifest) == second  # killed before the root copies
+
+
+# -- the dataset card says how long a version lasts, truthfully ---------------------------------
+
+ORDINALS = {"second": 2, "third": 3, "fourth": 4}
+
+
+@pytest.mark.parametrize("versions", [1, 2, 3])
+def test_the_card_says_which_publication_deletes_a_version(tmp_path: Path, versions: int) -> None:
+    from thresher.reporting.card import _retention
+
+    sentence = _retention({"config": {"retention": {"versions": versions, "hours": 0}}})
+    assert "never change" not in sentence.replace("never changes, but", "")
+    match = re.search(
+        r"the run that publishes the (\w+) version after this one deletes them", sentence
+    )
+    assert match is not None, sentence
+    deleted_by = ORDINALS[match.group(1)]
+
+    root = Location.of(tmp_path)
+    retention = publish.Retention(versions=versions)
+    this = publish_one(root, retention=retention)
+    for _ in range(deleted_by):
+        assert this.name in on_disk(tmp_path)  # readable before that publication
+        publish_one(root, retention=retention)
+    assert this.name not in on_disk(tmp_path)  # and deleted by it

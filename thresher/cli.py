@@ -59,7 +59,12 @@ RunDirArg = Annotated[
     ),
 ]
 FreshOpt = Annotated[
-    bool, typer.Option("--fresh", help="Delete earlier results in the run directory first.")
+    bool,
+    typer.Option(
+        "--fresh",
+        help="Start over, discarding earlier intermediate results (thresher run keeps the "
+        "published dataset readable until it publishes the new one).",
+    ),
 ]
 EngineOpt = Annotated[
     str | None,

@@ -370,6 +370,19 @@ class DecontaminateConfig(_Strict):
         return value
 
 
+class RetentionConfig(_Strict):
+    """How long a published version stays readable after a later run publishes a new one.
+
+    ``versions`` earlier versions are kept beside the current one (at least
+    1: a reader who followed ``CURRENT`` just before it moved can finish),
+    and also every earlier version replaced less than ``hours`` ago; older
+    ones are deleted when a run publishes.
+    """
+
+    versions: int = Field(default=1, ge=1)
+    hours: float = Field(default=0.0, ge=0.0)
+
+
 class RunConfig(_Strict):
     """A whole curation run."""
 
@@ -386,6 +399,7 @@ class RunConfig(_Strict):
     dedup: DedupConfig | None = None
     decontaminate: DecontaminateConfig | None = None
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     base_dir: str = Field(default=".", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -7,9 +7,10 @@ Layout (on any store: a local directory or a prefix of an object store)::
       data/            local stores: a link to the current version's pruned dataset
       versions/<v>/    one published version: data/ (pruned Parquet dataset), selection/,
                        dropped/ (one file per shard), steps.json, stats.json, manifest.json
-      manifest.json    the current version's manifest (config, inputs, versions, counts)
-      README.md        dataset card
-      report.html      the run report (self-contained HTML, plots embedded)
+      manifest.json    a copy of the current version's manifest (config, inputs, versions,
+                       counts), written after CURRENT moves
+      README.md        dataset card of the current version (written after CURRENT moves)
+      report.html      the run report (self-contained HTML, plots embedded; ditto)
       scores/          one file per shard: id, position, label, one column per scorer
       ingested/        validated canonical copy of each input shard (internal)
       quarantine/      rows that could not be used, with a reason (one file per shard)
@@ -23,7 +24,10 @@ Layout (on any store: a local directory or a prefix of an object store)::
 Every file is written whole (one atomic write); what spans several files
 is made visible by a file written last that names them (an ingest marker,
 the dedup summary, the version pointer), and readers trust only what such
-a file names.
+a file names. The root manifest, card and report follow ``CURRENT``: a run
+killed after moving the pointer and before rewriting them leaves them
+describing the previous version until the next run's start-up rewrites them
+from the current version's ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from typing import Any
 from thresher.errors import RunStateError
 from thresher.io.files import read_json, read_json_or, write_json_atomic
 from thresher.io.fs import Location
-from thresher.io.publish import POINTER, VERSIONS, Version, current_version
+from thresher.io.publish import DATA_LINK, POINTER, VERSIONS, Version, current_version
 
 _STATE_FILE = "run.json"
+#: What ``--fresh`` keeps: the published dataset and what describes it, until the next publication.
+PUBLISHED = frozenset({POINTER, VERSIONS, DATA_LINK, "manifest.json", "README.md", "report.html"})
 
 
 def shard_file(index: int) -> str:
@@ -187,16 +193,20 @@ class RunDir:
         Call it while holding :attr:`lock`. ``keys`` identify what earlier
         results depend on (the schema, the scorers). A run directory made
         with other keys is refused unless ``fresh`` asks to start over,
-        which deletes its contents first (but not the lock).
+        which deletes the earlier intermediate results first (ingested
+        copies, scores, models, dedup, state) but not what readers use: the
+        published versions, ``CURRENT``, the ``data`` link and the root
+        manifest, card and report stay as they are until the new run
+        publishes over them (see :data:`PUBLISHED`).
         """
         self.check_usable()
         if fresh:
             for child in self.root.children():
                 if child.name == self.state.name:
                     for item in child.children():
-                        if item.name != self.lock.name:
+                        if item.name not in (self.lock.name, f".{self.lock.name}.guard"):
                             item.delete_tree()
-                else:
+                elif child.name not in PUBLISHED:
                     child.delete_tree()
         if self.is_run_dir():
             recorded = read_json(self.state / _STATE_FILE).get("keys", {})

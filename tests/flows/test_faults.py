@@ -41,6 +41,7 @@ from thresher.errors import RunStateError
 from thresher.examples.sample_corpus import write_sample_corpus
 from thresher.io import publish
 from thresher.io.fs import Location
+from thresher.io.lock import RunLock
 from thresher.io.shards import Shard
 from thresher.run_dir import RunDir
 from thresher.runs import load_run
@@ -428,3 +429,145 @@ def test_resume_trusts_the_files_not_a_cache(
     pq.write_table(pq.read_table(shard).slice(1), shard)
     with pytest.raises(RunStateError, match=r"shard-00\.parquet changed since it was ingested"):
         ingest_to_run(listed(), schema, run3)
+
+
+# -- one writer: a run that lost its lock publishes nothing ----------------------------------
+
+
+def wait_for_pause(process: subprocess.Popen[bytes], paused: Path, timeout: float = 300) -> None:
+    """Until a task of ``process`` holds at its pause point (it writes a file into ``paused``)."""
+    deadline = time.monotonic() + timeout
+    while not (paused.exists() and any(paused.iterdir())):
+        if process.poll() is not None:
+            log = Path(str(process.args[4])).with_suffix(".log")  # type: ignore[index]
+            pytest.fail(
+                f"the run ended (rc {process.returncode}) before its pause:\n{log.read_text()}"
+            )
+        assert time.monotonic() < deadline, "the run never reached its pause point"
+        time.sleep(0.02)
+
+
+def root_files(run_dir: Path) -> dict[str, bytes]:
+    """What a reader of the run directory's root sees besides the data."""
+    names = ("CURRENT", "manifest.json", "README.md", "report.html")
+    return {name: (run_dir / name).read_bytes() for name in names}
+
+
+def test_a_run_whose_lock_is_taken_over_stops_and_publishes_nothing(
+    local_reference: Path, fault_corpus: Path, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    run_dir, base = copy_run(local_reference, tmp_path)
+    (run_dir / "scores" / "shard-00003.parquet").unlink()  # one shard to score again
+    before, old_rows = root_files(run_dir), dataset_rows(run_dir)
+
+    paused = tmp_path / "paused"
+    config = job(fault_corpus, run_dir, "local", budget=0.25)
+    process = start(
+        write_job(base / f"{tmp_path.name}.yaml", config),
+        {**child_env, faults.PAUSE_AT_ENV: f"score:shard:4:{paused}"},
+    )
+    try:
+        wait_for_pause(process, paused)
+        # Its heartbeat looks stalled (the store says its lock was last written 700 s
+        # ago), so another run takes the directory over, the way a real one would.
+        lock_file = run_dir / "_state" / "lock"
+        os.utime(lock_file, (time.time() - 700,) * 2)
+        taker = RunLock(lock_file, stale_seconds=600)
+        taker.acquire()
+        assert taker.taken_over is not None and taker.taken_over["pid"] != os.getpid()
+        process.wait(timeout=300)
+    finally:
+        reap(process)
+    log = config_log(base, tmp_path)
+    assert process.returncode == 2, log
+    assert "this run lost its lock" in log and "without publishing anything" in log
+    assert f"pid {os.getpid()}" in log  # names the run that holds it now
+    assert root_files(run_dir) == before  # no pointer moved, no root file rewritten
+    assert dataset_rows(run_dir) == old_rows
+    assert published_version(run_dir) in {p.name for p in (run_dir / "versions").iterdir()}
+    assert json.loads(lock_file.read_text())["token"] == taker.token  # the loser left it alone
+    taker.release()
+
+
+def config_log(base: Path, tmp_path: Path) -> str:
+    return (base / f"{tmp_path.name}.log").read_text(errors="replace")
+
+
+# -- --fresh: the published dataset stays readable until the new one is published ----------------
+
+
+def test_fresh_keeps_the_published_dataset_until_it_publishes_the_new_one(
+    local_reference: Path, fault_corpus: Path, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    run_dir, base = copy_run(local_reference, tmp_path)
+    before, old_rows = root_files(run_dir), dataset_rows(run_dir)
+    old_version = published_version(run_dir)
+    old_scores = committed_scores(run_dir)
+
+    paused = tmp_path / "paused"
+    config = job(fault_corpus, run_dir, "local", budget=0.25)
+    config_file = write_job(base / f"{tmp_path.name}.yaml", config)
+    with open(config_file.with_suffix(".log"), "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "thresher", "run", str(config_file), "--quiet", "--fresh"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**child_env, faults.PAUSE_AT_ENV: f"score:shard:0.2:{paused}"},
+            start_new_session=True,
+        )
+    try:
+        wait_for_pause(process, paused)
+        # Started over: the earlier scores are gone and being redone...
+        rescored = committed_scores(run_dir)
+        assert len(rescored) < N_SHARDS and not set(rescored.items()) & set(old_scores.items())
+        # ...while readers still get the published dataset, by the pointer and the link,
+        # and the root files that describe it.
+        assert dataset_rows(run_dir) == old_rows
+        assert root_files(run_dir) == before
+        process.wait(timeout=300)
+    finally:
+        reap(process)
+    assert process.returncode == 0, config_log(base, tmp_path)
+    assert published_version(run_dir) != old_version
+    assert len(dataset_rows(run_dir)) < len(old_rows)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["version"] == published_version(run_dir)
+    assert old_version in {p.name for p in (run_dir / "versions").iterdir()}  # the previous one
+    assert_clean(run_dir)
+
+
+# -- the root manifest, card and report follow CURRENT ----------------------------------------------
+
+
+def test_root_files_left_behind_by_a_kill_are_rewritten_by_the_next_run(
+    local_reference: Path, fault_corpus: Path, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    run_dir, base = copy_run(local_reference, tmp_path)
+    old_version = published_version(run_dir)
+    config = job(fault_corpus, run_dir, "local", budget=0.25)
+    config_file = write_job(base / f"{tmp_path.name}.yaml", config)
+    process = start(config_file, {**child_env, faults.KILL_AT_ENV: "publish:after-link"})
+    process.wait(timeout=300)
+    reap(process)
+    assert process.returncode == -signal.SIGKILL, config_log(base, tmp_path)
+
+    # Killed after the pointer moved: the root copies still describe the old version
+    # (readers trust CURRENT and versions/<v>/manifest.json)...
+    new_version = published_version(run_dir)
+    assert new_version != old_version
+    assert json.loads((run_dir / "manifest.json").read_text())["version"] == old_version
+    assert f"version `{old_version}`" in (run_dir / "README.md").read_text()
+    report = (run_dir / "report.html").stat().st_mtime_ns
+
+    # ...until the next run starts, even one that publishes nothing (scoring only).
+    from thresher.config import parse_config
+    from thresher.flows.curate import curate
+
+    curate(parse_config(config, base_dir=base), stages="score")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest == json.loads(
+        (run_dir / "versions" / new_version / "manifest.json").read_text()
+    )
+    assert f"version `{new_version}`" in (run_dir / "README.md").read_text()
+    assert (run_dir / "report.html").stat().st_mtime_ns != report
+    assert published_version(run_dir) == new_version

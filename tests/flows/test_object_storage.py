@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +182,13 @@ def test_the_lock_is_a_conditional_write_on_s3(s3: S3Server) -> None:
         first.release()
     assert lock.info() is None  # released
     # A holder on another machine whose heartbeat stopped is taken over, by one writer only.
+    # Stopped means on the store's clock (the object's LastModified, in whole seconds), not
+    # by the time the holder wrote.
     stale = {"pid": 1, "host": "pod-gone", "since": "2020-01-01T00:00:00+00:00"}
     stale["heartbeat"] = stale["since"]
     s3.client().put_object(Bucket=bucket, Key="run/_state/lock", Body=json.dumps(stale))
-    taker = RunLock(lock, stale_seconds=60)
+    time.sleep(2.1)
+    taker = RunLock(lock, stale_seconds=1)
     taker.acquire()
     try:
         assert taker.taken_over is not None and taker.taken_over["host"] == "pod-gone"
@@ -229,8 +233,6 @@ def scores_on_s3(s3: S3Server, bucket: str) -> dict[str, str]:
 def test_killed_while_scoring_on_s3_resumes_without_redoing_committed_shards(
     s3: S3Server, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    import time
-
     from thresher.examples.sample_corpus import write_sample_corpus
 
     corpus = tmp_path_factory.mktemp("many-shards")

@@ -27,8 +27,11 @@ input is refused with its name.
 
 Faults: a run killed at any point leaves complete shards committed and
 the published version intact (:mod:`thresher.io.publish`); the next run
-takes over the dead run's lock, deletes its scratch files and unnamed
-versions, and goes on from the committed shards.
+takes over the dead run's lock, deletes its scratch files and the
+unpublished versions it left, rewrites the root manifest, card and report
+if they lag behind ``CURRENT``, and goes on from the committed shards. The
+lock is checked before each stage and before publication: a run whose lock
+was taken over stops with RunStateError and publishes nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from thresher.engines import Engine, make_engine
 from thresher.errors import ConfigError, RunStateError
 from thresher.flows.retries import retry_unless_user_error
 from thresher.io import ingest_index, publish
-from thresher.io.files import check_contained, write_json_atomic
+from thresher.io.files import check_contained, read_json, write_json_atomic
 from thresher.io.fs import FileEntry, Location
 from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.io.manifest import build_manifest
@@ -355,10 +358,10 @@ def curate(
                 lock.taken_over.get("host"),
             )
         run.prepare(run_keys(cfg), fresh=fresh)
-        _clean_up_after_a_dead_run(run, logger)
+        _clean_up_after_a_dead_run(run, logger, lock)
         run.record_config(cfg.config_dict(), cfg.base_dir)
         progress = make_progress(quiet=quiet, logger=logger)
-        return _curate(cfg, run, files, logger, stages, progress)
+        return _curate(cfg, run, files, logger, stages, progress, lock)
 
 
 def _lock_wait(logger: Any) -> float:
@@ -383,12 +386,42 @@ def _lock_wait(logger: Any) -> float:
     return wait
 
 
-def _clean_up_after_a_dead_run(run: RunDir, logger: Any) -> None:
-    """Under the lock: drop a killed run's scratch files and the versions no pointer names."""
+def _clean_up_after_a_dead_run(run: RunDir, logger: Any, lock: RunLock) -> None:
+    """Under the lock: drop a killed run's scratch files and unpublished versions; fix the root.
+
+    A version no pointer names is deleted when the run whose lock was taken
+    over wrote it and is proven dead, or when nothing was written into it
+    for the stale limit: a younger one may be a live run's (see
+    :func:`thresher.io.publish.retire_versions`). Root files that describe
+    another version than ``CURRENT`` (a run killed after moving the pointer)
+    are rewritten from the current version's manifest.
+    """
     run.staging.delete_tree()
-    retired = publish.recover(run.root)
+    dead = lock.taken_over.get("token") if lock.taken_over and lock.taken_from_dead else None
+    retired = publish.recover(
+        run.root,
+        keep_younger_than=lock.stale_seconds,
+        dead_writers=frozenset({str(dead)[:8]} if dead else ()),
+    )
     if retired:
         logger.info("removed %d unpublished version(s) left by an earlier run", len(retired))
+    current = publish.root_is_stale(run.root, run.manifest)
+    if current is not None:
+        logger.info("rewriting the root manifest, card and report of version %s", current.name)
+        _write_root_files(run, read_json(current.manifest))
+
+
+def _write_root_files(run: RunDir, manifest: dict[str, Any]) -> None:
+    """The root copies of the current version's manifest, its card and the run report."""
+    write_json_atomic(manifest, run.manifest)
+    write_card(run.root, manifest)
+    report_task(run)
+
+
+def _check_lock(lock: RunLock | None) -> None:
+    """RunStateError when this run lost its lock (called before each stage)."""
+    if lock is not None:
+        lock.check()
 
 
 def _spark_log_to_run_dir(eng: Engine, run: RunDir, run_id: str, logger: Any) -> None:
@@ -422,6 +455,7 @@ def _curate(
     logger: Any,
     stages: Stages = "all",
     progress: Progress | None = None,
+    lock: RunLock | None = None,
 ) -> dict[str, Any]:
     timings: dict[str, float] = {}
     progress = progress or make_progress(quiet=True, logger=logger)
@@ -445,8 +479,9 @@ def _curate(
             )
             check_driver_limit(cfg, sum(s["ingested"] for s in stats), eng)
         else:
-            stats = _ingest_score(cfg, eng, run, files, run_id, timings, progress, logger)
+            stats = _ingest_score(cfg, eng, run, files, run_id, timings, progress, logger, lock)
             if stages == "score":
+                _check_lock(lock)
                 run.staging.delete_tree()
                 return {
                     "stages": "score",
@@ -459,6 +494,7 @@ def _curate(
                 }
         indices = [s["index"] for s in stats]
 
+        _check_lock(lock)
         if cfg.dedup is not None:  # keyed apart: a new dedup section (or shard) re-runs it
             with _timed(timings, "dedup"), progress.stage("dedup", shards=len(indices)) as bar:
                 deduped = dedup_task(eng, cfg, indices, bar)
@@ -473,6 +509,7 @@ def _curate(
             clear_dedup(cfg)
 
         decontaminated = None
+        _check_lock(lock)
         if cfg.decontaminate is not None:  # keyed by the evaluation sets' content
             with (
                 _timed(timings, "decontaminate"),
@@ -488,12 +525,14 @@ def _curate(
         else:
             clear_decontamination(cfg)
 
-        version = publish.new_version(run.root)
+        _check_lock(lock)
+        version = publish.new_version(run.root, lock.token if lock is not None else None)
         with _timed(timings, "select"), progress.stage("select") as bar:
             selection = select_task(cfg, eng, indices, version, bar)
         logger.info("selected %d of %d ingested rows", selection["kept"], selection["ingested"])
         _warn_unmet_budgets(selection["steps"], logger)
 
+        _check_lock(lock)
         with (
             _timed(timings, "materialize"),
             progress.stage("materialize", shards=len(indices), docs=selection["kept"]) as bar,
@@ -516,11 +555,16 @@ def _curate(
     counts = manifest["counts"]
     if not counts["reconciles"]:
         raise AssertionError(f"counts do not reconcile: {counts}")
-    write_json_atomic(manifest, version.root / "manifest.json")
-    publish.publish(run.root, version, {"rows": written})
-    write_json_atomic(manifest, run.manifest)
-    write_card(run.root, manifest)
-    report_task(run)
+    write_json_atomic(manifest, version.manifest)
+    publish.publish(
+        run.root,
+        version,
+        {"rows": written},
+        lock=lock,
+        retention=publish.Retention(cfg.retention.versions, cfg.retention.hours),
+    )
+    _check_lock(lock)
+    _write_root_files(run, manifest)
     run.staging.delete_tree()
     logger.info(
         "kept %d, dropped %d, quarantined %d of %d input records -> %s",
@@ -542,8 +586,10 @@ def _ingest_score(
     timings: dict[str, float],
     progress: Progress,
     logger: Any,
+    lock: RunLock | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest, fit and score; return the per-shard ingest statistics in shard order."""
+    _check_lock(lock)
     registry = ShardRegistry(run.shard_registry)
     shards, added = registry.assign(files, cfg.base, cfg.input.format, run_id)
     stored = ingest_index.load(run.ingest_markers)
@@ -593,9 +639,11 @@ def _ingest_score(
         len(stats) - reused,
     )
 
+    _check_lock(lock)
     with _timed(timings, "fit"):
         scorers = fit_task(cfg, shard_rows)
 
+    _check_lock(lock)
     with (
         _timed(timings, "score"),
         progress.stage("score", shards=len(shard_rows), docs=sum(shard_rows.values())) as bar,

@@ -2,11 +2,13 @@
 
 Each store gives a pyarrow ``FileSystem`` for the data and the few things
 pyarrow does not: listings with version tags (so that a nightly run learns
-that an input is unchanged without reading it), a create that fails when
-the object already exists and a write that succeeds only over a known
-version (the run lock), and errors that say what to do.
+that an input is unchanged without reading it), what the run lock needs (a
+create that fails when the object already exists, a replace and a delete
+that succeed only over a known version, and the store's own clock, read
+from a probe object's modification time), and errors that say what to do.
 
-- :class:`LocalStore`: the local file system (``os`` calls; rename makes writes atomic);
+- :class:`LocalStore`: the local file system (``os`` calls; rename makes writes atomic;
+  the lock is created by a hard link and swapped under ``flock``);
 - :class:`S3Store`: S3 and S3-compatible stores (MinIO, Ceph, R2): pyarrow's
   ``S3FileSystem`` for data, boto3 for ETags and conditional writes
   (``If-None-Match``, ``If-Match``);
@@ -21,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +37,11 @@ import pyarrow.fs as pafs
 
 from thresher.errors import StorageError
 from thresher.io.options import EXTRAS, NATIVE_SCHEMES, StorageOptions
+
+try:  # advisory file locks (POSIX); without them the local lock is best effort
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from thresher.io.fs import Location
@@ -59,6 +68,19 @@ class FileEntry:
         if self.version is not None:
             return {"size": self.size, "version": self.version}
         return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """One small object read whole: its bytes, its version and when the store last wrote it.
+
+    ``mtime_ns`` is the store's own time of the last write (the server's
+    clock on an object store), None where the store gives none.
+    """
+
+    data: bytes
+    version: str | None
+    mtime_ns: int | None
 
 
 def iter_chunks(data: bytes | pa.Buffer, size: int = 1 << 24) -> Iterator[memoryview]:
@@ -168,8 +190,11 @@ class Store:
         if self.file_type(location) == pafs.FileType.Directory:
             self.guard(location, lambda: self.fs.delete_dir(location.path))
 
-    def read_versioned(self, location: Location) -> tuple[bytes, str | None] | None:
-        """The bytes of ``location`` and their version (None when absent)."""
+    def read_versioned(self, location: Location) -> Versioned | None:
+        """The bytes of ``location``, their version and the store's time of the write.
+
+        None when the object is absent.
+        """
         entry = self.info(location)
         if entry is None:
             return None
@@ -177,31 +202,56 @@ class Store:
             data = location.read_bytes()
         except FileNotFoundError:
             return None
-        return data, entry.version
+        return Versioned(data, entry.version, entry.mtime_ns)
 
     def create_exclusive(self, location: Location, data: bytes) -> str | None:
-        """Create ``location`` holding ``data`` unless it exists.
+        """Create ``location`` holding ``data`` unless it exists, in one atomic step.
 
-        Returns the new object's version, or None when it already existed.
+        No reader ever sees the object empty or half written. Returns the
+        new object's version, or None when it already existed.
         """
         raise ConditionalWriteUnsupportedError(
             f"{location}: {self.scheme}:// offers no write that fails when the object exists"
         )
 
     def replace_if(self, location: Location, data: bytes, version: str | None) -> str | None:
-        """Overwrite ``location`` only if its version is still ``version``.
+        """Overwrite ``location`` only if its version is still ``version`` (compare and swap).
 
-        Returns the new version, or None when the object changed (or vanished) meanwhile.
+        Of several writers replacing the same version at once, exactly one
+        succeeds. Returns the new version, or None when the object changed
+        (or vanished) meanwhile.
         """
         raise ConditionalWriteUnsupportedError(
             f"{location}: {self.scheme}:// offers no write conditional on a version"
         )
 
+    def delete_if(self, location: Location, version: str | None) -> bool:
+        """Delete ``location`` only if its version is still ``version``; True when deleted."""
+        raise ConditionalWriteUnsupportedError(
+            f"{location}: {self.scheme}:// offers no delete conditional on a version"
+        )
+
+    def clock_ns(self, directory: Location) -> int | None:
+        """The store's own clock now (ns since the epoch), read from a probe object it timestamps.
+
+        What the times of :meth:`read_versioned` and listings are compared
+        with, so that a machine whose clock is off never judges them. The
+        probe is written below ``directory`` and deleted. None when the store
+        records no modification times.
+        """
+        probe = directory / f".clock-probe-{uuid.uuid4().hex[:12]}"
+        self.write_atomic(probe, b"")
+        try:
+            entry = self.info(probe)
+        finally:
+            self.delete_file(probe)
+        return None if entry is None else entry.mtime_ns
+
 
 class LocalStore(Store):
     """The local file system: writes to a temporary name, then one rename."""
 
-    conditional_writes = True
+    conditional_writes = fcntl is not None
 
     def __init__(self) -> None:
         super().__init__("file", pafs.LocalFileSystem())
@@ -270,35 +320,88 @@ class LocalStore(Store):
             return None
         return FileEntry(location, stat.st_size, stat.st_mtime_ns, None)
 
-    def read_versioned(self, location: Location) -> tuple[bytes, str | None] | None:
+    def read_versioned(self, location: Location) -> Versioned | None:
         try:
             with open(location.uri, "rb") as handle:
                 data = handle.read()
                 stat = os.fstat(handle.fileno())
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        return data, f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+        return Versioned(data, _local_version(stat.st_ino, data), stat.st_mtime_ns)
 
     def create_exclusive(self, location: Location, data: bytes) -> str | None:
+        """Write a temporary file whole, then hard-link it to the name (fails if taken).
+
+        A link is atomic and fails when the name exists, so the object is
+        never seen empty or half written, and of several creators exactly
+        one wins. A file system without hard links gets the best-effort lock.
+        """
         os.makedirs(os.path.dirname(location.uri), exist_ok=True)
+        tmp = location.temporary_sibling().uri
         try:
-            descriptor = os.open(location.uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return None
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            stat = os.fstat(handle.fileno())
-        return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                inode = os.fstat(handle.fileno()).st_ino
+            try:
+                os.link(tmp, location.uri)
+            except FileExistsError:
+                return None
+            except OSError as error:  # no hard links here (some FUSE and SMB mounts)
+                raise ConditionalWriteUnsupportedError(
+                    f"{location}: this file system cannot hard-link ({error.strerror})"
+                ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return _local_version(inode, data)
 
     def replace_if(self, location: Location, data: bytes, version: str | None) -> str | None:
-        """Replace by rename if the file is still the one read (inode, size and time)."""
-        current = self.read_versioned(location)
-        if current is None or current[1] != version:
-            return None
-        self.write_atomic(location, data)
-        found = self.read_versioned(location)
-        return None if found is None else found[1]
+        """Compare and swap under an advisory lock on a sibling file (one winner).
+
+        Every conditional replace and delete of ``location`` takes the lock
+        (``flock`` on ``.<name>.guard``), so the comparison and the rename
+        that follows are one step for them; a create needs none (the link
+        fails while the file exists).
+        """
+        with self._guarded(location):
+            current = self.read_versioned(location)
+            if current is None or current.version != version:
+                return None
+            self.write_atomic(location, data)
+            found = self.read_versioned(location)
+        return None if found is None else found.version
+
+    def delete_if(self, location: Location, version: str | None) -> bool:
+        with self._guarded(location):
+            current = self.read_versioned(location)
+            if current is None or current.version != version:
+                return False
+            os.unlink(location.uri)
+        return True
+
+    @contextlib.contextmanager
+    def _guarded(self, location: Location) -> Iterator[None]:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise ConditionalWriteUnsupportedError(f"{location}: no advisory file locks here")
+        guard = os.path.join(os.path.dirname(location.uri), f".{location.name}.guard")
+        descriptor = os.open(guard, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the flock
+
+
+def _local_version(inode: int, data: bytes) -> str:
+    """A local file's version: its inode and a digest of its bytes.
+
+    The inode alone could be reused by a file created after a delete; the
+    bytes of a lock hold a random token and a counter, so a version names
+    one write.
+    """
+    return f"{inode}-{hashlib.sha256(data).hexdigest()[:16]}"
 
 
 class S3Store(Store):
@@ -524,13 +627,17 @@ class S3Store(Store):
         """One DeleteObjects request (at most 1,000 keys)."""
         return self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
 
-    def read_versioned(self, location: Location) -> tuple[bytes, str | None] | None:
+    def read_versioned(self, location: Location) -> Versioned | None:
         bucket, key = self._split(location)
         try:
             reply = self.guard(location, lambda: self.client.get_object(Bucket=bucket, Key=key))
         except FileNotFoundError:
             return None
-        return reply["Body"].read(), reply["ETag"].strip('"')
+        return Versioned(
+            reply["Body"].read(),
+            reply["ETag"].strip('"'),
+            int(reply["LastModified"].timestamp() * 1e9),
+        )
 
     def _conditional_put(self, location: Location, data: bytes, **condition: str) -> str | None:
         bucket, key = self._split(location)
@@ -559,6 +666,28 @@ class S3Store(Store):
         if version is None:
             return None
         return self._conditional_put(location, data, IfMatch=f'"{version}"')
+
+    def delete_if(self, location: Location, version: str | None) -> bool:
+        """``DeleteObject`` with ``If-Match`` (an endpoint without it: read, compare, delete)."""
+        if version is None:
+            return False
+        bucket, key = self._split(location)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{version}"')
+        except Exception as error:
+            code, status = _s3_error_code(error)
+            if status in (404, 409, 412) or code in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+                "NoSuchKey",
+            ):
+                return False
+            if status == 501 or code == "NotImplemented":
+                raise ConditionalWriteUnsupportedError(
+                    f"{location}: this S3 endpoint does not support conditional deletes"
+                ) from None
+            raise self.explain(location, error) from error
+        return True
 
 
 def _s3_error_code(error: BaseException) -> tuple[str, int | None]:
@@ -631,6 +760,41 @@ class GcsStore(Store):
 
     def replace_if(self, location: Location, data: bytes, version: str | None) -> str | None:
         return None if version is None else self._upload_if(location, data, int(version))
+
+    def read_versioned(self, location: Location) -> Versioned | None:
+        if self.client is None:
+            return super().read_versioned(location)
+        from google.api_core import exceptions  # type: ignore[import-not-found,unused-ignore]
+
+        blob = self._blob(location)
+        for _ in range(3):  # the bytes of the generation whose time was read
+            try:
+                blob.reload()
+                data = blob.download_as_bytes(if_generation_match=blob.generation)
+            except exceptions.NotFound:
+                return None
+            except exceptions.PreconditionFailed:
+                continue
+            updated = blob.updated
+            return Versioned(
+                data,
+                str(blob.generation),
+                int(updated.timestamp() * 1e9) if updated is not None else None,
+            )
+        raise StorageError(f"{location}: changed three times while being read")
+
+    def delete_if(self, location: Location, version: str | None) -> bool:
+        if self.client is None:
+            raise _missing_extra("gs", "google-cloud-storage")
+        from google.api_core import exceptions  # type: ignore[import-not-found,unused-ignore]
+
+        if version is None:
+            return False
+        try:
+            self._blob(location).delete(if_generation_match=int(version))
+        except (exceptions.PreconditionFailed, exceptions.NotFound):
+            return False
+        return True
 
     def _upload_if(self, location: Location, data: bytes, generation: int) -> str | None:
         if self.client is None:

@@ -4,7 +4,8 @@ A YAML header (``configs`` pointing at the Parquet files, so the Hub and
 ``datasets`` find them) and sections: source, method and parameters,
 columns, counts, how to load it (pyarrow, pandas, polars, ``datasets``),
 and lineage (the manifest's config hash). The card names the published
-version's files (``versions/<v>/data/``, immutable); for a local run
+version's files (``versions/<v>/data/``, immutable while they exist, deleted
+as the ``retention`` setting says); for a local run
 directory the paths are relative to it, where the card lives, and for a
 run directory on an object store they are full URIs, so the load snippets
 work as written.
@@ -186,7 +187,25 @@ PyTorch: `loss = (per_example_loss * weight).sum() / weight.sum()`.
 """
 
 
-def _load(weighted: bool, data: str, root: str, local: bool) -> str:
+def _retention(manifest: dict[str, Any]) -> str:
+    """How long this version stays readable, from the run's ``retention`` setting."""
+    setting = manifest.get("config", {}).get("retention") or {}
+    versions = int(setting.get("versions", 1))
+    hours = float(setting.get("hours", 0.0))
+    nth = {1: "second", 2: "third", 3: "fourth"}.get(versions, f"{versions + 1}th")
+    later = (
+        f", or a later run if this version was replaced less than {hours:g} h before"
+        if hours
+        else ""
+    )
+    return (
+        "Their content never changes, but they are not kept forever: the run that publishes "
+        f"the {nth} version after this one deletes them{later} (setting `retention`). "
+        "Copy them to keep them longer."
+    )
+
+
+def _load(weighted: bool, data: str, root: str, local: bool, retention: str = "") -> str:
     weight_line = (
         f'\nweights = df["{S.IMPORTANCE_WEIGHT}"]  # sample weights, see below\n'
         if weighted
@@ -229,7 +248,7 @@ from datasets import load_dataset
 dataset = load_dataset("parquet", data_files="{data}*.parquet", split="train")
 ```
 {weight_line}
-These files are version `{data.rstrip("/").split("/")[-2]}` of the run and never change.
+These files are version `{data.rstrip("/").split("/")[-2]}` of the run. {retention}
 A later run publishes a new version and moves the pointer `{root}CURRENT` (a
 small JSON file naming the current version); `thresher.load_run("{root or "."}").data`
 follows it. {latest}
@@ -304,7 +323,7 @@ Seed `{manifest["seed"]}`, engine `{manifest["engine"]}`.
 Every input record is kept, dropped (`dropped/` of the version, with its reason) or
 quarantined (`quarantine/`, with its reason): {balance}.
 {_skipped(manifest)}
-{_load(weighted, data, root, local)}
+{_load(weighted, data, root, local, _retention(manifest))}
 ## Lineage
 
 Config hash `{manifest["config_hash"]}` (SHA-256 of the canonical JSON of the

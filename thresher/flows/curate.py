@@ -62,6 +62,7 @@ from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.io.manifest import build_manifest
 from thresher.io.shards import Shard, ShardRegistry
 from thresher.keys import json_digest
+from thresher.preflight import check_losses, require_input_columns
 from thresher.progress import Progress, StageProgress, make_progress
 from thresher.reporting.card import write_card
 from thresher.run_dir import RunDir
@@ -326,6 +327,8 @@ def curate(
     if cfg.decontaminate is not None:  # evaluation sets too, before any work
         eval_set_files(cfg)
     check_input_apart(cfg, files)
+    for warning in require_input_columns(cfg, files):  # refuses a schema column no input has
+        logger.warning("%s", warning)
     run.check_usable()
     check_contained(run.root)
     with RunLock(run.lock, wait_seconds=_lock_wait(logger)) as lock:
@@ -421,6 +424,7 @@ def _curate(
                     f"{run.root}: shard(s) {unscored or 'all'} have no stored scores; "
                     "score them first (thresher score CONFIG)"
                 )
+            check_losses(cfg, stats)
             logger.info(
                 "run %s: selecting from the stored scores of %d shard(s)", run.root, len(stats)
             )
@@ -571,6 +575,7 @@ def _ingest_score(
         reused,
         len(stats) - reused,
     )
+    check_losses(cfg, stats)  # before scoring and publishing: the ingested shards stay
 
     with _timed(timings, "fit"):
         scorers = fit_task(cfg, shard_rows)

@@ -8,8 +8,10 @@ corpus or take the first file's types, so after ingest the driver reads
 every ingested shard's footer (no data), computes the common schema
 (:mod:`thresher.io.drift`), and the engine rewrites the few shards whose
 types differ. Columns missing from a shard are not added here; later
-stages conform each shard to the common schema as they read it. The
-common schema is stored in the run directory.
+stages conform each shard to the common schema as they read it. A column
+no shard has a value in (an all-quarantined corpus, an all-null column)
+keeps the type the shards declare, so that it is not reported as drift.
+The common schema is stored in the run directory.
 
 Idempotent: on a resumed run the shards already agree and nothing is
 rewritten; a shard's rewrite is one atomic write.
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from thresher.io.drift import common_schema, conform, voting_columns
+from thresher.io.drift import common_schema, common_type, conform, voting_columns
 from thresher.io.files import parquet_file, read_parquet, read_schema, write_parquet_atomic
 from thresher.io.fs import Location
 from thresher.run_dir import RunDir
@@ -45,9 +47,9 @@ def harmonize_ingested(
     """
     footers = {i: parquet_file(run.ingested_shard(i)).metadata for i in sorted(shard_indices)}
     schemas = {i: footer.schema.to_arrow_schema() for i, footer in footers.items()}
-    common = common_schema(
-        (schemas[i] for i in footers), (voting_columns(footers[i]) for i in footers)
-    )
+    votes = {i: voting_columns(footer) for i, footer in footers.items()}
+    common = common_schema((schemas[i] for i in footers), (votes[i] for i in footers))
+    common = _unvoted_keep_declared(common, list(schemas.values()), set().union(*votes.values()))
     changed = {
         index: drifted
         for index, schema in schemas.items()
@@ -57,6 +59,27 @@ def harmonize_ingested(
         engine.map_shards(_Conform(run, common), sorted(changed))
     write_parquet_atomic(common.empty_table(), common_schema_path(run))
     return changed
+
+
+def _unvoted_keep_declared(
+    common: pa.Schema, schemas: list[pa.Schema], voted: set[str]
+) -> pa.Schema:
+    """A column that no shard votes for keeps the type the shards declare for it.
+
+    Without rows (every record of the corpus quarantined) or with only nulls
+    no value votes; the declared types (what ingest wrote: ``int32``
+    positions, a Parquet column's own type) are then the best answer, and
+    taking them rewrites nothing. Only a column declared with no type but
+    null, or with conflicting types, gets the fallback of
+    :func:`~thresher.io.drift.common_type`.
+    """
+    fields = []
+    for field in common:
+        if field.name not in voted:
+            declared = [s.field(field.name).type for s in schemas if field.name in s.names]
+            field = pa.field(field.name, common_type(declared))
+        fields.append(field)
+    return pa.schema(fields)
 
 
 class _Conform:

@@ -8,7 +8,7 @@ directory (a scheduled Prefect deployment included).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -450,8 +450,8 @@ class RunConfig(_Strict):
 
 
 def section_problems(
-    scorers: list[ScorerConfig | None],
-    steps: list[tuple[str, SelectorConfig | None]],
+    scorers: Sequence[ScorerConfig | None],
+    steps: Sequence[tuple[str, SelectorConfig | None]],
     schema: SchemaConfig | None,
     dedup: DedupConfig | None,
     decontaminate: bool,
@@ -478,7 +478,9 @@ def section_problems(
     return problems
 
 
-def _scorer_problems(scorers: list[ScorerConfig | None]) -> tuple[list[str] | None, list[str]]:
+def _scorer_problems(
+    scorers: Sequence[ScorerConfig | None],
+) -> tuple[list[str] | None, list[str]]:
     """The scorers' output columns (None when some scorer is unusable) and their problems."""
     from thresher.scorers import SCORERS, make_scorer
 
@@ -549,8 +551,8 @@ def _step_problems(where: str, step: SelectorConfig, available: set[str] | None)
             f"{where}.partitions: {step.name!r} cannot run per partition; "
             f"supported: {', '.join(supported)}"
         )
-    for column in needed if available is not None else []:
-        if column not in available:
+    for column in needed:
+        if available is not None and column not in available:
             problems.append(
                 f"{where}: score column {column!r} is not produced by any scorer; "
                 f"available: {sorted(available) or 'none (configure scorers)'}"
@@ -559,7 +561,7 @@ def _step_problems(where: str, step: SelectorConfig, available: set[str] | None)
 
 
 def _dedup_problems(
-    dedup: DedupConfig, scorers: list[ScorerConfig | None], complete: bool
+    dedup: DedupConfig, scorers: Sequence[ScorerConfig | None], complete: bool
 ) -> list[str]:
     """``dedup`` needs a ``minhash`` scorer's column and numeric keeper scores."""
     from thresher.scorers import SCORERS, make_scorer

@@ -380,9 +380,10 @@ def _spark_log_to_run_dir(eng: Engine, run: RunDir, run_id: str, logger: Any) ->
 
     Nobody watches a deployment's stdout (it is the worker's), so Spark's
     warnings go to ``RUN_DIR/_state/logs/`` (a local temporary directory
-    when the run directory is on an object store) and its console progress
-    bars are turned off: thresher's own progress lines report the stages.
-    Runs started by hand keep Spark's console output.
+    when the run directory is on an object store). Runs started by hand show
+    Spark's warnings that matter on the console (:mod:`thresher.engines.spark`);
+    Spark's console progress bars are off in both: thresher's progress reports
+    the stages.
     """
     from prefect.runtime import deployment
 

@@ -52,8 +52,11 @@ class SchemaConfig(_Strict):
     """Which input columns play which role.
 
     ``id: null`` (or an id column missing from a shard) derives a stable id
-    from the shard path and row number. ``passthrough`` lists the other
-    columns copied to the pruned dataset (``"all"`` keeps every column).
+    from the shard path and row number. A role column that no input file has
+    is refused before any work (:mod:`thresher.preflight`), except the
+    default ``id``: a corpus without ids gets derived ones. ``passthrough``
+    lists the other columns copied to the pruned dataset (``"all"`` keeps
+    every column).
     ``features`` names a column holding a list of numbers per record (image
     pixels, precomputed embeddings); ``text`` may then be null, for data that
     is not text. At least one of ``text`` and ``features`` is required.

@@ -350,3 +350,20 @@ def test_quiet_keeps_the_console_short_but_writes_the_log_file(
     text = log.read_text(encoding="utf-8")
     assert "INFO    prefect.flow_runs: Beginning flow run" in text
     assert "kept 3, dropped 0, quarantined 0 of 3 input records" in text
+
+
+def test_a_run_that_skipped_most_of_its_inputs_publishes_nothing(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(_good_texts(3)), corpus / "a.parquet")
+    (corpus / "b.parquet").write_bytes(b"PAR1 this file was cut")
+    (corpus / "c.parquet").write_bytes(b"")
+    config = _small_job(tmp_path, corpus, on_unreadable="skip")
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 2, output
+    assert "2 of 3 input file(s) (66.7%) were skipped as unreadable" in output
+    assert "corpus/b.parquet, corpus/c.parquet" in output
+    assert "input.max_quarantined_fraction (0.5)" in output
+    assert not (tmp_path / "run" / "CURRENT").exists()

@@ -102,7 +102,9 @@ def _quiet_prefect(quiet: bool) -> None:
     # (a shared CI runner, a notebook server) can exceed while it starts.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if quiet:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # The console handler's level, not the loggers': the run's log file
+        # (thresher.logs.run_log) still gets every record.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     elif sys.stderr.isatty():
         # The progress bars say what the per-shard task-run lines would.
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
@@ -119,7 +121,9 @@ def _check_before_work(cfg: Any, inputs: bool = True) -> None:
     from thresher.flows.curate import check_storage
 
     if inputs:
-        cfg.input_files()
+        from thresher.preflight import require_input_columns
+
+        require_input_columns(cfg, cfg.input_files())  # a schema column no input has
     _check_eval_sets(cfg)
     check_storage(cfg)
 
@@ -182,7 +186,7 @@ def run(
 
     cfg = load_config(config)
     _check_before_work(cfg)
-    with run_log(cfg.run_path):
+    with run_log(cfg.run_path, quiet=quiet):
         manifest = curate(cfg, fresh=fresh, engine=kind, quiet=quiet)
     _done(manifest, cfg.run_path)
 
@@ -211,7 +215,7 @@ def score(
 
     cfg = load_config(config)
     _check_before_work(cfg)
-    with run_log(cfg.run_path):
+    with run_log(cfg.run_path, quiet=quiet):
         summary = curate(cfg, fresh=fresh, engine=kind, stages="score", quiet=quiet)
     console.print(
         f"[bold green]scored[/]: {summary['ingested']:,} records in {summary['shards']} shard(s) "
@@ -322,7 +326,7 @@ def select(
         params=_params(param or []),
     )
     _check_before_work(cfg, inputs=False)
-    with run_log(cfg.run_path):
+    with run_log(cfg.run_path, quiet=quiet):
         manifest = curate(cfg, engine=kind, stages="select", quiet=quiet)
     _done(manifest, cfg.run_path)
 
@@ -395,7 +399,7 @@ def eval_(
 
     cfg = load_eval_config(config)
     cfg.run.input_files()  # fail fast, before Prefect and Spark start
-    with run_log(Location.of(cfg.root)):
+    with run_log(Location.of(cfg.root), quiet=quiet):
         evaluate_with_runner(cfg, fresh=fresh, engine=kind, quiet=quiet)
     result = load_evaluation(cfg.root)
     for warning in result.record.get("warnings", []):
@@ -438,29 +442,39 @@ def inspect(
 def validate(config: ConfigArg) -> None:
     """Check a run or eval configuration and its input paths without running anything.
 
-    A file with an `eval:` section is checked as an eval job (thresher eval).
+    Every mistake is reported at once, each with its field: bad values, the
+    checks across sections, input patterns that match nothing, and schema
+    columns that no input file has (read from a sample of the files'
+    footers, headers and first records). A file with an `eval:` section is
+    checked as an eval job (thresher eval).
 
     Example:
 
       thresher validate examples/curate.yaml
       thresher validate examples/eval-digits.yaml
     """
-    from thresher.config import load_config, read_yaml
+    from thresher.config import format_problems, read_yaml
+    from thresher.preflight import input_problems, validate_run_file
 
     try:
         is_eval = isinstance(data := read_yaml(config), dict) and "eval" in data
     except ConfigError:
-        is_eval = False  # load_config reports the missing file or bad YAML
+        is_eval = False  # validate_run_file reports the missing file or bad YAML
     if is_eval:
         from thresher.evaluation.config import load_eval_config
 
         cfg = load_eval_config(config).run
         kind = "eval job"
+        problems, files, warnings = input_problems(cfg)
+        if problems:
+            raise ConfigError(format_problems(problems, "eval"))
     else:
-        cfg = load_config(config)
-        kind = "run"
-    files = cfg.input_files()
-    _check_eval_sets(cfg)
+        checked = validate_run_file(config)
+        cfg, files, warnings, kind = checked.config, checked.files, checked.warnings, "run"
+    for warning in warnings:
+        console.print(
+            f"[bold yellow]warning[/]: {escape(warning)}", highlight=False, soft_wrap=True
+        )
     console.print(
         f"[green]valid[/] {kind}: {len(files)} input file(s), run directory {cfg.run_path}"
     )

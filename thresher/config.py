@@ -8,9 +8,9 @@ directory (a scheduled Prefect deployment included).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
@@ -23,6 +23,7 @@ from thresher.io.readers import ReadLimits
 from thresher.keys import json_digest
 
 Budget = int | float
+_M = TypeVar("_M", bound=BaseModel)
 #: The column a ``budget: {tokens: N}`` sums: the ``token_count`` scorer's default output.
 TOKEN_COLUMN = "token_count"
 
@@ -40,6 +41,11 @@ class InputConfig(_Strict):
     being read whole; a shard holding more than ``max_shard_bytes`` once
     decompressed, or more than ``max_rows`` records, is refused naming the
     file (a decompression bomb, or a file to split). ``null``: no limit.
+
+    ``max_quarantined_fraction`` stops a run after ingest, before anything
+    is published, when more than this share of the input records was
+    quarantined or more than this share of the input files was skipped as
+    unreadable (``on_unreadable: skip``); ``1.0`` never stops.
     """
 
     paths: list[str] = Field(min_length=1)
@@ -49,6 +55,9 @@ class InputConfig(_Strict):
     max_record_bytes: int | None = Field(default=64 << 20, ge=1)
     max_shard_bytes: int | None = Field(default=64 << 30, ge=1)
     max_rows: int | None = Field(default=None, ge=1)
+    #: The most a run may lose before it stops unpublished: the share of input records
+    #: quarantined, and the share of input files skipped as unreadable (each checked alone).
+    max_quarantined_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
     def read_limits(self) -> ReadLimits:
         """The limits every reader of this corpus's shards applies."""
@@ -64,8 +73,11 @@ class SchemaConfig(_Strict):
     """Which input columns play which role.
 
     ``id: null`` (or an id column missing from a shard) derives a stable id
-    from the shard path and row number. ``passthrough`` lists the other
-    columns copied to the pruned dataset (``"all"`` keeps every column).
+    from the shard path and row number. A role column that no input file has
+    is refused before any work (:mod:`thresher.preflight`), except the
+    default ``id``: a corpus without ids gets derived ones. ``passthrough``
+    lists the other columns copied to the pruned dataset (``"all"`` keeps
+    every column).
     ``features`` names a column holding a list of numbers per record (image
     pixels, precomputed embeddings); ``text`` may then be null, for data that
     is not text. At least one of ``text`` and ``features`` is required.
@@ -411,120 +423,21 @@ class RunConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _check_steps(self) -> RunConfig:
-        from thresher.scorers import SCORERS, make_scorer
-        from thresher.selectors import SELECTORS, make_selector
-        from thresher.selectors.partition import Partitionable
+    def _check_sections(self) -> RunConfig:
+        """The checks across sections (scorers, steps, dedup, decontaminate); the first fails.
 
-        columns: list[str] = []
-        for i, scorer in enumerate(self.scorers):
-            if scorer.name not in SCORERS:
-                raise ValueError(
-                    f"scorers[{i}].name: unknown scorer {scorer.name!r}; "
-                    f"available: {', '.join(sorted(SCORERS))}"
-                )
-            try:
-                instance = make_scorer(scorer.name, scorer.params)
-            except ValueError as error:
-                raise ValueError(f"scorers[{i}].params: {error}") from None
-            columns += [field.name for field in instance.output_fields(scorer.output_column)]
-        reserved = sorted(set(columns) & {"id", "label", "thresher_shard", "thresher_row"})
-        if reserved:
-            raise ValueError(f"scorers: output column(s) {reserved} are reserved; set `column`")
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
-        if duplicated:
-            raise ValueError(
-                f"scorers: output column(s) {duplicated} used twice; give each scorer its own `column`"
-            )
-        available = set(columns) | ({"label"} if self.schema_.label else set())
-        steps = [(f"filters[{i}]", f) for i, f in enumerate(self.filters)]
-        steps.append(("selector", self.selector))
-        for where, step in steps:
-            if step.name not in SELECTORS:
-                raise ValueError(
-                    f"{where}.name: unknown selector {step.name!r}; "
-                    f"available: {', '.join(sorted(SELECTORS))}"
-                )
-            try:
-                selector = make_selector(step.name, step.params)
-            except ValueError as error:
-                raise ValueError(f"{where}.params: {error}") from None
-            if selector.requires_budget and step.budget is None:
-                raise ValueError(
-                    f"{where}.budget: {step.name!r} needs a budget (count or fraction)"
-                )
-            if not selector.requires_budget and step.budget is not None:
-                raise ValueError(
-                    f"{where}.budget: {step.name!r} defines its own size; remove budget"
-                )
-            needed = list(selector.score_columns())
-            if isinstance(step.budget, SumBudgetConfig):
-                budgeted = step.budget.sum
-                if budgeted not in available:
-                    raise ValueError(
-                        f"{where}.budget.sum: column {budgeted!r} is not produced by any "
-                        f"configured scorer; available: "
-                        f"{sorted(available) or 'none (configure scorers, e.g. token_count)'}"
-                    )
-            if selector.requires_embeddings or step.partitions is not None:
-                needed.append(step.embeddings)
-            if step.partitions is not None and not isinstance(selector, Partitionable):
-                supported = sorted(n for n, c in SELECTORS.items() if issubclass(c, Partitionable))
-                raise ValueError(
-                    f"{where}.partitions: {step.name!r} cannot run per partition; "
-                    f"supported: {', '.join(supported)}"
-                )
-            for column in needed:
-                if column not in available:
-                    raise ValueError(
-                        f"{where}: score column {column!r} is not produced by any scorer; "
-                        f"available: {sorted(available) or 'none (configure scorers)'}"
-                    )
-        return self
-
-    @model_validator(mode="after")
-    def _check_dedup(self) -> RunConfig:
-        """``dedup`` needs a ``minhash`` scorer's column and numeric keeper scores."""
-        if self.dedup is None:
-            return self
-        from thresher.scorers import SCORERS, make_scorer
-
-        dedup = self.dedup
-        signature = [s for s in self.scorers if s.output_column == dedup.signature]
-        if not signature or signature[0].name != "minhash":
-            raise ValueError(
-                f"dedup.signature: {dedup.signature!r} is not the column of a `minhash` scorer; "
-                "add `- name: minhash` to scorers (or set dedup.signature to its column)"
-            )
-        num_perm = make_scorer("minhash", signature[0].params).get_params()["num_perm"]
-        if dedup.bands != "auto" and int(dedup.bands) * int(dedup.rows) > num_perm:
-            raise ValueError(
-                f"dedup: {dedup.bands} bands x {dedup.rows} rows need more than the "
-                f"{num_perm} values of a signature"
-            )
-        types = {
-            field.name: field.type
-            for scorer in self.scorers
-            if scorer.name in SCORERS
-            for field in make_scorer(scorer.name, scorer.params).output_fields(scorer.output_column)
-        }
-        for i, key in enumerate(dedup.keeper or []):
-            if key.score not in types:
-                raise ValueError(
-                    f"dedup.keeper[{i}].score: {key.score!r} is not produced by any scorer; "
-                    f"available: {sorted(types)}"
-                )
-            kind = types[key.score]
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-                raise ValueError(f"dedup.keeper[{i}].score: {key.score!r} is not numeric ({kind})")
-        return self
-
-    @model_validator(mode="after")
-    def _check_decontaminate(self) -> RunConfig:
-        if self.decontaminate is not None and self.schema_.text is None:
-            raise ValueError(
-                "decontaminate: needs document text; set schema.text (this corpus has none)"
-            )
+        :func:`parse_config` reports every problem at once (:func:`config_problems`).
+        """
+        problems = section_problems(
+            list(self.scorers),
+            [(f"filters[{i}]", f) for i, f in enumerate(self.filters)]
+            + [("selector", self.selector)],
+            self.schema_,
+            self.dedup,
+            self.decontaminate is not None,
+        )
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     # -- derived values -------------------------------------------------------
@@ -578,6 +491,210 @@ class RunConfig(_Strict):
         return [found[uri] for uri in sorted(found)]
 
 
+def section_problems(
+    scorers: Sequence[ScorerConfig | None],
+    steps: Sequence[tuple[str, SelectorConfig | None]],
+    schema: SchemaConfig | None,
+    dedup: DedupConfig | None,
+    decontaminate: bool,
+) -> list[str]:
+    """Every problem across sections, each as ``<field path>: <what is wrong>``.
+
+    A ``None`` stands for a section that failed its own validation (reported
+    apart): the checks that need it are left out rather than guessed, and
+    so are the checks of score columns when a scorer is unknown or broken.
+    """
+    columns, problems = _scorer_problems(scorers)
+    available = None
+    if columns is not None and schema is not None:
+        available = set(columns) | ({"label"} if schema.label else set())
+    for where, step in steps:
+        if step is not None:
+            problems += _step_problems(where, step, available)
+    if dedup is not None:
+        problems += _dedup_problems(dedup, scorers, columns is not None)
+    if decontaminate and schema is not None and schema.text is None:
+        problems.append(
+            "decontaminate: needs document text; set schema.text (this corpus has none)"
+        )
+    return problems
+
+
+def _scorer_problems(
+    scorers: Sequence[ScorerConfig | None],
+) -> tuple[list[str] | None, list[str]]:
+    """The scorers' output columns (None when some scorer is unusable) and their problems."""
+    from thresher.scorers import SCORERS, make_scorer
+
+    columns: list[str] = []
+    problems: list[str] = []
+    complete = True
+    for i, scorer in enumerate(scorers):
+        if scorer is None:
+            complete = False
+            continue
+        if scorer.name not in SCORERS:
+            problems.append(
+                f"scorers[{i}].name: unknown scorer {scorer.name!r}; "
+                f"available: {', '.join(sorted(SCORERS))}"
+            )
+            complete = False
+            continue
+        try:
+            instance = make_scorer(scorer.name, scorer.params)
+        except ValueError as error:
+            problems.append(f"scorers[{i}].params: {error}")
+            complete = False
+            continue
+        columns += [field.name for field in instance.output_fields(scorer.output_column)]
+    reserved = sorted(set(columns) & {"id", "label", "thresher_shard", "thresher_row"})
+    if reserved:
+        problems.append(f"scorers: output column(s) {reserved} are reserved; set `column`")
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        problems.append(
+            f"scorers: output column(s) {duplicated} used twice; give each scorer its own `column`"
+        )
+    return (columns if complete else None), problems
+
+
+def _step_problems(where: str, step: SelectorConfig, available: set[str] | None) -> list[str]:
+    """The problems of one filter or the selector (``available``: None when unknown)."""
+    from thresher.selectors import SELECTORS, make_selector
+    from thresher.selectors.partition import Partitionable
+
+    if step.name not in SELECTORS:
+        return [
+            f"{where}.name: unknown selector {step.name!r}; "
+            f"available: {', '.join(sorted(SELECTORS))}"
+        ]
+    try:
+        selector = make_selector(step.name, step.params)
+    except ValueError as error:
+        return [f"{where}.params: {error}"]
+    problems = []
+    if selector.requires_budget and step.budget is None:
+        problems.append(f"{where}.budget: {step.name!r} needs a budget (count or fraction)")
+    if not selector.requires_budget and step.budget is not None:
+        problems.append(f"{where}.budget: {step.name!r} defines its own size; remove budget")
+    needed = list(selector.score_columns())
+    budgeted = step.budget.sum if isinstance(step.budget, SumBudgetConfig) else None
+    if budgeted is not None and available is not None and budgeted not in available:
+        problems.append(
+            f"{where}.budget.sum: column {budgeted!r} is not produced by any "
+            f"configured scorer; available: "
+            f"{sorted(available) or 'none (configure scorers, e.g. token_count)'}"
+        )
+    if selector.requires_embeddings or step.partitions is not None:
+        needed.append(step.embeddings)
+    if step.partitions is not None and not isinstance(selector, Partitionable):
+        supported = sorted(n for n, c in SELECTORS.items() if issubclass(c, Partitionable))
+        problems.append(
+            f"{where}.partitions: {step.name!r} cannot run per partition; "
+            f"supported: {', '.join(supported)}"
+        )
+    for column in needed:
+        if available is not None and column not in available:
+            problems.append(
+                f"{where}: score column {column!r} is not produced by any scorer; "
+                f"available: {sorted(available) or 'none (configure scorers)'}"
+            )
+    return problems
+
+
+def _dedup_problems(
+    dedup: DedupConfig, scorers: Sequence[ScorerConfig | None], complete: bool
+) -> list[str]:
+    """``dedup`` needs a ``minhash`` scorer's column and numeric keeper scores."""
+    from thresher.scorers import SCORERS, make_scorer
+
+    known = [s for s in scorers if s is not None]
+    signature = [s for s in known if s.output_column == dedup.signature]
+    if not signature or signature[0].name != "minhash":
+        if not complete:
+            return []  # the scorer it needs may be the broken one
+        return [
+            f"dedup.signature: {dedup.signature!r} is not the column of a `minhash` scorer; "
+            "add `- name: minhash` to scorers (or set dedup.signature to its column)"
+        ]
+    try:
+        num_perm = make_scorer("minhash", signature[0].params).get_params()["num_perm"]
+    except ValueError:
+        return []  # reported with the scorer's parameters
+    problems = []
+    if dedup.bands != "auto" and int(dedup.bands) * int(dedup.rows) > num_perm:
+        problems.append(
+            f"dedup: {dedup.bands} bands x {dedup.rows} rows need more than the "
+            f"{num_perm} values of a signature"
+        )
+    if not complete:
+        return problems
+    types = {
+        field.name: field.type
+        for scorer in known
+        if scorer.name in SCORERS
+        for field in make_scorer(scorer.name, scorer.params).output_fields(scorer.output_column)
+    }
+    for i, key in enumerate(dedup.keeper or []):
+        if key.score not in types:
+            problems.append(
+                f"dedup.keeper[{i}].score: {key.score!r} is not produced by any scorer; "
+                f"available: {sorted(types)}"
+            )
+            continue
+        kind = types[key.score]
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            problems.append(f"dedup.keeper[{i}].score: {key.score!r} is not numeric ({kind})")
+    return problems
+
+
+def config_problems(data: Any, base_dir: str | Path | Location = ".") -> list[str]:
+    """Every mistake of a config mapping, each as ``<field path>: <what is wrong>`` ([] if valid).
+
+    Pydantic reports every bad field but skips the checks across sections
+    when one field is bad; those are run here on the sections that are
+    valid on their own, so that one pass reports all the mistakes.
+    """
+    if not isinstance(data, dict):
+        return ["the top level must be a mapping"]
+    try:
+        RunConfig.model_validate({**data, "base_dir": Location.of(base_dir).uri})
+        return []
+    except ValidationError as error:
+        fields = [_error_line(item) for item in error.errors() if item["loc"]]
+        whole = [_error_line(item) for item in error.errors() if not item["loc"]]
+    steps = data.get("filters", [])
+    named_steps = [
+        (f"filters[{i}]", _valid_or_none(SelectorConfig, s))
+        for i, s in enumerate(steps if isinstance(steps, list) else [])
+    ]
+    selector = data.get("selector", {"name": "random", "budget": 1.0})
+    named_steps.append(("selector", _valid_or_none(SelectorConfig, selector)))
+    scorers = data.get("scorers", [])
+    dedup = data.get("dedup")
+    sections = section_problems(
+        [_valid_or_none(ScorerConfig, s) for s in scorers] if isinstance(scorers, list) else [],
+        named_steps,
+        _valid_or_none(SchemaConfig, data.get("schema", data.get("schema_", {}))),
+        None if dedup is None else _valid_or_none(DedupConfig, dedup),
+        data.get("decontaminate") is not None,
+    )
+    return list(dict.fromkeys(fields + (sections or whole)))
+
+
+def _valid_or_none(model: type[_M], value: Any) -> _M | None:
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _error_line(item: Any) -> str:
+    where = ".".join(str(part) for part in item["loc"])
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 def check_input_apart(config: RunConfig, files: list[FileEntry]) -> None:
     """Refuse a run directory that overlaps the input.
 
@@ -611,12 +728,13 @@ def check_input_apart(config: RunConfig, files: list[FileEntry]) -> None:
 
 def format_validation_error(error: ValidationError, what: str = "run", prefix: str = "") -> str:
     """One line per bad field, named by its path (``prefix`` + dotted location)."""
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {prefix}{where}: {message}" if where else f"  {prefix}{message}")
-    return f"invalid {what} configuration:\n" + "\n".join(lines)
+    lines = [f"{prefix}{_error_line(item)}" for item in error.errors()]
+    return format_problems(lines, what)
+
+
+def format_problems(problems: list[str], what: str = "run") -> str:
+    """The message of an invalid configuration: one indented line per problem."""
+    return f"invalid {what} configuration:\n" + "\n".join(f"  {line}" for line in problems)
 
 
 def parse_config(data: dict[str, Any], base_dir: str | Path | Location = ".") -> RunConfig:
@@ -625,8 +743,8 @@ def parse_config(data: dict[str, Any], base_dir: str | Path | Location = ".") ->
         raise ConfigError("invalid run configuration: the top level must be a mapping")
     try:
         return RunConfig.model_validate({**data, "base_dir": Location.of(base_dir).uri})
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error)) from None
+    except ValidationError:
+        raise ConfigError(format_problems(config_problems(data, base_dir))) from None
 
 
 def read_yaml(path: str | Path | Location) -> Any:

@@ -7,6 +7,11 @@ that says what to fix, so :func:`run_log` keeps those records off the
 console and writes everything, tracebacks included, to
 ``<run_dir>/logs/<UTC time>.log``, which the error line then names.
 
+The file gets every record at INFO and above, whatever the console shows:
+for the command's duration the logged loggers are lowered to INFO, and the
+console handlers keep showing only what they showed before (``--quiet``:
+warnings and errors only).
+
 The file is written locally first and copied into the run directory when
 the command ends: the run directory may be on an object store, and
 ``--fresh`` deletes it while the command runs.
@@ -47,6 +52,32 @@ class _UserErrorsOffConsole(logging.Filter):
         return not any(f"{name}: " in text or f"{name}(" in text for name in _user_error_names())
 
 
+class _ConsoleLevel(logging.Filter):
+    """Keeps a console handler at the levels it had before :func:`run_log` lowered the loggers.
+
+    ``saved`` holds the levels the lowered loggers had; a record passes when
+    its logger's effective level then allowed it, and when it is at least
+    ``minimum`` (WARNING under ``--quiet``).
+    """
+
+    def __init__(self, saved: dict[str, int], minimum: int) -> None:
+        super().__init__()
+        self.saved = saved
+        self.minimum = minimum
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= max(self.minimum, self._level_before(record.name))
+
+    def _level_before(self, name: str) -> int:
+        logger: logging.Logger | None = logging.getLogger(name)
+        while logger is not None:
+            level = self.saved.get(logger.name, logger.level)
+            if level:
+                return level
+            logger = logger.parent
+        return logging.WARNING
+
+
 def _user_error_names() -> set[str]:
     names, pending = set(), [ThresherError]
     while pending:
@@ -81,17 +112,23 @@ class RunLog:
 
 
 @contextmanager
-def run_log(run_dir: Location) -> Iterator[RunLog]:
+def run_log(run_dir: Location, quiet: bool = False) -> Iterator[RunLog]:
     """Log every record to a file for the duration of a command (see module docstring).
 
-    A ThresherError leaving the block gets ``log`` set to the file's path.
+    ``quiet`` keeps records below WARNING off the console (the file still
+    gets them). A ThresherError leaving the block gets ``log`` set to the
+    file's path.
     """
     log = RunLog(run_dir)
     file_handler = logging.FileHandler(log.local, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     file_handler.setLevel(logging.INFO)
     loggers = [logging.getLogger(name) for name in _LOGGED]
-    console_filter = _UserErrorsOffConsole()
+    saved = {logger.name: logger.level for logger in loggers}
+    console_filters = [
+        _UserErrorsOffConsole(),
+        _ConsoleLevel(saved, logging.WARNING if quiet else logging.NOTSET),
+    ]
     consoles = [
         h
         for logger in [logging.getLogger(), *loggers]
@@ -99,16 +136,21 @@ def run_log(run_dir: Location) -> Iterator[RunLog]:
         if type(h) is not logging.FileHandler and isinstance(h, logging.StreamHandler)
     ]
     for handler in consoles:
-        handler.addFilter(console_filter)
+        for console_filter in console_filters:
+            handler.addFilter(console_filter)
     for logger in loggers:
         logger.addHandler(file_handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
 
     def close() -> None:
         for logger in loggers:
             logger.removeHandler(file_handler)
+            logger.setLevel(saved[logger.name])
         file_handler.close()
         for handler in consoles:
-            handler.removeFilter(console_filter)
+            for console_filter in console_filters:
+                handler.removeFilter(console_filter)
         log.finish()
 
     try:

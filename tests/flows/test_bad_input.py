@@ -471,7 +471,13 @@ def test_skipped_damaged_files_are_listed_and_their_readable_rows_kept(
         tmp_path / "corpus",
         tmp_path / "run",
         engine,
-        input={"paths": [str(tmp_path / "corpus" / "*")], "on_unreadable": "skip"},
+        # two of the three files are damaged: past the default loss limit, which this
+        # test does not exercise (test_cli.py does)
+        input={
+            "paths": [str(tmp_path / "corpus" / "*")],
+            "on_unreadable": "skip",
+            "max_quarantined_fraction": 1.0,
+        },
         schema={"id": "id", "text": "text"},
         filters=[],
         selector={"name": "random", "budget": 1.0},
@@ -501,7 +507,13 @@ def test_a_repaired_file_that_was_skipped_is_read_again(tmp_path: Path) -> None:
         tmp_path / "corpus",
         tmp_path / "run",
         "local",
-        input={"paths": [str(tmp_path / "corpus" / "*")], "on_unreadable": "skip"},
+        # two of the three files are damaged: past the default loss limit, which this
+        # test does not exercise (test_cli.py does)
+        input={
+            "paths": [str(tmp_path / "corpus" / "*")],
+            "on_unreadable": "skip",
+            "max_quarantined_fraction": 1.0,
+        },
         schema={"id": "id", "text": "text"},
         filters=[],
         selector={"name": "random", "budget": 1.0},

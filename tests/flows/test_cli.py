@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -212,3 +213,157 @@ def test_a_run_that_skipped_damaged_inputs_exits_with_status_3(tmp_path: Path) -
     code, output = invoke("run", str(config), "--quiet")
     assert code == 3, output
     assert "completed with skipped inputs: 1 damaged file(s) (corpus/broken.parquet)" in output
+
+
+def _small_job(tmp_path: Path, corpus: Path, **input_options: Any) -> Path:
+    """A local-engine job over ``corpus`` (one config file, rewritten by each call)."""
+    config = tmp_path / "job.yaml"
+    job = {
+        "run_dir": str(tmp_path / "run"),
+        "input": {"paths": [str(corpus)], **input_options},
+        "scorers": [{"name": "word_count"}],
+        "selector": {"name": "random", "budget": 1.0},
+        "engine": {"kind": "local", "workers": 1},
+    }
+    config.write_text(json.dumps(job), encoding="utf-8")
+    return config
+
+
+def _good_texts(n: int, prefix: str = "g") -> list[dict[str, str]]:
+    return [
+        {"id": f"{prefix}{i}", "text": f"a short document number {i} for the tests"}
+        for i in range(n)
+    ]
+
+
+def test_validate_reports_every_mistake_at_once_with_its_field(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(_good_texts(3)), corpus / "a.parquet")
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"run_dir: run\ninput: {{paths: ['{corpus}']}}\nschema: {{text: txt}}\n"
+        "scorers: [{name: perplexityy}]\nselector: {name: random, budget: 1.5}\n",
+        encoding="utf-8",
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 2
+    assert output.startswith("error: invalid run configuration:")
+    assert "  selector.budget: a fraction budget must be in (0, 1], got 1.5" in output
+    assert "  scorers[0].name: unknown scorer 'perplexityy'" in output
+    assert "  schema.text: no input file has a column 'txt'" in output
+    assert "their columns: id, text; did you mean 'text'?" in output
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "jsonl.gz", "csv"])
+def test_a_schema_column_no_input_has_is_refused_before_any_work(tmp_path: Path, fmt: str) -> None:
+    import gzip
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [{**row, "topic": "news"} for row in _good_texts(3)]
+    path = corpus / f"part.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif fmt == "csv":
+        path.write_text(
+            "id,text,topic\n" + "".join(f"{r['id']},{r['text']},news\n" for r in rows),
+            encoding="utf-8",
+        )
+    else:
+        payload = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        path.write_bytes(gzip.compress(payload) if fmt.endswith(".gz") else payload)
+    config = _small_job(tmp_path, corpus)
+    job = json.loads(config.read_text(encoding="utf-8"))
+    config.write_text(json.dumps({**job, "schema": {"text": "body"}}), encoding="utf-8")
+    for command in ("validate", "run"):
+        code, output = invoke(command, str(config))
+        assert code == 2, (command, output)
+        assert "schema.text: no input file has a column 'body'" in output, output
+        assert f"{path.name}" in output and "their columns: id, text, topic" in output
+        assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_the_curate_flow_refuses_a_schema_column_no_input_has(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    from thresher.config import load_config
+    from thresher.errors import ConfigError
+    from thresher.flows.curate import curate
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(_good_texts(3)), corpus / "a.parquet")
+    config = _small_job(tmp_path, corpus)
+    job = json.loads(config.read_text(encoding="utf-8"))
+    config.write_text(json.dumps({**job, "schema": {"label": "topic"}}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"schema\.label: no input file has a column 'topic'"):
+        curate(load_config(config))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_over_the_quarantine_limit_publishes_nothing_and_a_raised_limit_reuses_it(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(_good_texts(4)), corpus / "a.parquet")
+    config = _small_job(tmp_path, corpus)
+    run_dir = tmp_path / "run"
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 0, output
+    published = (run_dir / "CURRENT").read_bytes()
+
+    # a new file whose six records all have empty text: 6 of 10 records quarantined
+    empty = [json.dumps({"id": f"e{i}", "text": "  "}) for i in range(6)]
+    (corpus / "b.jsonl").write_text("\n".join(empty) + "\n", encoding="utf-8")
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 2, output
+    assert "6 of 10 input records (60.0%) were quarantined" in output
+    assert "more than input.max_quarantined_fraction (0.5) allows" in output
+    assert "top reasons: empty_text (6)" in output and "Nothing was published" in output
+    assert (run_dir / "CURRENT").read_bytes() == published  # the previous version stays
+    assert len(list((run_dir / "versions").iterdir())) == 1
+    markers = sorted((run_dir / "_state" / "ingest").glob("*.json"))
+    assert len(markers) == 2  # what was computed stays for the next run
+    stamps = [m.stat().st_mtime_ns for m in markers]
+
+    config = _small_job(tmp_path, corpus, max_quarantined_fraction=0.8)
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 0, output
+    assert (run_dir / "CURRENT").read_bytes() != published
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["counts"]["quarantined"]["by_reason"] == {"empty_text": 6}
+    assert manifest["counts"]["kept"] == 4
+    assert [m.stat().st_mtime_ns for m in markers] == stamps  # ingest was reused
+
+
+def test_quiet_keeps_the_console_short_but_writes_the_log_file(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(_good_texts(3)), corpus / "a.parquet")
+    code, output = invoke("run", str(_small_job(tmp_path, corpus)), "--quiet")
+    assert code == 0, output
+    (log,) = (tmp_path / "run" / "logs").glob("*.log")
+    text = log.read_text(encoding="utf-8")
+    assert "INFO    prefect.flow_runs: Beginning flow run" in text
+    assert "kept 3, dropped 0, quarantined 0 of 3 input records" in text
+
+
+def test_a_run_that_skipped_most_of_its_inputs_publishes_nothing(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(_good_texts(3)), corpus / "a.parquet")
+    (corpus / "b.parquet").write_bytes(b"PAR1 this file was cut")
+    (corpus / "c.parquet").write_bytes(b"")
+    config = _small_job(tmp_path, corpus, on_unreadable="skip")
+    code, output = invoke("run", str(config), "--quiet")
+    assert code == 2, output
+    assert "2 of 3 input file(s) (66.7%) were skipped as unreadable" in output
+    assert "corpus/b.parquet, corpus/c.parquet" in output
+    assert "input.max_quarantined_fraction (0.5)" in output
+    assert not (tmp_path / "run" / "CURRENT").exists()

@@ -113,3 +113,48 @@ def test_bad_dedup_config_names_the_field(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         dedup_config(make_config, **overrides)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_clusters_table_is_at_its_documented_path(
+    make_config: Callable[..., RunConfig],
+) -> None:
+    """``RUN_DIR/dedup/clusters/`` (README) reads as the table the summary names, and follows it."""
+    import pyarrow.dataset as ds
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "`dedup/clusters/`" in readme and "dedup/clusters.parquet" not in readme
+    config = dedup_config(make_config)
+    curate(config)
+    run_dir = config.run_path.as_path()
+    link = run_dir / "dedup" / "clusters"
+
+    def published() -> tuple[str, Any]:
+        summary = read_json(run_dir / "dedup" / "summary.json")
+        table = (
+            ds.dataset(link, format="parquet")
+            .to_table()
+            .cast(read_clusters(RunDir(run_dir)).schema)
+        )
+        order = [
+            ("cluster", "ascending"),
+            ("thresher_shard", "ascending"),
+            ("thresher_row", "ascending"),
+        ]
+        assert table.sort_by(order).equals(read_clusters(RunDir(run_dir)))
+        return summary["clusters_dir"], table
+
+    first, table = published()
+    assert table.num_rows > 0 and link.is_symlink()
+    assert "(`dedup/clusters/`)" in (run_dir / "README.md").read_text(encoding="utf-8")  # the card
+    assert str(link.resolve()) == str((run_dir / "dedup" / first).resolve())
+
+    curate(dedup_config(make_config, dedup={**DEDUP, "threshold": 0.9}))
+    second, changed = published()
+    assert second != first and changed.num_rows < table.num_rows
+    assert not (run_dir / "dedup" / first.split("/")[0]).exists()  # the old result is gone
+    assert sorted(p.name for p in (run_dir / "dedup").iterdir()) == [
+        "clusters",
+        second.split("/")[0],
+        "summary.json",
+    ]

@@ -68,8 +68,9 @@ def _texts(n_rows: int, length: int, seed: int) -> list[str]:
 def test_a_one_gib_parquet_shard_is_ingested_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "big.parquet"
     length, per_group, groups = 64 << 10, 2048, 8  # 8 row groups of 128 MiB of text
-    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("text", pa.string())]),
-                          compression="none") as writer:
+    with pq.ParquetWriter(
+        path, pa.schema([("id", pa.string()), ("text", pa.string())]), compression="none"
+    ) as writer:
         for group in range(groups):
             texts = _texts(per_group, length, seed=group)
             ids = [f"g{group}-{i}" for i in range(per_group)]

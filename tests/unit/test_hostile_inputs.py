@@ -183,7 +183,9 @@ def test_thousands_of_distinct_keys_cost_each_value_once(
 def test_a_shard_past_the_passthrough_cap_is_refused_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "keys.jsonl"
     _sparse_keys(path, 3_000)
-    with pytest.raises(InputError, match=r"keys.jsonl: holds more than 1,000 distinct pass-through"):
+    with pytest.raises(
+        InputError, match=r"keys.jsonl: holds more than 1,000 distinct pass-through"
+    ):
         ingest_shard(_shard(path), SchemaConfig())
 
 
@@ -230,7 +232,9 @@ def test_a_repeated_dictionary_value_is_measured_before_it_is_decoded(tmp_path: 
     reasons = result.quarantine.column("reason").to_pylist()
     assert reasons == [R.RECORD_TOO_LARGE] * (len(indices) - short)
     first = result.quarantine.to_pylist()[0]
-    assert first["id"] == "d1" and first["raw"].startswith("word word") and len(first["raw"]) <= 2001
+    assert (
+        first["id"] == "d1" and first["raw"].startswith("word word") and len(first["raw"]) <= 2001
+    )
 
 
 def test_a_batch_of_large_rows_is_sliced_by_bytes(tmp_path: Path) -> None:

@@ -2,7 +2,13 @@
 
 The clusters table (Parquet files under ``RUN_DIR/dedup/<result>/clusters/``,
 named by ``RUN_DIR/dedup/summary.json``, which is written last) has one row
-per document in a duplicate cluster of two or more:
+per document in a duplicate cluster of two or more. Its stable name is
+``RUN_DIR/dedup/clusters/``: on a local disk a link that is moved to the
+current result's ``clusters/`` once the summary names it (the way
+``RUN_DIR/data`` follows ``CURRENT``); on any store the summary's
+``clusters_dir`` and ``files`` entries name the current directory and files.
+A result without duplicates holds one empty file, so readers always find
+the columns:
 
 ========== ======= ==========================================================
 column     type    meaning
@@ -26,6 +32,8 @@ only.
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +59,8 @@ CLUSTERS_SCHEMA = pa.schema(
     ]
 )
 SUMMARY_FILE = "summary.json"
+#: The stable name of the current clusters table under ``RUN_DIR/dedup/`` (a local link).
+CLUSTERS_LINK = "clusters"
 EXACT, NEAR = "exact", "near"
 
 
@@ -126,3 +136,21 @@ def read_clusters(
     table = read_parquet_files(files).cast(CLUSTERS_SCHEMA)
     table = table.sort_by([("cluster", "ascending"), (S.SHARD, "ascending"), (S.ROW, "ascending")])
     return table.select(columns) if columns is not None else table
+
+
+def link_clusters(directory: Location, result: str) -> None:
+    """Point ``directory/clusters`` at ``directory/<result>/clusters`` (local stores only).
+
+    Called after the summary naming ``result`` was written: a link renamed
+    over a link is atomic, so a reader of the link sees the old table or
+    the new one, never a mix.
+    """
+    if not directory.is_local:
+        return
+    link = os.path.join(directory.uri, CLUSTERS_LINK)
+    target = os.path.join(result, CLUSTERS_LINK)
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    tmp = os.path.join(directory.uri, f".{CLUSTERS_LINK}.tmp-{uuid.uuid4().hex[:8]}")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)

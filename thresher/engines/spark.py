@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -246,17 +247,21 @@ class SparkEngine(Engine):
         return True
 
     def _log_conf(self, conf: dict[str, str]) -> dict[str, str]:
-        """``conf`` with the settings :meth:`log_to` asked for (the user's own settings kept)."""
-        if self._driver_log is None:
-            return conf
-        properties = write_log4j_properties(self._driver_log)
-        option = f"-Dlog4j2.configurationFile={properties.as_uri()}"
+        """``conf`` with the driver's log4j configuration (the user's own settings kept).
+
+        With :meth:`log_to`, the driver's warnings go to that file; otherwise
+        to the console, without the start-up noise (:data:`QUIET_LOGGERS`),
+        unless the user's ``extraJavaOptions`` name a log4j configuration.
+        """
         java_options = conf.get("spark.driver.extraJavaOptions", "")
-        return {
-            "spark.ui.showConsoleProgress": "false",
-            **conf,
-            "spark.driver.extraJavaOptions": f"{java_options} {option}".strip(),
-        }
+        if self._driver_log is not None:
+            properties = write_log4j_properties(self._driver_log)
+        elif "log4j2.configurationFile" in java_options:
+            return conf
+        else:
+            properties = write_console_log4j_properties()
+        option = f"-Dlog4j2.configurationFile={properties.as_uri()}"
+        return {**conf, "spark.driver.extraJavaOptions": f"{java_options} {option}".strip()}
 
     @property
     def spark(self) -> Any:
@@ -278,6 +283,9 @@ class SparkEngine(Engine):
                 "spark.sql.session.timeZone": "UTC",
                 # Lets adaptive execution coalesce the shuffles of cached frames too.
                 "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
+                # One progress display: thresher's own (bars or log lines, with Spark's
+                # task counts); Spark's console bars would be drawn across them.
+                "spark.ui.showConsoleProgress": "false",
             }
             for key, value in self._log_conf({**defaults, **self.config.conf}).items():
                 builder = builder.config(key, value)
@@ -393,6 +401,56 @@ def _user_errors() -> Iterator[None]:
         if not (isinstance(cls, type) and issubclass(cls, errors.ThresherError)):
             cls = errors.ThresherError
         raise cls(match.group(2).strip()) from error
+
+
+#: JVM loggers whose warnings say nothing a thresher user can act on; only their errors show.
+#: The Hadoop client has no native library here and uses its Java code (NativeCodeLoader);
+#: Spark's Utils warns at start-up that the host name resolves to a loopback address and
+#: how to pick another (SPARK_LOCAL_IP), and that a UI port is taken and the next one used.
+QUIET_LOGGERS = (
+    "org.apache.hadoop.util.NativeCodeLoader",
+    "org.apache.spark.util.Utils",
+)
+
+
+def console_log4j_properties() -> str:
+    """A log4j2 configuration: warnings and errors on standard error, known noise at ERROR.
+
+    The loggers Spark's own default profile quiets stay quiet, and its
+    console layout is kept; what is left are the warnings that matter.
+    """
+    quiet = {
+        "org.sparkproject.jetty": "warn",
+        "org.sparkproject.jetty.util.component.AbstractLifeCycle": "error",
+        "org.apache.parquet.CorruptStatistics": "error",
+        "parquet.CorruptStatistics": "error",
+        **dict.fromkeys(QUIET_LOGGERS, "error"),
+    }
+    lines = [
+        "rootLogger.level = warn",
+        "rootLogger.appenderRef.console.ref = console",
+        "appender.console.type = Console",
+        "appender.console.name = console",
+        "appender.console.target = SYSTEM_ERR",
+        "appender.console.layout.type = PatternLayout",
+        "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex",
+    ]
+    for number, (name, level) in enumerate(quiet.items()):
+        lines += [f"logger.quiet{number}.name = {name}", f"logger.quiet{number}.level = {level}"]
+    return "\n".join([*lines, ""])
+
+
+def write_console_log4j_properties() -> Path:
+    """Write :func:`console_log4j_properties` to a file of this user's temporary directory."""
+    directory = Path(tempfile.gettempdir()) / f"thresher-{os.getuid()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "log4j2-console.properties"
+    text = console_log4j_properties()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        tmp = directory / f".log4j2-console.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return path
 
 
 def write_log4j_properties(log_file: Path) -> Path:

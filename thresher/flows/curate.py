@@ -65,6 +65,7 @@ from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.io.manifest import build_manifest
 from thresher.io.shards import Shard, ShardRegistry
 from thresher.keys import json_digest
+from thresher.preflight import check_losses, require_input_columns
 from thresher.progress import Progress, StageProgress, make_progress
 from thresher.reporting.card import write_card
 from thresher.run_dir import RunDir
@@ -348,6 +349,8 @@ def curate(
     if cfg.decontaminate is not None:  # evaluation sets too, before any work
         eval_set_files(cfg)
     check_input_apart(cfg, files)
+    for warning in require_input_columns(cfg, files):  # refuses a schema column no input has
+        logger.warning("%s", warning)
     run.check_usable()
     check_contained(run.root)
     with RunLock(run.lock, wait_seconds=_lock_wait(logger)) as lock:
@@ -429,9 +432,10 @@ def _spark_log_to_run_dir(eng: Engine, run: RunDir, run_id: str, logger: Any) ->
 
     Nobody watches a deployment's stdout (it is the worker's), so Spark's
     warnings go to ``RUN_DIR/_state/logs/`` (a local temporary directory
-    when the run directory is on an object store) and its console progress
-    bars are turned off: thresher's own progress lines report the stages.
-    Runs started by hand keep Spark's console output.
+    when the run directory is on an object store). Runs started by hand show
+    Spark's warnings that matter on the console (:mod:`thresher.engines.spark`);
+    Spark's console progress bars are off in both: thresher's progress reports
+    the stages.
     """
     from prefect.runtime import deployment
 
@@ -474,6 +478,7 @@ def _curate(
                     f"{run.root}: shard(s) {unscored or 'all'} have no stored scores; "
                     "score them first (thresher score CONFIG)"
                 )
+            check_losses(cfg, stats)
             logger.info(
                 "run %s: selecting from the stored scores of %d shard(s)", run.root, len(stats)
             )
@@ -638,6 +643,7 @@ def _ingest_score(
         reused,
         len(stats) - reused,
     )
+    check_losses(cfg, stats)  # before scoring and publishing: the ingested shards stay
 
     _check_lock(lock)
     with _timed(timings, "fit"):

@@ -92,7 +92,7 @@ def _dedup(config: dict[str, Any], counts: dict[str, Any]) -> str:
     if settings:
         shown = {k: v for k, v in settings.items() if v is not None}
         lines.append(f"Near-duplicate removal: `{json.dumps(shown, sort_keys=True)}`.")
-        lines.append("One keeper per duplicate cluster is kept (`dedup/clusters.parquet`).")
+        lines.append("One keeper per duplicate cluster is kept (`dedup/clusters/`).")
     else:
         lines.append("No near-duplicate removal configured.")
     lines.append("Rows whose id repeats an earlier row's are dropped as `duplicate_id`.")

@@ -11,8 +11,10 @@ a re-run with the same configuration reuses it, a changed ``dedup``
 section (or a shard added to a growing corpus) recomputes it from the
 stored scores. The clusters are written under ``dedup/<result>/clusters/``;
 ``dedup/summary.json``, written last, names those files and is the commit:
-readers trust only what it names, and the previous result's files are
-deleted after it moved.
+readers trust only what it names. Then, on a local disk, the link
+``dedup/clusters`` is moved to the new result (the stable name users read,
+:func:`thresher.dedup.spec.link_clusters`), and the previous result's
+files are deleted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import pyarrow.compute as pc
 
 from thresher.config import RunConfig
 from thresher.dedup.lsh import choose_bands_rows, describe
-from thresher.dedup.spec import CLUSTERS_SCHEMA, SUMMARY_FILE, DedupSpec, KeeperKey
+from thresher.dedup.spec import (
+    CLUSTERS_LINK,
+    CLUSTERS_SCHEMA,
+    SUMMARY_FILE,
+    DedupSpec,
+    KeeperKey,
+    link_clusters,
+)
 from thresher.dedup.steps import (
     DOC,
     EDGES_SCHEMA,
@@ -37,7 +46,7 @@ from thresher.dedup.steps import (
 )
 from thresher.errors import ConfigError
 from thresher.io import schema as S
-from thresher.io.files import read_json_or, read_schema, write_json_atomic
+from thresher.io.files import read_json_or, read_schema, write_json_atomic, write_parquet_atomic
 from thresher.io.fs import Location
 from thresher.io.shards import order_ranks
 from thresher.keys import json_digest
@@ -108,6 +117,9 @@ def dedup_to_run(
     summary_path = run.dedup / SUMMARY_FILE
     stored = read_json_or(summary_path, None)
     if stored is not None and stored.get("key") == key:
+        named = stored.get("clusters_dir") or next(iter(stored.get("files") or []), "")
+        if named:  # a run killed before the link moved: move it now
+            _after_commit(run, str(named).split("/")[0])
         return {**stored, "reused": True}
     spec = dedup_spec(config)
     result = f"result-{uuid.uuid4().hex[:8]}"
@@ -115,15 +127,22 @@ def dedup_to_run(
         summary = deduplicate(engine, run, shard_indices, spec, run.dedup / result)
     summary = {
         **summary,
+        "clusters_dir": f"{result}/{CLUSTERS_LINK}/",
         "files": [f"{result}/{name}" for name in summary["files"]],
         "key": key,
         "spec": spec.to_dict(),
     }
     write_json_atomic(summary, summary_path)
-    for child in run.dedup.children():  # the previous result, now unnamed
-        if child.name != result and child.name != SUMMARY_FILE:
-            child.delete_tree()
+    _after_commit(run, result)
     return {**summary, "reused": False}
+
+
+def _after_commit(run: RunDir, result: str) -> None:
+    """Once the summary names ``result``: move the ``clusters`` link, delete other results."""
+    link_clusters(run.dedup, result)
+    for child in run.dedup.children():  # the previous result, now unnamed
+        if child.name not in (result, SUMMARY_FILE, CLUSTERS_LINK):
+            child.delete_tree()
 
 
 def deduplicate(
@@ -194,8 +213,11 @@ def _deduplicate(
         clusters = components.join(members_meta, ["doc"], "inner").map_groups(
             ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
         )
-        written = clusters.write(out / "clusters")
+        written = clusters.write(out / CLUSTERS_LINK)
         cluster_stats = _cluster_statistics(engine, written)
+        if not written:  # no duplicates: readers of the directory still find the columns
+            written = [out / CLUSTERS_LINK / "part-empty.parquet"]
+            write_parquet_atomic(CLUSTERS_SCHEMA.empty_table(), written[0])
     finally:
         docs.release()
     return {

@@ -9,9 +9,11 @@ every ingested shard's schema (no data), computes the common schema
 (:mod:`thresher.io.drift`), and the engine rewrites the few shards whose
 types differ. The footers need not be read at all: each shard's ingest
 statistics record its schema and which columns hold values (what votes).
-Columns missing from a shard are not added here; later
-stages conform each shard to the common schema as they read it. The
-common schema is stored in the run directory.
+Columns missing from a shard are not added here; later stages conform
+each shard to the common schema as they read it. A column no shard has a
+value in (an all-quarantined corpus, an all-null column) keeps the type
+the shards declare, so that it is not reported as drift. The common
+schema is stored in the run directory.
 
 Idempotent: on a resumed run the shards already agree and nothing is
 rewritten; a shard's rewrite is one atomic write.
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.io import ingest_index
-from thresher.io.drift import common_schema, conform, voting_columns
+from thresher.io.drift import common_schema, common_type, conform, voting_columns
 from thresher.io.files import parquet_batches, parquet_file, read_schema, write_parquet_atomic
 from thresher.io.fs import Location
 from thresher.io.sink import ParquetSink
@@ -64,6 +66,7 @@ def harmonize_ingested(
             schemas[index] = footer.schema.to_arrow_schema()
             voters[index] = voting_columns(footer)
     common = common_schema(schemas.values(), voters.values())
+    common = _unvoted_keep_declared(common, list(schemas.values()), set().union(*voters.values()))
     changed = {
         index: drifted
         for index, schema in schemas.items()
@@ -77,6 +80,27 @@ def harmonize_ingested(
                 item["schema"] = ingest_index.encode_schema(conformed)
     write_parquet_atomic(common.empty_table(), common_schema_path(run))
     return changed
+
+
+def _unvoted_keep_declared(
+    common: pa.Schema, schemas: list[pa.Schema], voted: set[str]
+) -> pa.Schema:
+    """A column that no shard votes for keeps the type the shards declare for it.
+
+    Without rows (every record of the corpus quarantined) or with only nulls
+    no value votes; the declared types (what ingest wrote: ``int32``
+    positions, a Parquet column's own type) are then the best answer, and
+    taking them rewrites nothing. Only a column declared with no type but
+    null, or with conflicting types, gets the fallback of
+    :func:`~thresher.io.drift.common_type`.
+    """
+    fields = []
+    for field in common:
+        if field.name not in voted:
+            declared = [s.field(field.name).type for s in schemas if field.name in s.names]
+            field = pa.field(field.name, common_type(declared))
+        fields.append(field)
+    return pa.schema(fields)
 
 
 class _Conform:

@@ -2,9 +2,10 @@
 
 Shards are identified by name. Three files added whose names sort before,
 between and after the existing ones are ingested and scored alone (their
-markers and score files are new, every other one untouched), dedup and
+ingested and score files are new, every other one untouched), dedup and
 selection then run over the union, and the result equals a fresh run over
-all thirteen. A removed file and a changed file are refused by name.
+all thirteen. A removed file and a changed file are refused by name. A run over an
+unchanged corpus reads one index and publishes nothing new.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def test_new_shards_anywhere_in_the_order_are_processed_alone(tmp_path: Path) ->
     write_sample_corpus(extra, n_documents=300, n_shards=3, seed=8)  # ids overlap the corpus's
     run_dir = tmp_path / "run"
     first = curate(config(corpus, run_dir))
-    markers = stamps(run_dir / "_state" / "ingest", "shard-*.json")
+    ingested = stamps(run_dir / "ingested", "shard-*.parquet")
     scores = stamps(run_dir / "scores", "shard-*.parquet")
-    assert len(markers) == len(scores) == 10
+    assert len(ingested) == len(scores) == 10
 
     for source, name in zip(
         sorted(extra.glob("shard-*")), ("a-first", "shard-04b", "z-last"), strict=True
@@ -68,10 +69,10 @@ def test_new_shards_anywhere_in_the_order_are_processed_alone(tmp_path: Path) ->
         suffix = source.name.split(".", 1)[1]  # parquet, jsonl, jsonl.gz
         shutil.copy(source, corpus / f"{name}.{suffix}")
     second = curate(config(corpus, run_dir))
-    markers_after = stamps(run_dir / "_state" / "ingest", "shard-*.json")
+    ingested_after = stamps(run_dir / "ingested", "shard-*.parquet")
     scores_after = stamps(run_dir / "scores", "shard-*.parquet")
-    assert len(markers_after) == len(scores_after) == 13
-    assert {k: markers_after[k] for k in markers} == markers  # old shards: not ingested again
+    assert len(ingested_after) == len(scores_after) == 13
+    assert {k: ingested_after[k] for k in ingested} == ingested  # old shards: not ingested again
     assert {k: scores_after[k] for k in scores} == scores  # nor scored again
     new = set(scores_after) - set(scores)
     assert len(new) == 3  # the three new shards, and only they, were processed
@@ -111,11 +112,37 @@ def test_a_checkout_that_moves_resumes_with_everything_reused(tmp_path: Path) ->
     after = tmp_path / "elsewhere" / "after"
     after.parent.mkdir()
     shutil.move(before, after)
-    markers = stamps(after / "run" / "_state" / "ingest", "shard-*.json")
+    ingested = stamps(after / "run" / "ingested", "shard-*.parquet")
     scores = stamps(after / "run" / "scores", "shard-*.parquet")
-    assert len(markers) == len(scores) == 4
+    assert len(ingested) == len(scores) == 4
     manifest = curate(config(after / "corpus", after / "run"))
-    assert stamps(after / "run" / "_state" / "ingest", "shard-*.json") == markers
+    assert stamps(after / "run" / "ingested", "shard-*.parquet") == ingested
     assert stamps(after / "run" / "scores", "shard-*.parquet") == scores
     assert kept_ids(after / "run") == kept
     assert all(str(after) in i["path"] or not i["path"].startswith("/") for i in manifest["inputs"])
+
+
+def test_a_rerun_with_nothing_changed_publishes_nothing_new(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    write_sample_corpus(corpus, n_documents=400, n_shards=4, seed=6)
+    (corpus / "_truth.parquet").unlink()
+    run_dir = tmp_path / "run"
+    first = curate(config(corpus, run_dir))
+    # every shard's statistics in one index: no marker per shard is left to read
+    assert sorted(p.name for p in (run_dir / "_state" / "ingest").iterdir()) == ["index.parquet"]
+    pointer = (run_dir / "CURRENT").read_text()
+    versions = sorted(p.name for p in (run_dir / "versions").iterdir())
+
+    again = curate(config(corpus, run_dir))
+    assert again["unchanged"] is True and again["version"] == first["version"]
+    assert (run_dir / "CURRENT").read_text() == pointer
+    assert sorted(p.name for p in (run_dir / "versions").iterdir()) == versions
+
+    data = config(corpus, run_dir).config_dict()
+    data["selector"] = {**data["selector"], "budget": 0.4}
+    changed = parse_config(data, base_dir=corpus.parent)
+    third = curate(changed)  # another budget: a new selection, published
+    assert "unchanged" not in third and third["version"] != first["version"]
+    fresh = curate(changed, fresh=True)  # --fresh recomputes and publishes whatever it finds
+    assert "unchanged" not in fresh and fresh["version"] != third["version"]
+    assert len(kept_ids(run_dir)) == fresh["counts"]["kept"] == third["counts"]["kept"]

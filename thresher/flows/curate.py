@@ -364,7 +364,9 @@ def curate(
         _clean_up_after_a_dead_run(run, logger, lock)
         run.record_config(cfg.config_dict(), cfg.base_dir)
         progress = make_progress(quiet=quiet, logger=logger)
-        return _curate(cfg, run, files, logger, stages, progress, lock)
+        return _curate(
+            cfg, run, files, logger, stages, progress, lock, reuse_publication=not fresh
+        )
 
 
 def _lock_wait(logger: Any) -> float:
@@ -421,6 +423,50 @@ def _write_root_files(run: RunDir, manifest: dict[str, Any]) -> None:
     report_task(run)
 
 
+def publication_key(config: RunConfig, stats: list[dict[str, Any]]) -> str:
+    """What a published version is a function of: the config, every input's bytes, the code.
+
+    Selection is deterministic, so a run whose key equals the current
+    version's would publish the same rows again: it publishes nothing (a
+    nightly run over an unchanged corpus costs a listing and one index read).
+    The run directory is not part of the key (a moved run directory is the
+    same run), the evaluation sets' listings are.
+    """
+    from thresher import __version__
+
+    data = {k: v for k, v in config.config_dict().items() if k != "run_dir"}
+    inputs = [
+        [s["index"], s["name"], s.get("fingerprint"), s.get("content"), s["ingested"]]
+        for s in sorted(stats, key=lambda s: int(s["index"]))
+    ]
+    evaluation = (
+        {
+            name: [[e.location.uri, e.fingerprint()] for e in entries]
+            for name, entries in eval_set_files(config).items()
+        }
+        if config.decontaminate is not None
+        else None
+    )
+    return json_digest([data, inputs, evaluation, __version__], length=64)
+
+
+def _unchanged_publication(run: RunDir, key: str, logger: Any) -> dict[str, Any] | None:
+    """The current version's manifest when it was published with ``key`` (nothing changed)."""
+    named = publish.pointer(run.root)
+    current = run.current()
+    if named is None or current is None or named.get("publication_key") != key:
+        return None
+    if not current.manifest.is_file():
+        return None
+    logger.info(
+        "nothing changed since version %s (same config, inputs and thresher version): it stays "
+        "published; --fresh recomputes everything",
+        current.name,
+    )
+    manifest = read_json(current.manifest)
+    return {**manifest, "unchanged": True}
+
+
 def _check_lock(lock: RunLock | None) -> None:
     """RunStateError when this run lost its lock (called before each stage)."""
     if lock is not None:
@@ -460,6 +506,7 @@ def _curate(
     stages: Stages = "all",
     progress: Progress | None = None,
     lock: RunLock | None = None,
+    reuse_publication: bool = True,
 ) -> dict[str, Any]:
     timings: dict[str, float] = {}
     progress = progress or make_progress(quiet=True, logger=logger)
@@ -498,6 +545,11 @@ def _curate(
                     "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
                 }
         indices = [s["index"] for s in stats]
+        key = publication_key(cfg, stats)
+        unchanged = _unchanged_publication(run, key, logger) if reuse_publication else None
+        if unchanged is not None:
+            run.staging.delete_tree()
+            return unchanged
 
         _check_lock(lock)
         if cfg.dedup is not None:  # keyed apart: a new dedup section (or shard) re-runs it
@@ -564,7 +616,7 @@ def _curate(
     publish.publish(
         run.root,
         version,
-        {"rows": written},
+        {"rows": written, "publication_key": key},
         lock=lock,
         retention=publish.Retention(cfg.retention.versions, cfg.retention.hours),
     )

@@ -29,7 +29,15 @@ from thresher.io.localize import safe_relative
 from thresher.io.options import StorageOptions
 from thresher.keys import json_digest
 from thresher.logs import Redacting
-from thresher.redact import REDACTED, printable, redact_uris, redactions, shown
+from thresher.redact import (
+    REDACTED,
+    printable,
+    redact_known,
+    redact_uris,
+    redactions,
+    remember_secrets,
+    shown,
+)
 from thresher.reporting.card import code
 
 #: Secrets planted in a configuration: none may survive redaction.
@@ -150,6 +158,20 @@ def test_uris_lose_their_user_information_and_secret_parameters() -> None:
         "https://h/x?token=${TOKEN}": "https://h/x?token=${TOKEN}",
     }
     assert {text: redact_uris(text) for text in cases} == cases
+
+
+def test_secrets_of_a_config_are_found_in_free_text(tmp_path: Path) -> None:
+    """A store's message may quote a secret outside any URI (botocore names the bucket)."""
+    data = secret_config(tmp_path)
+    data["storage_options"]["s3"]["weird"] = "abc"  # too short to look for in text
+    remember_secrets(parse_config(data, tmp_path).config_dict())
+    text = (
+        f'Invalid bucket name "reader:{PLANTED["input"]}@b"; key {PLANTED["spark"]}; '
+        f"AccountKey={PLANTED['abfs']}; abc and run_dir {tmp_path}"
+    )
+    cleaned = redact_known(text)
+    assert not [name for name, secret in PLANTED.items() if secret in cleaned], cleaned
+    assert cleaned.endswith(f"; abc and run_dir {tmp_path}")
 
 
 def test_names_are_shown_on_one_line() -> None:

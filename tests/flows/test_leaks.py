@@ -299,19 +299,18 @@ def test_hostile_file_and_column_names_stay_text_in_the_card_the_message_and_the
     result = CliRunner().invoke(app, ["run", str(config), "--quiet"], catch_exceptions=False)
     assert result.exit_code == 3, result.output  # completed, with the broken file skipped
     lines = result.output.splitlines()
+    assert not [line for line in lines if line.startswith(("error: forged", "# forged"))]
     (message,) = [line for line in lines if "completed with skipped inputs" in line]
     assert "broken\\nerror: forged line\\n# forged heading.jsonl.gz" in message
-    assert not [line for line in lines if line.startswith(("error: forged", "# forged"))]
 
     (log,) = (tmp_path / "run" / "logs").glob("*.log")
     log_lines = log.read_text(encoding="utf-8").splitlines()
-    assert [line for line in log_lines if "unreadable, skipped" in line]
     assert not [line for line in log_lines if line.startswith(("error: forged", "# forged"))]
+    (skipped,) = [line for line in log_lines if "unreadable, skipped" in line]
+    assert "broken\\nerror: forged line\\n# forged heading.jsonl.gz: unreadable" in skipped
 
     card = (tmp_path / "run" / "README.md").read_text(encoding="utf-8")
     body = card.split("---\n", 2)[2]  # the YAML header is metadata, not Markdown
-    for column in HOSTILE_COLUMNS:  # the columns really reached the card
-        assert column.replace("\n", "\\n").replace("`", "") in body.replace("`", "")
     parser = MarkdownIt("commonmark").enable("table")
     tokens = parser.parse(body)
     headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
@@ -323,6 +322,8 @@ def test_hostile_file_and_column_names_stay_text_in_the_card_the_message_and_the
         assert "&lt;img src=x onerror=alert(1)&gt;" in html
         found = re.findall(r"<h[1-6][^>]*>(.*?)</h[1-6]>", html)
         assert set(found) <= CARD_HEADINGS, found
+    for column in HOSTILE_COLUMNS:  # the names really reached the card, as text
+        assert column.replace("\n", "\\n").replace("`", "") in body.replace("`", "")
 
 
 # -- links out of the run directory ------------------------------------------------------

@@ -115,8 +115,8 @@ def redact_logs() -> None:
         logger = logging.getLogger(name)
         if _REDACTING not in logger.filters:
             logger.addFilter(_REDACTING)
-    for name in (*_STORED, *_LOGGED, None):
-        for handler in logging.getLogger(name).handlers:
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in (*_STORED, *_LOGGED))]:
+        for handler in logger.handlers:
             if _REDACTING not in handler.filters:
                 handler.addFilter(_REDACTING)
 

@@ -43,13 +43,13 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|account_key|sas)", re.I)
 
 
-class _FrozenMapping(tuple):  # type: ignore[type-arg]
+class _FrozenMapping(tuple[tuple[str, Any], ...]):
     """A nested mapping of options, as sorted ``(key, value)`` pairs: hashable, picklable."""
 
     __slots__ = ()
 
 
-class _FrozenList(tuple):  # type: ignore[type-arg]
+class _FrozenList(tuple[Any, ...]):
     """A list of options, as a tuple (hashable, picklable)."""
 
     __slots__ = ()

@@ -184,9 +184,9 @@ def _steps(manifest: dict[str, Any]) -> str:
 
 
 def _budget(budget: Any) -> str:
-    """A budget in the card: a number as it is, a sum's column as code."""
+    """A budget in the card: a number as it is, a sum (its column's name) as code."""
     if isinstance(budget, dict):
-        return f"{code(budget['sum'])} <= {int(budget['total']):,}"
+        return code(budget_label(budget))
     if isinstance(budget, int | float) and not isinstance(budget, bool):
         return str(budget)
     return code(budget)

@@ -26,8 +26,16 @@ What :func:`redact_config` removes from a configuration's plain data:
   (a URI's ``?X-Amz-Signature=``, an Azure connection string's
   ``AccountKey=``, a JDBC ``password=``).
 
-A configuration without secrets comes out unchanged, so its hash (the
+A configuration without secrets (and without literal storage options
+outside :data:`PLAIN_OPTIONS`) comes out unchanged, so its hash (the
 manifest's lineage key) does not change.
+
+Free text (log records, error messages, the card's and the report's
+paths) goes through :func:`redact_known`: the secrets of URIs, and every
+secret of a configuration this process ran (:func:`remember_secrets`),
+wherever a library quoted it. Names from a corpus or a store are shown
+with their line breaks and control characters escaped (:func:`printable`,
+:func:`shown`).
 """
 
 from __future__ import annotations

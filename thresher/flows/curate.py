@@ -388,9 +388,7 @@ def _curate_locked(
         _clean_up_after_a_dead_run(run, logger, lock)
         run.record_config(cfg.config_dict(), cfg.base_dir)
         progress = make_progress(quiet=quiet, logger=logger)
-        return _curate(
-            cfg, run, files, logger, stages, progress, lock, reuse_publication=not fresh
-        )
+        return _curate(cfg, run, files, logger, stages, progress, lock, reuse_publication=not fresh)
 
 
 def _lock_wait(logger: Any) -> float:

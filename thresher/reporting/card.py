@@ -35,6 +35,7 @@ from thresher.io import schema as S
 from thresher.io.files import data_files, read_json, read_schema, write_text_atomic
 from thresher.io.fs import Location
 from thresher.redact import redact_uris, shown
+from thresher.reporting.inputs import listing
 from thresher.run_dir import RunDir
 
 _BACKTICKS = re.compile(r"`+")
@@ -102,11 +103,21 @@ def _counts_table(rows: list[tuple[str, int]]) -> str:
 
 
 def _sources(manifest: dict[str, Any]) -> str:
-    return "\n".join(
+    """One line per input, or, for many inputs, the ones needing attention and a summary."""
+    inputs = listing(manifest["inputs"])
+    lines = [
         f"- {code(i['path'])} ({code(i['format'])}, {i['rows']:,} records, xxh3 "
         f"{code((i.get('content') or {}).get('xxh3_64', '?'))})"
-        for i in manifest["inputs"]
-    )
+        for i in inputs.shown
+    ]
+    if inputs.left_out:
+        formats = ", ".join(f"{code(fmt)} {n:,}" for fmt, n in inputs.formats.items())
+        lines.append(
+            f"- ... and {inputs.left_out:,} more inputs (damaged and most quarantined are "
+            f"listed first); every input, with its fingerprint and digest, is in "
+            f"`manifest.json`. Formats of all {inputs.total:,}: {formats}."
+        )
+    return "\n".join(lines)
 
 
 def _params(params: dict[str, Any]) -> str:

@@ -382,7 +382,7 @@ def _pair_sq_distances(
     rows: NDArray[np.floating[Any]], centroids: NDArray[np.floating[Any]]
 ) -> NDArray[np.float64]:
     """``sum((rows[i] - centroids[i])^2)`` in float64, one row at a time (batch independent)."""
-    diff = rows.astype(np.float64) - centroids.astype(np.float64)
+    diff = np.subtract(rows, centroids, dtype=np.float64)  # exact casts, one pass
     return np.einsum("ij,ij->i", diff, diff)
 
 

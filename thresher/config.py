@@ -159,7 +159,7 @@ def _resolve_paths(value: Any, resolve: Callable[[str], Location], is_path: bool
 class PartitionConfig(_Strict):
     """Partitioned selection: run a selector per k-means partition of the embeddings.
 
-    ``clusters`` partitions are fitted (faiss k-means, ``iterations``
+    ``clusters`` partitions are fitted (k-means, ``iterations``
     Lloyd steps) on a uniform sample of ``sample`` rows; every row goes to
     its nearest centroid (on Spark executors with the Spark engine), the
     budget is split across partitions on the driver, and the selector runs

@@ -148,8 +148,6 @@ def faiss_kmeans_alone(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
     """faiss k-means with thresher's settings, then every row assigned (the reference)."""
     import faiss
 
-    from thresher.selectors.kmeans import _seeding
-
     kmeans = faiss.Kmeans(
         matrix.shape[1],
         k,
@@ -157,7 +155,7 @@ def faiss_kmeans_alone(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
         seed=seed,
         verbose=False,
         min_points_per_centroid=1,
-        **_seeding(),
+        init_method=faiss.ClusteringInitMethod_AFK_MC2,
     )
     kmeans.train(matrix)
     _, labels = kmeans.index.search(matrix, 1)

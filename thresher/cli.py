@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from thresher.errors import ConfigError, ThresherError
+from thresher.redact import redact_known, remember_secrets, shown
 
 if TYPE_CHECKING:
     from thresher.config import RunConfig
@@ -86,7 +87,7 @@ def _user_errors(command: F) -> F:
             log = getattr(error, "log", None)
             where = f" (details: {log})" if log else ""
             console.print(
-                f"[bold red]error[/]: {escape(str(error))}{escape(where)}",
+                f"[bold red]error[/]: {escape(redact_known(str(error)))}{escape(where)}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -120,6 +121,7 @@ def _check_before_work(cfg: Any, inputs: bool = True) -> None:
     """Fail fast, before Prefect and Spark start: every input pattern matches, every store answers."""
     from thresher.flows.curate import check_storage
 
+    remember_secrets(cfg.config_dict())  # so that no message or log line quotes one
     if inputs:
         from thresher.preflight import require_input_columns
 
@@ -141,17 +143,21 @@ EXIT_SKIPPED_INPUTS = 3
 
 
 def _done(manifest: dict[str, Any], run_dir: Any) -> None:
-    """Print the run's summary; exit with status 3 when it skipped damaged inputs."""
+    """Print the run's summary; exit with status 3 when it skipped damaged inputs.
+
+    Paths are shown without secrets and with their control characters
+    escaped (:func:`thresher.redact.shown`): a file name cannot forge a line.
+    """
     counts = manifest["counts"]
     console.print(
         f"[bold green]done[/]: kept {counts['kept']:,}, dropped {counts['dropped']['total']:,}, "
         f"quarantined {counts['quarantined']['total']:,} of {counts['input']:,} input records\n"
-        f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}",
+        f"run directory: {escape(shown(run_dir))}\nreport: {escape(shown(run_dir / 'report.html'))}",
         soft_wrap=True,
     )
     skipped = manifest.get("skipped_inputs") or []
     if skipped:
-        names = ", ".join(item["path"] for item in skipped[:3])
+        names = escape(", ".join(shown(item["path"]) for item in skipped[:3]))
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         console.print(
             f"[bold yellow]completed with skipped inputs[/]: {len(skipped)} damaged file(s) "
@@ -219,8 +225,8 @@ def score(
         summary = curate(cfg, fresh=fresh, engine=kind, stages="score", quiet=quiet)
     console.print(
         f"[bold green]scored[/]: {summary['ingested']:,} records in {summary['shards']} shard(s) "
-        f"({summary['quarantined']:,} quarantined)\nrun directory: {cfg.run_path}\n"
-        f"next: thresher select {cfg.run_path} --budget B",
+        f"({summary['quarantined']:,} quarantined)\nrun directory: {escape(shown(cfg.run_path))}\n"
+        f"next: thresher select {escape(shown(cfg.run_path))} --budget B",
         soft_wrap=True,
     )
 
@@ -476,7 +482,8 @@ def validate(config: ConfigArg) -> None:
             f"[bold yellow]warning[/]: {escape(warning)}", highlight=False, soft_wrap=True
         )
     console.print(
-        f"[green]valid[/] {kind}: {len(files)} input file(s), run directory {cfg.run_path}"
+        f"[green]valid[/] {kind}: {len(files)} input file(s), run directory "
+        f"{escape(shown(cfg.run_path))}"
     )
 
 
@@ -485,5 +492,9 @@ def main() -> None:
     try:
         app()
     except ThresherError as error:  # raised outside a command (e.g. while parsing)
-        console.print(f"[bold red]error[/]: {escape(str(error))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]error[/]: {escape(redact_known(str(error)))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(2)

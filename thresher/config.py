@@ -14,13 +14,24 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from thresher.errors import ConfigError, StorageError
 from thresher.io.fs import FileEntry, Location, StorageOptions, expand
 from thresher.io.options import check_storage_options
 from thresher.io.readers import ReadLimits
 from thresher.keys import json_digest
+from thresher.redact import redact_config
 
 Budget = int | float
 _M = TypeVar("_M", bound=BaseModel)
@@ -148,7 +159,7 @@ def _resolve_paths(value: Any, resolve: Callable[[str], Location], is_path: bool
 class PartitionConfig(_Strict):
     """Partitioned selection: run a selector per k-means partition of the embeddings.
 
-    ``clusters`` partitions are fitted (faiss k-means, ``iterations``
+    ``clusters`` partitions are fitted (k-means, ``iterations``
     Lloyd steps) on a uniform sample of ``sample`` rows; every row goes to
     its nearest centroid (on Spark executors with the Spark engine), the
     budget is split across partitions on the driver, and the selector runs
@@ -459,13 +470,39 @@ class RunConfig(_Strict):
     def run_path(self) -> Location:
         return self.resolve(self.run_dir)
 
+    @model_serializer(mode="wrap")
+    def _serialize(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        """Dumped with its secrets redacted, unless :meth:`config_dict` asks for them.
+
+        Whatever serialises a config without asking (Prefect storing a flow
+        run's parameters, a log, an API response) gets the redacted form
+        (:func:`thresher.redact.redact_config`); the run itself keeps the values.
+        """
+        data: dict[str, Any] = handler(self)
+        return data if (info.context or {}).get("secrets") else redact_config(data)
+
     def config_dict(self) -> dict[str, Any]:
-        """The configuration as plain data (what the manifest records; secrets stay references)."""
+        """The configuration as plain data, secrets included (to rebuild or override it).
+
+        What is recorded (manifest, ``_state/config.json``) is
+        :meth:`recorded_dict`.
+        """
+        return self.model_dump(
+            mode="json", by_alias=True, exclude={"base_dir"}, context={"secrets": True}
+        )
+
+    def recorded_dict(self) -> dict[str, Any]:
+        """The configuration as recorded: plain data with every secret redacted."""
         return self.model_dump(mode="json", by_alias=True, exclude={"base_dir"})
 
     def config_hash(self) -> str:
-        """SHA-256 of the canonical JSON of the configuration (lineage key)."""
-        return json_digest(self.config_dict(), length=64)
+        """SHA-256 of the canonical JSON of the recorded configuration (lineage key).
+
+        Secrets do not count: a config without any hashes as it always did.
+        """
+        return json_digest(self.recorded_dict(), length=64)
 
     def input_files(self) -> list[FileEntry]:
         """Every input file the patterns match, sorted by URI, with its listing fingerprint.

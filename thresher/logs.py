@@ -15,6 +15,13 @@ warnings and errors only).
 The file is written locally first and copied into the run directory when
 the command ends: the run directory may be on an object store, and
 ``--fresh`` deletes it while the command runs.
+
+Every record that reaches that file, the console or Prefect's database (the
+flow and task run loggers) passes :class:`Redacting` first
+(:func:`redact_logs`): the user information and secret parameters of every
+URI in it, and every secret of the run's configuration quoted elsewhere
+(:func:`thresher.redact.remember_secrets`), are removed, and a name passed as an argument (a file name with
+a newline) is shown escaped, so that it cannot forge a line.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import Any
 
 from thresher.errors import ThresherError
 from thresher.io.fs import Location
+from thresher.redact import printable, redact_known
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 #: The loggers whose records the file gets (Spark's driver log goes there through py4j's).
@@ -87,6 +97,61 @@ def _user_error_names() -> set[str]:
     return names
 
 
+class Redacting(logging.Filter):
+    """Makes a record safe to keep: names in its arguments escaped, secrets of URIs removed.
+
+    The message is formatted once, here, and stored in place of the
+    template and its arguments (a traceback likewise), so that every
+    handler after it (console, file, Prefect's API) writes the same safe
+    text. Only the arguments are escaped: a message's own line breaks stay.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "thresher_redacted", False):
+            return True
+        if isinstance(record.args, Mapping):
+            record.args = {key: _safe_argument(value) for key, value in record.args.items()}
+        elif record.args:
+            record.args = tuple(_safe_argument(value) for value in record.args)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad template: leave it to the handler's report
+            return True
+        record.msg, record.args = redact_known(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_known(logging.Formatter().formatException(record.exc_info))
+        record.thresher_redacted = True
+        return True
+
+
+def _safe_argument(value: Any) -> Any:
+    if isinstance(value, str | PurePath | Location):
+        return printable(value)
+    return value
+
+
+_REDACTING = Redacting()
+#: Loggers whose records Prefect stores (flow and task run logs, printed lines).
+_STORED = ("prefect.flow_runs", "prefect.task_runs", "prefect.extra")
+
+
+def redact_logs() -> None:
+    """Put :class:`Redacting` before every handler that keeps thresher's or a flow run's records.
+
+    On Prefect's flow and task run loggers (what its database stores) and
+    on the handlers of those, of ``thresher`` and of the root logger (the
+    console); idempotent, called at the start of every flow run.
+    """
+    for name in _STORED:
+        logger = logging.getLogger(name)
+        if _REDACTING not in logger.filters:
+            logger.addFilter(_REDACTING)
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in (*_STORED, *_LOGGED))]:
+        for handler in logger.handlers:
+            if _REDACTING not in handler.filters:
+                handler.addFilter(_REDACTING)
+
+
 class RunLog:
     """Where a command's log goes; ``path`` is final once the command has ended."""
 
@@ -123,6 +188,7 @@ def run_log(run_dir: Location, quiet: bool = False) -> Iterator[RunLog]:
     file_handler = logging.FileHandler(log.local, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     file_handler.setLevel(logging.INFO)
+    file_handler.addFilter(_REDACTING)
     loggers = [logging.getLogger(name) for name in _LOGGED]
     saved = {logger.name: logger.level for logger in loggers}
     console_filters = [

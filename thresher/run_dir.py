@@ -40,6 +40,7 @@ from thresher.errors import RunStateError
 from thresher.io.files import read_json, read_json_or, write_json_atomic
 from thresher.io.fs import Location
 from thresher.io.publish import DATA_LINK, POINTER, VERSIONS, Version, current_version
+from thresher.redact import redact_config, redact_uris
 
 _STATE_FILE = "run.json"
 #: What ``--fresh`` keeps: the published dataset and what describes it, until the next publication.
@@ -220,8 +221,12 @@ class RunDir:
         write_json_atomic({"keys": keys}, self.state / _STATE_FILE)
 
     def record_config(self, config: dict[str, Any], base_dir: str) -> None:
-        """Record the configuration of the run now using this directory (see recorded_config)."""
-        write_json_atomic({"config": config, "base_dir": base_dir}, self.recorded_config)
+        """Record the configuration of the run now using this directory (see recorded_config).
+
+        Secrets are redacted first (:func:`thresher.redact.redact_config`).
+        """
+        record = {"config": redact_config(config), "base_dir": redact_uris(base_dir)}
+        write_json_atomic(record, self.recorded_config)
 
     def stored_ingest_stats(self) -> list[dict[str, Any]]:
         """Statistics of every shard ingested so far (the index and newer markers), by index."""

@@ -24,6 +24,7 @@ from thresher.errors import ConfigError, RunStateError
 from thresher.io import schema as S
 from thresher.io.files import data_files, read_json, read_json_or, read_parquet_files
 from thresher.io.fs import Location
+from thresher.redact import redactions, shown
 from thresher.run_dir import RunDir
 
 
@@ -36,7 +37,12 @@ def load_run(path: str | Path | Location) -> Run:
 
 
 def recorded_config(run_dir: RunDir) -> RunConfig:
-    """The configuration a run directory's latest run recorded (run_dir set to where it is now)."""
+    """The configuration a run directory's latest run recorded (run_dir set to where it is now).
+
+    A configuration recorded with secrets redacted (a Spark setting, a
+    storage option) is refused with the fields named: the config file
+    holds what the run needs.
+    """
     record = read_json_or(run_dir.recorded_config, None)
     if record is not None:
         data, base = record["config"], record["base_dir"]
@@ -44,6 +50,14 @@ def recorded_config(run_dir: RunDir) -> RunConfig:
         data, base = read_json(run_dir.manifest)["config"], run_dir.root.uri
     else:
         raise RunStateError(f"{run_dir.root} records no configuration; use the config file")
+    # inputs are not read again by a selection, and run_dir is replaced: what else lost
+    # a secret cannot be used as recorded
+    redacted = [w for w in redactions(data) if w != "run_dir" and not w.startswith("input.")]
+    if redacted:
+        raise ConfigError(
+            f"{shown(run_dir.root)} records its configuration with secrets removed "
+            f"({', '.join(redacted)}); pass the config file instead of the run directory"
+        )
     return parse_config({**data, "run_dir": run_dir.root.uri}, base_dir=base)
 
 

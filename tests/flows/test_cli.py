@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from tests.helpers.curated_run import collect_flow_log, curated_run, hostile_corpus, run_config
 from thresher.cli import app
+from thresher.io import ingest_index
 from thresher.io.files import read_json
 
 COMMANDS = ("run", "score", "select", "report", "eval", "inspect", "validate")
@@ -324,9 +325,10 @@ def test_a_run_over_the_quarantine_limit_publishes_nothing_and_a_raised_limit_re
     assert "top reasons: empty_text (6)" in output and "Nothing was published" in output
     assert (run_dir / "CURRENT").read_bytes() == published  # the previous version stays
     assert len(list((run_dir / "versions").iterdir())) == 1
-    markers = sorted((run_dir / "_state" / "ingest").glob("*.json"))
-    assert len(markers) == 2  # what was computed stays for the next run
-    stamps = [m.stat().st_mtime_ns for m in markers]
+    ingested = sorted((run_dir / "ingested").glob("*.parquet"))
+    assert len(ingested) == 2  # what was computed stays for the next run
+    assert len(ingest_index.load(run_dir / "_state" / "ingest")) == 2
+    stamps = [m.stat().st_mtime_ns for m in ingested]
 
     config = _small_job(tmp_path, corpus, max_quarantined_fraction=0.8)
     code, output = invoke("run", str(config), "--quiet")
@@ -335,7 +337,7 @@ def test_a_run_over_the_quarantine_limit_publishes_nothing_and_a_raised_limit_re
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["counts"]["quarantined"]["by_reason"] == {"empty_text": 6}
     assert manifest["counts"]["kept"] == 4
-    assert [m.stat().st_mtime_ns for m in markers] == stamps  # ingest was reused
+    assert [m.stat().st_mtime_ns for m in ingested] == stamps  # ingest was reused
 
 
 def test_quiet_keeps_the_console_short_but_writes_the_log_file(

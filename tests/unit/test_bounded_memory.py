@@ -109,3 +109,27 @@ def test_a_million_bad_lines_are_quarantined_in_bounded_memory(tmp_path: Path) -
     quarantine = pq.ParquetFile(tmp_path / "run" / "quarantine" / "shard-00000.parquet")
     assert quarantine.metadata.num_rows == 1_000_000
     assert found["peak"] < 400 << 20, f"peak RSS {found['peak'] / 2**20:.0f} MiB"
+
+
+def test_a_line_of_a_gib_is_quarantined_without_being_held(tmp_path: Path) -> None:
+    path = tmp_path / "one-line.jsonl.zst"
+    chunk = b"x" * (64 << 20)
+
+    def frame(data: bytes) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.CompressedOutputStream(sink, "zstd") as out:
+            out.write(data)
+        return sink.getvalue().to_pybytes()
+
+    body = frame(chunk)
+    after = json.dumps({"id": "after", "text": "a normal document"}).encode() + b"\n"
+    with open(path, "wb") as handle:  # one JSON line of 1 GiB, then a normal one
+        handle.write(frame(b'{"id": "huge", "text": "'))
+        for _ in range(16):
+            handle.write(body)
+        handle.write(frame(b'"}\n' + after))
+    assert path.stat().st_size < 1 << 20
+    found = _ingest_in_child(path, tmp_path / "run")
+    assert found["stats"]["quarantined_by_reason"] == {"record_too_large": 1}
+    assert found["stats"]["ingested"] == 1
+    assert found["peak"] < BOUND, f"peak RSS {found['peak'] / 2**20:.0f} MiB"

@@ -101,3 +101,25 @@ def test_size_categories() -> None:
         "10K<n<100K",
         "1M<n<10M",
     ]
+
+
+def test_many_inputs_are_summarised_with_the_damaged_and_quarantined_first(run_dir: Path) -> None:
+    from thresher.reporting.inputs import LISTED, listing
+
+    manifest = read_json(run_dir / "manifest.json")
+    template = manifest["inputs"][0]
+    inputs = [
+        {**template, "path": f"corpus/part-{i:05d}.jsonl", "format": "jsonl", "quarantined": 0}
+        for i in range(500)
+    ]
+    inputs[321]["quarantined"] = 7
+    inputs[400]["unreadable"] = {"error": "EOFError", "rows_read": 3}
+    card = render_card({**manifest, "inputs": inputs})
+    listed = re.findall(r"^- `corpus/part-(\d{5})\.jsonl`", card, flags=re.M)
+    assert len(listed) == LISTED
+    assert listed[:2] == ["00000", "00001"] and "00321" in listed and "00400" in listed
+    assert f"and {500 - LISTED:,} more inputs" in card and "`jsonl` 500" in card
+    chosen = listing(inputs).shown
+    assert chosen.index(inputs[321]) < chosen.index(inputs[400])  # shown in name order
+    few = render_card({**manifest, "inputs": inputs[:3]})
+    assert len(re.findall(r"^- `corpus/part-", few, flags=re.M)) == 3 and "more inputs" not in few

@@ -40,6 +40,84 @@ def test_kmeans_is_deterministic_and_batch_invariant() -> None:
     assert nearest_centroid(tie, centroids).tolist() == [0] * 30
 
 
+def _float64_nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The definition: smallest float64 squared distance, ties to the lower index."""
+    diff = x.astype(np.float64)[:, None, :] - centroids.astype(np.float64)[None, :, :]
+    return np.argmin(np.einsum("ijk,ijk->ij", diff, diff), axis=1)
+
+
+def test_a_near_tie_float32_gets_wrong_is_decided_in_float64() -> None:
+    # far from the origin, float32's |c|^2 - 2 x.c cannot tell the two centroids apart
+    # (their squared distances differ by 0.02; float32 resolves about 0.06 at 10^6)
+    rng = np.random.default_rng(1)
+    x = (1000.0 + rng.integers(-3, 4, size=(200, 2))).astype(np.float32)
+    centroids = np.array([[1001.0, 1000.0], [1000.0, 1001.0]], dtype=np.float32)
+    x[:, 1] += np.float32(0.01)  # every row is slightly closer to centroid 1 along y
+    centroids_sq = np.einsum("ij,ij->i", centroids, centroids)
+    rough = np.argmin(centroids_sq[None, :] - 2.0 * (x @ centroids.T), axis=1)
+    expected = _float64_nearest(x, centroids)
+    assert np.any(rough != expected)  # the fault: float32 ranking alone gets rows wrong
+    assert nearest_centroid(x, centroids).tolist() == expected.tolist()
+
+
+def test_nearest_centroid_is_the_float64_argmin_in_any_batch() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 24)).astype(np.float32)
+    centroids = x[rng.choice(3000, 300, replace=False)] + np.float32(1e-4)
+    centroids[7] = centroids[3]  # an exact tie: the lower index wins
+    x[:40] = centroids[3]
+    expected = _float64_nearest(x, centroids)
+    assert expected[:40].tolist() == [3] * 40
+    assert nearest_centroid(x, centroids).tolist() == expected.tolist()
+    alone = [int(nearest_centroid(x[i : i + 1], centroids)[0]) for i in range(0, 3000, 11)]
+    assert alone == expected[::11].tolist()
+
+
+def test_fit_is_the_same_for_any_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from thresher.selectors import kmeans
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 16)) + 4 * rng.normal(size=(30, 16))[rng.integers(0, 30, 4000)]
+    x = x.astype(np.float32)
+    first = fit_kmeans(x, 40, seed=11)
+    monkeypatch.setattr(kmeans, "_CHUNK_ENTRIES", 40 * 13)  # 13 rows per block
+    monkeypatch.setattr(kmeans, "_CHUNK_ROWS", 7)
+    again = fit_kmeans(x, 40, seed=11)
+    np.testing.assert_array_equal(first.centroids, again.centroids)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    np.testing.assert_array_equal(first.sq_distances, again.sq_distances)
+    other = fit_kmeans(x, 40, seed=12)
+    assert not np.array_equal(first.centroids, other.centroids)  # the seed matters
+
+
+def test_fit_finds_separated_clusters_and_survives_duplicates() -> None:
+    rng = np.random.default_rng(4)
+    centres = 50.0 * np.eye(5, 8)
+    truth = rng.integers(0, 5, 2000)
+    x = (centres[truth] + rng.normal(size=(2000, 8))).astype(np.float32)
+    fit = fit_kmeans(x, 5, seed=1)
+    pairs = set(zip(truth.tolist(), fit.labels.tolist(), strict=True))
+    assert len(pairs) == 5  # one cluster per blob
+    np.testing.assert_allclose(fit.sq_distances.mean(), 8.0, rtol=0.1)
+    # 6 distinct rows, 20 clusters: empty clusters are split again and again, no error
+    few = np.repeat(rng.normal(size=(6, 4)), 50, axis=0).astype(np.float32)
+    fit = fit_kmeans(few, 20, seed=2)
+    assert fit.centroids.shape == (20, 4) and np.isfinite(fit.centroids).all()
+    assert np.all(fit.sq_distances < 1e-4)  # a split moves a centroid by 1/1024 of itself
+    np.testing.assert_array_equal(fit.labels, fit_kmeans(few, 20, seed=2).labels)
+
+
+def test_spherical_fit_has_unit_centroids_and_refuses_nan() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(500, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fit = fit_kmeans(x, 8, seed=3, spherical=True)
+    np.testing.assert_allclose(np.linalg.norm(fit.centroids, axis=1), 1.0, rtol=1e-6)
+    x[3, 2] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        fit_kmeans(x, 8, seed=3)
+
+
 # -- sensitivity sampling ---------------------------------------------------------------
 
 

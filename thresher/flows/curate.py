@@ -56,7 +56,7 @@ from thresher.config import (
     parse_config,
 )
 from thresher.engines import Engine, make_engine
-from thresher.errors import ConfigError, RunStateError
+from thresher.errors import ConfigError, RunStateError, ThresherError
 from thresher.flows.retries import retry_unless_user_error
 from thresher.io import ingest_index, publish
 from thresher.io.files import check_contained, read_json, write_json_atomic
@@ -65,8 +65,10 @@ from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.io.manifest import build_manifest
 from thresher.io.shards import Shard, ShardRegistry
 from thresher.keys import json_digest
+from thresher.logs import redact_logs
 from thresher.preflight import check_losses, require_input_columns
 from thresher.progress import Progress, StageProgress, make_progress
+from thresher.redact import redact_known, remember_secrets
 from thresher.reporting.card import write_card
 from thresher.run_dir import RunDir
 from thresher.stages.decontaminate import (
@@ -333,9 +335,31 @@ def curate(
     ``run_dir`` replaces the config's run directory (a URI, or a path
     taken from the current directory: a deployment's working directory),
     so that one config can feed several deployments.
+
+    Prefect stores the parameters with the config's secrets redacted
+    (:meth:`RunConfig.recorded_dict`), and every log record and error
+    message of the run without the secrets of the URIs in it.
     """
+    redact_logs()
+    try:
+        return _curate_locked(config, fresh, engine, stages, quiet, run_dir)
+    except ThresherError as error:  # its message becomes the flow run's stored state
+        error.args = tuple(redact_known(a) if isinstance(a, str) else a for a in error.args)
+        raise
+
+
+def _curate_locked(
+    config: RunConfig | str,
+    fresh: bool,
+    engine: EngineKind | None,
+    stages: Stages,
+    quiet: bool,
+    run_dir: str | None,
+) -> dict[str, Any]:
+    """The flow's body: checks, then the stages under the run directory's lock."""
     logger = get_run_logger()
     cfg = resolve_config(config, engine, run_dir)
+    remember_secrets(cfg.config_dict())
     run = RunDir(cfg.run_path)
     check_storage(cfg)
     if stages == "select" and (fresh or not run.is_run_dir()):
@@ -364,9 +388,7 @@ def curate(
         _clean_up_after_a_dead_run(run, logger, lock)
         run.record_config(cfg.config_dict(), cfg.base_dir)
         progress = make_progress(quiet=quiet, logger=logger)
-        return _curate(
-            cfg, run, files, logger, stages, progress, lock, reuse_publication=not fresh
-        )
+        return _curate(cfg, run, files, logger, stages, progress, lock, reuse_publication=not fresh)
 
 
 def _lock_wait(logger: Any) -> float:

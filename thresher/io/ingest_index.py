@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,8 +31,9 @@ def index_location(markers: Location) -> Location:
     return markers / INDEX_NAME
 
 
-def load(markers: Location) -> dict[int, dict[str, Any]]:
+def load(markers: Location | str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     """Shard key -> statistics: the index, then the markers written since (newer)."""
+    markers = Location.of(markers)
     found: dict[int, dict[str, Any]] = {}
     entries = {e.location.name: e.location for e in markers.list_files(recursive=False)}
     index = entries.pop(INDEX_NAME, None)

@@ -15,6 +15,15 @@ is read through :func:`local_model` wherever it is loaded, on the driver
 and on every worker: a local path is returned as it is, a URI is copied
 once per process into the same cache. Fitted state keeps the URI, never a
 cache path, so a worker on another machine makes its own copy.
+
+Nothing from a store is written outside its copy: every key is checked
+before the first byte is written (:func:`safe_relative`: no absolute key,
+no ``..``, ``.`` or empty segment, no backslash or NUL), and the real
+directory of each file must lie inside the copy (a link planted in a
+shared cache is refused). Files are first written under a temporary name
+created exclusively (``O_EXCL``) with a random part, in the file's own
+directory, then renamed: another user of a shared cache cannot guess the
+name or put a link there.
 """
 
 from __future__ import annotations
@@ -22,12 +31,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
-from thresher.errors import ConfigError
+from thresher.errors import ConfigError, StorageError
 from thresher.io.fs import Location
 from thresher.keys import json_digest
+from thresher.redact import shown
 
 _INDEX = ".thresher-copy.json"
 _PUSHED = ".thresher-pushed.json"
@@ -53,7 +64,37 @@ def pull(remote: Location, local: Path) -> Path:
     return local
 
 
+def safe_relative(relative: str, where: Location | str) -> str:
+    """``relative`` (a key below ``where``) when it names a file inside a local copy.
+
+    Raises StorageError for a key that would leave the copy or is ambiguous
+    on disk: absolute, a ``..`` or ``.`` segment, an empty segment (``a//b``,
+    a trailing ``/``), a backslash, a NUL, a drive (``C:``), or the name of
+    the copy's own index.
+    """
+    parts = relative.split("/")
+    problem = None
+    if not relative or relative.startswith("/"):
+        problem = "is absolute" if relative else "is empty"
+    elif "\\" in relative or "\0" in relative:
+        problem = "holds a backslash or a NUL"
+    elif any(part in ("", ".", "..") for part in parts):
+        problem = "has an empty, '.' or '..' segment"
+    elif relative in (_INDEX, _PUSHED):
+        problem = "names a file the copy keeps for itself"
+    elif relative[1:2] == ":" and relative[0].isalpha():
+        problem = "starts with a drive"
+    if problem is not None:
+        raise StorageError(
+            f"{shown(where)}: the object {shown(relative)!r} {problem}; thresher copies no "
+            "such object to a local directory (rename it on the store)"
+        )
+    return relative
+
+
 def _copy_down(files: dict[str, Location], local: Path) -> None:
+    for relative in files:  # every key, before anything is written
+        safe_relative(relative, files[relative].parent)
     index_path = local / _INDEX
     try:
         index = json.loads(index_path.read_text())
@@ -67,15 +108,39 @@ def _copy_down(files: dict[str, Location], local: Path) -> None:
         if index.get(relative) == tag and target.is_file():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(location.read_bytes())
-        os.replace(tmp, target)
+        _check_inside(target, local)
+        _write_new(target, location.read_bytes())
         index[relative] = tag
         changed = True
     if changed:
         local.mkdir(parents=True, exist_ok=True)
-        index_path.write_text(json.dumps(index))
+        _write_new(index_path, json.dumps(index).encode())
         _mark_pushed(local, list(files))
+
+
+def _check_inside(target: Path, local: Path) -> None:
+    """Refuse a file whose real directory is not inside the copy (a link in the cache)."""
+    real_local = os.path.realpath(local)
+    real_parent = os.path.realpath(target.parent)
+    if real_parent != real_local and not real_parent.startswith(real_local + os.sep):
+        raise StorageError(
+            f"{shown(target)}: its directory leads to {shown(real_parent)}, outside the local "
+            f"copy {shown(local)}; remove the link from the cache"
+        )
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    """Write ``target`` whole: a new file of unpredictable name (O_EXCL) beside it, renamed."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o644)  # readable as a plainly written file is
+            stream.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _mark_pushed(local: Path, relatives: list[str]) -> None:
@@ -88,7 +153,7 @@ def _mark_pushed(local: Path, relatives: list[str]) -> None:
     for relative in relatives:
         stat = (local / relative).stat()
         pushed[relative] = [stat.st_size, stat.st_mtime_ns]
-    index_path.write_text(json.dumps(pushed))
+    _write_new(index_path, json.dumps(pushed).encode())
 
 
 def push(local: Path, remote: Location) -> int:
@@ -112,7 +177,7 @@ def push(local: Path, remote: Location) -> int:
             pushed[relative] = tag
             sent += 1
     if sent:
-        index_path.write_text(json.dumps(pushed))
+        _write_new(index_path, json.dumps(pushed).encode())
     return sent
 
 
@@ -141,11 +206,11 @@ def _remote_copy(uri: str, what: str, kind: str, location: Location) -> Path:
     local = cache_root() / "inputs" / json_digest(uri)
     if kind == "file":
         if not location.is_file():
-            raise ConfigError(f"{what}: {uri!r} is not a file")
+            raise ConfigError(f"{what}: {shown(uri)!r} is not a file")
         _copy_down({location.name: location}, local)
         return local / location.name
     files = {e.location.relative_to(location): e.location for e in location.list_files()}
     if not files:
-        raise ConfigError(f"{what}: {uri!r} is not a directory (no object below it)")
+        raise ConfigError(f"{what}: {shown(uri)!r} is not a directory (no object below it)")
     _copy_down(files, local)
     return local

@@ -1,7 +1,8 @@
 """manifest.json: what a training team needs to trust a pruned dataset.
 
-It records the configuration and its hash, each input file's fingerprint,
-package versions, the seed, time per stage, and counts per stage and reason
+It records the configuration (secrets redacted: :mod:`thresher.redact`) and
+its hash, each input file's fingerprint, package versions, the seed, time
+per stage, and counts per stage and reason
 that must reconcile: ``input = kept + dropped + quarantined``. With a
 ``token_count`` column (or a sum budget on another column), ``counts.tokens``
 gives the kept and ingested sums and the requested total, read from the
@@ -20,6 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from thresher.config import TOKEN_COLUMN, RunConfig
+from thresher.redact import redact_uris
 
 _PACKAGES = (
     "thresher",
@@ -93,7 +95,11 @@ def token_counts(selection: dict[str, Any]) -> dict[str, Any] | None:
 def skipped_inputs(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The damaged input files a run skipped: name, error and the records read before it."""
     return [
-        {"path": s["name"], "error": s["unreadable"]["error"], "rows_read": s["rows_in"]}
+        {
+            "path": redact_uris(s["name"]),
+            "error": redact_uris(str(s["unreadable"]["error"])),
+            "rows_read": s["rows_in"],
+        }
         for s in sorted(shards, key=lambda s: s["name"])
         if s.get("unreadable")
     ]
@@ -122,14 +128,14 @@ def build_manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": version,
         "data": f"versions/{version}/data/",
-        "config": config.config_dict(),
+        "config": config.recorded_dict(),
         "config_hash": config.config_hash(),
         "seed": config.seed,
         "engine": engine,
         "inputs": [
             {
                 "index": s["index"],
-                "path": s["name"],
+                "path": redact_uris(s["name"]),
                 "format": s["format"],
                 "fingerprint": s.get("fingerprint"),
                 "content": s.get("content"),
@@ -137,7 +143,16 @@ def build_manifest(
                 "rows": s["rows_in"],
                 "ingested": s["ingested"],
                 "quarantined": s["quarantined"],
-                **({"unreadable": s["unreadable"]} if s.get("unreadable") else {}),
+                **(
+                    {
+                        "unreadable": {
+                            **s["unreadable"],
+                            "error": redact_uris(str(s["unreadable"]["error"])),
+                        }
+                    }
+                    if s.get("unreadable")
+                    else {}
+                ),
             }
             for s in sorted(shards, key=lambda s: s["name"])
         ],

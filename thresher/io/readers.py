@@ -297,7 +297,7 @@ def _opened(shard: Shard, open_: Callable[[], Any]) -> Any:
         raise InputError(f"{shard.name}: the file vanished since it was listed") from None
 
 
-def _decompressed(handle: io.BufferedReader, compression: str | None) -> Any:
+def _decompressed(handle: Any, compression: str | None) -> Any:
     if compression is None:
         return handle
     if compression == "gzip":

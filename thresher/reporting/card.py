@@ -10,6 +10,12 @@ directory the paths are relative to it, where the card lives, and for a
 run directory on an object store they are full URIs, so the load snippets
 work as written.
 
+Every string taken from the corpus or the configuration (file names,
+column names, reasons, step names, parameters, errors, paths) is shown as
+an inline code span (:func:`code`): no renderer reads it as HTML, a link, a
+heading or a table cell, and a newline in it is shown as ``\\n``. Paths are
+shown without the user information of their URIs (:mod:`thresher.redact`).
+
 References
 ----------
 Hugging Face, "Dataset Cards" and "Manual Configuration" (the ``configs``
@@ -19,6 +25,7 @@ YAML field), https://huggingface.co/docs/hub/datasets-cards.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +34,39 @@ import yaml
 from thresher.io import schema as S
 from thresher.io.files import data_files, read_json, read_schema, write_text_atomic
 from thresher.io.fs import Location
+from thresher.redact import redact_uris, shown
+from thresher.reporting.inputs import listing
 from thresher.run_dir import RunDir
+
+_BACKTICKS = re.compile(r"`+")
+
+
+def code(text: Any, *, table: bool = False) -> str:
+    """``text`` as a Markdown inline code span that every renderer shows literally.
+
+    The fence is one backtick longer than the longest run of backticks in
+    the text (CommonMark), padded with a space where the text starts or
+    ends with a backtick or a space; line breaks and other control
+    characters are escaped (``\\n``), so the span stays on its line; in a
+    table cell (``table``) a ``|`` is escaped, as GFM tables require even
+    inside code.
+    """
+    body = shown(text)
+    if table:
+        body = body.replace("|", "\\|")
+    if not body:
+        return "` `"
+    fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(body)), default=0))
+    # CommonMark strips one space from each end when both ends have one (not when all are)
+    pad = (body[0] == "`" or body[-1] == "`" or body[0] == " " or body[-1] == " ") and bool(
+        body.strip(" ")
+    )
+    return f"{fence} {body} {fence}" if pad else f"{fence}{body}{fence}"
+
+
+def _literal(text: str) -> str:
+    """A Python string literal of ``text`` (for the load snippets): quotes and newlines escaped."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def size_category(n: int) -> str:
@@ -57,27 +96,39 @@ def _header(manifest: dict[str, Any], data: str) -> str:
 
 
 def _counts_table(rows: list[tuple[str, int]]) -> str:
+    """Rows of (already escaped) labels and counts."""
     lines = ["| | records |", "|---|---:|"]
     lines += [f"| {name} | {value:,} |" for name, value in rows]
     return "\n".join(lines)
 
 
 def _sources(manifest: dict[str, Any]) -> str:
-    return "\n".join(
-        f"- `{i['path']}` ({i['format']}, {i['rows']:,} records, xxh3 `{(i.get('content') or {}).get('xxh3_64', '?')}`)"
-        for i in manifest["inputs"]
-    )
+    """One line per input, or, for many inputs, the ones needing attention and a summary."""
+    inputs = listing(manifest["inputs"])
+    lines = [
+        f"- {code(i['path'])} ({code(i['format'])}, {i['rows']:,} records, xxh3 "
+        f"{code((i.get('content') or {}).get('xxh3_64', '?'))})"
+        for i in inputs.shown
+    ]
+    if inputs.left_out:
+        formats = ", ".join(f"{code(fmt)} {n:,}" for fmt, n in inputs.formats.items())
+        lines.append(
+            f"- ... and {inputs.left_out:,} more inputs (damaged and most quarantined are "
+            f"listed first); every input, with its fingerprint and digest, is in "
+            f"`manifest.json`. Formats of all {inputs.total:,}: {formats}."
+        )
+    return "\n".join(lines)
 
 
 def _params(params: dict[str, Any]) -> str:
-    return f" with `{json.dumps(params, sort_keys=True)}`" if params else ""
+    return f" with {code(json.dumps(params, sort_keys=True))}" if params else ""
 
 
 def _scorers(config: dict[str, Any]) -> str:
     lines = []
     for scorer in config["scorers"]:
         column = scorer.get("column") or scorer["name"]
-        lines.append(f"- `{column}`: scorer `{scorer['name']}`{_params(scorer['params'])}")
+        lines.append(f"- {code(column)}: scorer {code(scorer['name'])}{_params(scorer['params'])}")
     return "\n".join(lines) or "- none"
 
 
@@ -90,15 +141,15 @@ def _dedup(config: dict[str, Any], counts: dict[str, Any]) -> str:
     settings = config.get("dedup")
     lines = []
     if settings:
-        shown = {k: v for k, v in settings.items() if v is not None}
-        lines.append(f"Near-duplicate removal: `{json.dumps(shown, sort_keys=True)}`.")
+        given = {k: v for k, v in settings.items() if v is not None}
+        lines.append(f"Near-duplicate removal: {code(json.dumps(given, sort_keys=True))}.")
         lines.append("One keeper per duplicate cluster is kept (`dedup/clusters/`).")
     else:
         lines.append("No near-duplicate removal configured.")
     lines.append("Rows whose id repeats an earlier row's are dropped as `duplicate_id`.")
     if removed:
         lines.append(
-            "Removed: " + ", ".join(f"`{r}` {n:,}" for r, n in sorted(removed.items())) + "."
+            "Removed: " + ", ".join(f"{code(r)} {n:,}" for r, n in sorted(removed.items())) + "."
         )
     return " ".join(lines)
 
@@ -125,7 +176,8 @@ def _decontamination(manifest: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     lines += [
-        f"| `{name}` | {info['items']:,} | {info['documents']:,} | {info['matched']:,} |"
+        f"| {code(name, table=True)} | {info['items']:,} | {info['documents']:,} "
+        f"| {info['matched']:,} |"
         for name, info in section["sets"].items()
     ]
     return "\n".join(lines) + "\n\n"
@@ -134,12 +186,28 @@ def _decontamination(manifest: dict[str, Any]) -> str:
 def _steps(manifest: dict[str, Any]) -> str:
     lines = []
     for number, step in enumerate(manifest["selection_steps"], start=1):
-        budget = f", budget {budget_label(step['budget'])}" if step["budget"] is not None else ""
+        budget = f", budget {_budget(step['budget'])}" if step["budget"] is not None else ""
         lines.append(
-            f"{number}. **{step['role']}** `{step['step']}`{_params(step.get('params') or {})}"
+            f"{number}. **{_word(step['role'])}** {code(step['step'])}"
+            f"{_params(step.get('params') or {})}"
             f"{budget}: {step['rows_in']:,} rows in, {step['kept']:,} kept"
         )
     return "\n".join(lines)
+
+
+def _budget(budget: Any) -> str:
+    """A budget in the card: a number as it is, a sum (its column's name) as code."""
+    if isinstance(budget, dict):
+        return code(budget_label(budget))
+    if isinstance(budget, int | float) and not isinstance(budget, bool):
+        return str(budget)
+    return code(budget)
+
+
+def _word(text: Any) -> str:
+    """A word thresher writes (a step's role) as it is; anything else as code."""
+    text = str(text)
+    return text if re.fullmatch(r"[A-Za-z_]+", text) else code(text)
 
 
 def _columns(schema: pa.Schema | None) -> str:
@@ -150,7 +218,7 @@ def _columns(schema: pa.Schema | None) -> str:
         note = ""
         if field.name == S.IMPORTANCE_WEIGHT:
             note = ": importance weight (see below)"
-        lines.append(f"- `{field.name}` ({field.type}){note}")
+        lines.append(f"- {code(field.name)} ({_word(field.type)}){note}")
     return "\n".join(lines) + "\n"
 
 
@@ -168,8 +236,10 @@ def _skipped(manifest: dict[str, Any]) -> str:
         "|---|---:|---|",
     ]
     for item in skipped:
-        error = str(item["error"]).replace("|", "\\|")
-        lines.append(f"| `{item['path']}` | {item['rows_read']:,} | {error} |")
+        lines.append(
+            f"| {code(item['path'], table=True)} | {item['rows_read']:,} "
+            f"| {code(item['error'], table=True)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -230,31 +300,31 @@ def _load(weighted: bool, data: str, root: str, local: bool, retention: str = ""
 
 ```python
 import pandas as pd
-df = pd.read_parquet("{data}")
+df = pd.read_parquet({_literal(data)})
 ```
 
 ```python
 import pyarrow.dataset as ds
-table = ds.dataset("{data}", format="parquet").to_table()
+table = ds.dataset({_literal(data)}, format="parquet").to_table()
 ```
 
 ```python
 import polars as pl
-df = pl.read_parquet("{data}*.parquet")
+df = pl.read_parquet({_literal(data + "*.parquet")})
 ```
 
 ```python
 from datasets import load_dataset
-dataset = load_dataset("parquet", data_files="{data}*.parquet", split="train")
+dataset = load_dataset("parquet", data_files={_literal(data + "*.parquet")}, split="train")
 ```
 {weight_line}
-These files are version `{data.rstrip("/").split("/")[-2]}` of the run. {retention}
-A later run publishes a new version and moves the pointer `{root}CURRENT` (a
-small JSON file naming the current version); `thresher.load_run("{root or "."}").data`
+These files are version {code(data.rstrip("/").split("/")[-2])} of the run. {retention}
+A later run publishes a new version and moves the pointer {code(root + "CURRENT")} (a
+small JSON file naming the current version); {code(f"thresher.load_run({_literal(root or '.')}).data")}
 follows it. {latest}
 
-What was not kept is in `{data[: -len("data/")]}dropped/` (`id, reason, detail` for
-every dropped row) and `{root}quarantine/` (rows that could not be used at all,
+What was not kept is in {code(data[: -len("data/")] + "dropped/")} (`id, reason, detail` for
+every dropped row) and {code(root + "quarantine/")} (rows that could not be used at all,
 with the reason and the raw record).
 """
 
@@ -264,6 +334,7 @@ def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None, root:
 
     ``root`` is the run directory's URI with a trailing slash for a run on
     an object store, and empty for a local one (paths relative to the card).
+    Every string from the manifest or the schema is escaped (:func:`code`).
     """
     data = f"{root}{manifest.get('data', 'data/')}"
     local = not root
@@ -275,14 +346,21 @@ def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None, root:
         ("quarantined (unusable)", counts["quarantined"]["total"]),
         ("dropped", counts["dropped"]["total"]),
         ("kept", counts["kept"]),
-        *[(f"dropped: `{r}`", n) for r, n in counts["dropped"]["by_reason"].items()],
-        *[(f"quarantined: `{r}`", n) for r, n in counts["quarantined"]["by_reason"].items()],
+        *[
+            (f"dropped: {code(r, table=True)}", n)
+            for r, n in counts["dropped"]["by_reason"].items()
+        ],
+        *[
+            (f"quarantined: {code(r, table=True)}", n)
+            for r, n in counts["quarantined"]["by_reason"].items()
+        ],
     ]
     tokens = counts.get("tokens")
     if tokens:
-        rows.insert(4, (f"kept `{tokens['column']}` (sum)", tokens["kept"]))
+        column = code(tokens["column"], table=True)
+        rows.insert(4, (f"kept {column} (sum)", tokens["kept"]))
         if tokens.get("requested") is not None:
-            rows.insert(5, (f"requested `{tokens['column']}` (budget)", tokens["requested"]))
+            rows.insert(5, (f"requested {column} (budget)", tokens["requested"]))
     balance = (
         f"{counts['input']:,} = {counts['kept']:,} + {counts['dropped']['total']:,} + "
         f"{counts['quarantined']['total']:,}"
@@ -294,8 +372,8 @@ def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None, root:
 
 Selected by thresher from {len(manifest["inputs"])} input shard(s): {counts["kept"]:,} of
 {counts["input"]:,} input records kept ({counts["kept"] / max(counts["input"], 1):.1%}).
-Load it in one line: `pd.read_parquet("{data}")` (pandas).
-The run report with plots is `{root}report.html`.
+Load it in one line: {code(f"pd.read_parquet({_literal(data)})")} (pandas).
+The run report with plots is {code(root + "report.html")}.
 
 ## Source
 
@@ -303,7 +381,7 @@ The run report with plots is `{root}report.html`.
 
 ## Method and parameters
 
-Scores (one column per scorer in `{root}scores/`):
+Scores (one column per scorer in {code(root + "scores/")}):
 
 {_scorers(config)}
 
@@ -313,7 +391,7 @@ Duplicates: {_dedup(config, counts)}
 
 {_steps(manifest)}
 
-Seed `{manifest["seed"]}`, engine `{manifest["engine"]}`.
+Seed {code(manifest["seed"])}, engine {code(manifest["engine"])}.
 
 {_columns(schema)}{_weights(weighted)}
 ## Counts
@@ -326,9 +404,9 @@ quarantined (`quarantine/`, with its reason): {balance}.
 {_load(weighted, data, root, local, _retention(manifest))}
 ## Lineage
 
-Config hash `{manifest["config_hash"]}` (SHA-256 of the canonical JSON of the
+Config hash {code(manifest["config_hash"])} (SHA-256 of the canonical JSON of the
 configuration), made by thresher {version} on {manifest["created"]}. The full
-configuration, input fingerprints and package versions are in `{root}manifest.json`.
+configuration, input fingerprints and package versions are in {code(root + "manifest.json")}.
 """
 
 
@@ -344,6 +422,6 @@ def write_card(run_dir: str | Location, manifest: dict[str, Any] | None = None) 
     """Write ``RUN_DIR/README.md`` from the manifest and the published dataset."""
     run = RunDir(run_dir)
     manifest = manifest if manifest is not None else read_json(run.manifest)
-    root = "" if run.root.is_local else run.root.uri.rstrip("/") + "/"
+    root = "" if run.root.is_local else redact_uris(run.root.uri.rstrip("/")) + "/"
     write_text_atomic(render_card(manifest, data_schema(run.root), root), run.card)
     return run.card

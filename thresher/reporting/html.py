@@ -17,6 +17,7 @@ from jinja2 import Environment
 
 from thresher.io.files import write_text_atomic
 from thresher.io.fs import Location
+from thresher.redact import redact_uris
 from thresher.reporting import plots
 from thresher.reporting.card import budget_label
 from thresher.reporting.data import ReportData, gather
@@ -60,8 +61,8 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
     context: dict[str, Any] = {
         "version": __version__,
         "style": STYLE,
-        "title": data.run_dir.name,
-        "run_dir": str(data.run_dir),
+        "title": redact_uris(str(data.run_dir)).rstrip("/").rsplit("/", 1)[-1],
+        "run_dir": redact_uris(str(data.run_dir)),
         "manifest": manifest,
         "notes": data.notes,
         "input_count": data.input_count,

@@ -27,8 +27,10 @@ be negative).
 
 Determinism: neighbours are searched in float32 by faiss with a few spare
 candidates, and then re-ranked by float64 distances recomputed row by row
-(ties by row position); the result does not depend on faiss's thread
-count or on how rows were batched. Nothing is random: ``random_state``
+(ties by row position); a row whose candidates might miss a neighbour
+(float32's error bound; duplicates, near-ties) is searched again with more,
+so the result does not depend on faiss's thread count or on how rows were
+batched. Nothing is random: ``random_state``
 is accepted for the common interface only.
 
 Cost: the exact kNN search is O(n^2 d) (run it per k-means partition for
@@ -76,6 +78,14 @@ def knn_graph(
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Each row's nearest other rows and their Euclidean distances, nearest first.
 
+    faiss fetches a few more candidates than asked in float32; they are
+    re-ranked by float64 distances recomputed row by row (ties by row
+    position). A row keeps its neighbours only when every row faiss did not
+    fetch is provably farther than its last neighbour (float32's error
+    bound, as in :func:`~thresher.selectors.kmeans.nearest_centroid`);
+    otherwise it is searched again with four times the candidates, up to
+    all rows. So the graph does not depend on faiss's threads or batches.
+
     Parameters
     ----------
     matrix : ndarray, shape (n, d)
@@ -96,25 +106,46 @@ def knn_graph(
     k = min(int(n_neighbors), n - 1)
     if k <= 0:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0))
-    fetch = min(n, k + 1 + _SPARE)
     index = faiss.IndexFlatL2(d)
     index.add(x)
-    with faiss_threads(float(n) * n * d):
-        _, candidates = index.search(x, fetch)
-    x64 = x.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    # faiss's |x|^2 + |y|^2 - 2 x.y errs by at most (gamma_d + 2u)(|x| + |y|)^2; twice that
+    margin = 2.0 * (1.1 * d + 2.0) * 2.0**-24 * (norms + norms.max()) ** 2 + d * 2.0**-120
     neighbors = np.empty((n, k), dtype=np.int64)
     distances = np.empty((n, k), dtype=np.float64)
-    for start in range(0, n, _CHUNK_ROWS):
-        rows = np.arange(start, min(n, start + _CHUNK_ROWS))
-        found = candidates[rows].astype(np.int64)
-        found = np.where(found < 0, rows[:, None], found)  # faiss pads with -1
-        diff = x64[found] - x64[rows][:, None, :]
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-        dist[found == rows[:, None]] = np.inf  # never a row's own neighbour
-        order = np.lexsort((found, dist), axis=1)
-        neighbors[rows] = np.take_along_axis(found, order, axis=1)[:, :k]
-        distances[rows] = np.take_along_axis(dist, order, axis=1)[:, :k]
+    pending = np.arange(n)
+    fetch = min(n, k + 1 + _SPARE)
+    while pending.size:
+        with faiss_threads(float(pending.size) * n * d):
+            fetched, candidates = index.search(x[pending], fetch)
+        unsure = []
+        for start in range(0, pending.size, _CHUNK_ROWS):
+            part = slice(start, start + _CHUNK_ROWS)
+            rows = pending[part]
+            found, squared = _rerank(x, rows, candidates[part].astype(np.int64), k)
+            neighbors[rows] = found
+            distances[rows] = np.sqrt(squared)
+            if fetch < n:  # rows faiss left out are farther than the k-th neighbour by the margin
+                last = fetched[part, -1].astype(np.float64)
+                unsure.append(rows[squared[:, -1] >= last - margin[rows]])
+        pending = np.concatenate(unsure) if unsure else pending[:0]
+        fetch = min(n, 4 * fetch)
     return neighbors, distances
+
+
+def _rerank(
+    x: NDArray[np.float32], rows: NDArray[np.int64], found: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The k nearest of each row's candidates (itself excluded) by float64 squared distance."""
+    found = np.where(found < 0, rows[:, None], found)  # faiss pads with -1
+    diff = x[found].astype(np.float64) - x[rows].astype(np.float64)[:, None, :]
+    sq = np.einsum("ijk,ijk->ij", diff, diff)
+    sq[found == rows[:, None]] = np.inf  # never a row's own neighbour
+    order = np.lexsort((found, sq), axis=1)
+    return (
+        np.take_along_axis(found, order, axis=1)[:, :k],
+        np.take_along_axis(sq, order, axis=1)[:, :k],
+    )
 
 
 def forward_pass(

@@ -22,7 +22,10 @@ only as far as that point can lie (the most rows whose sizes, smallest
 first, fit in the total).
 
 Runs with numpy on the CPU, with torch on a GPU when ``device`` resolves to
-one (``"auto"``: the GPU Spark assigned, else the first CUDA device).
+one (``"auto"``: the GPU Spark assigned, else the first CUDA device). On
+the CPU the kernel rows are numpy's own single-threaded sums (``einsum``),
+not BLAS, whose rounding depends on the thread count: the greedy choices,
+which can hinge on near-ties, are the same at any number of threads.
 
 References
 ----------
@@ -108,12 +111,12 @@ def greedy_map_numpy(
     while m < k and d2[j] >= MIN_GAIN:
         order[m], gains[m] = j, float(d2[j])
         if m + 1 < k:
-            np.matmul(b, b[j], out=row)  # kernel row L_j, built in place
+            np.einsum("ij,j->i", b, b[j], out=row)  # kernel row L_j, built in place
             row *= q
             row *= q[j]
             row[j] += ridge * q[j] * q[j]
             if m:
-                row -= cis[:m, j] @ cis[:m]
+                row -= np.einsum("t,ti->i", cis[:m, j], cis[:m])
             row /= np.sqrt(d2[j])
             cis[m] = row
             d2 -= row * row

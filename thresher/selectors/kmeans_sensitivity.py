@@ -135,7 +135,7 @@ def systematic_sample(pi: NDArray[np.float64], rng: np.random.Generator) -> NDAr
 
 
 class KMeansSensitivitySelector(Partitionable, Selector):
-    """Sensitivity sampling over faiss k-means clusters (see module docstring).
+    """Sensitivity sampling over k-means clusters (see module docstring).
 
     Weights go to :attr:`Selection.weights` (the pipeline writes them to the
     dataset's ``importance_weight`` column); groups are the clusters.

@@ -34,7 +34,7 @@ learning at web-scale through semantic deduplication", 2023.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -79,37 +79,83 @@ def _blocks(n: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
-def similar_earlier_pairs(
-    rows: NDArray[np.float32], threshold: float
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+def _margin(rows: NDArray[np.float32]) -> float:
+    """Twice the largest float32 error of ``rows[i] . rows[j]``, with a factor 2 to spare.
+
+    A dot product of d terms errs by at most ``gamma_d |x| |y|`` in any
+    summation order, so BLAS (whose order depends on threads and blocking)
+    can only decide a comparison that is further than this from the threshold.
+    """
+    if rows.shape[0] == 0:
+        return 0.0
+    largest = float(np.max(np.einsum("ij,ij->i", rows, rows, dtype=np.float64)))
+    return 2.0 * (1.1 * rows.shape[1] + 1.0) * 2.0**-24 * largest + rows.shape[1] * 2.0**-120
+
+
+def _exact_similarity(
+    rows: NDArray[np.float32], first: NDArray[np.int64], second: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """``rows[first] . rows[second]`` in float64, one pair at a time (batch independent)."""
+    return np.einsum("ij,ij->i", rows[first].astype(np.float64), rows[second].astype(np.float64))
+
+
+class SimilarPairs(NamedTuple):
+    """Pairs (i, j), i < j, of rows at least as similar as a threshold, sorted by j then i.
+
+    ``similarity`` is BLAS's float32 value; :meth:`above` compares it with a
+    threshold and decides the pairs within float32's error of it on their
+    float64 similarity, so the answer does not depend on threads or blocks.
+    """
+
+    earlier: NDArray[np.int64]
+    later: NDArray[np.int64]
+    similarity: NDArray[np.float32]
+    rows: NDArray[np.float32]
+    margin: float
+    exact: NDArray[np.float64]  # float64 similarity, NaN until needed
+
+    def above(self, threshold: float) -> NDArray[np.bool_]:
+        """Which pairs have similarity > threshold (exactly, see class docstring)."""
+        approx = self.similarity.astype(np.float64)
+        unsure = np.flatnonzero(np.abs(approx - threshold) <= self.margin)
+        missing = unsure[np.isnan(self.exact[unsure])]
+        if missing.size:
+            self.exact[missing] = _exact_similarity(
+                self.rows, self.earlier[missing], self.later[missing]
+            )
+        result = approx > threshold
+        result[unsure] = self.exact[unsure] > threshold
+        return result
+
+
+def similar_earlier_pairs(rows: NDArray[np.float32], threshold: float) -> SimilarPairs:
     """Pairs (i, j), i < j, with cosine ``rows[i] . rows[j] > threshold``, sorted by j then i."""
+    margin = _margin(rows)
     found_i, found_j, found_s = [], [], []
     for start, stop in _blocks(rows.shape[0]):
         sims = rows[start:stop] @ rows[:stop].T
-        later, earlier = np.nonzero(sims > threshold)
+        later, earlier = np.nonzero(sims > threshold - margin)
         later = later + start
         below = earlier < later
         found_i.append(earlier[below])
         found_j.append(later[below])
         found_s.append(sims[later[below] - start, earlier[below]])
-    if not found_i:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return (
-        np.concatenate(found_i).astype(np.int64),
-        np.concatenate(found_j).astype(np.int64),
-        np.concatenate(found_s),
+    earlier_all = np.concatenate(found_i).astype(np.int64) if found_i else np.zeros(0, np.int64)
+    later_all = np.concatenate(found_j).astype(np.int64) if found_j else np.zeros(0, np.int64)
+    sims_all = np.concatenate(found_s) if found_s else np.zeros(0, np.float32)
+    pairs = SimilarPairs(
+        earlier_all, later_all, sims_all, rows, margin, np.full(sims_all.size, np.nan)
+    )
+    keep = pairs.above(threshold)
+    return SimilarPairs(
+        earlier_all[keep], later_all[keep], sims_all[keep], rows, margin, pairs.exact[keep]
     )
 
 
-def greedy_keep(
-    n: int,
-    pairs: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]],
-    threshold: float,
-) -> NDArray[np.bool_]:
+def greedy_keep(n: int, pairs: SimilarPairs, threshold: float) -> NDArray[np.bool_]:
     """Scan rows 0..n-1; drop a row whose similarity to an earlier *kept* row exceeds threshold."""
-    earlier, later, sims = pairs
-    mask = sims > threshold
-    earlier, later = earlier[mask], later[mask]
+    mask = pairs.above(threshold)
+    earlier, later = pairs.earlier[mask], pairs.later[mask]
     keep = np.ones(n, dtype=bool)
     if later.size == 0:
         return keep
@@ -122,16 +168,26 @@ def greedy_keep(
 
 
 def redundancy(rows: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Largest cosine similarity of each row to any earlier row (-inf for the first row)."""
+    """Largest cosine similarity of each row to any earlier row (-inf for the first row).
+
+    BLAS finds the candidates within float32's error of each row's largest
+    similarity; the largest is then taken over their float64 similarities.
+    """
     n = rows.shape[0]
     out = np.full(n, -np.inf)
+    margin = _margin(rows)
     for start, stop in _blocks(n):
         if stop <= 1:
             continue
         sims = rows[start:stop] @ rows[: stop - 1].T  # rows before the block's last one
         positions = np.arange(start, stop)
         sims[np.arange(stop - 1)[None, :] >= positions[:, None]] = -np.inf
-        out[start:stop] = sims.max(axis=1)
+        best = sims.max(axis=1).astype(np.float64)
+        which, earlier = np.nonzero((sims >= (best - 2.0 * margin)[:, None]) & (sims > -np.inf))
+        exact = _exact_similarity(rows, which + start, earlier.astype(np.int64))
+        largest = np.full(stop - start, -np.inf)
+        np.maximum.at(largest, which, exact)
+        out[start:stop] = largest
     return out
 
 

@@ -91,7 +91,7 @@ def ingest_to_run(
         )
     if result.quarantined == 0:
         quarantine_path.delete()
-    stats = {
+    stats: dict[str, Any] = {
         "index": shard.index,
         "name": shard.name,
         "format": result.format,
@@ -109,7 +109,7 @@ def ingest_to_run(
         stats["compression"] = result.compression
     if result.unreadable is not None:
         stats["unreadable"] = result.unreadable
-    if stats["rows_in"] != stats["ingested"] + stats["quarantined"]:  # a bug, never bad input
+    if result.rows_in != result.ingested + result.quarantined:  # a bug, never bad input
         raise AssertionError(f"ingest lost rows of {shard.name}: {stats}")
     write_json_atomic(stats, marker)
     return {**stats, "reused": False}

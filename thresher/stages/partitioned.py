@@ -7,7 +7,7 @@ sample and one row of statistics per partition, never a row per document:
 1. **Sample.** The ``sample`` rows with the smallest seeded hash of their id
    (a uniform sample without replacement, from ``(seed, step)`` only) are
    gathered on the driver, in input order, and ``clusters`` centroids are
-   fitted on their embeddings with faiss k-means.
+   fitted on their embeddings with k-means (:mod:`thresher.selectors.kmeans`).
 2. **Assign.** Every row goes to its nearest centroid (squared L2, near-ties
    decided in float64 so that batching cannot change the answer), with its
    squared distance, where the row is.
@@ -101,7 +101,7 @@ def partition_random_state(seed: int, step: int, partition: int) -> np.random.Ge
 
 
 def sample_seeds(job: PartitionJob) -> tuple[int, int]:
-    """(hash seed of the centroid sample, faiss seed), from ``(seed, step)`` only."""
+    """(hash seed of the centroid sample, k-means seed), from ``(seed, step)`` only."""
     rng = np.random.default_rng([job.seed, job.step, 0, 1])  # apart from the partition streams
     return seed_material(job.seed, job.step, 0, 1), seed_from(rng)
 

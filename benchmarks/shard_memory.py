@@ -32,8 +32,10 @@ markdown table of every JSON present is printed and written to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -203,7 +205,16 @@ def _role(pid: int, root: int, cmdline: str) -> str:
     return "other"
 
 
-def run_once(shard: Path, engine: str, work: Path, batch_size: int) -> dict[str, Any]:
+def _tree_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        total += _status(pid).get("VmRSS", 0) * 1024
+    return total
+
+
+def run_once(
+    shard: Path, engine: str, work: Path, batch_size: int, kill_above: int | None = None
+) -> dict[str, Any]:
     """``thresher run`` on one shard in a child process; peak memory per process role."""
     import yaml
 
@@ -217,6 +228,8 @@ def run_once(shard: Path, engine: str, work: Path, batch_size: int) -> dict[str,
         "selector": {"name": "random", "budget": 0.5},
         "engine": {
             "kind": engine,
+            # the local engine's driver holds the whole-table steps: let it (this measures workers)
+            "driver_max_rows": 100_000_000,
             "batch_size": batch_size,
             "spark": {"master": "local[*]", "conf": {}},
         },
@@ -244,8 +257,15 @@ def run_once(shard: Path, engine: str, work: Path, batch_size: int) -> dict[str,
     output: list[bytes] = []
     reader = threading.Thread(target=lambda: output.append(child.stdout.read()), daemon=True)
     reader.start()
+    killed = False
     while child.poll() is None:
-        for pid in _descendants(child.pid):
+        tree = _descendants(child.pid)
+        if kill_above is not None and _tree_rss(tree) > kill_above:
+            for pid in reversed(tree):  # the machine would run out of memory: stop it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed = True
+        for pid in tree:
             status = _status(pid)
             if "VmHWM" not in status:
                 continue
@@ -256,7 +276,9 @@ def run_once(shard: Path, engine: str, work: Path, batch_size: int) -> dict[str,
     reader.join()
     text = b"".join(output).decode("utf-8", "replace")
     result: dict[str, Any] = {"engine": engine, "wall": wall, "returncode": child.returncode}
-    if child.returncode != 0:
+    if killed:
+        result["error"] = f"stopped: the process tree passed {_human(kill_above or 0)}"
+    elif child.returncode != 0:
         result["error"] = text[-3000:]
     for role in ("worker", "driver", "jvm"):
         result[f"{role}_peak_rss"] = max((p for r, p in peaks.values() if r == role), default=0)
@@ -304,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "thresher-shards"))
     parser.add_argument("--quick", action="store_true", help="20M and 100M Parquet shards")
     parser.add_argument("--report", action="store_true", help="only rewrite the table")
+    parser.add_argument(
+        "--kill-above", default="20G", help="stop a run whose process tree passes this RSS"
+    )
     args = parser.parse_args(argv)
     if not args.report:
         cache = Path(args.cache)
@@ -320,7 +345,9 @@ def main(argv: list[str] | None = None) -> None:
             data_bytes = decompressed or shard.stat().st_size
             for engine in args.engines.split(","):
                 with tempfile.TemporaryDirectory(prefix="thresher-bench-memory-") as work:
-                    result = run_once(shard, engine, Path(work), args.batch_size)
+                    result = run_once(
+                        shard, engine, Path(work), args.batch_size, parse_size(args.kill_above)
+                    )
                 result.update(
                     label=args.label,
                     format=fmt,

@@ -78,12 +78,19 @@ def read_json_or(target: PathLike, default: Any) -> Any:
         return default
 
 
+#: Reading a column chunk a page at a time: what a batch costs, not its row group.
+READ_BUFFER = 1 << 20
+
+
 def parquet_file(target: PathLike) -> pq.ParquetFile:
-    """A Parquet file opened for reading its footer or its batches."""
+    """A Parquet file opened for reading its footer or its batches, a batch's worth at a time.
+
+    ``pre_buffer`` is off: pyarrow's pre-buffering keeps every range it read
+    until the file is closed, so iterating over a file held all of it.
+    """
     location = _at(target)
-    if location.is_local:
-        return pq.ParquetFile(location.uri)
-    return pq.ParquetFile(location.open_input_file())
+    source = location.uri if location.is_local else location.open_input_file()
+    return pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER)
 
 
 def parquet_batches(

@@ -377,7 +377,8 @@ def iter_parquet(source: Source) -> Iterator[pa.Table]:
     limits = source.limits
     with source.random_access() as handle:
         try:
-            parquet = pq.ParquetFile(handle, buffer_size=_READ_CHUNK)
+            # pre_buffer off: pyarrow keeps every pre-buffered range until the file closes
+            parquet = pq.ParquetFile(handle, buffer_size=_READ_CHUNK, pre_buffer=False)
             metadata = parquet.metadata
         except Exception as error:  # pyarrow raises several types for a damaged file
             raise damaged(source.shard, "Parquet", error) from error
@@ -431,7 +432,11 @@ def _row_group_batches(
     reader = parquet
     if indexed:  # read as dictionaries: ingest measures each row before decoding it
         reader = pq.ParquetFile(
-            handle, metadata=metadata, read_dictionary=indexed, buffer_size=_READ_CHUNK
+            handle,
+            metadata=metadata,
+            read_dictionary=indexed,
+            buffer_size=_READ_CHUNK,
+            pre_buffer=False,
         )
     per_row = max(1, row_group.total_byte_size // row_group.num_rows)
     rows = max(1, min(BATCH_ROWS, limits.batch_bytes // per_row))

@@ -175,7 +175,7 @@ class ParquetSink:
         def write_all(where: str | pa.NativeFile) -> None:
             with pq.ParquetWriter(where, schema, compression="zstd") as writer:
                 for path in parts:
-                    part = pq.ParquetFile(path)
+                    part = pq.ParquetFile(path, pre_buffer=False)
                     for group in range(part.num_row_groups):
                         table = conform(part.read_row_group(group), schema)
                         writer.write_table(table, row_group_size=self.row_group_rows)

@@ -644,20 +644,25 @@ class S3Store(Store):
         try:
             reply = self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
         except Exception as error:
-            code, status = _s3_error_code(error)
-            if status in (404, 409, 412) or code in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "NoSuchKey",
-            ):
+            if self._condition_failed(location, error, f"writes ({', '.join(condition)})"):
                 return None
-            if status == 501 or code == "NotImplemented":
-                raise ConditionalWriteUnsupportedError(
-                    f"{location}: this S3 endpoint does not support conditional writes "
-                    f"({', '.join(condition)})"
-                ) from None
-            raise self.explain(location, error) from error
+            raise  # unreachable: _condition_failed raises every other error
         return str(reply["ETag"]).strip('"')
+
+    def _condition_failed(self, location: Location, error: Exception, what: str) -> bool:
+        """True when a conditional request failed on its condition; raise on any other error."""
+        code, status = _s3_error_code(error)
+        if status in (404, 409, 412) or code in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+            "NoSuchKey",
+        ):
+            return True
+        if status == 501 or code == "NotImplemented":
+            raise ConditionalWriteUnsupportedError(
+                f"{location}: this S3 endpoint does not support conditional {what}"
+            ) from None
+        raise self.explain(location, error) from error
 
     def create_exclusive(self, location: Location, data: bytes) -> str | None:
         return self._conditional_put(location, data, IfNoneMatch="*")
@@ -675,18 +680,9 @@ class S3Store(Store):
         try:
             self.client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{version}"')
         except Exception as error:
-            code, status = _s3_error_code(error)
-            if status in (404, 409, 412) or code in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "NoSuchKey",
-            ):
+            if self._condition_failed(location, error, "deletes"):
                 return False
-            if status == 501 or code == "NotImplemented":
-                raise ConditionalWriteUnsupportedError(
-                    f"{location}: this S3 endpoint does not support conditional deletes"
-                ) from None
-            raise self.explain(location, error) from error
+            raise  # unreachable: _condition_failed raises every other error
         return True
 
 

@@ -119,7 +119,7 @@ def _engine(engine: str | None) -> EngineKind | None:
 
 def _check_before_work(cfg: Any, inputs: bool = True) -> None:
     """Fail fast, before Prefect and Spark start: every input pattern matches, every store answers."""
-    from thresher.flows.curate import check_storage
+    from thresher.flows.lifecycle import check_storage
 
     remember_secrets(cfg.config_dict())  # so that no message or log line quotes one
     if inputs:

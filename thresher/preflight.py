@@ -216,14 +216,17 @@ def _input_part(data: Any, base: Location) -> RunConfig | None:
 # -- after ingest ---------------------------------------------------------------------
 
 
-def check_losses(config: RunConfig, stats: Iterable[dict[str, Any]]) -> None:
-    """Stop (InputError) a run that quarantined or skipped more than the configured share.
+def check_losses(
+    limit: float, stats: Iterable[dict[str, Any]], quarantine: Location | None = None
+) -> None:
+    """Stop (InputError) a run that quarantined or skipped more than ``limit`` (a share).
 
-    ``stats`` are the per-shard ingest statistics. Nothing has been
-    published when this runs; what was ingested stays for a re-run.
+    ``limit`` is ``input.max_quarantined_fraction``; ``stats`` are the
+    per-shard ingest statistics; ``quarantine`` (the run's quarantine
+    directory) is named in the message. Nothing has been published when this
+    runs; what was ingested stays for a re-run.
     """
     stats = list(stats)
-    limit = config.input.max_quarantined_fraction
     setting = f"input.max_quarantined_fraction ({limit:g})"
     records = sum(int(s["rows_in"]) for s in stats)
     quarantined = sum(int(s["quarantined"]) for s in stats)
@@ -250,6 +253,7 @@ def check_losses(config: RunConfig, stats: Iterable[dict[str, Any]]) -> None:
     if found:
         raise InputError(
             "; ".join(found) + ". Nothing was published (the current version, if any, stays "
-            f"current); see {config.run_path / 'quarantine'}. Fix the input or the schema, or "
+            f"current){f'; see {quarantine}' if quarantine is not None else ''}. Fix the input "
+            "or the schema, or "
             "raise input.max_quarantined_fraction and run again: the ingested shards are reused"
         )

@@ -222,10 +222,10 @@ def test_eval_sets_are_read_in_every_format_with_their_content_digest(tmp_path: 
     sets = {s.name: s for s in read_eval_sets(config)}
     assert sets["mmlu"].texts.to_pylist() == [QUESTION] and sets["mmlu"].skipped == 1
     assert sets["gsm8k"].texts.to_pylist() == ["What is 17 times 23?"]
-    key = decontaminate_key(config, list(sets.values()))
-    assert key == decontaminate_key(config, read_eval_sets(config))
+    key = decontaminate_key(config.decontaminate, list(sets.values()))
+    assert key == decontaminate_key(config.decontaminate, read_eval_sets(config))
     (tmp_path / "mmlu.jsonl").write_text(json.dumps({"question": QUESTION + " changed"}) + "\n")
-    assert decontaminate_key(config, read_eval_sets(config)) != key
+    assert decontaminate_key(config.decontaminate, read_eval_sets(config)) != key
 
 
 def test_matched_rows_carry_set_ngram_and_every_set() -> None:

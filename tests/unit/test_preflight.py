@@ -166,10 +166,10 @@ def _stats(name: str, rows_in: int, quarantined: dict[str, int], **extra: Any) -
 def test_losses_over_the_limit_stop_the_run_naming_reasons_and_setting(tmp_path: Path) -> None:
     cfg = config(tmp_path, ["corpus/*"])
     under = [_stats("a", 10, {"empty_text": 5})]
-    check_losses(cfg, under)  # 50% is not more than the default 0.5
+    check_losses(cfg.input.max_quarantined_fraction, under)  # 50% is not more than the default 0.5
     over = [_stats("a", 10, {"empty_text": 4, "missing_id": 1}), _stats("b", 2, {"empty_text": 2})]
     with pytest.raises(InputError) as error:
-        check_losses(cfg, over)
+        check_losses(cfg.input.max_quarantined_fraction, over)
     message = str(error.value)
     assert "7 of 12 input records (58.3%) were quarantined" in message
     assert "input.max_quarantined_fraction (0.5)" in message
@@ -179,7 +179,7 @@ def test_losses_over_the_limit_stop_the_run_naming_reasons_and_setting(tmp_path:
         {**cfg.config_dict(), "input": {"paths": ["corpus/*"], "max_quarantined_fraction": 0.6}},
         base_dir=tmp_path,
     )
-    check_losses(relaxed, over)
+    check_losses(relaxed.input.max_quarantined_fraction, over)
 
 
 def test_skipped_inputs_count_against_the_limit(tmp_path: Path) -> None:
@@ -187,5 +187,5 @@ def test_skipped_inputs_count_against_the_limit(tmp_path: Path) -> None:
     damaged = {"unreadable": {"error": "cut", "rows_read": 0}}
     stats = [_stats("a", 5, {}), _stats("b", 0, {}, **damaged), _stats("c", 0, {}, **damaged)]
     with pytest.raises(InputError, match=r"2 of 3 input file\(s\) \(66.7%\) were skipped"):
-        check_losses(cfg, stats)
-    check_losses(cfg, stats[:2])  # one in two: not more than half
+        check_losses(cfg.input.max_quarantined_fraction, stats)
+    check_losses(cfg.input.max_quarantined_fraction, stats[:2])  # one in two: not more than half

@@ -352,7 +352,7 @@ def test_sum_budget_cuts_do_not_depend_on_how_rows_are_split_into_parts(
 def test_a_sum_budget_covering_every_row_is_reported() -> None:
     import logging
 
-    from thresher.flows.curate import _warn_unmet_budgets
+    from thresher.stages.select import _warn_unmet_budgets
 
     class Collect(logging.Handler):
         def __init__(self) -> None:

@@ -196,16 +196,7 @@ def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
     warnings = [] if check["ok"] else [check["message"]]
     for message in warnings:
         logger.warning("eval: WARNING: %s", message)
-    write_parquet_atomic(_results_table(frame), run.eval / "results.parquet")
-    if search:
-        write_parquet_atomic(
-            pa.Table.from_pandas(pd.DataFrame(search), preserve_index=False),
-            run.eval / "search.parquet",
-        )
-    else:
-        (run.eval / "search.parquet").delete()
-    write_text_atomic(summary.to_csv(index=False), run.eval / "summary.csv")
-    write_curve(frame, run.eval.as_path() / "pruning_curve.svg")
+    _write_tables(run, frame, search, summary)
     best = best_by_rate(summary)
     outcome = {
         "run_dir": str(run.root),
@@ -227,6 +218,22 @@ def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
     write_report(run.root)
     logger.info("eval: %d models; results in %s", outcome["models"], run.eval)
     return outcome
+
+
+def _write_tables(
+    run: RunDir, frame: pd.DataFrame, search: list[dict[str, Any]], summary: pd.DataFrame
+) -> None:
+    """The eval's results, model search, summary and pruning curve, under ``run.eval``."""
+    write_parquet_atomic(_results_table(frame), run.eval / "results.parquet")
+    if search:
+        write_parquet_atomic(
+            pa.Table.from_pandas(pd.DataFrame(search), preserve_index=False),
+            run.eval / "search.parquet",
+        )
+    else:
+        (run.eval / "search.parquet").delete()
+    write_text_atomic(summary.to_csv(index=False), run.eval / "summary.csv")
+    write_curve(frame, run.eval.as_path() / "pruning_curve.svg")
 
 
 def _set_threads(cfg: EvalConfig, width: int) -> int:

@@ -29,6 +29,7 @@ larger corpus.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -88,7 +89,41 @@ def sum_budget_columns(steps: list[tuple[SelectorConfig, Selector]]) -> list[str
 
 
 def configured_steps(config: RunConfig) -> list[tuple[SelectorConfig, Selector]]:
+    """The filters, then the selector, each with a selector built from its config."""
     return [(s, make_selector(s.name, s.params)) for s in [*config.filters, config.selector]]
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """What deciding every row needs from a run's config (selectors built once).
+
+    ``deduplicated`` and ``decontaminated`` say whether the run has a dedup
+    and a decontaminate section, whose results the decisions read.
+    """
+
+    steps: tuple[tuple[SelectorConfig, Selector], ...]
+    seed: int
+    deduplicated: bool = False
+    decontaminated: bool = False
+
+    @classmethod
+    def of(cls, config: RunConfig) -> SelectionSpec:
+        return cls(
+            tuple(configured_steps(config)),
+            config.seed,
+            config.dedup is not None,
+            config.decontaminate is not None,
+        )
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the final selector defines importance weights."""
+        return bool(self.steps[-1][1].defines_weights)
+
+    @property
+    def budget(self) -> Any:
+        """The final selector's budget as recorded (a number or a sum budget's JSON)."""
+        return self.steps[-1][0].budget_json()
 
 
 def needs_vectors(step: SelectorConfig, selector: Selector) -> bool:
@@ -298,7 +333,7 @@ def _set_kept(
 
 def decide(
     rows: Frame,
-    config: RunConfig,
+    spec: SelectionSpec,
     engine: Engine,
     shard_names: dict[int, str],
     duplicates: Frame | None,
@@ -314,6 +349,32 @@ def decide(
     """
     schema = pa.schema([*rows.schema, *DECISION_FIELDS])
     start = rows.map_batches(_Start(), schema).cache()
+    frame = _dropped_before_steps(start, schema, shard_names, duplicates, contaminated)
+    read: list[str] = []
+    for step, selector in spec.steps:
+        read += selector.score_columns()
+        if needs_vectors(step, selector):
+            read.append(step.embeddings)
+    checked = [c for c in dict.fromkeys(read) if c in schema.names]
+    counted = [c for c in sum_budget_columns(list(spec.steps)) if c in schema.names]
+    frame = frame.map_batches(_DropInvalid(checked, counted), schema).cache()
+    frame.count()  # computed once, so that the start rows can be let go
+    start.release()
+    details: list[dict[str, Any]] = []
+    for number in range(len(spec.steps)):
+        frame, step_details = _decide_step(frame, schema, spec, number, engine)
+        details.append(step_details)
+    return frame, details
+
+
+def _dropped_before_steps(
+    start: Frame,
+    schema: pa.Schema,
+    shard_names: dict[int, str],
+    duplicates: Frame | None,
+    contaminated: Frame | None,
+) -> Frame:
+    """The rows with the drops that come before any step: contaminated, repeated ids, duplicates."""
     repeated = start.select([S.ID, S.ORDER, S.SHARD, S.ROW]).map_groups(
         [S.ID], _FirstOfId(shard_names), _DUPLICATE_SCHEMA
     )
@@ -329,59 +390,43 @@ def decide(
         frame = frame.join(duplicates, [S.ORDER], "left").map_batches(
             _DropJoined(R.DUPLICATE, schema), schema
         )
-    steps = configured_steps(config)
-    read: list[str] = []
-    for step, selector in steps:
-        read += selector.score_columns()
-        if needs_vectors(step, selector):
-            read.append(step.embeddings)
-    checked = [c for c in dict.fromkeys(read) if c in schema.names]
-    counted = [c for c in sum_budget_columns(steps) if c in schema.names]
-    frame = frame.map_batches(_DropInvalid(checked, counted), schema).cache()
-    frame.count()  # computed once, so that the start rows can be let go
-    start.release()
+    return frame
 
-    details: list[dict[str, Any]] = []
-    for number, (step, selector) in enumerate(steps):
-        final = number == len(steps) - 1
-        label = step_label(step, selector)
-        reason = R.not_selected(label) if final else R.filtered(label)
-        active = frame.map_batches(_Active(), schema)
-        rows_in = active.count()
-        random_state = np.random.default_rng([config.seed, number])
-        with timed("selector"):  # benchmarks only (thresher.profiling); free when off
-            if step.partitions is None and isinstance(selector, FrameSelector):
-                marks = selector.select_frame(
-                    active, step.selector_budget(), random_state=random_state
-                )
-                chosen = frame.map_batches(
-                    _ApplyMarks(marks, reason, describe(step), final), schema
-                )
-                step_details = marks.details
-            else:
-                kept, step_details = _kept_rows(
-                    active, rows_in, config, number, step, selector, engine, random_state
-                )
-                joined = frame.join(_as_kept_columns(kept), [S.ORDER], "left")
-                chosen = joined.map_batches(
-                    _ApplyKept(reason, describe(step), final, schema), schema
-                )
-            chosen = chosen.cache()
-            survivors = chosen.map_batches(_Active(), schema).count()
-        frame.release()
-        frame = chosen
-        details.append(
-            {
-                "step": label,
-                "role": "selector" if final else "filter",
-                "params": step.params,
-                "budget": step.budget_json(),
-                "rows_in": int(rows_in),
-                "kept": int(survivors),
-                "details": step_details,
-            }
-        )
-    return frame, details
+
+def _decide_step(
+    frame: Frame, schema: pa.Schema, spec: SelectionSpec, number: int, engine: Engine
+) -> tuple[Frame, dict[str, Any]]:
+    """Apply step ``number`` to the rows still active; the new frame and the step's details."""
+    step, selector = spec.steps[number]
+    final = number == len(spec.steps) - 1
+    label = step_label(step, selector)
+    reason = R.not_selected(label) if final else R.filtered(label)
+    active = frame.map_batches(_Active(), schema)
+    rows_in = active.count()
+    random_state = np.random.default_rng([spec.seed, number])
+    with timed("selector"):  # benchmarks only (thresher.profiling); free when off
+        if step.partitions is None and isinstance(selector, FrameSelector):
+            marks = selector.select_frame(active, step.selector_budget(), random_state=random_state)
+            chosen = frame.map_batches(_ApplyMarks(marks, reason, describe(step), final), schema)
+            step_details = marks.details
+        else:
+            kept, step_details = _kept_rows(
+                active, rows_in, spec.seed, number, step, selector, engine, random_state
+            )
+            joined = frame.join(_as_kept_columns(kept), [S.ORDER], "left")
+            chosen = joined.map_batches(_ApplyKept(reason, describe(step), final, schema), schema)
+        chosen = chosen.cache()
+        survivors = chosen.map_batches(_Active(), schema).count()
+    frame.release()
+    return chosen, {
+        "step": label,
+        "role": "selector" if final else "filter",
+        "params": step.params,
+        "budget": step.budget_json(),
+        "rows_in": int(rows_in),
+        "kept": int(survivors),
+        "details": step_details,
+    }
 
 
 _KEPT_COLUMNS = pa.schema(
@@ -402,7 +447,7 @@ def _as_kept_columns(kept: Frame) -> Frame:
 def _kept_rows(
     active: Frame,
     rows_in: int,
-    config: RunConfig,
+    seed: int,
     number: int,
     step: SelectorConfig,
     selector: Selector,
@@ -423,7 +468,7 @@ def _kept_rows(
             clusters=step.partitions.clusters,
             sample=step.partitions.sample,
             iterations=step.partitions.iterations,
-            seed=config.seed,
+            seed=seed,
             step=number,
             embeddings=step.embeddings,
             columns=columns,

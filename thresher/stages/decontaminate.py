@@ -49,7 +49,6 @@ from thresher.io import schema as S
 from thresher.io.files import (
     parquet_file,
     read_json_or,
-    write_json_atomic,
     write_parquet_atomic,
 )
 from thresher.io.formats import shard_entries
@@ -57,6 +56,7 @@ from thresher.io.fs import FileEntry, Location, expand
 from thresher.io.shards import numbered_shards
 from thresher.keys import json_digest
 from thresher.run_dir import RunDir, shard_file
+from thresher.stages.base import KeyedResult, RunContext, Stage
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
@@ -118,15 +118,21 @@ def eval_set_files(config: RunConfig) -> dict[str, list[FileEntry]]:
 
 def read_eval_sets(config: RunConfig) -> list[EvalSet]:
     """Read every configured set with the ingest readers (items without text are skipped)."""
+    return read_sets(_section(config), eval_set_files(config), config.base)
+
+
+def read_sets(
+    section: DecontaminateConfig, listed: dict[str, list[FileEntry]], base: Location
+) -> list[EvalSet]:
+    """Read the listed files of every set (``listed``: :func:`eval_set_files`)."""
     from thresher.io.ingest import ingest_shard
 
-    decontaminate = _section(config)
     sets = []
-    for name, entries in eval_set_files(config).items():
-        spec = decontaminate.sets[name]
+    for name, entries in listed.items():
+        spec = section.sets[name]
         schema = SchemaConfig(id=None, text=spec.text, passthrough=[], max_text_bytes=None)
         texts, files, rows_read, skipped = [], [], 0, 0
-        for shard in numbered_shards(entries, config.base, spec.format):
+        for shard in numbered_shards(entries, base, spec.format):
             result = ingest_shard(shard, schema)
             texts.append(result.table.column(S.TEXT).combine_chunks().cast(pa.large_string()))
             files.append({"path": shard.name, **result.content})
@@ -149,15 +155,14 @@ def _section(config: RunConfig) -> DecontaminateConfig:
     return config.decontaminate
 
 
-def decontaminate_key(config: RunConfig, sets: list[EvalSet]) -> str:
+def decontaminate_key(section: DecontaminateConfig, sets: list[EvalSet]) -> str:
     """What a stored result depends on: the rule, ``ngram``, and each set's name, field, content."""
-    decontaminate = _section(config)
     return json_digest(
         [
             RULE,
-            decontaminate.ngram,
+            section.ngram,
             [
-                [s.name, decontaminate.sets[s.name].text, sorted(f["xxh3_64"] for f in s.files)]
+                [s.name, section.sets[s.name].text, sorted(f["xxh3_64"] for f in s.files)]
                 for s in sets
             ],
         ]
@@ -266,34 +271,57 @@ def decontaminate_to_run(
     Returns the summary (also ``decontaminate/summary.json``); ``reused``
     tells whether the stored result was used as it was.
     """
-    run = RunDir(config.run_path)
-    root = decontaminate_dir(run)
-    sets = read_eval_sets(config)
-    key = decontaminate_key(config, sets)
-    summary_path = root / SUMMARY_FILE
-    stored = read_json_or(summary_path, None)
-    if (
-        stored is not None
-        and stored.get("key") == key
-        and sorted(stored.get("shards", [])) == sorted(shard_indices)
-    ):
+    return decontaminate_into(
+        RunDir(config.run_path),
+        Decontamination.of(config),
+        engine,
+        shard_indices,
+        progress,
+    )
+
+
+@dataclass(frozen=True)
+class Decontamination:
+    """What decontaminating needs from a run's config: the section, the sets' files, batch size.
+
+    ``listed`` are the sets' files (:func:`eval_set_files`), listed once per
+    run; paths are named relative to ``base`` (the config's directory).
+    """
+
+    section: DecontaminateConfig
+    listed: dict[str, list[FileEntry]]
+    base: Location
+    batch_size: int
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Decontamination:
+        return cls(_section(config), eval_set_files(config), config.base, config.engine.batch_size)
+
+
+def decontaminate_into(
+    run: RunDir,
+    plan: Decontamination,
+    engine: Engine,
+    shard_indices: list[int],
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
+    """:func:`decontaminate_to_run` from the slice of the config it needs."""
+    sets = read_sets(plan.section, plan.listed, plan.base)
+    key = decontaminate_key(plan.section, sets)
+    results = KeyedResult(decontaminate_dir(run))
+    stored = results.current(key)
+    if stored is not None and sorted(stored.get("shards", [])) == sorted(shard_indices):
         if progress is not None:
             progress.reuse(shards=len(shard_indices), docs=0)
         return {**stored, "reused": True}
-    result_name = f"result-{key}"
-    result = root / result_name
-    index_file = result / INDEX_FILE
-    if index_file.is_file():
-        index = NgramIndex.from_bytes(index_file.read_bytes())
-    else:
-        index = NgramIndex.build({s.name: s.texts for s in sets}, _section(config).ngram)
-        index_file.write_bytes(index.to_bytes())
+    result = results.prefix(key)
+    index = _index(result / INDEX_FILE, sets, plan.section.ngram)
     done = {e.location.name for e in result.list_files(recursive=False)}
     pending = [i for i in sorted(shard_indices) if shard_file(i) not in done]
     if progress is not None:
         progress.reuse(shards=len(shard_indices) - len(pending), docs=0)
     engine.map_shards(
-        DecontaminateShard(index_file, result, run, config.engine.batch_size),
+        DecontaminateShard(result / INDEX_FILE, result, run, plan.batch_size),
         pending,
         progress,
         on_done=(
@@ -308,7 +336,32 @@ def decontaminate_to_run(
         if files
         else {}
     )
-    summary = {
+    summary = _summary(key, index, sets, counts, sorted(shard_indices), result.name, engine.kind)
+    results.commit(summary)
+    results.retire(result)
+    return {**summary, "reused": False}
+
+
+def _index(location: Location, sets: list[EvalSet], ngram: int) -> NgramIndex:
+    """The n-gram index of the evaluation sets: stored beside the result, or built and stored."""
+    if location.is_file():
+        return NgramIndex.from_bytes(location.read_bytes())
+    index = NgramIndex.build({s.name: s.texts for s in sets}, ngram)
+    location.write_bytes(index.to_bytes())
+    return index
+
+
+def _summary(
+    key: str,
+    index: NgramIndex,
+    sets: list[EvalSet],
+    counts: dict[str, list[int]],
+    shards: list[int],
+    result_name: str,
+    engine: str,
+) -> dict[str, Any]:
+    """What ``decontaminate/summary.json`` records (and names: the matched-row files)."""
+    return {
         "key": key,
         "rule": RULE,
         "ngram": index.ngram,
@@ -327,15 +380,10 @@ def decontaminate_to_run(
         },
         "contaminated": int(sum(c[0] for c in counts.values())),
         "index_bytes": index.nbytes,
-        "shards": sorted(shard_indices),
-        "files": [f"{result_name}/{shard_file(i)}" for i in sorted(shard_indices)],
-        "engine": engine.kind,
+        "shards": shards,
+        "files": [f"{result_name}/{shard_file(i)}" for i in shards],
+        "engine": engine,
     }
-    write_json_atomic(summary, summary_path)
-    for child in root.children():  # earlier results, now unnamed
-        if child.name not in (result_name, SUMMARY_FILE):
-            child.delete_tree()
-    return {**summary, "reused": False}
 
 
 def contamination_files(run: RunDir) -> list[Location]:
@@ -352,12 +400,6 @@ def stored_summary(run: RunDir) -> dict[str, Any] | None:
     return read_json_or(decontaminate_dir(run) / SUMMARY_FILE, None)
 
 
-def clear_decontamination(config: RunConfig) -> None:
-    """Remove a result left by an earlier run when this run has no ``decontaminate`` section."""
-    if config.decontaminate is None:
-        decontaminate_dir(RunDir(config.run_path)).delete_tree()
-
-
 def manifest_section(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the manifest, card and report show: the rule and per-set counts."""
     if summary is None:
@@ -372,3 +414,42 @@ def manifest_section(summary: dict[str, Any] | None) -> dict[str, Any] | None:
             for name, info in summary["sets"].items()
         },
     }
+
+
+@dataclass(frozen=True)
+class Decontaminated:
+    """The committed decontamination summary and whether it was reused."""
+
+    summary: dict[str, Any]
+
+
+class DecontaminateStage(Stage):
+    """Documents sharing an n-gram with an evaluation set, keyed by the sets' content."""
+
+    name = "decontaminate"
+    retries = 1
+
+    def __init__(self, plan: Decontamination | None) -> None:
+        self.plan = plan
+
+    def wanted(self) -> bool:
+        return self.plan is not None
+
+    def clear(self, ctx: RunContext) -> None:
+        decontaminate_dir(ctx.run).delete_tree()  # a result of an earlier run with the section
+
+    def totals(self, ctx: RunContext) -> dict[str, int]:
+        return {"shards": len(ctx.result("ingest").stats)}
+
+    def run(self, ctx: RunContext, bar: StageProgress) -> Decontaminated:
+        assert self.plan is not None
+        indices = ctx.result("ingest").indices
+        return Decontaminated(decontaminate_into(ctx.run, self.plan, ctx.engine, indices, bar))
+
+    def describe(self, result: Decontaminated) -> str:
+        summary = result.summary
+        reused = " (reused)" if summary["reused"] else ""
+        return (
+            f"decontaminate: {summary['contaminated']} document(s) share a {summary['ngram']}-gram "
+            f"with an evaluation set{reused}"
+        )

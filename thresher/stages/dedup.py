@@ -20,6 +20,7 @@ files are deleted.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +32,6 @@ from thresher.dedup.lsh import choose_bands_rows, describe
 from thresher.dedup.spec import (
     CLUSTERS_LINK,
     CLUSTERS_SCHEMA,
-    SUMMARY_FILE,
     DedupSpec,
     KeeperKey,
     link_clusters,
@@ -46,12 +46,13 @@ from thresher.dedup.steps import (
 )
 from thresher.errors import ConfigError
 from thresher.io import schema as S
-from thresher.io.files import read_json_or, read_schema, write_json_atomic, write_parquet_atomic
+from thresher.io.files import read_schema, write_parquet_atomic
 from thresher.io.fs import Location
 from thresher.io.shards import order_ranks
 from thresher.keys import json_digest
 from thresher.run_dir import RunDir
 from thresher.scorers import make_scorer
+from thresher.stages.base import KeyedResult, RunContext, Stage
 from thresher.stages.select import AddOrder
 
 if TYPE_CHECKING:
@@ -94,10 +95,10 @@ def dedup_spec(config: RunConfig) -> DedupSpec:
     )
 
 
-def dedup_key(config: RunConfig, shard_names: list[str]) -> str:
-    """What a stored dedup result depends on: the dedup section, the scorers, the shards."""
+def dedup_basis(config: RunConfig) -> list[Any]:
+    """What a dedup result depends on besides the shards: the dedup section, scorers, seed."""
     data = config.config_dict()
-    return json_digest([data["dedup"], data["scorers"], data["seed"], sorted(shard_names)])
+    return [data["dedup"], data["scorers"], data["seed"]]
 
 
 def dedup_to_run(
@@ -112,37 +113,46 @@ def dedup_to_run(
     whether it was computed now.
     """
     run = RunDir(config.run_path)
+    return dedup_into(run, dedup_spec(config), dedup_basis(config), engine, shard_indices, progress)
+
+
+def dedup_into(
+    run: RunDir,
+    spec: DedupSpec,
+    basis: list[Any],
+    engine: Engine,
+    shard_indices: list[int],
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
+    """:func:`dedup_to_run` from the slice of the config it needs (the spec, the key's basis)."""
     names = run.shard_names()
-    key = dedup_key(config, [names[i] for i in shard_indices])
-    summary_path = run.dedup / SUMMARY_FILE
-    stored = read_json_or(summary_path, None)
-    if stored is not None and stored.get("key") == key:
+    key = json_digest([*basis, sorted(names[i] for i in shard_indices)])
+    results = KeyedResult(run.dedup)
+    stored = results.current(key)
+    if stored is not None:
         named = stored.get("clusters_dir") or next(iter(stored.get("files") or []), "")
         if named:  # a run killed before the link moved: move it now
             _after_commit(run, str(named).split("/")[0])
         return {**stored, "reused": True}
-    spec = dedup_spec(config)
-    result = f"result-{uuid.uuid4().hex[:8]}"
+    prefix = results.prefix()
     with engine.watch(progress):
-        summary = deduplicate(engine, run, shard_indices, spec, run.dedup / result)
+        summary = deduplicate(engine, run, shard_indices, spec, prefix)
     summary = {
         **summary,
-        "clusters_dir": f"{result}/{CLUSTERS_LINK}/",
-        "files": [f"{result}/{name}" for name in summary["files"]],
+        "clusters_dir": f"{prefix.name}/{CLUSTERS_LINK}/",
+        "files": [f"{prefix.name}/{name}" for name in summary["files"]],
         "key": key,
         "spec": spec.to_dict(),
     }
-    write_json_atomic(summary, summary_path)
-    _after_commit(run, result)
+    results.commit(summary)
+    _after_commit(run, prefix.name)
     return {**summary, "reused": False}
 
 
 def _after_commit(run: RunDir, result: str) -> None:
     """Once the summary names ``result``: move the ``clusters`` link, delete other results."""
     link_clusters(run.dedup, result)
-    for child in run.dedup.children():  # the previous result, now unnamed
-        if child.name not in (result, SUMMARY_FILE, CLUSTERS_LINK):
-            child.delete_tree()
+    KeyedResult(run.dedup).retire(run.dedup / result, keep=(CLUSTERS_LINK,))
 
 
 def deduplicate(
@@ -189,35 +199,14 @@ def _deduplicate(
         members = eligible.map_batches(_Present(spec.signature), eligible.schema)
         counts = {"eligible": eligible.count(), "with_signature": members.count()}
         # 2. exact copies link to their group's first in keeper order; only it goes on to LSH
-        edges: Frame | None = None
-        n_exact = 0
-        if spec.exact:
-            copies = meta.map_groups([spec.exact_column], ExactCopies(spec), EDGES_SCHEMA).cache()
-            n_exact = copies.count()
-            edges = copies
-            later_copies = copies.map_batches(
-                lambda t: pa.table({DOC: t.column("src")}), LATER_SCHEMA
-            )
-            members = members.join(later_copies, [DOC], "left_anti")
+        edges, n_exact, members = _link_exact_copies(meta, members, spec)
         # 3. LSH buckets of two or more members, verified edges
         near, counters = engine.near_duplicate_edges(
             members.select([DOC, spec.signature]), spec, scratch
         )
         edges = near if edges is None else edges.union(near)
         # 4. connected components, then the clusters table with keepers
-        components = engine.connected_components(edges, scratch / "components")
-        as_doc = pa.schema(
-            [pa.field("doc" if f.name == DOC else f.name, f.type) for f in meta.schema]
-        )
-        members_meta = meta.map_batches(_RenameDoc(), as_doc)
-        clusters = components.join(members_meta, ["doc"], "inner").map_groups(
-            ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
-        )
-        written = clusters.write(out / CLUSTERS_LINK)
-        cluster_stats = _cluster_statistics(engine, written)
-        if not written:  # no duplicates: readers of the directory still find the columns
-            written = [out / CLUSTERS_LINK / "part-empty.parquet"]
-            write_parquet_atomic(CLUSTERS_SCHEMA.empty_table(), written[0])
+        written, cluster_stats = _write_clusters(engine, edges, meta, spec, out, scratch)
     finally:
         docs.release()
     return {
@@ -231,6 +220,35 @@ def _deduplicate(
         "engine": engine.kind,
         "files": [f.relative_to(out) for f in written],
     }
+
+
+def _link_exact_copies(
+    meta: Frame, members: Frame, spec: DedupSpec
+) -> tuple[Frame | None, int, Frame]:
+    """Edges from each exact copy to its group's first, and the members left for LSH."""
+    if not spec.exact:
+        return None, 0, members
+    copies = meta.map_groups([spec.exact_column], ExactCopies(spec), EDGES_SCHEMA).cache()
+    later_copies = copies.map_batches(lambda t: pa.table({DOC: t.column("src")}), LATER_SCHEMA)
+    return copies, copies.count(), members.join(later_copies, [DOC], "left_anti")
+
+
+def _write_clusters(
+    engine: Engine, edges: Frame, meta: Frame, spec: DedupSpec, out: Location, scratch: Location
+) -> tuple[list[Location], dict[str, Any]]:
+    """Connected components of ``edges`` written as the clusters table, with its statistics."""
+    components = engine.connected_components(edges, scratch / "components")
+    as_doc = pa.schema([pa.field("doc" if f.name == DOC else f.name, f.type) for f in meta.schema])
+    members_meta = meta.map_batches(_RenameDoc(), as_doc)
+    clusters = components.join(members_meta, ["doc"], "inner").map_groups(
+        ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
+    )
+    written = clusters.write(out / CLUSTERS_LINK)
+    cluster_stats = _cluster_statistics(engine, written)
+    if not written:  # no duplicates: readers of the directory still find the columns
+        written = [out / CLUSTERS_LINK / "part-empty.parquet"]
+        write_parquet_atomic(CLUSTERS_SCHEMA.empty_table(), written[0])
+    return written, cluster_stats
 
 
 class _Present:
@@ -322,8 +340,43 @@ def _cluster_statistics(engine: Engine, files: list[Any]) -> dict[str, Any]:
     }
 
 
-def clear_dedup(config: RunConfig) -> None:
-    """Remove a dedup result left by an earlier run when this run has no ``dedup`` section."""
-    run = RunDir(config.run_path)
-    if config.dedup is None:
-        run.dedup.delete_tree()
+@dataclass(frozen=True)
+class Deduplicated:
+    """The committed dedup summary (``dedup/summary.json``) and whether it was reused."""
+
+    summary: dict[str, Any]
+
+    @property
+    def reused(self) -> bool:
+        return bool(self.summary.get("reused"))
+
+
+class DedupStage(Stage):
+    """Near- and exact-duplicate clusters of the stored signatures, keyed apart (reused)."""
+
+    name = "dedup"
+
+    def __init__(self, spec: DedupSpec | None, basis: list[Any]) -> None:
+        self.spec = spec
+        self.basis = basis
+
+    def wanted(self) -> bool:
+        return self.spec is not None
+
+    def clear(self, ctx: RunContext) -> None:
+        ctx.run.dedup.delete_tree()  # a result left by an earlier run with a dedup section
+
+    def totals(self, ctx: RunContext) -> dict[str, int]:
+        return {"shards": len(ctx.result("ingest").stats)}
+
+    def run(self, ctx: RunContext, bar: StageProgress) -> Deduplicated:
+        assert self.spec is not None
+        indices = ctx.result("ingest").indices
+        summary = dedup_into(ctx.run, self.spec, self.basis, ctx.engine, indices, bar)
+        bar.advance(shards=len(indices), docs=summary["documents"])
+        return Deduplicated(summary)
+
+    def describe(self, result: Deduplicated) -> str:
+        reused = " (reused)" if result.reused else ""
+        summary = result.summary
+        return f"dedup: {summary['duplicates']} duplicate(s) in {summary['clusters']} cluster(s){reused}"

@@ -13,6 +13,9 @@ stay comparable across runs (``--fresh`` fits anew on the whole corpus).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -23,6 +26,7 @@ from thresher.io.files import parquet_file
 from thresher.io.localize import models_mirror, pull, push
 from thresher.run_dir import RunDir
 from thresher.scorers import make_scorer
+from thresher.stages.base import RunContext, Stage
 from thresher.stages.score import BoundScorer, ModelsCopy
 
 
@@ -40,16 +44,48 @@ def fit_scorers(
     config: RunConfig, shard_rows: dict[int, int], device: str = "cpu"
 ) -> list[BoundScorer]:
     """Build the scorers and fit those with ``requires_fit`` on samples of the ingested corpus."""
-    run = RunDir(config.run_path)
     scorers = build_scorers(config)
+    fit_bound(RunDir(config.run_path), scorers, shard_rows, config.seed, device)
+    return scorers
+
+
+def fit_bound(
+    run: RunDir,
+    scorers: list[BoundScorer],
+    shard_rows: dict[int, int],
+    seed: int,
+    device: str = "cpu",
+) -> None:
+    """Fit the scorers that need a model, in this machine's copy of ``models/`` (pushed back)."""
     if not any(bound.scorer.requires_fit for bound in scorers):
-        return scorers
+        return
     mirror = pull(run.models, models_mirror(run.models))
     for bound in scorers:
         if bound.scorer.requires_fit:
-            bound.scorer.fit(fit_context(run, shard_rows, bound.column, config.seed, device))
+            bound.scorer.fit(fit_context(run, shard_rows, bound.column, seed, device))
     push(mirror, run.models)
-    return scorers
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The run's scorers, fitted (what the score stage hands to every worker)."""
+
+    scorers: tuple[BoundScorer, ...]
+
+
+class FitStage(Stage):
+    """Fit the scorers that need a model, once per run on the driver (see module docstring)."""
+
+    name = "fit"
+    shown = False
+
+    def __init__(self, scorers: list[BoundScorer], seed: int) -> None:
+        self.scorers = scorers
+        self.seed = seed
+
+    def run(self, ctx: RunContext, bar: Any) -> Fitted:
+        fit_bound(ctx.run, self.scorers, ctx.result("ingest").shard_rows, self.seed)
+        return Fitted(tuple(self.scorers))
 
 
 def fit_context(

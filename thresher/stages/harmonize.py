@@ -21,6 +21,7 @@ rewritten; a shard's rewrite is one atomic write.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ from thresher.io.files import parquet_batches, parquet_file, read_schema, write_
 from thresher.io.fs import Location
 from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir
+from thresher.stages.base import RunContext, Stage
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
@@ -129,3 +131,32 @@ def read_common_schema(run: RunDir) -> pa.Schema | None:
     """The common schema written by :func:`harmonize_ingested`, if it ran."""
     path = common_schema_path(run)
     return read_schema(path) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Harmonized:
+    """Shard key -> the columns whose type a rewrite changed (schema drift)."""
+
+    drift: dict[int, list[str]]
+
+
+class HarmonizeStage(Stage):
+    """Give every column one type across the ingested shards; fold the markers into the index."""
+
+    name = "harmonize"
+    shown = False
+    timing_key = "ingest"
+
+    def run(self, ctx: RunContext, bar: Any) -> Harmonized:
+        ingested = ctx.result("ingest")
+        stats = [dict(s) for s in ingested.stats]
+        changed = harmonize_ingested(ctx.run, stats, ctx.engine)
+        ingest_index.save(ctx.run.ingest_markers, stats)  # one file for the next run to read
+        names = {int(s["index"]): s["name"] for s in stats}
+        for index, columns in changed.items():
+            ctx.logger.warning(
+                "%s: column(s) %s had another type than in other shards; converted (schema drift)",
+                names.get(index, index),
+                columns,
+            )
+        return Harmonized(changed)

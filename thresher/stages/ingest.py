@@ -18,18 +18,20 @@ ingests and scores it like a new shard instead of refusing it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from thresher.config import SchemaConfig
+from thresher.config import InputConfig, SchemaConfig
 from thresher.errors import RunStateError
 from thresher.io import ingest_index
 from thresher.io.files import read_json_or, write_json_atomic
+from thresher.io.fs import FileEntry, Location
 from thresher.io.ingest import empty_canonical, ingest_stream
 from thresher.io.readers import ReadLimits
 from thresher.io.shards import Shard, ShardRegistry
 from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir
+from thresher.stages.base import RunContext, ShardStage, Stage
 
 
 class IngestShard:
@@ -179,3 +181,135 @@ def pending_shards(
             check_unchanged(shard, found, run)
             done.append({**found, "reused": True})
     return pending, done
+
+
+# -- the stage ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Every shard's ingest statistics (its marker's content), in shard order."""
+
+    stats: tuple[dict[str, Any], ...]
+
+    @property
+    def indices(self) -> list[int]:
+        return [int(s["index"]) for s in self.stats]
+
+    @property
+    def shard_rows(self) -> dict[int, int]:
+        """Shard key -> ingested rows."""
+        return {int(s["index"]): int(s["ingested"]) for s in self.stats}
+
+    @property
+    def rows(self) -> int:
+        return sum(int(s["ingested"]) for s in self.stats)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(int(s["quarantined"]) for s in self.stats)
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for s in self.stats if s.get("reused"))
+
+
+class IngestStage(ShardStage):
+    """Read and validate every input shard into the run directory (see module docstring)."""
+
+    name = "ingest"
+    retries = 1
+
+    def __init__(
+        self, schema: SchemaConfig, inputs: InputConfig, files: list[FileEntry], base: Location
+    ) -> None:
+        self.schema = schema
+        self.inputs = inputs
+        self.files = files
+        self.base = base
+        self._stored: dict[int, dict[str, Any]] = {}
+        self._registry: ShardRegistry | None = None
+
+    def totals(self, ctx: RunContext) -> dict[str, int]:
+        return {"shards": len(self.files)}
+
+    def items(self, ctx: RunContext) -> list[Shard]:
+        """The shards of the listed inputs, keyed by the run's registry (new names added)."""
+        run = ctx.run
+        registry = self._registry = ShardRegistry(run.shard_registry)
+        shards, added = registry.assign(self.files, self.base, self.inputs.format, ctx.run_id)
+        self._stored = ingest_index.load(run.ingest_markers)
+        shards, renewed = renew_repaired(shards, registry, run, ctx.run_id, self._stored)
+        registry.save()
+        ctx.logger.info(
+            "run %s: %d shard(s) (%d new), engine %s",
+            run.root,
+            len(shards),
+            len(added),
+            ctx.engine.kind,
+        )
+        for name in renewed:
+            ctx.logger.info(
+                "%s: skipped as unreadable by an earlier run and changed since; reading it again",
+                name,
+            )
+        return shards
+
+    def split(self, ctx: RunContext, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        return pending_shards(items, ctx.run, self._stored)
+
+    def task(self, ctx: RunContext) -> IngestShard:
+        return IngestShard(
+            self.schema, ctx.run, self.inputs.on_unreadable, self.inputs.read_limits()
+        )
+
+    def documents(self, result: Any) -> int:
+        return int(result["rows_in"])
+
+    def collect(self, ctx: RunContext, reused: list[Any], fresh: list[Any]) -> Ingested:
+        stats = sorted(reused + fresh, key=lambda s: s["index"])
+        skipped = [s for s in stats if s.get("unreadable")]
+        for item in skipped:
+            if not item.get("reused"):
+                ctx.logger.warning(
+                    "%s: unreadable, skipped after %d record(s) (%s)",
+                    item["name"],
+                    item["unreadable"]["rows_read"],
+                    item["unreadable"]["error"],
+                )
+        if skipped and self._registry is not None:
+            self._registry.mark_unreadable([s["name"] for s in skipped])
+            self._registry.save()
+        return Ingested(tuple(stats))
+
+    def describe(self, result: Ingested) -> str:
+        return (
+            f"ingested {result.rows} rows, quarantined {result.quarantined} "
+            f"({result.reused} shard(s) reused, {len(result.stats) - result.reused} ingested now)"
+        )
+
+
+class StoredIngest(Stage):
+    """The ingest statistics of a run scored earlier (``thresher select``): nothing is read.
+
+    It stands in for the ingest stage, under its name, for the stages that follow.
+    """
+
+    name = "ingest"
+    shown = False
+    timed = False
+
+    def run(self, ctx: RunContext, bar: Any) -> Ingested:
+        run = ctx.run
+        stats = run.stored_ingest_stats()
+        scored = {e.location.name for e in run.scores.list_files(recursive=False)}
+        unscored = [s["index"] for s in stats if run.scores_shard(s["index"]).name not in scored]
+        if not stats or unscored:
+            raise RunStateError(
+                f"{run.root}: shard(s) {unscored or 'all'} have no stored scores; "
+                "score them first (thresher score CONFIG)"
+            )
+        ctx.logger.info(
+            "run %s: selecting from the stored scores of %d shard(s)", run.root, len(stats)
+        )
+        return Ingested(tuple(stats))

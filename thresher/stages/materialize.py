@@ -11,6 +11,9 @@ user's column names and writes ``versions/<v>/data/part-NNNNN.parquet``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -21,6 +24,7 @@ from thresher.io.files import parquet_batches, parquet_file, read_parquet, write
 from thresher.io.publish import Version
 from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir, shard_file
+from thresher.stages.base import RunContext, ShardStage
 from thresher.stages.harmonize import read_common_schema
 
 
@@ -102,3 +106,41 @@ def write_empty_part(run: RunDir, version: Version, schema: SchemaConfig, weight
     if weighted:
         table = table.append_column(S.IMPORTANCE_WEIGHT, pa.array([], pa.float64()))
     write_parquet_atomic(output_columns(table, schema), version.data / "part-empty.parquet")
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """Rows written to the new version's ``data/``."""
+
+    rows: int
+
+
+class MaterializeStage(ShardStage):
+    """Write each shard's kept rows into the new version (see module docstring)."""
+
+    name = "materialize"
+    retries = 1
+
+    def __init__(self, schema: SchemaConfig) -> None:
+        self.schema = schema
+
+    def totals(self, ctx: RunContext) -> dict[str, int]:
+        return {"shards": len(ctx.result("ingest").stats), "docs": ctx.result("select").kept}
+
+    def items(self, ctx: RunContext) -> list[int]:
+        return ctx.result("ingest").indices
+
+    def task(self, ctx: RunContext) -> MaterializeShard:
+        selected = ctx.result("select")
+        return MaterializeShard(ctx.run, selected.version, self.schema, selected.weighted)
+
+    def documents(self, result: Any) -> int:
+        return int(result)
+
+    def collect(self, ctx: RunContext, reused: list[Any], fresh: list[Any]) -> Materialized:
+        selected = ctx.result("select")
+        written = sum(fresh)
+        if written == 0:  # readers still find the columns of an empty dataset
+            write_empty_part(ctx.run, selected.version, self.schema, selected.weighted)
+        (selected.version.data / "_SUCCESS").write_bytes(b"")
+        return Materialized(written)

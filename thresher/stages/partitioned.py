@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -287,6 +287,37 @@ def select_partitioned(rows: Frame, job: PartitionJob, n_rows: int) -> tuple[Fra
     details: dict[str, Any] = {"partitions": 0, "partition_sample": 0, "clusters": []}
     if n_rows == 0:
         return rows.map_batches(lambda t: KEPT_SCHEMA.empty_table(), KEPT_SCHEMA), details
+    centroids, n_sampled = _fit_centroids(rows, job, n_rows)
+    assigned_schema = pa.schema(
+        [*rows.schema, pa.field(PARTITION, pa.int64()), pa.field(SQ_DISTANCE, pa.float64())]
+    )
+    assigned = rows.map_batches(_Assign(centroids, job.embeddings), assigned_schema).cache()
+    try:
+        stats = assigned.aggregate(_PartitionStats(), _merge_stats)
+        partitions = np.array(sorted(stats), dtype=np.int64)
+        sizes = np.array([stats[p][0] for p in partitions.tolist()], dtype=np.int64)
+        costs = np.array([exact_sum_value(stats[p][1]) for p in partitions.tolist()])
+        if int(sizes.sum()) != n_rows:
+            raise RuntimeError(f"partitioned selection saw {int(sizes.sum())} of {n_rows} rows")
+        budgets = _partition_budgets(assigned, job, partitions, sizes, costs, details)
+        kept = assigned.map_groups([PARTITION], _SelectGroups(job, budgets), KEPT_SCHEMA).cache()
+        per_group = kept.aggregate(_KeptPerGroup(), _merge_stats)
+    finally:
+        assigned.release()
+    details = {
+        **{k: v for k, v in details.items() if k in ("requested_sum", "budget_sum")},
+        "partitions": int(partitions.size),
+        "partition_sample": n_sampled,
+        "clusters": [
+            _cluster_row(int(p), int(n), per_group.get(int(p)))
+            for p, n in zip(partitions.tolist(), sizes.tolist(), strict=True)
+        ],
+    }
+    return kept, details
+
+
+def _fit_centroids(rows: Frame, job: PartitionJob, n_rows: int) -> tuple[np.ndarray, int]:
+    """k-means centroids fit on a seeded sample of ``rows``, and the sample's size."""
     hash_seed, faiss_seed = sample_seeds(job)
     size = min(job.sample, n_rows)
     key = PriorityKey(hash_seed)
@@ -299,47 +330,35 @@ def select_partitioned(rows: Frame, job: PartitionJob, n_rows: int) -> tuple[Fra
         .sort_by(ORDER)
     )
     matrix = vector_matrix(sample.column(job.embeddings), job.embeddings)
-    centroids = fit_kmeans(matrix, job.clusters, seed=faiss_seed, n_iter=job.iterations).centroids
-    assigned_schema = pa.schema(
-        [*rows.schema, pa.field(PARTITION, pa.int64()), pa.field(SQ_DISTANCE, pa.float64())]
+    fitted = fit_kmeans(matrix, job.clusters, seed=faiss_seed, n_iter=job.iterations)
+    return fitted.centroids, int(sample.num_rows)
+
+
+def _partition_budgets(
+    assigned: Frame,
+    job: PartitionJob,
+    partitions: np.ndarray,
+    sizes: np.ndarray,
+    costs: np.ndarray,
+    details: dict[str, Any],
+) -> dict[int, int] | None:
+    """Each partition's share of the step's budget (rows, or a column's sum), or None."""
+    selector = cast(Partitionable, job.selector)  # checked by select_partitioned
+    if isinstance(job.budget, SumBudget):
+        totals = assigned.aggregate(_PartitionSums(job.budget.column), _merge_sums)
+        sums = np.array([totals.get(p, 0) for p in partitions.tolist()], dtype=np.int64)
+        mean = np.divide(sums, sizes, out=np.zeros(sizes.size), where=sizes > 0)
+        weights = selector.allocation_weights(sizes, costs) * mean
+        shares = allocate(min(job.budget.total, int(sums.sum())), weights, sums)
+        details["requested_sum"] = int(job.budget.total)
+        details["budget_sum"] = job.budget.column
+        return dict(zip(partitions.tolist(), shares.tolist(), strict=True))
+    if job.budget is None:
+        return None
+    weights = selector.allocation_weights(sizes, costs)
+    return dict(
+        zip(partitions.tolist(), allocate(job.budget, weights, sizes).tolist(), strict=True)
     )
-    assigned = rows.map_batches(_Assign(centroids, job.embeddings), assigned_schema).cache()
-    try:
-        stats = assigned.aggregate(_PartitionStats(), _merge_stats)
-        partitions = np.array(sorted(stats), dtype=np.int64)
-        sizes = np.array([stats[p][0] for p in partitions.tolist()], dtype=np.int64)
-        costs = np.array([exact_sum_value(stats[p][1]) for p in partitions.tolist()])
-        if int(sizes.sum()) != n_rows:
-            raise RuntimeError(f"partitioned selection saw {int(sizes.sum())} of {n_rows} rows")
-        budgets = None
-        if isinstance(job.budget, SumBudget):
-            totals = assigned.aggregate(_PartitionSums(job.budget.column), _merge_sums)
-            sums = np.array([totals.get(p, 0) for p in partitions.tolist()], dtype=np.int64)
-            mean = np.divide(sums, sizes, out=np.zeros(sizes.size), where=sizes > 0)
-            weights = job.selector.allocation_weights(sizes, costs) * mean
-            shares = allocate(min(job.budget.total, int(sums.sum())), weights, sums)
-            budgets = dict(zip(partitions.tolist(), shares.tolist(), strict=True))
-            details["requested_sum"] = int(job.budget.total)
-            details["budget_sum"] = job.budget.column
-        elif job.budget is not None:
-            weights = job.selector.allocation_weights(sizes, costs)
-            budgets = dict(
-                zip(partitions.tolist(), allocate(job.budget, weights, sizes).tolist(), strict=True)
-            )
-        kept = assigned.map_groups([PARTITION], _SelectGroups(job, budgets), KEPT_SCHEMA).cache()
-        per_group = kept.aggregate(_KeptPerGroup(), _merge_stats)
-    finally:
-        assigned.release()
-    details = {
-        **{k: v for k, v in details.items() if k in ("requested_sum", "budget_sum")},
-        "partitions": int(partitions.size),
-        "partition_sample": int(sample.num_rows),
-        "clusters": [
-            _cluster_row(int(p), int(n), per_group.get(int(p)))
-            for p, n in zip(partitions.tolist(), sizes.tolist(), strict=True)
-        ],
-    }
-    return kept, details
 
 
 def _cluster_row(

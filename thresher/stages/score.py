@@ -29,6 +29,7 @@ from thresher.io.localize import models_mirror, pull
 from thresher.io.sink import ParquetSink
 from thresher.run_dir import RunDir
 from thresher.scorers.base import Scorer, relocate_artifacts
+from thresher.stages.base import RunContext, ShardStage
 from thresher.tables import CAST_ERRORS
 
 
@@ -198,3 +199,47 @@ class ScoreShard:
     def __call__(self, index: int) -> dict[str, Any]:
         faults.pause("score:shard")
         return score_shard_to_run(index, self.scorers, self.run, self.batch_size)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The shards scored by this run, and how many had their scores already."""
+
+    new: tuple[int, ...]
+    reused: int = 0
+
+
+class ScoreStage(ShardStage):
+    """Score every ingested shard not scored yet (one listing of ``scores/`` says which)."""
+
+    name = "score"
+    retries = 2
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def totals(self, ctx: RunContext) -> dict[str, int]:
+        ingested = ctx.result("ingest")
+        return {"shards": len(ingested.stats), "docs": ingested.rows}
+
+    def items(self, ctx: RunContext) -> list[int]:
+        return sorted(ctx.result("ingest").shard_rows)
+
+    def split(self, ctx: RunContext, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        rows = ctx.result("ingest").shard_rows
+        scored = {e.location.name for e in ctx.run.scores.list_files(recursive=False)}
+        pending = [i for i in items if ctx.run.scores_shard(i).name not in scored]
+        reused = [{"index": i, "rows": rows[i], "reused": True} for i in items if i not in pending]
+        return pending, reused
+
+    def task(self, ctx: RunContext) -> ScoreShard:
+        return ScoreShard(list(ctx.result("fit").scorers), ctx.run, self.batch_size)
+
+    def documents(self, result: Any) -> int:
+        return int(result["rows"])
+
+    def collect(self, ctx: RunContext, reused: list[Any], fresh: list[Any]) -> Scored:
+        return Scored(tuple(int(r["index"]) for r in fresh), len(reused))
+
+    def describe(self, result: Scored) -> str:
+        return f"scored {len(result.new)} shard(s), {result.reused} reused"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,11 +31,11 @@ from thresher.io.publish import Version
 from thresher.io.shards import order_ranks
 from thresher.keys import id_priority, order_key
 from thresher.run_dir import RunDir, shard_file
-from thresher.selectors import make_selector
 from thresher.selectors.vectors import is_vector_type
+from thresher.stages.base import RunContext, Stage
 from thresher.stages.decide import (
     _DETAIL,
-    configured_steps,
+    SelectionSpec,
     decide,
     needs_vectors,
     sum_budget_columns,
@@ -65,11 +66,11 @@ class AddOrder:
         return table.append_column(S.ORDER, pa.array(order, pa.int64()))
 
 
-def selection_columns(config: RunConfig, available: pa.Schema) -> list[str]:
+def selection_columns(spec: SelectionSpec, available: pa.Schema) -> list[str]:
     """Score columns the decisions read: ids, positions, label, the steps' scores and vectors."""
     wanted = [S.ID, S.SHARD, S.ROW, S.LABEL]
-    wanted += [TOKEN_COLUMN, *sum_budget_columns(configured_steps(config))]
-    for step, selector in configured_steps(config):
+    wanted += [TOKEN_COLUMN, *sum_budget_columns(list(spec.steps))]
+    for step, selector in spec.steps:
         wanted += selector.score_columns()
         if needs_vectors(step, selector):
             wanted.append(step.embeddings)
@@ -405,59 +406,122 @@ def select_to_run(
     Returns the summary: ingested, kept and dropped rows (by reason),
     whether weights were set, and the steps' details.
     """
-    run = RunDir(config.run_path)
+    spec = SelectionSpec.of(config)
+    return select_into(RunDir(config.run_path), spec, engine, indices, version, progress)
+
+
+def select_into(
+    run: RunDir,
+    spec: SelectionSpec,
+    engine: Engine,
+    indices: list[int],
+    version: Version,
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
+    """:func:`select_to_run` from the slice of the config it needs (see SelectionSpec)."""
     names = run.shard_names()
     ranks = order_ranks(names)
     with engine.watch(progress):
-        columns = selection_columns(config, score_schema(run, indices))
+        columns = selection_columns(spec, score_schema(run, indices))
         rows = score_rows(engine, run, indices, columns, ranks)
-        duplicates = duplicate_rows(engine, run, ranks) if config.dedup is not None else None
-        contaminated = (
-            contaminated_rows(engine, run, ranks) if config.decontaminate is not None else None
-        )
-        decided, steps = decide(rows, config, engine, names, duplicates, contaminated)
+        duplicates = duplicate_rows(engine, run, ranks) if spec.deduplicated else None
+        contaminated = contaminated_rows(engine, run, ranks) if spec.decontaminated else None
+        decided, steps = decide(rows, spec, engine, names, duplicates, contaminated)
         try:
             histograms = score_histograms(decided, numeric_columns(decided.schema))
-            summed = [
-                c
-                for c in dict.fromkeys(
-                    [TOKEN_COLUMN, *sum_budget_columns(configured_steps(config))]
-                )
-                if c in decided.schema.names
-            ]
+            wanted = [TOKEN_COLUMN, *sum_budget_columns(list(spec.steps))]
+            summed = [c for c in dict.fromkeys(wanted) if c in decided.schema.names]
             written = decided.map_groups(
-                [S.SHARD], _WriteShards(version, config.seed, summed), _SUMMARY_SCHEMA
+                [S.SHARD], _WriteShards(version, spec.seed, summed), _SUMMARY_SCHEMA
             ).to_table(max_rows=max(len(indices), 1))
         finally:
             decided.release()
     counts, examples = _merge_summaries(written)
-    for index in sorted(set(indices) - set(written.column("shard").to_pylist())):
-        empty = S.SELECTION_SCHEMA.empty_table()  # a shard with no ingested row
-        write_parquet_atomic(empty, version.selection / shard_file(index))
-        write_parquet_atomic(S.DROPPED_SCHEMA.empty_table(), version.dropped / shard_file(index))
+    _write_empty_shards(version, sorted(set(indices) - set(written.column("shard").to_pylist())))
     kept = counts.pop(KEPT, 0)
     dropped = dict(sorted(counts.items()))
-    weighted = bool(make_selector(config.selector.name, config.selector.params).defines_weights)
     summary = {
         "ingested": int(sum(written.column("rows").to_pylist())),
         "kept": kept,
         "dropped": sum(dropped.values()),
         "dropped_by_reason": dropped,
-        "weighted": weighted,
-        "budget": config.selector.budget_json(),
+        "weighted": spec.weighted,
+        "budget": spec.budget,
         "sums": merge_sums(written),
         "steps": steps,
     }
     write_json_atomic(steps, version.steps)
-    write_json_atomic(
-        {
-            **{k: v for k, v in summary.items() if k != "steps"},
-            "histograms": histograms,
-            "examples": examples,
-        },
-        version.stats,
-    )
+    statistics = {k: v for k, v in summary.items() if k != "steps"}
+    write_json_atomic({**statistics, "histograms": histograms, "examples": examples}, version.stats)
     return summary
+
+
+def _write_empty_shards(version: Version, indices: list[int]) -> None:
+    """Empty decisions for shards with no ingested row (every shard has its files)."""
+    for index in indices:
+        write_parquet_atomic(
+            S.SELECTION_SCHEMA.empty_table(), version.selection / shard_file(index)
+        )
+        write_parquet_atomic(S.DROPPED_SCHEMA.empty_table(), version.dropped / shard_file(index))
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What the select stage decided, and the version it wrote the decisions into."""
+
+    version: Version
+    summary: dict[str, Any]
+
+    @property
+    def kept(self) -> int:
+        return int(self.summary["kept"])
+
+    @property
+    def weighted(self) -> bool:
+        return bool(self.summary["weighted"])
+
+
+class SelectStage(Stage):
+    """Decide every ingested row into a new version (see module docstring)."""
+
+    name = "select"
+
+    def __init__(self, spec: SelectionSpec) -> None:
+        self.spec = spec
+
+    def run(self, ctx: RunContext, bar: StageProgress) -> Selected:
+        from thresher.io import publish
+
+        token = ctx.lock.token if ctx.lock is not None else None
+        version = publish.new_version(ctx.run.root, token)
+        indices = ctx.result("ingest").indices
+        summary = select_into(ctx.run, self.spec, ctx.engine, indices, version, bar)
+        _warn_unmet_budgets(summary["steps"], ctx.logger)
+        return Selected(version, summary)
+
+    def describe(self, result: Selected) -> str:
+        return f"selected {result.kept} of {result.summary['ingested']} ingested rows"
+
+
+def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
+    """Say when a budget (a count, or a sum) covers every row that reaches its step."""
+    for step in steps:
+        budget = step.get("budget")
+        if isinstance(budget, int) and not isinstance(budget, bool) and budget > step["rows_in"]:
+            logger.warning(
+                "%s: budget %d exceeds the %d rows that reach it; all of them are kept",
+                step["step"],
+                budget,
+                step["rows_in"],
+            )
+        elif isinstance(budget, dict) and step["rows_in"] and step["kept"] == step["rows_in"]:
+            logger.warning(
+                "%s: budget %s <= %d covers all %d rows that reach it; all of them are kept",
+                step["step"],
+                budget["sum"],
+                budget["total"],
+                step["rows_in"],
+            )
 
 
 # -- in memory (the Python API, notebooks, thresher eval) -------------------------------------
@@ -511,7 +575,8 @@ def decide_table(
         duplicates = duplicate_rows(engine, run, order_ranks(names))
     if config.decontaminate is not None and run is not None:
         contaminated = contaminated_rows(engine, run, order_ranks(names))
-    decided, steps = decide(TableFrame.of(scores), config, engine, names, duplicates, contaminated)
+    spec = SelectionSpec.of(config)
+    decided, steps = decide(TableFrame.of(scores), spec, engine, names, duplicates, contaminated)
     table = decided.to_table(max_rows=scores.num_rows).sort_by(S.ORDER)
     keep = pc.is_null(table.column("reason"))
     selection = pa.table(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from thresher.budget import Budget
 from thresher.config import RunConfig, load_config, parse_config
 from thresher.errors import RunStateError
 from thresher.io.fs import Location
@@ -82,7 +83,7 @@ def score(
 def select(
     target: ConfigLike,
     *,
-    budget: int | float | dict[str, Any] | None = None,
+    budget: Budget | dict[str, Any] | None = None,
     selector: str | None = None,
     params: dict[str, Any] | None = None,
     engine: EngineKind | None = None,
@@ -98,9 +99,11 @@ def select(
     target : run directory, config file, RunConfig or mapping
         A run directory uses the configuration recorded there by its last
         run; a configuration must match the run's input and scorers.
-    budget : int, float or dict, optional
+    budget : int, float, SumBudget or dict, optional
         New budget of the selector: a count, a fraction, or a sum budget
-        (``{"tokens": N}`` or ``{"sum": column, "total": N}``).
+        (``{"tokens": N}``, ``{"sum": column, "total": N}`` or a
+        :class:`~thresher.budget.SumBudget`), checked as a config's is
+        (:func:`thresher.budget.parse_budget`).
     selector, params : optional
         A different selector (registry name) and its parameters; the
         budget is kept unless ``budget`` is given.
@@ -182,7 +185,7 @@ def resolve(config: ConfigLike, **overrides: Any) -> RunConfig:
 def with_selector(
     config: RunConfig,
     *,
-    budget: int | float | dict[str, Any] | None = None,
+    budget: Budget | dict[str, Any] | None = None,
     selector: str | None = None,
     params: dict[str, Any] | None = None,
 ) -> RunConfig:

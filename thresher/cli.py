@@ -233,24 +233,14 @@ def score(
 
 def _budget(text: str | None) -> int | float | dict[str, Any] | None:
     """``--budget``: a count, a fraction, ``tokens=N`` or ``COLUMN=N`` (a sum budget)."""
+    from thresher.budget import budget_from_text
+
     if text is None:
         return None
-    message = (
-        "--budget must be a count (e.g. 1000), a fraction (e.g. 0.3), tokens=N or "
-        f"COLUMN=N (a sum of that column), got {text!r}"
-    )
-    if "=" in text:
-        column, _, total = text.partition("=")
-        try:
-            value = int(total.replace("_", ""))
-        except ValueError:
-            raise ConfigError(message) from None
-        column = column.strip()
-        return {"tokens": value} if column == "tokens" else {"sum": column, "total": value}
     try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        raise ConfigError(message) from None
+        return budget_from_text(text)
+    except ValueError as error:
+        raise ConfigError(f"--budget {error}") from None
 
 
 def _params(pairs: list[str]) -> dict[str, Any] | None:

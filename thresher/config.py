@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from thresher.budget import TOKEN_COLUMN as TOKEN_COLUMN  # re-exported for the stages
+from thresher.budget import Budget, SumBudget, budget_json, parse_budget
 from thresher.errors import ConfigError, StorageError
 from thresher.io.fs import FileEntry, Location, StorageOptions, expand
 from thresher.io.options import check_storage_options
@@ -33,10 +35,7 @@ from thresher.io.readers import ReadLimits
 from thresher.keys import json_digest
 from thresher.redact import redact_config
 
-Budget = int | float
 _M = TypeVar("_M", bound=BaseModel)
-#: The column a ``budget: {tokens: N}`` sums: the ``token_count`` scorer's default output.
-TOKEN_COLUMN = "token_count"
 
 
 class _Strict(BaseModel):
@@ -179,16 +178,15 @@ class SumBudgetConfig(_Strict):
     configured scorer or be in the schema; rows whose value is null, NaN,
     negative or fractional are dropped as ``invalid_score``. Selectors take
     rows in their own order and stop before the first that would make the
-    sum exceed ``total`` (:class:`thresher.selectors.base.SumBudget`).
+    sum exceed ``total`` (:class:`thresher.budget.SumBudget`, whose rules
+    this form follows).
     """
 
     sum: str = Field(min_length=1)
     total: int = Field(gt=0)
 
-    def budget(self) -> Any:
-        """The selector-side budget (:class:`~thresher.selectors.base.SumBudget`)."""
-        from thresher.selectors.base import SumBudget
-
+    def budget(self) -> SumBudget:
+        """The selector-side budget (:class:`~thresher.budget.SumBudget`)."""
         return SumBudget(self.sum, self.total)
 
 
@@ -198,7 +196,8 @@ class SelectorConfig(_Strict):
     ``budget`` is a count (int >= 0) or a fraction (float in (0, 1]) of the
     rows that reach this step, or a sum of a column: ``{tokens: N}`` (the
     ``token_count`` column) or ``{sum: <column>, total: N}``
-    (:class:`SumBudgetConfig`). ``null`` is allowed only for selectors that
+    (:class:`SumBudgetConfig`); :mod:`thresher.budget` holds the rules.
+    ``null`` is allowed only for selectors that
     define their own size, such as ``threshold``. ``embeddings`` names the
     score column holding vectors, for selectors that need them.
     ``partitions`` runs the selector per k-means partition (corpora larger
@@ -208,39 +207,21 @@ class SelectorConfig(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    budget: Budget | SumBudgetConfig | None = None
+    budget: int | float | SumBudgetConfig | None = None
     embeddings: str = "embedding"
     partitions: PartitionConfig | None = None
 
     @field_validator("budget", mode="before")
     @classmethod
     def _check_budget(cls, value: Any) -> Any:
-        if value is None:
-            return value
         if isinstance(value, SumBudgetConfig):
             return value
-        if isinstance(value, dict):
-            return _sum_budget(value)
-        if isinstance(value, bool):
-            raise ValueError("budget must be a count or a fraction, not a boolean")
-        message = (
-            "budget must be a count (int), a fraction (float), {tokens: N} or "
-            f"{{sum: <column>, total: N}}; got {value!r}"
-        )
-        if isinstance(value, str):  # a number written as text (YAML reads 1e3 as one)
-            try:
-                value = float(value) if any(c in value for c in ".eE") else int(value)
-            except ValueError:
-                raise ValueError(message) from None
-        if not isinstance(value, int | float):
-            raise ValueError(message)
-        if isinstance(value, int) and value < 0:
-            raise ValueError(f"a count budget must be >= 0, got {value}")
-        if isinstance(value, float) and not 0.0 < value <= 1.0:
-            raise ValueError(f"a fraction budget must be in (0, 1], got {value}")
-        return value
+        budget = parse_budget(value)
+        if isinstance(budget, SumBudget):
+            return SumBudgetConfig(sum=budget.column, total=budget.total)
+        return budget
 
-    def selector_budget(self) -> Any:
+    def selector_budget(self) -> Budget | None:
         """The budget as selectors take it: an int, a float, a SumBudget or None."""
         if isinstance(self.budget, SumBudgetConfig):
             return self.budget.budget()
@@ -248,29 +229,7 @@ class SelectorConfig(_Strict):
 
     def budget_json(self) -> Any:
         """The budget as JSON data: a number, ``{"sum": column, "total": N}`` or None."""
-        if isinstance(self.budget, SumBudgetConfig):
-            return {"sum": self.budget.sum, "total": self.budget.total}
-        return self.budget
-
-
-def _sum_budget(value: dict[str, Any]) -> SumBudgetConfig:
-    """``{tokens: N}`` or ``{sum: column, total: N}`` as a SumBudgetConfig (ValueError when bad)."""
-    keys = set(value)
-    if keys == {"tokens"}:
-        value = {"sum": TOKEN_COLUMN, "total": value["tokens"]}
-    elif keys != {"sum", "total"}:
-        raise ValueError(
-            f"a sum budget is {{tokens: N}} or {{sum: <column>, total: N}}; got keys {sorted(keys)}"
-        )
-    column, total = value["sum"], value["total"]
-    field = "tokens" if keys == {"tokens"} else "total"
-    if not isinstance(column, str) or not column:
-        raise ValueError(f"sum: must name a column, got {column!r}")
-    if isinstance(total, bool) or not isinstance(total, int):
-        raise ValueError(f"{field}: must be a whole number, got {total!r}")
-    if total <= 0:
-        raise ValueError(f"{field}: must be > 0, got {total}")
-    return SumBudgetConfig(sum=column, total=total)
+        return budget_json(self.selector_budget())
 
 
 class SparkConfig(_Strict):
@@ -561,7 +520,8 @@ def _scorer_problems(
     scorers: Sequence[ScorerConfig | None],
 ) -> tuple[list[str] | None, list[str]]:
     """The scorers' output columns (None when some scorer is unusable) and their problems."""
-    from thresher.scorers import SCORERS, make_scorer
+    from thresher.registry import RegistryError
+    from thresher.scorers import make_scorer
 
     columns: list[str] = []
     problems: list[str] = []
@@ -570,17 +530,10 @@ def _scorer_problems(
         if scorer is None:
             complete = False
             continue
-        if scorer.name not in SCORERS:
-            problems.append(
-                f"scorers[{i}].name: unknown scorer {scorer.name!r}; "
-                f"available: {', '.join(sorted(SCORERS))}"
-            )
-            complete = False
-            continue
         try:
             instance = make_scorer(scorer.name, scorer.params)
-        except ValueError as error:
-            problems.append(f"scorers[{i}].params: {error}")
+        except RegistryError as error:
+            problems.append(f"scorers[{i}].{error.field}: {error}")
             complete = False
             continue
         columns += [field.name for field in instance.output_fields(scorer.output_column)]
@@ -597,18 +550,14 @@ def _scorer_problems(
 
 def _step_problems(where: str, step: SelectorConfig, available: set[str] | None) -> list[str]:
     """The problems of one filter or the selector (``available``: None when unknown)."""
+    from thresher.registry import RegistryError
     from thresher.selectors import SELECTORS, make_selector
     from thresher.selectors.partition import Partitionable
 
-    if step.name not in SELECTORS:
-        return [
-            f"{where}.name: unknown selector {step.name!r}; "
-            f"available: {', '.join(sorted(SELECTORS))}"
-        ]
     try:
         selector = make_selector(step.name, step.params)
-    except ValueError as error:
-        return [f"{where}.params: {error}"]
+    except RegistryError as error:
+        return [f"{where}.{error.field}: {error}"]
     problems = []
     if selector.requires_budget and step.budget is None:
         problems.append(f"{where}.budget: {step.name!r} needs a budget (count or fraction)")

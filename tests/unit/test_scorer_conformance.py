@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 
 from tests.helpers.batches import text_batch
-from tests.helpers.params import bad_value
+from tests.helpers.params import bad_value, invalid_values
+from thresher._params import constructor_params
 from thresher.fitting import FitContext
 from thresher.scorers import SCORERS, Scorer, make_scorer
 
@@ -223,11 +224,21 @@ def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
 
     given = SCORER_PARAMS.get(name, {})
     valid = make_scorer(name, given).get_params()
+    declared = SCORERS[name].parameter_constraints()
     make_config(scorers=[{"name": name, "params": given}], filters=[])
     for param, value in valid.items():
-        with pytest.raises(ConfigError) as refused:
-            make_config(
-                scorers=[{"name": name, "params": {**given, param: bad_value(value)}}], filters=[]
-            )
-        message = str(refused.value)
-        assert "scorers[0].params" in message and param in message, (param, message)
+        assert param in declared, f"{name}.{param} declares no constraints"
+        generated = invalid_values(declared[param])
+        assert generated, f"{name}.{param}: its declaration refuses nothing"
+        for bad in [bad_value(value), *generated]:
+            with pytest.raises(ConfigError) as refused:
+                make_config(scorers=[{"name": name, "params": {**given, param: bad}}], filters=[])
+            message = str(refused.value)
+            assert "scorers[0].params" in message and param in message, (param, bad, message)
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_every_constructor_parameter_declares_its_constraints(name: str) -> None:
+    """A parameter without a declaration would go unchecked; a stale one names no parameter."""
+    cls = SCORERS[name]
+    assert set(constructor_params(cls)) == set(cls.parameter_constraints())

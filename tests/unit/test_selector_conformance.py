@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.params import bad_value
+from tests.helpers.params import bad_value, invalid_values
+from thresher._params import constructor_params
 from thresher.selectors import SELECTORS, Selector, make_selector
 
 SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
@@ -155,12 +156,24 @@ def test_a_bad_value_of_each_parameter_is_refused_when_the_config_is_loaded(
     from thresher.errors import ConfigError
 
     valid = SELECTOR_FACTORIES[name]().get_params()
+    declared = SELECTORS[name].parameter_constraints()
     _checked_config(make_config, name, valid)  # the factory's parameters are accepted
     for param, value in valid.items():
-        with pytest.raises(ConfigError) as refused:
-            _checked_config(make_config, name, {**valid, param: bad_value(value)})
-        message = str(refused.value)
-        assert "selector.params" in message and param in message, (param, message)
+        assert param in declared, f"{name}.{param} declares no constraints"
+        generated = invalid_values(declared[param])
+        assert generated, f"{name}.{param}: its declaration refuses nothing"
+        for bad in [bad_value(value), *generated]:
+            with pytest.raises(ConfigError) as refused:
+                _checked_config(make_config, name, {**valid, param: bad})
+            message = str(refused.value)
+            assert "selector.params" in message and param in message, (param, bad, message)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_every_constructor_parameter_declares_its_constraints(name: str) -> None:
+    """A parameter without a declaration would go unchecked; a stale one names no parameter."""
+    cls = SELECTORS[name]
+    assert set(constructor_params(cls)) == set(cls.parameter_constraints())
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in SELECTORS.items() if c.requires_budget))

@@ -314,6 +314,32 @@ def test_the_command_line_budget_takes_sum_budgets() -> None:
         _budget("tokens=lots")
 
 
+def test_one_budget_type_for_the_config_the_command_line_and_the_api() -> None:
+    """Every written form parses to the same Budget the selectors take, whichever edge wrote it."""
+    from thresher.budget import budget_from_text, budget_json, parse_budget
+    from thresher.config import SelectorConfig
+
+    tokens, column = SumBudget(TOKENS, 7), SumBudget("bytes", 5)
+    written = [
+        (1000, 1000),
+        (0.3, 0.3),
+        ("250", 250),
+        ({"tokens": 7}, tokens),
+        ({"sum": "bytes", "total": 5}, column),
+        (budget_from_text("tokens=7"), tokens),
+        (budget_from_text("bytes=5"), column),
+        (budget_from_text("0.3"), 0.3),
+        (column, column),  # the API may pass a SumBudget itself
+    ]
+    for value, expected in written:
+        assert parse_budget(value) == expected, value
+        step = SelectorConfig(name="random", budget=value)
+        assert step.selector_budget() == expected, value
+        assert step.budget_json() == budget_json(expected)
+    with pytest.raises(ValueError, match="a count budget must be >= 0"):
+        parse_budget(-1)
+
+
 FRAME_SELECTORS = [
     ("random", {"by_label": True}),
     ("topk", {"score": "score"}),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from thresher.errors import ThresherError
+from thresher.registry import Registry
 from thresher.scorers.base import Scorer
 from thresher.scorers.dsir import DSIRScorer
 from thresher.scorers.el2n import EL2NScorer
@@ -41,22 +39,9 @@ _REGISTERED: list[type[Scorer]] = [
     LanguageScorer,
     DSIRScorer,
 ]
-SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in _REGISTERED}
-
-
-def make_scorer(name: str, params: dict[str, Any] | None = None) -> Scorer:
-    """Instantiate a registered scorer and check its parameters (ValueError when bad)."""
-    if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))}")
-    try:
-        instance = SCORERS[name](**(params or {}))
-    except TypeError as error:
-        raise ValueError(f"scorer {name!r}: {error}") from None
-    try:
-        instance.check_params()
-    except (ValueError, ThresherError) as error:  # the config loader adds the field's path
-        raise ValueError(str(error)) from None
-    return instance
+SCORERS: Registry[Scorer] = Registry("scorer", _REGISTERED)
+#: A registered scorer by name, its parameters checked (RegistryError, a ValueError, when bad).
+make_scorer = SCORERS.make
 
 
 __all__ = ["SCORERS", "Scorer", "make_scorer"]

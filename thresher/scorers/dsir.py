@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from thresher._params import check_int, check_number
+from thresher._params import Constraints, Integral, Interval, ListOf, Real, Text
 from thresher.errors import InputError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -67,6 +67,13 @@ class DSIRScorer(Scorer):
     name: ClassVar[str] = "dsir"
     requires_fit: ClassVar[bool] = True
     transient_attributes: ClassVar[tuple[str, ...]] = ("log_ratio_",)
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "target_files": [ListOf(Text(), what="file paths")],
+        "n_buckets": [Interval(Integral, 1, None)],
+        "ngrams": [Interval(Integral, 1, 5)],
+        "n_documents": [Interval(Integral, 1, None)],
+        "smoothing": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(
         self,
@@ -82,31 +89,12 @@ class DSIRScorer(Scorer):
         self.n_documents = n_documents
         self.smoothing = smoothing
 
-    def check_params(self) -> None:
-        if (
-            not isinstance(self.target_files, list)
-            or not self.target_files
-            or not all(isinstance(p, str) and p for p in self.target_files)
-        ):
-            raise ValueError(
-                f"{self.name}: target_files must be a non-empty list of file paths, "
-                f"got {self.target_files!r}"
-            )
-        check_int(self.name, "n_buckets", self.n_buckets, minimum=1)
-        check_int(self.name, "ngrams", self.ngrams, minimum=1)
-        if self.ngrams > 5:
-            raise ValueError(f"{self.name}: ngrams must be at most 5, got {self.ngrams}")
-        check_int(self.name, "n_documents", self.n_documents, minimum=1)
-        check_number(self.name, "smoothing", self.smoothing)
-        if not self.smoothing > 0:
-            raise ValueError(f"{self.name}: smoothing must be > 0, got {self.smoothing!r}")
-
     # -- lifecycle -----------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
         """Fit the target and raw bag-of-n-grams models; save their log ratio."""
         from thresher.models.hashed_ngrams import bucket_counts, smoothed_log_probabilities
 
-        self.check_params()
+        self.validate_params()
         targets = read_documents(self.target_files, what=self.name, kind="target")
         if not targets:
             raise InputError(f"{self.name}: the target files hold no document")

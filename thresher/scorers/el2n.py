@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import Bool, Constraints, Integral, Interval
 from thresher.errors import ConfigError
 from thresher.models.proxy import round_scores
 from thresher.scorers.proxy import (
@@ -67,12 +68,15 @@ def default_epoch(epochs: int) -> int:
     return max(1, math.ceil(epochs / 4))
 
 
-def chosen_epoch(owner: str, epoch: int | None, epochs: int) -> int:
-    """``epoch`` (or the default), checked against the proxy's ``epochs``."""
-    chosen = default_epoch(epochs) if epoch is None else epoch
-    if isinstance(chosen, bool) or not isinstance(chosen, int) or not 1 <= chosen <= epochs:
+def chosen_epoch(epoch: int | None, epochs: int) -> int:
+    """``epoch``, or the default for a proxy trained ``epochs`` epochs."""
+    return default_epoch(epochs) if epoch is None else epoch
+
+
+def check_epoch(owner: str, epoch: int | None, epochs: int) -> None:
+    """A given ``epoch`` is one the proxy trains (``1..epochs``): ConfigError otherwise."""
+    if epoch is not None and not 1 <= epoch <= epochs:
         raise ConfigError(f"{owner}.epoch: {epoch!r} is not in 1..{epochs} (proxy.epochs)")
-    return chosen
 
 
 class EL2NScorer(ProxyScorer):
@@ -93,6 +97,12 @@ class EL2NScorer(ProxyScorer):
     """
 
     name: ClassVar[str] = "el2n"
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "epoch": [Interval(Integral, 1, None), None],
+        "per_epoch": [Bool()],
+        "aum": [Bool()],
+        "forgetting": [Bool()],
+    }
 
     def __init__(
         self,
@@ -114,12 +124,9 @@ class EL2NScorer(ProxyScorer):
     def dynamics(self) -> bool:
         return bool(self.per_epoch or self.aum or self.forgetting)
 
-    def check_params(self) -> None:
-        super().check_params()
-        chosen_epoch(self.name, self.epoch, self.proxy_config.epochs)
-        for flag in ("per_epoch", "aum", "forgetting"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+    def _check_together(self) -> None:
+        super()._check_together()
+        check_epoch(self.name, self.epoch, self.proxy_config.epochs)
 
     def output_fields(self, column: str) -> list[pa.Field]:
         epochs = self.proxy_config.epochs
@@ -135,7 +142,7 @@ class EL2NScorer(ProxyScorer):
     def needed_epochs(self) -> list[int] | None:
         if self.dynamics:
             return None
-        return [chosen_epoch(self.name, self.epoch, self.proxy_config.epochs)]
+        return [chosen_epoch(self.epoch, self.proxy_config.epochs)]
 
     def score(self, batch: pa.RecordBatch) -> pa.Array:
         fields = self.output_fields(self.name)
@@ -146,7 +153,7 @@ class EL2NScorer(ProxyScorer):
         _, logits = model.forward(x)
         el2n = model.seed_epoch_grid(residuals(logits, labels).norm(dim=-1))  # (n, S, E)
         epochs = model.loaded_epochs()
-        chosen = epochs.index(chosen_epoch(self.name, self.epoch, model.epochs))
+        chosen = epochs.index(chosen_epoch(self.epoch, model.epochs))
         columns = [el2n[:, :, chosen].mean(axis=1)]
         if self.per_epoch:
             columns += [el2n[:, :, k].mean(axis=1) for k in range(len(epochs))]

@@ -51,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_bool, check_device, check_int, check_mapping, check_str
+from thresher._params import Bool, Constraints, Device, Integral, Interval, Mapping, Options, Text
 from thresher.devices import resolve_device
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
@@ -99,6 +99,18 @@ class EmbeddingScorer(Scorer):
     name: ClassVar[str] = "embedding"
     requires_fit: ClassVar[bool] = True
     transient_attributes: ClassVar[tuple[str, ...]] = ("model_", "device_")
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "source": [Options(*_SOURCES)],
+        "dim": [Interval(Integral, 2, None)],
+        "ngrams": [Interval(Integral, 1, None)],
+        "proxy": [Mapping(), None],
+        "lm": [Mapping(), None],
+        "model_path": [Text(), None],
+        "epoch": [Interval(Integral, 1, None), None],
+        "normalize": [Bool()],
+        "device": [Device()],
+        "batch_size": [Interval(Integral, 1, None)],
+    }
 
     def __init__(
         self,
@@ -132,16 +144,13 @@ class EmbeddingScorer(Scorer):
         return (S.TEXT,)
 
     def width(self) -> int:
-        """Width of the vectors (known from the parameters, before fitting)."""
-        if self.source not in _SOURCES:
-            raise ConfigError(f"embedding.source: {self.source!r} is not one of {_SOURCES}")
+        """Width of the vectors (known from the parameters, before fitting).
+
+        Refuses (ConfigError) the settings of the chosen source that do not
+        give vectors: a proxy without a hidden layer or an epoch it does not
+        train, an LM directory without a hidden size, bad LM settings.
+        """
         if self.source == "hashed_ngrams":
-            for name, low in (("dim", 2), ("ngrams", 1)):
-                value = getattr(self, name)
-                if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                    raise ConfigError(
-                        f"embedding.{name}: expected an integer >= {low}, got {value!r}"
-                    )
             return int(self.dim)
         if self.source == "proxy":
             config = parse_proxy_config(self.proxy, self.name)
@@ -170,15 +179,8 @@ class EmbeddingScorer(Scorer):
         assert self.model_path is not None
         return local_model(self.model_path, "embedding.model_path")
 
-    def check_params(self) -> None:
-        check_mapping(self.name, "proxy", self.proxy)
-        check_mapping(self.name, "lm", self.lm)
-        check_str(self.name, "model_path", self.model_path, optional=True)
-        check_int(self.name, "epoch", self.epoch, optional=True)
-        check_bool(self.name, "normalize", self.normalize)
-        check_device(self.name, self.device)
-        check_int(self.name, "batch_size", self.batch_size)
-        self.width()  # the rest is checked on the way to the vectors' width
+    def _check_together(self) -> None:
+        self.width()  # the chosen source's own settings are checked on the way to the width
 
     def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.list_(pa.float32()))]
@@ -187,7 +189,7 @@ class EmbeddingScorer(Scorer):
 
     # -- lifecycle -------------------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
-        self.width()
+        self.validate_params()  # the source's settings too (on the way to the width)
         if self.source == "proxy":
             config = parse_proxy_config(self.proxy, self.name)
             self.model_path_ = str(fit_proxy(context, config, device=resolve_device(self.device)))
@@ -205,6 +207,7 @@ class EmbeddingScorer(Scorer):
             self.model_path_ = str(fit_reference_lm(context, **(self.lm or {})))
 
     def setup(self) -> None:
+        self.validate_params()
         if self.source == "hashed_ngrams" or getattr(self, "model_", None) is not None:
             return
         path = getattr(self, "model_path_", None)

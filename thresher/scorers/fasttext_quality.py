@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from thresher._params import check_bool, check_str
+from thresher._params import Bool, Constraints, Integral, Interval, ListOf, Mapping, Options
 from thresher.errors import ConfigError, InputError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -64,7 +64,12 @@ from thresher.models.fasttext import (
     train_classifier,
 )
 from thresher.scorers.base import Scorer
-from thresher.scorers.fasttext_specs import SPEC_KEYS, check_spec, example_fingerprints
+from thresher.scorers.fasttext_specs import (
+    SPEC_CONSTRAINTS,
+    SPEC_KEYS,
+    check_spec,
+    example_fingerprints,
+)
 
 
 class FastTextQualityScorer(Scorer):
@@ -107,6 +112,14 @@ class FastTextQualityScorer(Scorer):
     name: ClassVar[str] = "fasttext_quality"
     requires_fit: ClassVar[bool] = True
     transient_attributes: ClassVar[tuple[str, ...]] = ("models_",)
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        **SPEC_CONSTRAINTS,
+        "classifiers": [ListOf(Mapping(), what="mappings"), None],
+        "combine": [Options("mean", "max")],
+        "write_members": [Bool()],
+        "lowercase": [Bool()],
+        "max_words": [Interval(Integral, 1, None)],
+    }
 
     def __init__(
         self,
@@ -154,38 +167,15 @@ class FastTextQualityScorer(Scorer):
 
     # -- parameters ----------------------------------------------------------------
     def specs(self) -> list[dict[str, Any]]:
-        """One complete, checked spec per classifier (the scorer's values fill the gaps)."""
-        if self.combine not in ("mean", "max"):
-            raise ValueError(f"combine must be 'mean' or 'max', got {self.combine!r}")
-        if (
-            isinstance(self.max_words, bool)
-            or not isinstance(self.max_words, int)
-            or self.max_words < 1
-        ):
-            raise ValueError(f"max_words must be a positive integer, got {self.max_words!r}")
+        """One complete spec per classifier (its own keys, the scorer's values for the rest)."""
         defaults = {key: getattr(self, key) for key in SPEC_KEYS}
-        given = self.classifiers if self.classifiers is not None else [{}]
-        if not isinstance(given, list) or not given:
-            raise ValueError("classifiers must be a non-empty list of mappings")
-        specs = []
-        for k, spec in enumerate(given):
-            where = f"classifiers[{k}]" if self.classifiers is not None else "fasttext_quality"
-            if not isinstance(spec, dict):
-                raise ValueError(f"{where}: must be a mapping, got {spec!r}")
-            unknown = sorted(set(spec) - set(SPEC_KEYS))
-            if unknown:
-                raise ValueError(
-                    f"{where}: unknown key(s) {unknown}; known: {', '.join(SPEC_KEYS)}"
-                )
-            specs.append(check_spec({**defaults, **spec}, where))
-        return specs
+        return [{**defaults, **own} for own in self.classifiers or [{}]]
 
-    def check_params(self) -> None:
-        check_str(self.name, "label_column", self.label_column)
-        check_str(self.name, "positive_label", self.positive_label)
-        for flag in ("write_members", "lowercase"):
-            check_bool(self.name, flag, getattr(self, flag))
-        self.specs()  # every classifier's spec, checked
+    def _check_together(self) -> None:
+        defaults = {key: getattr(self, key) for key in SPEC_KEYS}
+        for k, own in enumerate(self.classifiers or [{}]):
+            where = f"classifiers[{k}]" if self.classifiers is not None else self.name
+            check_spec(own, defaults, where)
 
     def output_fields(self, column: str) -> list[pa.Field]:
         specs = self.specs()
@@ -199,6 +189,7 @@ class FastTextQualityScorer(Scorer):
     # -- lifecycle -----------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
         """Train each classifier (or check its ``model_path``); save models under the artefact dir."""
+        self.validate_params()
         specs = self.specs()
         paths: list[str] = []
         labels: list[str] = []

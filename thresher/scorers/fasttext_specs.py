@@ -1,40 +1,66 @@
-"""The per-classifier specs of ``fasttext_quality``: their keys, checks and example files.
+"""The per-classifier specs of ``fasttext_quality``: their keys, constraints, rules and files.
 
 A spec is a mapping of :data:`SPEC_KEYS` (the scorer's own values fill the
-keys a spec leaves out). :func:`check_spec` refuses a spec without exactly
-one data source or with settings out of range; :func:`example_fingerprints`
-tells a changed example file (local or on a store), so that the classifier
-is trained again. The files are read by :mod:`thresher.io.documents`.
+keys a spec leaves out). Each key is declared once, in
+:data:`SPEC_CONSTRAINTS`: the scorer's parameters of the same names and the
+keys of every ``classifiers`` entry are checked against it.
+:func:`check_spec` checks a classifier's own keys and refuses a spec without
+exactly one data source; :func:`example_fingerprints` tells a changed
+example file (local or on a store), so that the classifier is trained
+again. The files are read by :mod:`thresher.io.documents`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from thresher._params import Constraints, Integral, Interval, ListOf, Real, Text, check_value
 from thresher.io.documents import file_fingerprints
 
-#: Per-classifier parameters and their defaults (the scorer's own values override these).
-SPEC_KEYS = (
-    "positive_files",
-    "negative_files",
-    "positive_labels",
-    "label_column",
-    "n_negatives",
-    "n_documents",
-    "model_path",
-    "positive_label",
-    "seed",
-    "epoch",
-    "learning_rate",
-    "dim",
-    "word_ngrams",
-    "min_count",
-    "bucket",
-)
+_POSITIVE_COUNT = Interval(Integral, 1, None)
+
+#: What each per-classifier parameter may be (the scorer's parameters of these names too).
+SPEC_CONSTRAINTS: dict[str, Constraints] = {
+    "positive_files": [ListOf(Text(), what="file paths"), None],
+    "negative_files": [ListOf(Text(), what="file paths"), None],
+    "positive_labels": [
+        ListOf(Text(allow_empty=True), Interval(Integral, None, None), what="labels"),
+        None,
+    ],
+    "label_column": [Text()],
+    "n_negatives": [_POSITIVE_COUNT, None],
+    "n_documents": [_POSITIVE_COUNT],
+    "model_path": [Text(), None],
+    "positive_label": [Text()],
+    "seed": [Interval(Integral, None, None), None],
+    "epoch": [_POSITIVE_COUNT],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "dim": [_POSITIVE_COUNT],
+    "word_ngrams": [_POSITIVE_COUNT],
+    "min_count": [_POSITIVE_COUNT],
+    "bucket": [_POSITIVE_COUNT],
+}
+
+#: Per-classifier parameters (the scorer's own values are their defaults).
+SPEC_KEYS = tuple(SPEC_CONSTRAINTS)
 
 
-def check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
-    """Exactly one data source per classifier; numeric settings in range."""
+def check_spec(own: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """The complete spec of a classifier: its own keys checked, then the scorer's values added.
+
+    ``own`` is a ``classifiers`` entry (``{}`` for the scorer's single
+    classifier); ``defaults`` are the scorer's values, checked as its
+    parameters. Refuses an unknown key, a bad value, and a spec without
+    exactly one data source (ValueError starting with ``where``).
+    """
+    if not isinstance(own, dict):
+        raise ValueError(f"{where}: must be a mapping, got {own!r}")
+    unknown = sorted(set(own) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(SPEC_KEYS)}")
+    for key, value in own.items():
+        check_value(where, key, value, SPEC_CONSTRAINTS[key])
+    spec = {**defaults, **own}
     sources = [
         name
         for name, present in (
@@ -51,32 +77,6 @@ def check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
         )
     if spec["negative_files"] is not None and spec["positive_files"] is None:
         raise ValueError(f"{where}: negative_files needs positive_files")
-    for key in ("positive_files", "negative_files", "positive_labels"):
-        value = spec[key]
-        if value is not None and (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(v, str | int) for v in value)
-        ):
-            raise ValueError(f"{where}: {key} must be a non-empty list, got {value!r}")
-    for key in ("epoch", "dim", "word_ngrams", "min_count", "n_documents", "bucket"):
-        value = spec[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
-    if spec["n_negatives"] is not None and (
-        isinstance(spec["n_negatives"], bool)
-        or not isinstance(spec["n_negatives"], int)
-        or spec["n_negatives"] < 1
-    ):
-        raise ValueError(
-            f"{where}: n_negatives must be a positive integer, got {spec['n_negatives']!r}"
-        )
-    if not isinstance(spec["learning_rate"], int | float) or not spec["learning_rate"] > 0:
-        raise ValueError(f"{where}: learning_rate must be > 0, got {spec['learning_rate']!r}")
-    if spec["seed"] is not None and (
-        isinstance(spec["seed"], bool) or not isinstance(spec["seed"], int)
-    ):
-        raise ValueError(f"{where}: seed must be an integer, got {spec['seed']!r}")
     return spec
 
 

@@ -27,8 +27,9 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from thresher._params import Constraints, Integral, Interval
 from thresher.models.proxy import round_scores
-from thresher.scorers.el2n import chosen_epoch
+from thresher.scorers.el2n import check_epoch, chosen_epoch
 from thresher.scorers.proxy import ProxyScorer, residuals, with_unknown_as_nan
 
 
@@ -46,6 +47,9 @@ class GraNdScorer(ProxyScorer):
     """
 
     name: ClassVar[str] = "grand"
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "epoch": [Interval(Integral, 1, None), None],
+    }
 
     def __init__(
         self, proxy: dict[str, Any] | None = None, epoch: int | None = None, device: str = "auto"
@@ -54,15 +58,15 @@ class GraNdScorer(ProxyScorer):
         self.epoch = epoch
         self.device = device
 
-    def check_params(self) -> None:
-        super().check_params()
-        chosen_epoch(self.name, self.epoch, self.proxy_config.epochs)
+    def _check_together(self) -> None:
+        super()._check_together()
+        check_epoch(self.name, self.epoch, self.proxy_config.epochs)
 
     def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.float64())]
 
     def needed_epochs(self) -> list[int] | None:
-        return [chosen_epoch(self.name, self.epoch, self.proxy_config.epochs)]
+        return [chosen_epoch(self.epoch, self.proxy_config.epochs)]
 
     def score(self, batch: pa.RecordBatch) -> pa.Array:
         if batch.num_rows == 0:

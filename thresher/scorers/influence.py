@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from thresher._params import check_mapping, check_str
+from thresher._params import Constraints, Integral, Interval, ListOf, Mapping, Text
 from thresher.errors import ConfigError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -104,6 +104,12 @@ class InfluenceScorer(ProxyScorer):
         "projection_",
         "target_gradients_",
     )
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "projection_dim": [Interval(Integral, 1, None), None],
+        "target_ids": [ListOf(Text(allow_empty=True), what="id strings"), None],
+        "target_file": [Text(), None],
+        "target_columns": [Mapping(), None],
+    }
 
     def __init__(
         self,
@@ -126,27 +132,10 @@ class InfluenceScorer(ProxyScorer):
     def has_target(self) -> bool:
         return self.target_ids is not None or self.target_file is not None
 
-    def check_params(self) -> None:
-        super().check_params()
-        check_str(self.name, "target_file", self.target_file, optional=True)
-        check_mapping(self.name, "target_columns", self.target_columns)
-        if self.projection_dim is not None and (
-            isinstance(self.projection_dim, bool)
-            or not isinstance(self.projection_dim, int)
-            or self.projection_dim < 1
-        ):
-            raise ConfigError(
-                f"influence.projection_dim: expected a positive integer or null, "
-                f"got {self.projection_dim!r}"
-            )
+    def _check_together(self) -> None:
+        super()._check_together()
         if self.target_ids is not None and self.target_file is not None:
             raise ConfigError("influence: give target_ids or target_file, not both")
-        if self.target_ids is not None and (
-            not isinstance(self.target_ids, list)
-            or not self.target_ids
-            or not all(isinstance(i, str) for i in self.target_ids)
-        ):
-            raise ConfigError("influence.target_ids: expected a non-empty list of id strings")
         unknown = sorted(set(self.target_columns or {}) - {S.LABEL, S.TEXT, S.FEATURES})
         if unknown:
             raise ConfigError(
@@ -161,7 +150,6 @@ class InfluenceScorer(ProxyScorer):
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
-        self.check_params()
         super().fit(context)
         self.projection_seed_ = int(context.seed)
         if not self.has_target:

@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_choice, check_int
+from thresher._params import Constraints, Integral, Interval, ListOf, Options, Text
 from thresher.errors import ConfigError
 from thresher.io import schema as S
 from thresher.scorers.base import Scorer
@@ -79,6 +79,11 @@ class LanguageScorer(Scorer):
 
     name: ClassVar[str] = "language"
     transient_attributes: ClassVar[tuple[str, ...]] = ("model_",)
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "backend": [Options(*BACKENDS)],
+        "languages": [ListOf(Text(), what="language codes"), None],
+        "max_characters": [Interval(Integral, 1, None)],
+    }
 
     def __init__(
         self,
@@ -93,24 +98,11 @@ class LanguageScorer(Scorer):
     def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.string()), pa.field(f"{column}_probability", pa.float64())]
 
-    def check_params(self) -> None:
-        check_choice(self.name, "backend", self.backend, BACKENDS)
-        check_int(self.name, "max_characters", self.max_characters, minimum=1)
-        if self.languages is not None and (
-            not isinstance(self.languages, list)
-            or not self.languages
-            or not all(isinstance(code, str) and code for code in self.languages)
-        ):
-            raise ValueError(
-                f"{self.name}: languages must be a non-empty list of language codes, "
-                f"got {self.languages!r}"
-            )
-
     def setup(self) -> None:
         """Load the backend's model once per worker."""
         if getattr(self, "model_", None) is not None:
             return
-        self.check_params()
+        self.validate_params()
         if self.backend == "py3langid":
             self.model_: Any = LangidModel.load(self.languages)
         else:

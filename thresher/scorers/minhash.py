@@ -32,6 +32,7 @@ from typing import ClassVar, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher._params import Bool, Constraints, Integral, Interval, Options
 from thresher.scorers.base import Scorer
 
 _MAX_PERMUTATIONS = 1024
@@ -66,6 +67,15 @@ class MinHashScorer(Scorer):
             pa.field("length", pa.int64()),
         ]
     )
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "num_perm": [Interval(Integral, 1, _MAX_PERMUTATIONS)],
+        "seed": [Interval(Integral, 0, 2**32, closed="left")],
+        "ngram": [Interval(Integral, 1, None)],
+        "unit": [Options("word", "char")],
+        "lowercase": [Bool()],
+        "punctuation": [Bool()],
+        "whitespace": [Bool()],
+    }
 
     def __init__(
         self,
@@ -85,22 +95,6 @@ class MinHashScorer(Scorer):
         self.punctuation = punctuation
         self.whitespace = whitespace
 
-    def check_params(self) -> None:
-        """Raise ValueError naming the first invalid parameter."""
-        if not isinstance(self.num_perm, int) or not 1 <= self.num_perm <= _MAX_PERMUTATIONS:
-            raise ValueError(
-                f"num_perm must be an integer in [1, {_MAX_PERMUTATIONS}], got {self.num_perm!r}"
-            )
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
-        if not isinstance(self.ngram, int) or self.ngram < 1:
-            raise ValueError(f"ngram must be an integer >= 1, got {self.ngram!r}")
-        if self.unit not in ("word", "char"):
-            raise ValueError(f"unit must be 'word' or 'char', got {self.unit!r}")
-        for flag in ("lowercase", "punctuation", "whitespace"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
-
     def output_fields(self, column: str) -> list[pa.Field]:
         return [
             pa.field(column, pa.binary()),
@@ -111,7 +105,7 @@ class MinHashScorer(Scorer):
     def setup(self) -> None:
         from thresher.dedup.shingles import signature_matrix  # numba: imported where used
 
-        self.check_params()
+        self.validate_params()
         # Compile (or load from numba's cache) once per worker, not on the first batch.
         signature_matrix(pa.array(["warm up"]), num_perm=self.num_perm, seed=self.seed)
 

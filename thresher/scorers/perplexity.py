@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from thresher._params import check_bool, check_device, check_str
+from thresher._params import Bool, Constraints, Device, Integral, Interval, Mapping, Text
 from thresher.errors import ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -73,6 +73,15 @@ class PerplexityScorer(Scorer):
     name: ClassVar[str] = "perplexity"
     requires_fit: ClassVar[bool] = True
     transient_attributes: ClassVar[tuple[str, ...]] = ("lm_", "training_rows_")
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "lm": [Mapping(), None],
+        "model_path": [Text(), None],
+        "max_tokens": [Interval(Integral, 1, None)],
+        "batch_tokens": [Interval(Integral, 1, None)],
+        "token_el2n": [Bool()],
+        "flag_lm_train": [Bool()],
+        "device": [Device()],
+    }
 
     def __init__(
         self,
@@ -105,22 +114,17 @@ class PerplexityScorer(Scorer):
             fields.append(pa.field(f"{column}_in_lm_train", pa.bool_()))
         return fields
 
-    def check_params(self) -> None:
+    def _check_together(self) -> None:
         from thresher.models.lm_training import lm_params
 
-        check_str(self.name, "model_path", self.model_path, optional=True)
-        check_bool(self.name, "token_el2n", self.token_el2n)
-        check_bool(self.name, "flag_lm_train", self.flag_lm_train)
-        check_device(self.name, self.device)
         if self.lm is not None and self.model_path is not None:
-            raise ValueError("give either lm (train a reference LM) or model_path, not both")
-        if self.lm is not None and not isinstance(self.lm, dict):
-            raise ValueError(f"lm must be a mapping of LM parameters, got {self.lm!r}")
-        lm_params(**(self.lm or {}))
-        for name in ("max_tokens", "batch_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ValueError(
+                f"{self.name}: give either lm (train a reference LM) or model_path, not both"
+            )
+        try:
+            lm_params(**(self.lm or {}))
+        except ValueError as error:
+            raise ValueError(f"{self.name}: lm: {error}") from None
 
     # -- lifecycle -----------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
@@ -128,7 +132,7 @@ class PerplexityScorer(Scorer):
         from thresher.models.lm import lm_kind
         from thresher.models.lm_training import fit_reference_lm
 
-        self.check_params()
+        self.validate_params()
         if self.model_path is not None:
             path = local_model(self.model_path, "perplexity: model_path")
             lm_kind(path)  # fail here, on the driver, rather than in every worker

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_device
+from thresher._params import Constraints, Device, Mapping
 from thresher.devices import resolve_device
 from thresher.errors import ScorerError
 from thresher.fitting import FitContext
@@ -33,6 +33,10 @@ class ProxyScorer(Scorer):
 
     requires_fit: ClassVar[bool] = True
     transient_attributes: ClassVar[tuple[str, ...]] = ("model_",)
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "proxy": [Mapping(), None],
+        "device": [Device()],
+    }
 
     proxy: dict[str, Any] | None
     device: str
@@ -42,9 +46,8 @@ class ProxyScorer(Scorer):
         """The validated ``proxy`` parameter (ConfigError names a bad field)."""
         return parse_proxy_config(self.proxy, self.name)
 
-    def check_params(self) -> None:
+    def _check_together(self) -> None:
         self.proxy_config  # noqa: B018 (parsing it checks every field)
-        check_device(self.name, self.device)
 
     # The columns depend on the proxy's feature source, so this is per instance.
     @property
@@ -56,6 +59,7 @@ class ProxyScorer(Scorer):
         return None
 
     def fit(self, context: FitContext) -> None:
+        self.validate_params()
         self.proxy_path_ = str(
             fit_proxy(context, self.proxy_config, device=resolve_device(self.device))
         )

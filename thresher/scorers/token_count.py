@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from thresher._params import check_str
+from thresher._params import Constraints, Mapping, Text
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -60,17 +60,18 @@ class TokenCountScorer(Scorer):
     output_type: ClassVar[pa.DataType] = pa.int64()
     requires_fit: ClassVar[bool] = True
     transient_attributes: ClassVar[tuple[str, ...]] = ("tokenizer_",)
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "lm": [Mapping(), None],
+        "tokenizer_path": [Text(), None],
+    }
 
     def __init__(self, lm: dict[str, Any] | None = None, tokenizer_path: str | None = None) -> None:
         self.lm = lm
         self.tokenizer_path = tokenizer_path
 
-    def check_params(self) -> None:
+    def _check_together(self) -> None:
         from thresher.models.lm_training import lm_params
 
-        check_str(self.name, "tokenizer_path", self.tokenizer_path, optional=True)
-        if self.lm is not None and not isinstance(self.lm, dict):
-            raise ValueError(f"{self.name}: lm must be a mapping of LM parameters, got {self.lm!r}")
         if self.lm is not None and self.tokenizer_path is not None:
             raise ValueError(
                 f"{self.name}: give either lm (the run's reference LM tokenizer) or "
@@ -86,7 +87,7 @@ class TokenCountScorer(Scorer):
         """Find (or train) the reference LM's tokenizer, or check ``tokenizer_path``."""
         from thresher.models.lm_training import fit_reference_tokenizer
 
-        self.check_params()
+        self.validate_params()
         if self.tokenizer_path is not None:
             path = Path(self.tokenizer_path).expanduser().resolve()
             if not path.is_file():

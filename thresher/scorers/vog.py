@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_bool
+from thresher._params import Bool, Constraints, Integral, Interval
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import FitContext
 from thresher.io import schema as S
@@ -108,6 +108,10 @@ class VoGScorer(ProxyScorer):
     """
 
     name: ClassVar[str] = "vog"
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "normalize": [Bool()],
+        "n_normalize": [Interval(Integral, 2, None)],
+    }
 
     def __init__(
         self,
@@ -121,9 +125,8 @@ class VoGScorer(ProxyScorer):
         self.n_normalize = n_normalize
         self.device = device
 
-    def check_params(self) -> None:
-        super().check_params()
-        check_bool(self.name, "normalize", self.normalize)
+    def _check_together(self) -> None:
+        super()._check_together()
         config = self.proxy_config
         if config.hidden == 0:
             raise ConfigError(
@@ -132,18 +135,11 @@ class VoGScorer(ProxyScorer):
             )
         if config.epochs < 2:
             raise ConfigError("vog.proxy.epochs: VoG needs at least 2 checkpoints (epochs >= 2)")
-        if isinstance(self.n_normalize, bool) or not (
-            isinstance(self.n_normalize, int) and self.n_normalize >= 2
-        ):
-            raise ConfigError(
-                f"vog.n_normalize: expected an integer >= 2, got {self.n_normalize!r}"
-            )
 
     def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.float64())]
 
     def fit(self, context: FitContext) -> None:
-        self.check_params()
         super().fit(context)
         if not self.normalize:
             return

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from thresher.errors import ThresherError
+from thresher.registry import Registry
 from thresher.selectors.base import Selection, Selector
 from thresher.selectors.ccs import CCSSelector
 from thresher.selectors.d2 import D2Selector
@@ -35,22 +33,9 @@ _REGISTERED: list[type[Selector]] = [
     DSIRSelector,
     D2Selector,
 ]
-SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in _REGISTERED}
-
-
-def make_selector(name: str, params: dict[str, Any] | None = None) -> Selector:
-    """Instantiate a registered selector and check its parameters (ValueError when bad)."""
-    if name not in SELECTORS:
-        raise ValueError(f"unknown selector {name!r}; available: {', '.join(sorted(SELECTORS))}")
-    try:
-        instance = SELECTORS[name](**(params or {}))
-    except TypeError as error:
-        raise ValueError(f"selector {name!r}: {error}") from None
-    try:
-        instance.check_params()
-    except (ValueError, ThresherError) as error:  # the config loader adds the field's path
-        raise ValueError(str(error)) from None
-    return instance
+SELECTORS: Registry[Selector] = Registry("selector", _REGISTERED)
+#: A registered selector by name, its parameters checked (RegistryError, a ValueError, when bad).
+make_selector = SELECTORS.make
 
 
 __all__ = ["SELECTORS", "Selection", "Selector", "make_selector"]

@@ -14,16 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from thresher._params import check_bool, check_choice
-
 LabelAllocation = Literal["proportional", "equal"]
 LABEL_ALLOCATIONS: tuple[str, ...] = ("proportional", "equal")
-
-
-def check_label_options(owner: str, by_label: Any, label_allocation: Any) -> None:
-    """Refuse a ``by_label`` that is not a bool or an unknown ``label_allocation``."""
-    check_bool(owner, "by_label", by_label)
-    check_choice(owner, "label_allocation", label_allocation, LABEL_ALLOCATIONS)
 
 
 def allocate(
@@ -95,7 +87,7 @@ def class_budgets(
     sampling); ``equal`` gives every class the same count, classes too small
     for their share giving their rest to the others.
     """
-    if mode not in ("proportional", "equal"):
+    if mode not in LABEL_ALLOCATIONS:
         raise ValueError(f"label_allocation must be 'proportional' or 'equal', got {mode!r}")
     sizes = np.asarray(sizes, dtype=np.int64)
     weights = sizes.astype(np.float64) if mode == "proportional" else np.ones(sizes.size)
@@ -113,7 +105,7 @@ def class_sum_budgets(
     whose sum is too small giving their rest to the others. A total above
     the classes' sum is capped at it.
     """
-    if mode not in ("proportional", "equal"):
+    if mode not in LABEL_ALLOCATIONS:
         raise ValueError(f"label_allocation must be 'proportional' or 'equal', got {mode!r}")
     sums = np.asarray(sums, dtype=np.int64)
     weights = sums.astype(np.float64) if mode == "proportional" else np.ones(sums.size)

@@ -16,7 +16,6 @@ row-wise rule that the engine applies where the rows are. Their in-memory
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import ParamsMixin, check_str
+from thresher._params import ParamsMixin
+from thresher.budget import Budget, SumBudget, resolve_budget
 from thresher.frame import Frame, TableFrame
 from thresher.keys import seed_material
 
@@ -109,48 +109,6 @@ class Selector(ParamsMixin, ABC):
         return []
 
 
-@dataclass(frozen=True)
-class SumBudget:
-    """A budget on the sum of a column (tokens, bytes) instead of a number of rows.
-
-    Every budgeted selector meets it by one rule: **take rows in the
-    selector's own order (its rank, priority, greedy or sampling order) and
-    stop before the first row that would make the running sum exceed**
-    ``total``. The kept sum is never over the total, and the shortfall is
-    less than the size of the row that stopped the selection. Stratified
-    and partitioned selection first split ``total`` across their groups
-    (classes, strata, partitions) by the groups' sums, then apply the rule
-    within each group.
-
-    Attributes
-    ----------
-    column : str
-        A column of whole, non-negative counts (``token_count`` for tokens).
-        Rows whose value is null, NaN, infinite, negative or fractional are
-        refused here; the pipeline drops them first as ``invalid_score``.
-    total : int
-        The largest sum to keep (> 0).
-    """
-
-    column: str
-    total: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.column, str) or not self.column:
-            raise ValueError(f"a sum budget needs a column name, got {self.column!r}")
-        if isinstance(self.total, bool) or not isinstance(self.total, int | np.integer):
-            raise ValueError(f"a sum budget's total must be an int, got {self.total!r}")
-        if self.total <= 0:
-            raise ValueError(f"a sum budget's total must be > 0, got {self.total}")
-
-    def describe(self) -> dict[str, Any]:
-        """The budget as JSON data (statistics, manifest): ``{"sum": column, "total": N}``."""
-        return {"sum": self.column, "total": int(self.total)}
-
-
-Budget = int | float | SumBudget
-
-
 #: Columns every frame a selector sees has: the id, and the input-order key.
 ID = "id"
 ORDER = "thresher_order"
@@ -224,29 +182,6 @@ def hash_seed(random_state: RandomState) -> int:
 # -- shared input checks ------------------------------------------------------------
 
 
-def resolve_budget(budget: Budget | None, n_rows: int, *, selector: str = "selector") -> int:
-    """Turn a count or a fraction into a number of rows, capped at ``n_rows``.
-
-    A fraction rounds half up: 0.5 of 5 rows is 3. A :class:`SumBudget` has
-    no row count: selectors resolve it with :func:`sum_limit` instead.
-    """
-    if isinstance(budget, SumBudget):
-        raise ValueError(f"{selector}: a sum budget ({budget.column}) has no row count")
-    if budget is None:
-        raise ValueError(f"{selector}: a budget is required (a count or a fraction)")
-    if isinstance(budget, bool) or not isinstance(budget, int | float | np.integer | np.floating):
-        raise ValueError(
-            f"{selector}: budget must be an int count or a float fraction, got {budget!r}"
-        )
-    if isinstance(budget, int | np.integer):
-        if budget < 0:
-            raise ValueError(f"{selector}: budget must be >= 0, got {budget}")
-        return int(min(budget, n_rows))
-    if not 0.0 < budget <= 1.0:
-        raise ValueError(f"{selector}: a fraction budget must be in (0, 1], got {budget}")
-    return int(min(n_rows, math.floor(budget * n_rows + 0.5)))
-
-
 def count_values(table: pa.Table, column: str, *, selector: str = "selector") -> NDArray[np.int64]:
     """A sum budget's column as int64, refusing null, NaN, infinite, negative or fractional values.
 
@@ -315,11 +250,6 @@ def fitting_prefix(
         return rows
     running = np.cumsum(sizes[rows])
     return rows[: int(np.searchsorted(running, budget.total, side="right"))]
-
-
-def check_column(selector: str, name: str, value: Any, optional: bool = False) -> None:
-    """``value`` names a score column (or is None when ``optional``)."""
-    check_str(selector, name, value, optional=optional)
 
 
 def score_values(

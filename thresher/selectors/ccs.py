@@ -54,13 +54,9 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import Constraints, Integral, Interval, Options, Real, Text
 from thresher.frame import Frame
-from thresher.selectors.allocation import (
-    LabelAllocation,
-    check_label_options,
-    class_budgets,
-    class_sum_budgets,
-)
+from thresher.selectors.allocation import LabelAllocation, class_budgets, class_sum_budgets
 from thresher.selectors.base import (
     Budget,
     FrameSelector,
@@ -70,8 +66,9 @@ from thresher.selectors.base import (
     hash_seed,
     resolve_budget,
 )
-from thresher.selectors.labels import LabelClasses, label_classes
+from thresher.selectors.labels import LabelClasses
 from thresher.selectors.partition import Partitionable
+from thresher.selectors.ranked import ByLabel, ScoreColumn
 from thresher.selectors.ranking import (
     Cuts,
     ScoreKey,
@@ -271,7 +268,7 @@ def _sum_counts(parts: list[NDArray[np.int64]]) -> NDArray[np.int64]:
     return np.sum(parts, axis=0).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
-class CCSSelector(Partitionable, FrameSelector):
+class CCSSelector(Partitionable, ScoreColumn, ByLabel, FrameSelector):
     """Coverage-centric coreset selection (see module docstring).
 
     Parameters
@@ -296,6 +293,13 @@ class CCSSelector(Partitionable, FrameSelector):
     """
 
     name: ClassVar[str] = "ccs"
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "beta": [Interval(Real, 0, 1, closed="left")],
+        "hard": [Options("high", "low")],
+        "cutoff_score": [Text(), None],
+        "cutoff_hard": [Options("high", "low")],
+        "n_strata": [Interval(Integral, 1, None)],
+    }
 
     def __init__(
         self,
@@ -320,34 +324,12 @@ class CCSSelector(Partitionable, FrameSelector):
     def score_columns(self) -> list[str]:
         return [self.score] + ([self.cutoff_score] if self.cutoff_score else [])
 
-    def check_params(self) -> None:
-        if not isinstance(self.score, str) or not self.score:
-            raise ValueError(f"ccs: score must name a score column, got {self.score!r}")
-        if isinstance(self.beta, bool) or not (
-            isinstance(self.beta, int | float) and 0.0 <= self.beta < 1.0
-        ):
-            raise ValueError(f"ccs: beta must be in [0, 1), got {self.beta!r}")
-        for name in ("hard", "cutoff_hard"):
-            if getattr(self, name) not in ("high", "low"):
-                raise ValueError(
-                    f"ccs: {name} must be 'high' or 'low', got {getattr(self, name)!r}"
-                )
-        if isinstance(self.n_strata, bool) or not (
-            isinstance(self.n_strata, int) and self.n_strata >= 1
-        ):
-            raise ValueError(f"ccs: n_strata must be an int >= 1, got {self.n_strata!r}")
-        if self.cutoff_score is not None and not isinstance(self.cutoff_score, str):
-            raise ValueError(
-                f"ccs: cutoff_score must name a score column, got {self.cutoff_score!r}"
-            )
-        check_label_options("ccs", self.by_label, self.label_allocation)
-
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
-        self.check_params()
+        self.validate_params()
         seed = hash_seed(random_state)
-        classes = label_classes(rows, selector=self.name) if self.by_label else None
+        classes = self.classes(rows)
         if self.cutoff_score is None:
             hardness = _HardnessKey(self.score, self.hard, classes)
         else:

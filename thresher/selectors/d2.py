@@ -52,13 +52,12 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_bool, check_choice, check_int
+from thresher._params import Bool, Constraints, Integral, Interval, Options, Real
 from thresher.selectors.base import (
     Budget,
     RandomState,
     Selection,
     Selector,
-    check_column,
     check_embeddings,
     fitting_prefix,
     score_values,
@@ -66,6 +65,7 @@ from thresher.selectors.base import (
 )
 from thresher.selectors.kmeans import faiss_threads, normalize_rows
 from thresher.selectors.partition import Partitionable
+from thresher.selectors.ranked import ScoreColumn
 
 End = Literal["high", "low"]
 #: Extra neighbour candidates fetched in float32 before the float64 re-ranking.
@@ -197,7 +197,7 @@ def reverse_selection(
     return order
 
 
-class D2Selector(Partitionable, Selector):
+class D2Selector(Partitionable, ScoreColumn, Selector):
     """D2 Pruning (see module docstring).
 
     Parameters
@@ -220,6 +220,14 @@ class D2Selector(Partitionable, Selector):
 
     name: ClassVar[str] = "d2"
     requires_embeddings: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "hard": [Options("high", "low")],
+        "n_neighbors": [Interval(Integral, 1, None)],
+        "gamma_forward": [Interval(Real, 0, None)],
+        "gamma_reverse": [Interval(Real, 0, None)],
+        "beta": [Interval(Real, 0, 1, closed="left")],
+        "normalize": [Bool()],
+    }
 
     def __init__(
         self,
@@ -239,23 +247,6 @@ class D2Selector(Partitionable, Selector):
         self.beta = beta
         self.normalize = normalize
 
-    def check_params(self) -> None:
-        check_column(self.name, "score", self.score)
-        check_choice(self.name, "hard", self.hard, ("high", "low"))
-        check_int(self.name, "n_neighbors", self.n_neighbors)
-        for name in ("gamma_forward", "gamma_reverse"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{self.name}: {name} must be a number >= 0, got {value!r}")
-        if isinstance(self.beta, bool) or not (
-            isinstance(self.beta, int | float) and 0.0 <= self.beta < 1.0
-        ):
-            raise ValueError(f"{self.name}: beta must be in [0, 1), got {self.beta!r}")
-        check_bool(self.name, "normalize", self.normalize)
-
-    def score_columns(self) -> list[str]:
-        return [self.score]
-
     def select(
         self,
         scores: pa.Table,
@@ -264,7 +255,7 @@ class D2Selector(Partitionable, Selector):
         *,
         random_state: RandomState = None,
     ) -> Selection:
-        self.check_params()
+        self.validate_params()
         n = scores.num_rows
         values = score_values(scores, self.score, selector=self.name)
         matrix = check_embeddings(embeddings, n, selector=self.name)

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import Constraints, Device, Interval, Options, Real, Text
 from thresher.selectors.base import (
     Budget,
     RandomState,
@@ -191,6 +192,13 @@ class DPPSelector(Partitionable, Selector):
 
     name: ClassVar[str] = "dpp"
     requires_embeddings: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "score": [Text(), None],
+        "alpha": [Interval(Real, None, None)],
+        "ridge": [Interval(Real, 0, None)],
+        "device": [Device()],
+        "precision": [Options("float64", "float32")],
+    }
 
     def __init__(
         self,
@@ -209,20 +217,6 @@ class DPPSelector(Partitionable, Selector):
     def score_columns(self) -> list[str]:
         return [] if self.score is None else [self.score]
 
-    def check_params(self) -> None:
-        if self.score is not None and not (isinstance(self.score, str) and self.score):
-            raise ValueError(f"dpp: score must name a score column, got {self.score!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float):
-            raise ValueError(f"dpp: alpha must be a number, got {self.alpha!r}")
-        if isinstance(self.ridge, bool) or not (
-            isinstance(self.ridge, int | float) and self.ridge >= 0
-        ):
-            raise ValueError(f"dpp: ridge must be >= 0, got {self.ridge!r}")
-        if self.precision not in ("float64", "float32"):
-            raise ValueError(f"dpp: precision must be float64 or float32, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"dpp: device must be auto, cpu or cuda[:N], got {self.device!r}")
-
     def select(
         self,
         scores: pa.Table,
@@ -231,7 +225,7 @@ class DPPSelector(Partitionable, Selector):
         *,
         random_state: RandomState = None,
     ) -> Selection:
-        self.check_params()
+        self.validate_params()
         n = scores.num_rows
         matrix = check_embeddings(embeddings, n, selector=self.name)
         k, sizes = sum_limit(budget, scores, selector=self.name)

@@ -31,24 +31,22 @@ Without Replacement", ICML 2019.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, check_label_options
-from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, hash_seed
-from thresher.selectors.labels import LabelClasses, label_classes
+from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.base import RandomState, hash_seed
+from thresher.selectors.labels import LabelClasses
+from thresher.selectors.ranked import RankedSelector, ScoreColumn
 from thresher.selectors.ranking import (
-    CutMarks,
-    budget_cuts,
+    RankKey,
     class_groups,
     descending,
     finite_values,
     float_key,
-    kept_range,
     order_bits,
 )
 
@@ -90,7 +88,7 @@ class GumbelKey:
         )
 
 
-class DSIRSelector(FrameSelector):
+class DSIRSelector(ScoreColumn, RankedSelector):
     """Importance resampling by a ``dsir`` log-weight column (see module docstring).
 
     Parameters
@@ -117,26 +115,5 @@ class DSIRSelector(FrameSelector):
         self.by_label = by_label
         self.label_allocation = label_allocation
 
-    def score_columns(self) -> list[str]:
-        return [self.score]
-
-    def check_params(self) -> None:
-        if not isinstance(self.score, str) or not self.score:
-            raise ValueError(f"{self.name}: score must name a score column, got {self.score!r}")
-        check_label_options(self.name, self.by_label, self.label_allocation)
-
-    def select_frame(
-        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
-    ) -> Marks:
-        seed = hash_seed(random_state)
-        classes = label_classes(rows, selector=self.name) if self.by_label else None
-        key = GumbelKey(self.score, seed, classes, selector=self.name)
-        cuts, _, sums = budget_cuts(rows, key, budget, classes, self.label_allocation, self.name)
-        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label, **sums}
-        marks = CutMarks(key, cuts, details, self.by_label)
-        low, high, _ = kept_range(rows, marks, self.score)
-        if low is not None:
-            details["kept_min"], details["kept_max"] = low, high
-        if classes is not None:
-            details["classes"] = classes.n_classes
-        return marks
+    def rank_key(self, classes: LabelClasses | None, random_state: RandomState) -> RankKey:
+        return GumbelKey(self.score, hash_seed(random_state), classes, selector=self.name)

@@ -52,19 +52,10 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_bool, check_int
-from thresher.selectors.base import (
-    Budget,
-    RandomState,
-    Selection,
-    Selector,
-    check_embeddings,
-    check_random_state,
-    fitting_prefix,
-    sum_limit,
-)
-from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
-from thresher.selectors.partition import Partitionable
+from thresher._params import Bool, Constraints
+from thresher.selectors.base import Budget, RandomState, Selection, fitting_prefix
+from thresher.selectors.clustered import ClusteringSelector
+from thresher.selectors.kmeans import KMeansResult
 
 #: A row whose share comes this close to 1 is taken for certain.
 _CERTAIN = 1.0 - 1e-9
@@ -134,7 +125,7 @@ def systematic_sample(pi: NDArray[np.float64], rng: np.random.Generator) -> NDAr
     return np.concatenate([certain, taken])
 
 
-class KMeansSensitivitySelector(Partitionable, Selector):
+class KMeansSensitivitySelector(ClusteringSelector):
     """Sensitivity sampling over k-means clusters (see module docstring).
 
     Weights go to :attr:`Selection.weights` (the pipeline writes them to the
@@ -151,18 +142,17 @@ class KMeansSensitivitySelector(Partitionable, Selector):
     """
 
     name: ClassVar[str] = "kmeans_sensitivity"
-    requires_embeddings: ClassVar[bool] = True
     defines_weights: ClassVar[bool] = True
+    spherical: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {"normalize": [Bool()]}
 
     def __init__(self, n_clusters: int = 100, n_iter: int = 20, normalize: bool = False) -> None:
         self.n_clusters = n_clusters
         self.n_iter = n_iter
         self.normalize = normalize
 
-    def check_params(self) -> None:
-        check_int(self.name, "n_clusters", self.n_clusters)
-        check_int(self.name, "n_iter", self.n_iter)
-        check_bool(self.name, "normalize", self.normalize)
+    def unit_rows(self) -> bool:
+        return bool(self.normalize)
 
     def allocation_weights(
         self, rows: NDArray[np.int64], costs: NDArray[np.float64]
@@ -185,14 +175,10 @@ class KMeansSensitivitySelector(Partitionable, Selector):
         random_state: RandomState = None,
     ) -> Selection:
         n = scores.num_rows
-        matrix = check_embeddings(embeddings, n, selector=self.name)
-        m, sizes = sum_limit(budget, scores, selector=self.name)
-        rng = check_random_state(random_state)
+        matrix, m, sizes, rng = self.inputs(scores, embeddings, budget, random_state)
         if n == 0:
             return Selection.from_indices([], details={"n_clusters": 0, "clusters": []})
-        if self.normalize:
-            matrix = normalize_rows(matrix)
-        clustering = fit_kmeans(matrix, self.n_clusters, seed=seed_from(rng), n_iter=self.n_iter)
+        _, clustering = self.cluster(matrix, rng)
         sensitivity = sensitivities(clustering)
         if sizes is None:
             pi = inclusion_probabilities(sensitivity, m)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from thresher._params import check_number, check_str
+from thresher._params import Constraints, Interval, ListOf, Real, Text
 from thresher.frame import Frame, TableFrame
 from thresher.selectors.base import (
     Budget,
@@ -54,6 +54,12 @@ class LanguageFilterSelector(FrameSelector):
 
     name: ClassVar[str] = "language_filter"
     requires_budget: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "languages": [ListOf(Text(), what="language codes")],
+        "language": [Text()],
+        "probability": [Text(), None],
+        "min_probability": [Interval(Real, None, None)],
+    }
 
     def __init__(
         self,
@@ -74,20 +80,6 @@ class LanguageFilterSelector(FrameSelector):
     def score_columns(self) -> list[str]:
         return [self.language, self.probability_column]
 
-    def check_params(self) -> None:
-        if (
-            not isinstance(self.languages, list)
-            or not self.languages
-            or not all(isinstance(code, str) and code for code in self.languages)
-        ):
-            raise ValueError(
-                f"{self.name}: languages must be a non-empty list of language codes, "
-                f"got {self.languages!r}"
-            )
-        check_str(self.name, "language", self.language)
-        check_str(self.name, "probability", self.probability, optional=True)
-        check_number(self.name, "min_probability", self.min_probability)
-
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
@@ -95,7 +87,7 @@ class LanguageFilterSelector(FrameSelector):
             raise ValueError(
                 f"{self.name} keeps every row in its languages; leave its budget empty"
             )
-        self.check_params()
+        self.validate_params()
         return _LanguageMarks(
             self.language,
             self.probability_column,

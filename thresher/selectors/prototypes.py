@@ -22,19 +22,10 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_choice, check_int
-from thresher.selectors.base import (
-    Budget,
-    RandomState,
-    Selection,
-    Selector,
-    check_embeddings,
-    check_random_state,
-    fitting_prefix,
-    sum_limit,
-)
-from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
-from thresher.selectors.partition import Partitionable
+from thresher._params import Constraints, Options
+from thresher.selectors.base import Budget, RandomState, Selection, fitting_prefix
+from thresher.selectors.clustered import ClusteringSelector
+from thresher.selectors.kmeans import KMeansResult, normalize_rows
 
 
 def cosine_to_centroid(
@@ -45,7 +36,7 @@ def cosine_to_centroid(
     return np.einsum("ij,ij->i", unit_rows.astype(np.float64), centroids[clustering.labels])
 
 
-class PrototypesSelector(Partitionable, Selector):
+class PrototypesSelector(ClusteringSelector):
     """Keep the rows farthest from (``hard``) or closest to (``easy``) their prototype.
 
     Ties are broken by row position (earlier rows first).
@@ -61,7 +52,7 @@ class PrototypesSelector(Partitionable, Selector):
     """
 
     name: ClassVar[str] = "prototypes"
-    requires_embeddings: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {"keep": [Options("hard", "easy")]}
 
     def __init__(
         self, n_clusters: int = 100, keep: Literal["hard", "easy"] = "hard", n_iter: int = 20
@@ -69,11 +60,6 @@ class PrototypesSelector(Partitionable, Selector):
         self.n_clusters = n_clusters
         self.keep = keep
         self.n_iter = n_iter
-
-    def check_params(self) -> None:
-        check_int(self.name, "n_clusters", self.n_clusters)
-        check_int(self.name, "n_iter", self.n_iter)
-        check_choice(self.name, "keep", self.keep, ("hard", "easy"))
 
     def select(
         self,
@@ -83,17 +69,11 @@ class PrototypesSelector(Partitionable, Selector):
         *,
         random_state: RandomState = None,
     ) -> Selection:
-        self.check_params()
         n = scores.num_rows
-        matrix = check_embeddings(embeddings, n, selector=self.name)
-        k, sizes = sum_limit(budget, scores, selector=self.name)
-        rng = check_random_state(random_state)
+        matrix, k, sizes, rng = self.inputs(scores, embeddings, budget, random_state)
         if n == 0:
             return Selection.from_indices([], details={"n_clusters": 0, "keep": self.keep})
-        unit = normalize_rows(matrix)
-        clustering = fit_kmeans(
-            unit, self.n_clusters, seed=seed_from(rng), n_iter=self.n_iter, spherical=True
-        )
+        unit, clustering = self.cluster(matrix, rng)
         distance = 1.0 - cosine_to_centroid(unit, clustering)
         key = -distance if self.keep == "hard" else distance
         kept = fitting_prefix(np.argsort(key, kind="stable")[:k], sizes, budget)

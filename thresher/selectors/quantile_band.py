@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import Constraints, Options
 from thresher.frame import Frame
 from thresher.selectors.base import (
     Budget,
@@ -23,6 +24,7 @@ from thresher.selectors.base import (
     SumBudget,
     resolve_budget,
 )
+from thresher.selectors.ranked import ScoreColumn
 from thresher.selectors.ranking import (
     Cuts,
     ScoreKey,
@@ -35,7 +37,7 @@ from thresher.selectors.ranking import (
 Band = Literal["low", "medium", "high"]
 
 
-class QuantileBandSelector(FrameSelector):
+class QuantileBandSelector(ScoreColumn, FrameSelector):
     """Keep the budget's rows from the low end, the middle or the high end of a score.
 
     Rows are ranked by score, ties by input order; ``medium`` keeps the
@@ -57,23 +59,18 @@ class QuantileBandSelector(FrameSelector):
 
     name: ClassVar[str] = "quantile_band"
 
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "band": [Options("low", "medium", "high")]
+    }
+
     def __init__(self, score: str, band: Band = "medium") -> None:
         self.score = score
         self.band = band
 
-    def score_columns(self) -> list[str]:
-        return [self.score]
-
-    def check_params(self) -> None:
-        if not isinstance(self.score, str) or not self.score:
-            raise ValueError(f"quantile_band: score must name a score column, got {self.score!r}")
-        if self.band not in ("low", "medium", "high"):
-            raise ValueError(f"quantile_band: band must be low, medium or high, got {self.band!r}")
-
     def select_frame(
         self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
     ) -> Marks:
-        self.check_params()
+        self.validate_params()
         if isinstance(budget, SumBudget):
             return self._select_sum(rows, budget)
         n = rows.count()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, check_label_options
-from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState, hash_seed
-from thresher.selectors.labels import label_classes
-from thresher.selectors.ranking import CutMarks, PriorityKey, budget_cuts
+from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.base import RandomState, hash_seed
+from thresher.selectors.labels import LabelClasses
+from thresher.selectors.ranked import RankedSelector
+from thresher.selectors.ranking import PriorityKey, RankKey
 
 
-class RandomSelector(FrameSelector):
+class RandomSelector(RankedSelector):
     """Keep a uniformly random subset of exactly the budget's size.
 
     The subset is the rows with the smallest seeded hash of their id (a
@@ -40,16 +40,5 @@ class RandomSelector(FrameSelector):
         self.by_label = by_label
         self.label_allocation = label_allocation
 
-    def check_params(self) -> None:
-        check_label_options("random", self.by_label, self.label_allocation)
-
-    def select_frame(
-        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
-    ) -> Marks:
-        seed = hash_seed(random_state)
-        classes = label_classes(rows, selector=self.name) if self.by_label else None
-        key = PriorityKey(seed, classes)
-        cuts, _, details = budget_cuts(rows, key, budget, classes, self.label_allocation, self.name)
-        if classes is not None:
-            details["classes"] = classes.n_classes
-        return CutMarks(key, cuts, details, report_groups=self.by_label)
+    def rank_key(self, classes: LabelClasses | None, random_state: RandomState) -> RankKey:
+        return PriorityKey(hash_seed(random_state), classes)

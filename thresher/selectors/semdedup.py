@@ -40,19 +40,10 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from thresher._params import check_choice, check_int
-from thresher.selectors.base import (
-    Budget,
-    RandomState,
-    Selection,
-    Selector,
-    check_embeddings,
-    check_random_state,
-    fitting_prefix,
-    sum_limit,
-)
-from thresher.selectors.kmeans import KMeansResult, fit_kmeans, normalize_rows, seed_from
-from thresher.selectors.partition import Partitionable
+from thresher._params import Constraints, Interval, Options, Real
+from thresher.selectors.base import Budget, RandomState, Selection, fitting_prefix
+from thresher.selectors.clustered import ClusteringSelector
+from thresher.selectors.kmeans import KMeansResult
 from thresher.selectors.prototypes import cosine_to_centroid
 
 Prefer = Literal["far", "near"]
@@ -191,20 +182,14 @@ def redundancy(rows: NDArray[np.float32]) -> NDArray[np.float64]:
     return out
 
 
-class _SemDeDupBase(Partitionable, Selector):
-    requires_embeddings: ClassVar[bool] = True
-    n_clusters: int
-    n_iter: int
+class _SemDeDupBase(ClusteringSelector):
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {"prefer": [Options("far", "near")]}
     prefer: Prefer
 
     def _cluster(
-        self, embeddings: NDArray[np.floating[Any]] | None, n: int, rng: np.random.Generator
+        self, matrix: NDArray[np.float32], rng: np.random.Generator
     ) -> tuple[NDArray[np.float32], KMeansResult, list[NDArray[np.int64]]]:
-        matrix = check_embeddings(embeddings, n, selector=self.name)
-        unit = normalize_rows(matrix)
-        clustering = fit_kmeans(
-            unit, self.n_clusters, seed=seed_from(rng), n_iter=self.n_iter, spherical=True
-        )
+        unit, clustering = self.cluster(matrix, rng)
         return unit, clustering, cluster_orders(unit, clustering, self.prefer)
 
 
@@ -231,6 +216,11 @@ class SemDeDupSelector(_SemDeDupBase):
 
     name: ClassVar[str] = "semdedup"
     requires_budget: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "eps": [Interval(Real, 0, 2), None],
+        "target_keep": [Interval(Real, 0, 1, closed="right"), None],
+        "max_eps": [Interval(Real, 0, 2)],
+    }
 
     def __init__(
         self,
@@ -248,24 +238,9 @@ class SemDeDupSelector(_SemDeDupBase):
         self.n_iter = n_iter
         self.prefer = prefer
 
-    def check_params(self) -> None:
-        check_int(self.name, "n_clusters", self.n_clusters)
-        check_int(self.name, "n_iter", self.n_iter)
-        check_choice(self.name, "prefer", self.prefer, ("far", "near"))
-        for name in ("eps", "target_keep", "max_eps"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ValueError(f"semdedup: {name} must be a number, got {value!r}")
+    def _check_together(self) -> None:
         if (self.eps is None) == (self.target_keep is None):
             raise ValueError("semdedup: give exactly one of `eps` and `target_keep`")
-        if self.eps is not None and not 0.0 <= self.eps <= 2.0:
-            raise ValueError(f"semdedup: eps must be in [0, 2], got {self.eps}")
-        if self.target_keep is not None and not 0.0 < self.target_keep <= 1.0:
-            raise ValueError(f"semdedup: target_keep must be in (0, 1], got {self.target_keep}")
-        if not 0.0 <= self.max_eps <= 2.0:
-            raise ValueError(f"semdedup: max_eps must be in [0, 2], got {self.max_eps}")
 
     def select(
         self,
@@ -280,13 +255,11 @@ class SemDeDupSelector(_SemDeDupBase):
                 "semdedup is a filter and defines its own size; leave its budget empty "
                 "(or use semdedup_rank to meet a budget)"
             )
-        self.check_params()
         n = scores.num_rows
-        rng = check_random_state(random_state)
+        matrix, _, _, rng = self.inputs(scores, embeddings, budget, random_state)
         if n == 0:
-            check_embeddings(embeddings, n, selector=self.name)
             return Selection.from_indices([], details={"eps": self.eps, "n_clusters": 0})
-        unit, clustering, orders = self._cluster(embeddings, n, rng)
+        unit, clustering, orders = self._cluster(matrix, rng)
         widest = float(self.eps) if self.eps is not None else float(self.max_eps)
         pairs = [similar_earlier_pairs(unit[order], 1.0 - widest) for order in orders]
 
@@ -347,11 +320,6 @@ class SemDeDupRankSelector(_SemDeDupBase):
         self.n_iter = n_iter
         self.prefer = prefer
 
-    def check_params(self) -> None:
-        check_int(self.name, "n_clusters", self.n_clusters)
-        check_int(self.name, "n_iter", self.n_iter)
-        check_choice(self.name, "prefer", self.prefer, ("far", "near"))
-
     def select(
         self,
         scores: pa.Table,
@@ -361,12 +329,10 @@ class SemDeDupRankSelector(_SemDeDupBase):
         random_state: RandomState = None,
     ) -> Selection:
         n = scores.num_rows
-        k, sizes = sum_limit(budget, scores, selector=self.name)
-        rng = check_random_state(random_state)
+        matrix, k, sizes, rng = self.inputs(scores, embeddings, budget, random_state)
         if n == 0:
-            check_embeddings(embeddings, n, selector=self.name)
             return Selection.from_indices([], details={"n_clusters": 0})
-        unit, clustering, orders = self._cluster(embeddings, n, rng)
+        unit, clustering, orders = self._cluster(matrix, rng)
         score = np.full(n, -np.inf)
         for order in orders:
             score[order] = redundancy(unit[order])

@@ -8,12 +8,14 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher._params import Constraints, Interval, Real
 from thresher.frame import Frame
 from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState
+from thresher.selectors.ranked import ScoreColumn
 from thresher.selectors.ranking import finite_values
 
 
-class ThresholdSelector(FrameSelector):
+class ThresholdSelector(ScoreColumn, FrameSelector):
     """Keep rows with ``min <= score <= max`` (either bound may be omitted).
 
     Parameters
@@ -27,25 +29,19 @@ class ThresholdSelector(FrameSelector):
     name: ClassVar[str] = "threshold"
     requires_budget: ClassVar[bool] = False
 
+    _parameter_constraints: ClassVar[dict[str, Constraints]] = {
+        "min": [Interval(Real, None, None), None],
+        "max": [Interval(Real, None, None), None],
+    }
+
     def __init__(self, score: str, min: float | None = None, max: float | None = None) -> None:
         self.score = score
         self.min = min
         self.max = max
 
-    def score_columns(self) -> list[str]:
-        return [self.score]
-
-    def check_params(self) -> None:
-        if not isinstance(self.score, str) or not self.score:
-            raise ValueError(f"threshold: score must name a score column, got {self.score!r}")
+    def _check_together(self) -> None:
         if self.min is None and self.max is None:
             raise ValueError("threshold: give `min`, `max` or both")
-        for name in ("min", "max"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ValueError(f"threshold: {name} must be a number, got {value!r}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"threshold: min ({self.min}) is above max ({self.max})")
 
@@ -54,7 +50,7 @@ class ThresholdSelector(FrameSelector):
     ) -> Marks:
         if budget is not None:
             raise ValueError("threshold keeps every row in range; leave its budget empty")
-        self.check_params()
+        self.validate_params()
         return _RangeMarks(self.score, self.min, self.max)
 
 

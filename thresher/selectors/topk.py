@@ -14,16 +14,16 @@ Pruning Rates", ICLR 2023.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from thresher.frame import Frame
-from thresher.selectors.allocation import LabelAllocation, check_label_options
-from thresher.selectors.base import Budget, FrameSelector, Marks, RandomState
-from thresher.selectors.labels import label_classes
-from thresher.selectors.ranking import CutMarks, ScoreKey, budget_cuts, kept_range
+from thresher.selectors.allocation import LabelAllocation
+from thresher.selectors.base import RandomState
+from thresher.selectors.labels import LabelClasses
+from thresher.selectors.ranked import RankedSelector, ScoreColumn
+from thresher.selectors.ranking import RankKey, ScoreKey
 
 
-class TopKSelector(FrameSelector):
+class TopKSelector(ScoreColumn, RankedSelector):
     """Keep the budget's rows with the highest score.
 
     Ties are broken by input order (earlier rows first), so the result is
@@ -58,28 +58,8 @@ class TopKSelector(FrameSelector):
         self.by_label = by_label
         self.label_allocation = label_allocation
 
-    def score_columns(self) -> list[str]:
-        return [self.score]
-
-    def check_params(self) -> None:
-        if not isinstance(self.score, str) or not self.score:
-            raise ValueError(f"{self.name}: score must name a score column, got {self.score!r}")
-        check_label_options(self.name, self.by_label, self.label_allocation)
-
-    def select_frame(
-        self, rows: Frame, budget: Budget | None = None, *, random_state: RandomState = None
-    ) -> Marks:
-        classes = label_classes(rows, selector=self.name) if self.by_label else None
-        key = ScoreKey(self.score, self._descending, classes, selector=self.name)
-        cuts, _, sums = budget_cuts(rows, key, budget, classes, self.label_allocation, self.name)
-        details: dict[str, Any] = {"score": self.score, "by_label": self.by_label, **sums}
-        marks = CutMarks(key, cuts, details, self.by_label)
-        low, high, _ = kept_range(rows, marks, self.score)
-        if low is not None:
-            details["kept_min"], details["kept_max"] = low, high
-        if classes is not None:
-            details["classes"] = classes.n_classes
-        return marks
+    def rank_key(self, classes: LabelClasses | None, random_state: RandomState) -> RankKey:
+        return ScoreKey(self.score, self._descending, classes, selector=self.name)
 
 
 class BottomKSelector(TopKSelector):

@@ -13,8 +13,6 @@ and ``inspect``; the step details go to ``steps.json``.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +24,11 @@ from numpy.typing import NDArray
 from thresher.config import TOKEN_COLUMN, RunConfig
 from thresher.frame import Frame
 from thresher.io import schema as S
-from thresher.io.files import read_schema, write_json_atomic, write_parquet_atomic
+from thresher.io.files import read_schema, write_json_atomic
 from thresher.io.publish import Version
 from thresher.io.shards import order_ranks
-from thresher.keys import id_priority, order_key
-from thresher.run_dir import RunDir, shard_file
-from thresher.selectors.vectors import is_vector_type
+from thresher.keys import order_key
+from thresher.run_dir import RunDir
 from thresher.stages.base import RunContext, Stage
 from thresher.stages.decide import (
     _DETAIL,
@@ -40,15 +37,19 @@ from thresher.stages.decide import (
     needs_vectors,
     sum_budget_columns,
 )
+from thresher.stages.decisions import (
+    KEPT,
+    SUMMARY_SCHEMA,
+    WriteShards,
+    merge_summaries,
+    merge_sums,
+    write_empty_shards,
+)
+from thresher.stages.score_stats import numeric_columns, score_histograms
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
     from thresher.progress import StageProgress
-
-#: Example rows kept per reason (and for "kept") for the report.
-EXAMPLES_PER_REASON = 3
-HISTOGRAM_BINS = 40
-KEPT = "kept"
 
 
 class AddOrder:
@@ -148,249 +149,6 @@ def duplicate_rows(engine: Engine, run: RunDir, ranks: NDArray[np.int64]) -> Fra
     return engine.read(cluster_files(run), CLUSTERS_SCHEMA).map_batches(_Duplicates(ranks), schema)
 
 
-# -- writing the decisions -----------------------------------------------------------------
-
-
-class _WriteShards:
-    """Write each shard's decisions (a ``map_groups`` function); return one summary row per shard."""
-
-    def __init__(
-        self, version: Version, examples_seed: int, summed: list[str] | None = None
-    ) -> None:
-        self.version = version
-        self.seed = examples_seed
-        self.summed = summed or []
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        summaries = []
-        shards = table.column(S.SHARD).to_numpy()
-        for shard in np.unique(shards).tolist():
-            rows = table.filter(pa.array(shards == shard)).sort_by(S.ROW)
-            keep = np.asarray(pc.is_null(rows.column("reason")), dtype=bool)
-            selection = pa.table(
-                {
-                    S.ID: rows.column(S.ID).cast(pa.string()),
-                    S.SHARD: rows.column(S.SHARD).cast(pa.int32()),
-                    S.ROW: rows.column(S.ROW).cast(pa.int64()),
-                    "keep": pa.array(keep),
-                    "weight": rows.column("weight"),
-                    "reason": rows.column("reason"),
-                    "detail": rows.column("detail"),
-                    "group": rows.column("group"),
-                },
-                schema=S.SELECTION_SCHEMA,
-            )
-            write_parquet_atomic(selection, self.version.selection / shard_file(shard))
-            dropped = selection.filter(pa.array(~keep)).select([S.ID, "reason", "detail"])
-            write_parquet_atomic(
-                dropped.cast(S.DROPPED_SCHEMA), self.version.dropped / shard_file(shard)
-            )
-            summary = self._summary(int(shard), selection, keep)
-            summary["sums"] = json.dumps(
-                {c: column_sums(rows.column(c), keep) for c in self.summed}
-            )
-            summaries.append(summary)
-        if not summaries:
-            return _SUMMARY_SCHEMA.empty_table()
-        return pa.Table.from_pylist(summaries, schema=_SUMMARY_SCHEMA)
-
-    def _summary(self, shard: int, selection: pa.Table, keep: NDArray[np.bool_]) -> dict[str, Any]:
-        outcome = pc.if_else(
-            pa.array(keep), pa.scalar(KEPT), selection.column("reason").combine_chunks()
-        )
-        outcomes = np.asarray(outcome.to_numpy(zero_copy_only=False), dtype=object)
-        priority = id_priority(selection.column(S.ID), self.seed)
-        positions = selection.column(S.ROW).to_numpy()
-        ids = selection.column(S.ID)
-        counts: dict[str, int] = {}
-        examples: dict[str, list[list[Any]]] = {}
-        for item in pc.value_counts(outcome).to_pylist():
-            reason = item["values"]
-            mine = np.flatnonzero(outcomes == reason)
-            counts[reason] = int(item["counts"])
-            best = mine[np.argsort(priority[mine], kind="stable")[:EXAMPLES_PER_REASON]]
-            examples[reason] = [
-                [int(priority[i]), shard, int(positions[i]), ids[int(i)].as_py()]
-                for i in best.tolist()
-            ]
-        return {
-            "shard": shard,
-            "rows": selection.num_rows,
-            "counts": json.dumps(counts),
-            "examples": json.dumps(examples),
-        }
-
-
-def column_sums(column: pa.ChunkedArray, keep: NDArray[np.bool_]) -> list[float]:
-    """``[sum over kept rows, sum over all rows]`` of a size column (nulls and NaN count 0)."""
-    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-    values = np.where(np.isfinite(values), values, 0.0)
-    return [math.fsum(values[keep].tolist()), math.fsum(values.tolist())]
-
-
-def merge_sums(table: pa.Table) -> dict[str, dict[str, int | float]]:
-    """Per summed column: ``kept`` and ``ingested`` totals over the shards' summaries."""
-    totals: dict[str, list[list[float]]] = {}
-    for text in table.column("sums").to_pylist():
-        for column, pair in json.loads(text).items():
-            totals.setdefault(column, []).append(pair)
-    out: dict[str, dict[str, int | float]] = {}
-    for column, pairs in sorted(totals.items()):
-        kept, ingested = math.fsum(p[0] for p in pairs), math.fsum(p[1] for p in pairs)
-        out[column] = {"kept": _whole(kept), "ingested": _whole(ingested)}
-    return out
-
-
-def _whole(value: float) -> int | float:
-    return int(value) if value == math.floor(value) else value
-
-
-_SUMMARY_SCHEMA = pa.schema(
-    [
-        pa.field("shard", pa.int64()),
-        pa.field("rows", pa.int64()),
-        pa.field("counts", pa.string()),
-        pa.field("examples", pa.string()),
-        pa.field("sums", pa.string()),
-    ]
-)
-
-
-def _merge_summaries(table: pa.Table) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
-    counts: dict[str, int] = {}
-    candidates: dict[str, list[list[Any]]] = {}
-    for row in table.to_pylist():
-        for reason, n in json.loads(row["counts"]).items():
-            counts[reason] = counts.get(reason, 0) + int(n)
-        for reason, rows in json.loads(row["examples"]).items():
-            candidates.setdefault(reason, []).extend(rows)
-    examples = {
-        reason: [
-            {"shard": shard, "row": position, "id": id_}
-            for _, shard, position, id_ in sorted(rows)[:EXAMPLES_PER_REASON]
-        ]
-        for reason, rows in sorted(candidates.items())
-    }
-    return counts, examples
-
-
-# -- score statistics for the report ---------------------------------------------------------
-
-
-class _Ranges:
-    def __init__(self, columns: list[str]) -> None:
-        self.columns = columns
-
-    def __call__(self, table: pa.Table) -> dict[str, tuple[float, float, int]]:
-        out = {}
-        for column in self.columns:
-            values = _numbers(table.column(column))
-            out[column] = (
-                (float(values.min()), float(values.max()), int(values.size))
-                if values.size
-                else (math.inf, -math.inf, 0)
-            )
-        return out
-
-
-def _merge_ranges(
-    parts: list[dict[str, tuple[float, float, int]]],
-) -> dict[str, tuple[float, float, int]]:
-    merged: dict[str, tuple[float, float, int]] = {}
-    for part in parts:
-        for column, (low, high, n) in part.items():
-            before = merged.get(column, (math.inf, -math.inf, 0))
-            merged[column] = (min(before[0], low), max(before[1], high), before[2] + n)
-    return merged
-
-
-class _Histograms:
-    def __init__(self, edges: dict[str, list[float]]) -> None:
-        self.edges = edges
-
-    def __call__(self, table: pa.Table) -> dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]:
-        keep = np.asarray(pc.is_null(table.column("reason")), dtype=bool)
-        out = {}
-        for column, edges in self.edges.items():
-            values = np.asarray(
-                table.column(column).to_numpy(zero_copy_only=False), dtype=np.float64
-            )
-            finite = np.isfinite(values)
-            kept = np.histogram(values[finite & keep], bins=edges)[0]
-            dropped = np.histogram(values[finite & ~keep], bins=edges)[0]
-            out[column] = (kept.astype(np.int64), dropped.astype(np.int64))
-        return out
-
-
-def _merge_histograms(
-    parts: list[dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]],
-) -> dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]:
-    merged: dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
-    for part in parts:
-        for column, (kept, dropped) in part.items():
-            if column in merged:
-                merged[column] = (merged[column][0] + kept, merged[column][1] + dropped)
-            else:
-                merged[column] = (kept, dropped)
-    return merged
-
-
-def _numbers(column: pa.ChunkedArray) -> NDArray[np.float64]:
-    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return values[np.isfinite(values)]
-
-
-def score_histograms(frame: Frame, columns: list[str]) -> dict[str, dict[str, Any]]:
-    """Per numeric score: range, count and a histogram of kept and dropped rows (two aggregates)."""
-    if not columns:
-        return {}
-    ranges = frame.aggregate(_Ranges(columns), _merge_ranges)
-    edges = {}
-    for column, (low, high, n) in ranges.items():
-        if n:
-            span = high - low if high > low else 1.0
-            edges[column] = np.linspace(low, low + span, HISTOGRAM_BINS + 1).tolist()
-    counts = frame.aggregate(_Histograms(edges), _merge_histograms) if edges else {}
-    result = {}
-    for column in columns:
-        low, high, n = ranges.get(column, (math.inf, -math.inf, 0))
-        if not n or column not in counts:
-            continue
-        kept, dropped = counts[column]
-        result[column] = {
-            "min": low,
-            "max": high,
-            "count": n,
-            "median": _median(edges[column], kept + dropped),
-            "edges": edges[column],
-            "kept": kept.tolist(),
-            "dropped": dropped.tolist(),
-        }
-    return result
-
-
-def _median(edges: list[float], counts: NDArray[np.int64]) -> float:
-    """The median, interpolated within its histogram bin."""
-    total = int(counts.sum())
-    half = total / 2
-    cumulative = np.cumsum(counts)
-    at = int(np.searchsorted(cumulative, half))
-    before = int(cumulative[at - 1]) if at else 0
-    inside = int(counts[at]) or 1
-    return edges[at] + (edges[at + 1] - edges[at]) * (half - before) / inside
-
-
-def numeric_columns(schema: pa.Schema) -> list[str]:
-    skip = {S.ID, S.SHARD, S.ROW, S.ORDER, S.LABEL, "reason", "detail", "weight", "group"}
-    return [
-        f.name
-        for f in schema
-        if f.name not in skip
-        and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
-        and not is_vector_type(f.type)
-    ]
-
-
 # -- the stage -----------------------------------------------------------------------------
 
 
@@ -432,12 +190,12 @@ def select_into(
             wanted = [TOKEN_COLUMN, *sum_budget_columns(list(spec.steps))]
             summed = [c for c in dict.fromkeys(wanted) if c in decided.schema.names]
             written = decided.map_groups(
-                [S.SHARD], _WriteShards(version, spec.seed, summed), _SUMMARY_SCHEMA
+                [S.SHARD], WriteShards(version, spec.seed, summed), SUMMARY_SCHEMA
             ).to_table(max_rows=max(len(indices), 1))
         finally:
             decided.release()
-    counts, examples = _merge_summaries(written)
-    _write_empty_shards(version, sorted(set(indices) - set(written.column("shard").to_pylist())))
+    counts, examples = merge_summaries(written)
+    write_empty_shards(version, sorted(set(indices) - set(written.column("shard").to_pylist())))
     kept = counts.pop(KEPT, 0)
     dropped = dict(sorted(counts.items()))
     summary = {
@@ -454,15 +212,6 @@ def select_into(
     statistics = {k: v for k, v in summary.items() if k != "steps"}
     write_json_atomic({**statistics, "histograms": histograms, "examples": examples}, version.stats)
     return summary
-
-
-def _write_empty_shards(version: Version, indices: list[int]) -> None:
-    """Empty decisions for shards with no ingested row (every shard has its files)."""
-    for index in indices:
-        write_parquet_atomic(
-            S.SELECTION_SCHEMA.empty_table(), version.selection / shard_file(index)
-        )
-        write_parquet_atomic(S.DROPPED_SCHEMA.empty_table(), version.dropped / shard_file(index))
 
 
 @dataclass(frozen=True)

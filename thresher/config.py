@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,7 @@ from pydantic import (
 from thresher.budget import TOKEN_COLUMN as TOKEN_COLUMN  # re-exported for the stages
 from thresher.budget import Budget, SumBudget, budget_json, parse_budget
 from thresher.errors import ConfigError, StorageError
+from thresher.io.formats import check_format_name
 from thresher.io.fs import FileEntry, Location, StorageOptions, expand
 from thresher.io.options import check_storage_options
 from thresher.io.readers import ReadLimits
@@ -36,6 +38,10 @@ from thresher.keys import json_digest
 from thresher.redact import redact_config
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+#: ``auto`` (told by each file's name) or a registered input format (:mod:`thresher.io.formats`).
+InputFormatName = Annotated[str, AfterValidator(check_format_name)]
 
 
 class _Strict(BaseModel):
@@ -59,7 +65,7 @@ class InputConfig(_Strict):
     """
 
     paths: list[str] = Field(min_length=1)
-    format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
+    format: InputFormatName = "auto"
     on_unreadable: Literal["fail", "skip"] = "fail"
     batch_bytes: int = Field(default=32 << 20, ge=1 << 10)
     max_record_bytes: int | None = Field(default=64 << 20, ge=1)
@@ -323,7 +329,7 @@ class EvalSetConfig(_Strict):
 
     paths: list[str] = Field(min_length=1)
     text: str = "text"
-    format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
+    format: InputFormatName = "auto"
 
 
 class DecontaminateConfig(_Strict):

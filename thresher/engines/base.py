@@ -74,6 +74,9 @@ class Engine(ABC):
     ) -> list[R]:
         """``[fn(item) for item in items]``, run where the data is; results in item order.
 
+        Where that is another process, run ``thresher.io.formats.carried(fn)``
+        there, so that input formats registered in the driver are known.
+
         ``on_done`` is called on the driver with each result as its item
         finishes (or, where the engine learns results only at the end of a
         job, with all of them then, while ``progress`` shows the engine's

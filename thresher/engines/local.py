@@ -19,6 +19,7 @@ import pyarrow as pa
 from thresher.engines.base import Engine
 from thresher.frame import Frame, TableFrame
 from thresher.io.files import read_parquet
+from thresher.io.formats import carried
 from thresher.io.fs import Location
 from thresher.tables import conform_to
 
@@ -82,7 +83,8 @@ class LocalEngine(Engine):
         progress: StageProgress | None = None,
         on_done: Callable[[R], None] | None = None,
     ) -> list[R]:
-        futures = {self.pool.submit(fn, item): i for i, item in enumerate(items)}
+        work = carried(fn)  # the formats registered in this process, known in the workers
+        futures = {self.pool.submit(work, item): i for i, item in enumerate(items)}
         results: list[Any] = [None] * len(items)
         try:
             for future in as_completed(futures):

@@ -28,6 +28,7 @@ from thresher.config import EngineConfig, SparkConfig
 from thresher.engines.base import Engine
 from thresher.frame import Frame, JoinKind
 from thresher.io.files import write_parquet_atomic
+from thresher.io.formats import carried
 from thresher.io.fs import Location
 from thresher.tables import conform_to
 
@@ -317,7 +318,8 @@ class SparkEngine(Engine):
             return []
         rdd = self.spark.sparkContext.parallelize(list(items), numSlices=len(items))
         with self.watch(progress), _user_errors():
-            results: list[R] = rdd.map(fn).collect()
+            # The formats registered in this process, known on the executors.
+            results: list[R] = rdd.map(carried(fn)).collect()
         if on_done is not None:
             for result in results:
                 on_done(result)

@@ -16,7 +16,7 @@ stored scores, writing nothing, to compare selectors quickly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from thresher.budget import Budget
 from thresher.config import RunConfig, load_config, parse_config
@@ -26,7 +26,6 @@ from thresher.run_dir import RunDir
 from thresher.runs import Run, load_run, recorded_config
 
 ConfigLike = RunConfig | str | Path | dict[str, Any]
-EngineKind = Literal["local", "spark"]
 
 
 # -- verbs ---------------------------------------------------------------------------
@@ -35,7 +34,7 @@ EngineKind = Literal["local", "spark"]
 def run(
     config: ConfigLike,
     *,
-    engine: EngineKind | None = None,
+    engine: str | None = None,
     fresh: bool = False,
     quiet: bool = False,
     **overrides: Any,
@@ -47,8 +46,9 @@ def run(
     config : RunConfig, path to a YAML file, or mapping
         The run configuration. A mapping's relative paths are resolved
         against the current directory.
-    engine : {"local", "spark"}, optional
-        Overrides ``engine.kind``.
+    engine : str, optional
+        An engine name (``local``, ``spark``, or one added to
+        :mod:`thresher.engines.registry`): overrides ``engine.kind``.
     fresh : bool
         Delete earlier results in the run directory first.
     quiet : bool
@@ -67,7 +67,7 @@ def run(
 def score(
     config: ConfigLike,
     *,
-    engine: EngineKind | None = None,
+    engine: str | None = None,
     fresh: bool = False,
     quiet: bool = False,
     **overrides: Any,
@@ -86,7 +86,7 @@ def select(
     budget: Budget | dict[str, Any] | None = None,
     selector: str | None = None,
     params: dict[str, Any] | None = None,
-    engine: EngineKind | None = None,
+    engine: str | None = None,
     quiet: bool = False,
 ) -> Run:
     """Re-run selection from stored scores (``thresher select``), without re-scoring.
@@ -127,7 +127,7 @@ def report(
 def evaluate(
     config: Any,
     *,
-    engine: EngineKind | None = None,
+    engine: str | None = None,
     fresh: bool = False,
     quiet: bool = False,
     **overrides: Any,
@@ -140,8 +140,10 @@ def evaluate(
         A run configuration with an ``eval`` section
         (:mod:`thresher.evaluation.config`). A mapping's relative paths are
         resolved against the current directory.
-    engine : {"local", "spark"}, optional
-        Overrides ``engine.kind`` of the scoring run.
+    engine : str, optional
+        An engine name (``local``, ``spark``, or one added to
+        :mod:`thresher.engines.registry`): overrides ``engine.kind`` of
+        the scoring run.
     fresh : bool
         Delete earlier splits, scores and results in the eval directory first.
     quiet : bool

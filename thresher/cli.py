@@ -12,7 +12,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -43,7 +43,6 @@ console = Console(stderr=True)
 out = Console()
 
 F = TypeVar("F", bound=Callable[..., Any])
-EngineKind = Literal["local", "spark"]
 
 ConfigArg = Annotated[
     str,
@@ -69,7 +68,11 @@ FreshOpt = Annotated[
 ]
 EngineOpt = Annotated[
     str | None,
-    typer.Option(help="Override the engine: local or spark.", show_default=False, metavar="KIND"),
+    typer.Option(
+        help="Override the engine: local, spark or another registered one.",
+        show_default=False,
+        metavar="KIND",
+    ),
 ]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress display; only errors and the summary.")
@@ -111,10 +114,11 @@ def _quiet_prefect(quiet: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
 
 
-def _engine(engine: str | None) -> EngineKind | None:
-    if engine not in (None, "local", "spark"):
-        raise ConfigError(f"--engine must be local or spark, got {engine!r}")
-    return cast("EngineKind | None", engine)
+def _engine(engine: str | None) -> str | None:
+    """The ``--engine`` option, checked against the engine registry."""
+    from thresher.engines.registry import check_engine
+
+    return None if engine is None else check_engine(engine, "--engine")
 
 
 def _check_before_work(cfg: Any, inputs: bool = True) -> None:

@@ -10,25 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from thresher.budget import TOKEN_COLUMN as TOKEN_COLUMN  # re-exported for the stages
 from thresher.budget import Budget, SumBudget, budget_json, parse_budget
+from thresher.engines.spark_options import SparkConfig as SparkConfig  # where it used to be
 from thresher.errors import ConfigError, StorageError
+from thresher.io.formats import check_format_name
 from thresher.io.fs import FileEntry, Location, StorageOptions, expand
 from thresher.io.options import check_storage_options
 from thresher.io.readers import ReadLimits
@@ -36,6 +41,10 @@ from thresher.keys import json_digest
 from thresher.redact import redact_config
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+#: ``auto`` (told by each file's name) or a registered input format (:mod:`thresher.io.formats`).
+InputFormatName = Annotated[str, AfterValidator(check_format_name)]
 
 
 class _Strict(BaseModel):
@@ -59,7 +68,7 @@ class InputConfig(_Strict):
     """
 
     paths: list[str] = Field(min_length=1)
-    format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
+    format: InputFormatName = "auto"
     on_unreadable: Literal["fail", "skip"] = "fail"
     batch_bytes: int = Field(default=32 << 20, ge=1 << 10)
     max_record_bytes: int | None = Field(default=64 << 20, ge=1)
@@ -232,42 +241,96 @@ class SelectorConfig(_Strict):
         return budget_json(self.selector_budget())
 
 
-class SparkConfig(_Strict):
-    """Spark session settings.
-
-    ``master`` is ``local[N]`` or a cluster URL (``spark://``, ``k8s://``).
-    Left out, it is the master given to ``spark-submit`` when thresher runs
-    under it (``infra/spark/thresher-submit``), else ``local[*]``.
-    """
-
-    master: str | None = None
-    app_name: str = "thresher"
-    conf: dict[str, str] = Field(default_factory=dict)
-
-
 class EngineConfig(_Strict):
     """Which engine runs the stages, and how.
 
+    ``kind`` names a registered engine (:mod:`thresher.engines.registry`).
     ``driver_max_rows`` bounds what any stage may gather on the driver: a
     selector that needs every vector in one place (``dpp``, ``kmeans_sensitivity``...
     without ``partitions``) is refused before scoring on a corpus larger
     than this; every other stage keeps nothing per row on the driver.
+
+    An engine with options of its own has a section named after it
+    (``spark: {master, app_name, conf}``), validated by the options model
+    its registry row names (:class:`thresher.engines.spark_options.SparkConfig`);
+    every such section is present, with its defaults when left out.
     """
+
+    # The engines' sections are the extra keys, each checked by its engine's options model.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     kind: str = "spark"
     workers: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     driver_max_rows: int = Field(default=2_000_000, ge=1)
-    spark: SparkConfig = Field(default_factory=SparkConfig)
 
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, value: str) -> str:
-        from thresher.engines.registry import ENGINES
+        from thresher.engines.registry import engine_entry
 
-        if value not in ENGINES:
-            raise ValueError(f"unknown engine {value!r}; available: {', '.join(sorted(ENGINES))}")
+        engine_entry(value)  # ValueError naming the engines available
         return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_sections(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> EngineConfig:
+        """Validate the fields, then each engine's section by its options model; all errors at once."""
+        if not isinstance(data, dict):
+            validated: EngineConfig = handler(data)
+            return validated
+        fields = {key: value for key, value in data.items() if key in cls.model_fields}
+        sections, errors = _engine_sections(
+            {key: value for key, value in data.items() if key not in cls.model_fields}
+        )
+        try:
+            validated = handler(fields)
+        except ValidationError as error:
+            errors = [_as_line_error(item) for item in error.errors()] + errors
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        assert validated.__pydantic_extra__ is not None
+        validated.__pydantic_extra__.update(sections)
+        return validated
+
+    def options(self, kind: str | None = None) -> Any:
+        """The options section of engine ``kind`` (default: this config's), or None if it has none."""
+        extra = self.__pydantic_extra__ or {}
+        return extra.get(kind or self.kind)
+
+
+def _engine_sections(given: dict[str, Any]) -> tuple[dict[str, BaseModel], list[Any]]:
+    """Every registered engine's options section (given or default), and the errors found.
+
+    A key that names no engine with options is an error, as an unknown key
+    of any section is.
+    """
+    from thresher.engines.registry import ENGINES, options_model
+
+    sections: dict[str, BaseModel] = {}
+    errors: list[Any] = []
+    for name, value in given.items():
+        model = options_model(name) if name in ENGINES else None
+        if model is None:
+            errors.append({"type": "extra_forbidden", "loc": (name,), "input": value})
+            continue
+        try:
+            sections[name] = model.model_validate(value)
+        except ValidationError as error:
+            errors += [_as_line_error(item, (name,)) for item in error.errors()]
+    for name in ENGINES:
+        if name not in sections and name not in given:
+            model = options_model(name)
+            if model is not None:
+                sections[name] = model()
+    return sections, errors
+
+
+def _as_line_error(item: Any, prefix: tuple[str, ...] = ()) -> Any:
+    """A reported error (``ValidationError.errors()``) to raise again under ``prefix``, as worded."""
+    kind = PydanticCustomError(item["type"], item["msg"].replace("{", "{{").replace("}", "}}"))
+    return {"type": kind, "loc": (*prefix, *item["loc"]), "input": item.get("input")}
 
 
 class KeeperConfig(_Strict):
@@ -323,7 +386,7 @@ class EvalSetConfig(_Strict):
 
     paths: list[str] = Field(min_length=1)
     text: str = "text"
-    format: Literal["auto", "parquet", "jsonl", "arrow", "csv", "tsv"] = "auto"
+    format: InputFormatName = "auto"
 
 
 class DecontaminateConfig(_Strict):

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from thresher.dedup.graph import bucket_edges, roots, union_edges
+from thresher.dedup.kernels import kernels_for
 from thresher.dedup.lsh import choose_bands_rows
 from thresher.dedup.shingles import shingles
 from thresher.dedup.spec import DedupSpec, KeeperKey, read_clusters
@@ -247,7 +248,10 @@ def test_spark_connected_components_known_graph(spark_engine: Any, tmp_path: Pat
     table = pa.table({"src": [a for a, _ in edges], "dst": [b for _, b in edges]})
     for engine in (spark_engine, LocalEngine(workers=1)):
         frame = engine.from_table(table)
-        result = engine.connected_components(frame, Location.of(tmp_path / "cc")).to_table(10_000)
+        kernels = kernels_for(engine)
+        result = kernels.connected_components(engine, frame, Location.of(tmp_path / "cc")).to_table(
+            10_000
+        )
         found = dict(
             zip(result.column("doc").to_pylist(), result.column("root").to_pylist(), strict=True)
         )

@@ -1,4 +1,11 @@
-"""Candidate pairs of MinHash LSH on one machine, in bounded memory: band by band, spilled to disk.
+"""The dedup kernels on one machine: LSH candidate pairs in bounded memory, union-find components.
+
+:data:`KERNELS` (:class:`LocalKernels`) is what the ``local`` engine's
+registry row names (:mod:`thresher.dedup.kernels`); it works on frames of
+Arrow tables in this process (:class:`~thresher.frame.TableFrame`), so any
+engine whose frames are such tables can use it.
+
+Candidate pairs are found band by band, spilled to disk.
 
 Memory grows with the number of documents, never with the number of
 candidate pairs:
@@ -27,18 +34,61 @@ import shutil
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.dedup.columns import signature_array
-from thresher.dedup.graph import bucket_edges, group_buckets, shared_rows
+from thresher.dedup.graph import bucket_edges, group_buckets, roots, shared_rows, union_edges
 from thresher.dedup.lsh import band_keys
 from thresher.dedup.spec import DedupSpec
+from thresher.errors import ConfigError
+from thresher.frame import Frame, TableFrame
 from thresher.io import schema as S
 from thresher.io.fs import Location
+
+if TYPE_CHECKING:
+    from thresher.engines.base import Engine
+
+
+class LocalKernels:
+    """Dedup kernels on frames of Arrow tables held in this process (see module docstring)."""
+
+    def near_duplicate_edges(
+        self, engine: Engine, members: Frame, spec: DedupSpec, scratch: Location
+    ) -> tuple[Frame, dict[str, Any]]:
+        """Band by band in bounded memory (:func:`near_duplicate_edges`)."""
+        sources, targets, counters = near_duplicate_edges(
+            _table_frame(engine, members)._tables(), spec, scratch
+        )
+        edges = pa.table({"src": pa.array(sources), "dst": pa.array(targets)})
+        return TableFrame.of(edges), counters
+
+    def connected_components(self, engine: Engine, edges: Frame, scratch: Location) -> Frame:
+        """Union-find over every edge (:mod:`thresher.dedup.graph`); roots are smallest nodes."""
+        table = edges.to_table(max_rows=np.iinfo(np.int64).max)
+        sources = table.column("src").to_numpy().astype(np.int64)
+        targets = table.column("dst").to_numpy().astype(np.int64)
+        nodes, index = np.unique(np.concatenate([sources, targets]), return_inverse=True)
+        parent = np.arange(nodes.size, dtype=np.int64)
+        union_edges(parent, index[: sources.size], index[sources.size :])
+        root = roots(parent)
+        return TableFrame.of(pa.table({"doc": pa.array(nodes), "root": pa.array(nodes[root])}))
+
+
+#: The kernels the local engine's registry row names.
+KERNELS = LocalKernels()
+
+
+def _table_frame(engine: Engine, frame: Frame) -> TableFrame:
+    if not isinstance(frame, TableFrame):
+        raise ConfigError(
+            f"engine {engine.kind!r} uses the local dedup kernels, which need frames of Arrow "
+            f"tables in this process (TableFrame), not {type(frame).__name__}"
+        )
+    return frame
 
 
 def near_duplicate_edges(

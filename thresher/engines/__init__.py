@@ -1,25 +1,30 @@
 """Engines, registered by name: ``local`` (process pool, no JVM) and ``spark``.
 
 Adding one (Ray, Dask) is one module implementing :class:`~thresher.engines.base.Engine`
-and :class:`~thresher.frame.Frame`, and one line in :mod:`thresher.engines.registry`.
-Engines are imported only when used, so a run on the local engine never imports Spark.
+and :class:`~thresher.frame.Frame`, and one line in :mod:`thresher.engines.registry`
+(or a :func:`~thresher.engines.registry.register_engine` call). Engines are
+imported only when used, so a run on the local engine never imports Spark.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, cast
 
 from thresher.engines.base import Engine
-from thresher.engines.registry import ENGINES
+from thresher.engines.registry import ENGINES, engine_entry, load, register_engine
+from thresher.errors import ConfigError
 
 if TYPE_CHECKING:
     from thresher.config import EngineConfig, RunConfig
 
 
 def engine_class(kind: str) -> type[Engine]:
-    module, name = ENGINES[kind].split(":")
-    cls: type[Engine] = getattr(import_module(module), name)
+    """The class of engine ``kind``; ConfigError naming the engines available when unknown."""
+    try:
+        entry = engine_entry(kind)
+    except ValueError as error:
+        raise ConfigError(f"engine.kind: {error}") from None
+    cls: type[Engine] = load(entry.engine)
     return cls
 
 
@@ -29,4 +34,16 @@ def make_engine(config: RunConfig | EngineConfig) -> Engine:
     return engine_class(section.kind).from_config(section)
 
 
-__all__ = ["ENGINES", "Engine", "make_engine"]
+def in_memory_engine(driver_max_rows: int) -> Engine:
+    """An engine for tables the driver already holds: no worker, nothing started.
+
+    For work on an in-memory table (a selection tried on stored scores):
+    frames are Arrow tables in this process, and up to ``driver_max_rows``
+    rows may be gathered.
+    """
+    from thresher.engines.local import LocalEngine
+
+    return LocalEngine(workers=1, driver_max_rows=driver_max_rows)
+
+
+__all__ = ["ENGINES", "Engine", "in_memory_engine", "make_engine", "register_engine"]

@@ -13,11 +13,12 @@ A stage never asks which engine it runs on. It asks for two kinds of work:
   and :meth:`Frame.aggregate`, whose result must be small: its size may
   depend on strata, classes or histogram bins, never on the number of rows.
 
-Two algorithms are engine-specific because the best one differs by orders
-of magnitude between one machine and a cluster: connected components
-(:meth:`Engine.connected_components`) and the candidate pairs of MinHash LSH
-(:meth:`Engine.near_duplicate_edges`). A third engine (Ray, Dask) is one
-module implementing this class and :class:`Frame`.
+Nothing else: the two algorithms whose best form differs by orders of
+magnitude between one machine and a cluster (connected components, the
+candidate pairs of MinHash LSH) are dedup kernels, chosen by the engine's
+registry row (:mod:`thresher.dedup.kernels`). A third engine (Ray, Dask) is
+one module implementing this class and :class:`Frame`, and one row in
+:mod:`thresher.engines.registry`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -34,7 +36,6 @@ from thresher.io.fs import Location
 
 if TYPE_CHECKING:
     from thresher.config import EngineConfig
-    from thresher.dedup.spec import DedupSpec
     from thresher.progress import StageProgress
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ DRIVER_MAX_ROWS = 2_000_000
 class Engine(ABC):
     """Runs the stages' work (see module docstring)."""
 
+    #: The engine's name in the registry (:mod:`thresher.engines.registry`).
     kind: str
     #: Most rows any stage may gather on the driver (a non-partitioned embedding selector).
     driver_max_rows: int = DRIVER_MAX_ROWS
@@ -74,6 +76,9 @@ class Engine(ABC):
     ) -> list[R]:
         """``[fn(item) for item in items]``, run where the data is; results in item order.
 
+        Where that is another process, run ``thresher.io.formats.carried(fn)``
+        there, so that input formats registered in the driver are known.
+
         ``on_done`` is called on the driver with each result as its item
         finishes (or, where the engine learns results only at the end of a
         job, with all of them then, while ``progress`` shows the engine's
@@ -97,25 +102,18 @@ class Engine(ABC):
     def from_table(self, table: pa.Table) -> Frame:
         """A frame of rows the driver already holds (small tables only)."""
 
-    @abstractmethod
-    def connected_components(self, edges: Frame, scratch: Location) -> Frame:
-        """``(doc, root)`` for every node of ``edges`` (``src``, ``dst``: int64).
-
-        ``root`` is the smallest node of the node's component.
-        """
-
-    @abstractmethod
-    def near_duplicate_edges(
-        self, members: Frame, spec: DedupSpec, scratch: Location
-    ) -> tuple[Frame, dict[str, Any]]:
-        """Verified MinHash LSH edges ``(src, dst)`` among ``members`` (``doc``, signature).
-
-        Returns the edges and counters for the dedup summary.
-        """
-
     def watch(self, progress: StageProgress | None) -> AbstractContextManager[Any]:
         """Report the engine's own task counts to ``progress`` while a whole-table stage runs."""
         return nullcontext()
+
+    def log_to(self, log_file: Path) -> bool:
+        """Send the engine's own driver log to ``log_file``; whether it will (default: no log).
+
+        For runs nobody watches (a deployment's flow run): an engine with a
+        log of its own (Spark's JVM) writes it there instead of the
+        worker's console. Called before the engine's first use.
+        """
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers (process pool, Spark session)."""

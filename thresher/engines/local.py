@@ -13,18 +13,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 import pyarrow as pa
 
 from thresher.engines.base import Engine
 from thresher.frame import Frame, TableFrame
 from thresher.io.files import read_parquet
+from thresher.io.formats import carried
 from thresher.io.fs import Location
 from thresher.tables import conform_to
 
 if TYPE_CHECKING:
     from thresher.config import EngineConfig
-    from thresher.dedup.spec import DedupSpec
     from thresher.progress import StageProgress
 
 T = TypeVar("T")
@@ -82,7 +81,8 @@ class LocalEngine(Engine):
         progress: StageProgress | None = None,
         on_done: Callable[[R], None] | None = None,
     ) -> list[R]:
-        futures = {self.pool.submit(fn, item): i for i, item in enumerate(items)}
+        work = carried(fn)  # the formats registered in this process, known in the workers
+        futures = {self.pool.submit(work, item): i for i, item in enumerate(items)}
         results: list[Any] = [None] * len(items)
         try:
             for future in as_completed(futures):
@@ -118,29 +118,6 @@ class LocalEngine(Engine):
 
     def from_table(self, table: pa.Table) -> Frame:
         return TableFrame.of(table)
-
-    def connected_components(self, edges: Frame, scratch: Location) -> Frame:
-        from thresher.dedup.graph import roots, union_edges
-
-        table = edges.to_table(max_rows=np.iinfo(np.int64).max)
-        sources = table.column("src").to_numpy().astype(np.int64)
-        targets = table.column("dst").to_numpy().astype(np.int64)
-        nodes, index = np.unique(np.concatenate([sources, targets]), return_inverse=True)
-        parent = np.arange(nodes.size, dtype=np.int64)
-        union_edges(parent, index[: sources.size], index[sources.size :])
-        root = roots(parent)
-        return TableFrame.of(pa.table({"doc": pa.array(nodes), "root": pa.array(nodes[root])}))
-
-    def near_duplicate_edges(
-        self, members: Frame, spec: DedupSpec, scratch: Location
-    ) -> tuple[Frame, dict[str, Any]]:
-        """Band by band in bounded memory (``thresher.dedup.local``)."""
-        from thresher.dedup.local import near_duplicate_edges
-
-        assert isinstance(members, TableFrame)
-        sources, targets, counters = near_duplicate_edges(members._tables(), spec, scratch)
-        edges = pa.table({"src": pa.array(sources), "dst": pa.array(targets)})
-        return TableFrame.of(edges), counters
 
     def close(self) -> None:
         if self._pool is not None:

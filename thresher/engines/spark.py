@@ -24,15 +24,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from thresher import errors
-from thresher.config import EngineConfig, SparkConfig
 from thresher.engines.base import Engine
+from thresher.engines.spark_options import SparkConfig
 from thresher.frame import Frame, JoinKind
 from thresher.io.files import write_parquet_atomic
+from thresher.io.formats import carried
 from thresher.io.fs import Location
 from thresher.tables import conform_to
 
 if TYPE_CHECKING:
-    from thresher.dedup.spec import DedupSpec
+    from thresher.config import EngineConfig
     from thresher.progress import StageProgress
 
 T = TypeVar("T")
@@ -121,7 +122,7 @@ class SparkFrame(Frame):
                 value = pickle.dumps(combine(parts))
                 yield pa.RecordBatch.from_arrays([pa.array([value], pa.binary())], ["value"])
 
-        with _user_errors():
+        with user_errors():
             values = self.df.mapInArrow(run, "value binary").toArrow().column("value").to_pylist()
         return combine([pickle.loads(v) for v in values])
 
@@ -151,7 +152,7 @@ class SparkFrame(Frame):
         return self._wrap(self.df.filter(F.coalesce(F.col(column), F.lit(False))), self._schema)
 
     def count(self) -> int:
-        with _user_errors():
+        with user_errors():
             return int(self.df.count())
 
     def cache(self) -> Frame:
@@ -164,7 +165,7 @@ class SparkFrame(Frame):
         n = self.count()
         if n > max_rows:
             raise ValueError(f"{n} rows exceed the driver limit of {max_rows}")
-        with _user_errors():
+        with user_errors():
             return conform_to(self.df.toArrow(), self._schema)
 
     def write(self, directory: Location) -> list[Location]:
@@ -180,7 +181,7 @@ class SparkFrame(Frame):
                 write_parquet_atomic(table, directory / name)
                 yield pa.RecordBatch.from_arrays([pa.array([name])], ["file"])
 
-        with _user_errors():
+        with user_errors():
             names = self.df.mapInArrow(write, "file string").toArrow().column("file").to_pylist()
         return [directory / n for n in sorted(names)]
 
@@ -219,8 +220,10 @@ class SparkEngine(Engine):
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> SparkEngine:
+        options = config.options(cls.kind)
+        assert isinstance(options, SparkConfig)
         return cls(
-            config.spark,
+            options,
             workers=config.workers,
             batch_size=config.batch_size,
             driver_max_rows=config.driver_max_rows,
@@ -316,8 +319,9 @@ class SparkEngine(Engine):
         if not items:
             return []
         rdd = self.spark.sparkContext.parallelize(list(items), numSlices=len(items))
-        with self.watch(progress), _user_errors():
-            results: list[R] = rdd.map(fn).collect()
+        with self.watch(progress), user_errors():
+            # The formats registered in this process, known on the executors.
+            results: list[R] = rdd.map(carried(fn)).collect()
         if on_done is not None:
             for result in results:
                 on_done(result)
@@ -359,29 +363,6 @@ class SparkEngine(Engine):
         df = self.spark.createDataFrame(conform_to(table, safe))
         return SparkFrame(self, df, safe)
 
-    def connected_components(self, edges: Frame, scratch: Location) -> Frame:
-        from thresher.dedup.spark import connected_components
-        from thresher.dedup.steps import COMPONENTS_SCHEMA, EDGES_SCHEMA
-
-        assert isinstance(edges, SparkFrame)
-
-        def checkpoint(df: Any, name: str) -> Any:
-            return SparkFrame(self, df, EDGES_SCHEMA).checkpoint(scratch / name).df
-
-        with _user_errors():
-            return SparkFrame(self, connected_components(edges.df, checkpoint), COMPONENTS_SCHEMA)
-
-    def near_duplicate_edges(
-        self, members: Frame, spec: DedupSpec, scratch: Location
-    ) -> tuple[Frame, dict[str, Any]]:
-        from thresher.dedup.spark import near_duplicate_edges
-        from thresher.dedup.steps import EDGES_SCHEMA
-
-        assert isinstance(members, SparkFrame)
-        with _user_errors():
-            edges, stats = near_duplicate_edges(self.spark, members.df, spec)
-            return SparkFrame(self, edges, EDGES_SCHEMA), stats
-
     def close(self) -> None:
         if self._spark is not None and self._owns_session:
             self._spark.stop()
@@ -389,7 +370,7 @@ class SparkEngine(Engine):
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def user_errors() -> Iterator[None]:
     """Re-raise a thresher error raised inside a Spark worker as itself, not a Java trace."""
     try:
         yield

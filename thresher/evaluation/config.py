@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.config import (
     InputConfig,
+    InputFormatName,
     PartitionConfig,
     RunConfig,
     SelectorConfig,
@@ -65,7 +66,7 @@ class TestSplitConfig(_Strict):
     __test__ = False  # not a pytest class
 
     paths: list[str] | None = None
-    format: Literal["auto", "parquet", "jsonl"] = "auto"
+    format: InputFormatName = "auto"
     fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")

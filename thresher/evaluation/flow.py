@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from thresher.config import check_input_apart
 from thresher.devices import worker_threads
+from thresher.engines.registry import check_engine
 from thresher.errors import RunStateError
 from thresher.evaluation.config import RANDOM, EvalConfig, resolve_eval_config, scoring_config
 from thresher.evaluation.features import build_features
@@ -68,8 +69,6 @@ from thresher.io.fs import Location
 from thresher.io.lock import RunLock
 from thresher.models.proxy import PROXY_FIELDS, SHARED_DIR
 from thresher.run_dir import RunDir
-
-EngineKind = Literal["local", "spark"]
 
 #: The first columns (and types) of ``eval/results.parquet``: what the report and every
 #: reader of the results rely on; other columns follow.
@@ -120,13 +119,13 @@ def check_eval_dir(root: Path) -> None:
 def evaluate_flow(
     config: EvalConfig | str,
     fresh: bool = False,
-    engine: EngineKind | None = None,
+    engine: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run an eval job (see module docstring); return its record (``eval/eval.json``)."""
     logger = get_run_logger()
     cfg = resolve_eval_config(config)
-    if engine is not None and engine != cfg.run.engine.kind:
+    if engine is not None and check_engine(engine) != cfg.run.engine.kind:
         run = cfg.run.model_copy(
             update={"engine": cfg.run.engine.model_copy(update={"kind": engine})}
         )
@@ -439,7 +438,7 @@ def evaluate_with_runner(
     config: EvalConfig | str | Path,
     *,
     fresh: bool = False,
-    engine: EngineKind | None = None,
+    engine: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run :func:`evaluate_flow` with ``eval.workers`` training threads."""

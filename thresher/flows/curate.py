@@ -51,9 +51,9 @@ from thresher.errors import RunStateError, ThresherError
 from thresher.flows.lifecycle import (
     check_storage,
     clean_up_after_a_dead_run,
+    engine_log_to_run_dir,
     lock_wait,
     resolve_config,
-    spark_log_to_run_dir,
 )
 from thresher.io.files import check_contained
 from thresher.io.fs import FileEntry
@@ -206,7 +206,7 @@ def _run(plan: Plan, stages: list[Stage], mode: Stages, progress: Any, lock: Run
     logger = get_run_logger()
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     with make_engine(plan.config) as engine:
-        spark_log_to_run_dir(engine, plan.run, run_id, logger)
+        engine_log_to_run_dir(engine, plan.run, run_id, logger)
         ctx = RunContext(plan.run, engine, progress, logger, run_id, lock)
         run_stages(stages, ctx)
     if "publish" in ctx.results:

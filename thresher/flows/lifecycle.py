@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from thresher.config import RunConfig, load_config, parse_config
 from thresher.engines import Engine
+from thresher.engines.registry import check_engine
 from thresher.io import publish
 from thresher.io.files import read_json
 from thresher.io.fs import Location
@@ -36,7 +38,7 @@ def resolve_config(
     if run_dir is not None:
         data = {**resolved.config_dict(), "run_dir": Location.of(run_dir).uri}
         resolved = parse_config(data, base_dir=resolved.base_dir)
-    if engine is not None and engine != resolved.engine.kind:
+    if engine is not None and check_engine(engine) != resolved.engine.kind:
         resolved = resolved.model_copy(
             update={"engine": resolved.engine.model_copy(update={"kind": engine})}
         )
@@ -95,23 +97,28 @@ def clean_up_after_a_dead_run(run: RunDir, logger: Any, lock: RunLock) -> None:
         write_root_files(run, read_json(current.manifest))
 
 
-def spark_log_to_run_dir(engine: Engine, run: RunDir, run_id: str, logger: Any) -> None:
+def engine_log_to_run_dir(engine: Engine, run: RunDir, run_id: str, logger: Any) -> None:
     """In a deployment's flow run, write the engine's driver log to a file the run's log names.
 
-    Nobody watches a deployment's stdout (it is the worker's), so the JVM's
-    warnings go to ``RUN_DIR/logs/`` (a local temporary directory when the
-    run directory is on an object store). Runs started by hand show the
-    warnings that matter on the console; Spark's console progress bars are
-    off in both: thresher's progress reports the stages.
+    Nobody watches a deployment's stdout (it is the worker's), so an engine
+    with a driver log of its own (Spark's JVM: :meth:`Engine.log_to`) writes
+    it to ``RUN_DIR/logs/`` (a local temporary directory, this user's alone,
+    when the run directory is on an object store). Runs started by hand show
+    the warnings that matter on the console; Spark's console progress bars
+    are off in both: thresher's progress reports the stages.
     """
     from prefect.runtime import deployment
 
-    if deployment.id is None or not hasattr(engine, "log_to"):
+    if deployment.id is None:
         return
-    name = f"spark-driver-{run_id}.log"
+    name = f"{engine.kind}-driver-{run_id}.log"
     if run.logs.is_local:
         log_file = Path(run.logs.path) / name
-    else:
-        log_file = Path(tempfile.mkdtemp(prefix="thresher-logs-")) / name
+    else:  # made only for an engine that writes a log
+        log_file = Path(tempfile.gettempdir()) / f"thresher-logs-{uuid.uuid4().hex}" / name
     if engine.log_to(log_file):
-        logger.info("Spark driver log (warnings and errors of the JVM): %s", log_file)
+        if not run.logs.is_local:
+            log_file.parent.mkdir(mode=0o700)
+        logger.info(
+            "%s driver log (the engine's warnings and errors): %s", engine.kind.title(), log_file
+        )

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from thresher.io.files import parquet_file
+from thresher.io.formats import FORMATS
 from thresher.io.fs import Location
 from thresher.io.readers import Source
 from thresher.io.shards import Shard
@@ -38,22 +39,28 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def file_columns(location: Location, fmt: str) -> list[str] | None:
-    """The column names of one input file of format ``fmt`` (None when they cannot be read)."""
+    """The column names of one input file of format ``fmt`` (None when they cannot be read).
+
+    The format's registry row names its probe (:data:`thresher.io.formats.FORMATS`);
+    a format without one gives None.
+    """
+    entry = FORMATS.get(fmt)
+    probe = None if entry is None else entry.columns_function()
+    if probe is None:
+        return None
     try:
-        if fmt == "parquet":
-            return list(parquet_file(location).schema_arrow.names)
-        if fmt == "arrow":
-            return _arrow_columns(location)
-        if fmt == "jsonl":
-            return _jsonl_columns(location)
-        if fmt in ("csv", "tsv"):
-            return _header(location, "," if fmt == "csv" else "\t")
+        return probe(location)
     except Exception:  # a damaged or unreadable file: the ingest stage reports it
         return None
-    return None
 
 
-def _arrow_columns(location: Location) -> list[str]:
+def parquet_columns(location: Location) -> list[str]:
+    """The columns of a Parquet file, from its footer."""
+    return list(parquet_file(location).schema_arrow.names)
+
+
+def arrow_columns(location: Location) -> list[str]:
+    """The columns of an Arrow IPC file (its footer) or stream (its first message)."""
     with location.open_input_file() as handle:
         try:
             return list(pa.ipc.open_file(handle).schema.names)
@@ -75,7 +82,8 @@ def _head(location: Location, fmt: str, enough: Any) -> bytes:
     return data.removeprefix(_BOM)
 
 
-def _jsonl_columns(location: Location) -> list[str] | None:
+def jsonl_columns(location: Location) -> list[str] | None:
+    """The keys of the first records of a JSON lines file (see module docstring)."""
     data = _head(location, "jsonl", lambda d: d.count(b"\n") >= PROBE_RECORDS)
     lines = data.split(b"\n")
     if len(data) >= PROBE_BYTES:
@@ -93,6 +101,16 @@ def _jsonl_columns(location: Location) -> list[str] | None:
             parsed += 1
             names.update(dict.fromkeys(record))
     return list(names) if parsed else None
+
+
+def csv_columns(location: Location) -> list[str] | None:
+    """The header row of a CSV file."""
+    return _header(location, ",")
+
+
+def tsv_columns(location: Location) -> list[str] | None:
+    """The header row of a TSV file."""
+    return _header(location, "\t")
 
 
 def _header(location: Location, delimiter: str) -> list[str] | None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ from thresher.config import SchemaConfig
 from thresher.errors import DamagedInputError, InputError
 from thresher.io import schema as S
 from thresher.io.drift import concat_conformed
+from thresher.io.formats import input_format
 from thresher.io.readers import BATCH_ROWS as JSONL_CHUNK_LINES
 from thresher.io.readers import (
     InvalidRows,
@@ -86,6 +87,54 @@ class TableWriter(Protocol):
     """Where ingest puts tables as it makes them (a :class:`~thresher.io.sink.ParquetSink`)."""
 
     def write(self, data: pa.Table) -> None: ...
+
+
+class RecordLog(Protocol):
+    """What a format's reader may ask of ingest while it reads one shard.
+
+    Attributes
+    ----------
+    limits : ReadLimits
+        The ``input.*`` limits (a reader's batch stays under ``batch_bytes``).
+    """
+
+    limits: ReadLimits
+
+    def check(self, table: pa.Table) -> Iterator[pa.Table]:
+        """The records of ``table`` (as read: the file's column names) as canonical rows.
+
+        Every rule of the module docstring is applied (ids, text, features,
+        sizes); unusable records are quarantined with their reason. A reader
+        yields what this yields.
+        """
+        ...
+
+    def skip(self, row: int, reason: str, detail: str, raw: Any = None) -> None:
+        """Count, and quarantine with ``reason``, a record that cannot be read at all.
+
+        ``row`` is its position in the file (a line number); ``reason`` one
+        of :mod:`thresher.reasons` (``malformed_row``...); ``raw`` its text.
+        """
+        ...
+
+
+class FormatReader(Protocol):
+    """The reader of an input format (a row of :data:`thresher.io.formats.FORMATS`).
+
+    ``reader(source, schema, log)`` reads one shard's bytes from ``source``
+    (:class:`~thresher.io.readers.Source`: ``source.stream()`` gives them
+    decompressed and hashed; ``source.random_access()`` for a random-access
+    format) in bounded batches, and for each batch of records as a table
+    (columns named as in the file; ``schema`` says which ones hold the
+    id, the text, the label) yields from ``log.check(table)``. A record it
+    cannot turn into a row goes to ``log.skip``. A damaged file raises
+    :class:`~thresher.errors.DamagedInputError` after yielding what it read
+    before the damage (:func:`thresher.io.readers.damaged`).
+    """
+
+    def __call__(
+        self, source: Source, schema: SchemaConfig, log: RecordLog
+    ) -> Iterator[pa.Table]: ...
 
 
 class _Collected:
@@ -151,10 +200,13 @@ class _ShardLog:
     costs a bounded amount of memory.
     """
 
-    def __init__(self, shard: Shard, out: TableWriter, limits: ReadLimits) -> None:
+    def __init__(
+        self, shard: Shard, out: TableWriter, limits: ReadLimits, schema: SchemaConfig
+    ) -> None:
         self.shard = shard
         self.out = out
         self.limits = limits
+        self.schema = schema
         self.rows_in = 0
         self.ingested = 0
         self.by_reason: dict[str, int] = {}
@@ -171,6 +223,15 @@ class _ShardLog:
         if limit is not None and self.rows_in > limit:
             statement = f"has more than input.max_rows ({limit:,}) records"
             raise too_large(self.shard, statement, "max_rows")
+
+    def check(self, table: pa.Table) -> Iterator[pa.Table]:
+        """The records of ``table`` checked by the rules every format shares (:func:`_tabular`)."""
+        return _tabular(table, self.schema, self)
+
+    def skip(self, row: int, reason: str, detail: str, raw: Any = None) -> None:
+        """Count a record that cannot be read at all and quarantine it."""
+        self.count()
+        self.add(row, reason, detail, _preview(raw))
 
     def add(
         self, row: int, reason: str, detail: str, raw: str | None, id_: str | None = None
@@ -230,12 +291,13 @@ def ingest_stream(
     it) or ``skip`` (keep what was read before the damage and say so).
     """
     limits = limits or ReadLimits()
-    log = _ShardLog(shard, quarantine_out, limits)
+    log = _ShardLog(shard, quarantine_out, limits, schema)
     source = Source(shard, limits)
     fmt, compression = source.kind()
-    read = _READERS.get(fmt)
-    if read is None:
-        raise InputError(f"{shard.name}: unsupported format {fmt!r}")
+    try:
+        read: FormatReader = input_format(fmt).read_function()
+    except InputError as error:
+        raise InputError(f"{shard.name}: {error}") from None
     unreadable = None
     try:
         for table in read(source, schema, log):
@@ -285,23 +347,25 @@ def ingest_shard(
 # -- tables: Parquet, Arrow, CSV/TSV -----------------------------------------------------
 
 
-def _read_parquet(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+def parquet_records(source: Source, schema: SchemaConfig, log: RecordLog) -> Iterator[pa.Table]:
+    """The ``parquet`` format: row groups in bounded batches (:func:`thresher.io.readers.iter_parquet`)."""
     for table in iter_parquet(source):
-        yield from _tabular(table, schema, log)
+        yield from log.check(table)
 
 
-def _read_arrow(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+def arrow_records(source: Source, schema: SchemaConfig, log: RecordLog) -> Iterator[pa.Table]:
+    """The ``arrow`` format: Arrow IPC file or stream, memory-mapped."""
     for table in iter_arrow(source):
-        yield from _tabular(table, schema, log)
+        yield from log.check(table)
 
 
-def _delimited_reader(delimiter: str) -> Callable[[Source, SchemaConfig, _ShardLog], Any]:
-    def read(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+def _delimited_reader(delimiter: str) -> FormatReader:
+    def read(source: Source, schema: SchemaConfig, log: RecordLog) -> Iterator[pa.Table]:
         invalid = InvalidRows()
         text_columns = [c for c in (schema.id, schema.text) if c is not None]
         try:
             for table in iter_delimited(source, delimiter, text_columns, invalid):
-                yield from _tabular(table, schema, log)
+                yield from log.check(table)
                 _quarantine_invalid_rows(invalid, log)
         finally:
             _quarantine_invalid_rows(invalid, log)
@@ -309,15 +373,19 @@ def _delimited_reader(delimiter: str) -> Callable[[Source, SchemaConfig, _ShardL
     return read
 
 
-def _quarantine_invalid_rows(invalid: InvalidRows, log: _ShardLog) -> None:
+#: The ``csv`` and ``tsv`` formats: a header row, then rows of as many fields.
+csv_records = _delimited_reader(",")
+tsv_records = _delimited_reader("\t")
+
+
+def _quarantine_invalid_rows(invalid: InvalidRows, log: RecordLog) -> None:
     for number, text in invalid.rows:
-        log.count()
         where = f"row {number} of the file (the header is 1)" if number is not None else "a row"
-        log.add(
+        log.skip(
             -1 if number is None else number,
             R.MALFORMED_ROW,
             f"{where} does not have the header's number of fields",
-            _preview(text),
+            text,
         )
     invalid.rows.clear()
 
@@ -641,7 +709,12 @@ def _ids(
 # -- JSONL ----------------------------------------------------------------------------------
 
 
-def _read_jsonl(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+def jsonl_records(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+    """The ``jsonl`` format: each line checked alone (one broken line costs one record).
+
+    The one built-in reader that checks its records itself rather than
+    through ``log.check``: a line is parsed into a record, not a table row.
+    """
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     size = 0
@@ -1055,12 +1128,3 @@ def _preview(value: Any) -> str | None:
         return None
     text = value if isinstance(value, str) else repr(value)
     return text[:RAW_PREVIEW_CHARS]
-
-
-_READERS: dict[str, Callable[[Source, SchemaConfig, _ShardLog], Iterator[pa.Table]]] = {
-    "parquet": _read_parquet,
-    "arrow": _read_arrow,
-    "jsonl": _read_jsonl,
-    "csv": _delimited_reader(","),
-    "tsv": _delimited_reader("\t"),
-}

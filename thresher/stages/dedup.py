@@ -3,8 +3,8 @@
 Runs after scoring and before selection, on either engine, with the same
 clusters on both: the shared steps (:mod:`thresher.dedup.steps`) run as
 :meth:`Frame.map_groups` calls; only the LSH candidate pairs and the
-connected components are engine-specific (:meth:`Engine.near_duplicate_edges`,
-:meth:`Engine.connected_components`).
+connected components are engine-specific: the engine's dedup kernels
+(:func:`thresher.dedup.kernels.kernels_for`).
 
 Its result is keyed by the dedup configuration, the scorers and the shards:
 a re-run with the same configuration reuses it, a changed ``dedup``
@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.config import RunConfig
+from thresher.dedup.kernels import kernels_for
 from thresher.dedup.lsh import choose_bands_rows, describe
 from thresher.dedup.spec import (
     CLUSTERS_LINK,
@@ -201,8 +202,8 @@ def _deduplicate(
         # 2. exact copies link to their group's first in keeper order; only it goes on to LSH
         edges, n_exact, members = _link_exact_copies(meta, members, spec)
         # 3. LSH buckets of two or more members, verified edges
-        near, counters = engine.near_duplicate_edges(
-            members.select([DOC, spec.signature]), spec, scratch
+        near, counters = kernels_for(engine).near_duplicate_edges(
+            engine, members.select([DOC, spec.signature]), spec, scratch
         )
         edges = near if edges is None else edges.union(near)
         # 4. connected components, then the clusters table with keepers
@@ -237,7 +238,7 @@ def _write_clusters(
     engine: Engine, edges: Frame, meta: Frame, spec: DedupSpec, out: Location, scratch: Location
 ) -> tuple[list[Location], dict[str, Any]]:
     """Connected components of ``edges`` written as the clusters table, with its statistics."""
-    components = engine.connected_components(edges, scratch / "components")
+    components = kernels_for(engine).connected_components(engine, edges, scratch / "components")
     as_doc = pa.schema([pa.field("doc" if f.name == DOC else f.name, f.type) for f in meta.schema])
     members_meta = meta.map_batches(_RenameDoc(), as_doc)
     clusters = components.join(members_meta, ["doc"], "inner").map_groups(

@@ -314,10 +314,10 @@ def decide_table(
     clusters drop the duplicates; with ``decontaminate``, its stored matches
     drop the contaminated rows.
     """
-    from thresher.engines.local import LocalEngine
+    from thresher.engines import in_memory_engine
     from thresher.frame import TableFrame
 
-    engine = LocalEngine(workers=1, driver_max_rows=max(scores.num_rows, 1))
+    engine = in_memory_engine(driver_max_rows=max(scores.num_rows, 1))
     names = run.shard_names() if run is not None else {}
     duplicates = contaminated = None
     if config.dedup is not None and run is not None:

@@ -58,8 +58,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from thresher.dedup.shingles import _normalize, character_classes, normalize_text
+from thresher.dedup.shingles import _normalize, normalize_text
 from thresher.keys import _splitmix
+from thresher.tokens import shingle_classes
 
 #: Names the normalisation rule in the stage's key: a change of rule recomputes results.
 RULE = "lowercase,strip-punctuation(P*),collapse-whitespace;words;short-item=whole;v1"
@@ -399,7 +400,7 @@ class NgramIndex:
             raise ValueError(f"ngram must be >= 1, got {ngram}")
         names = tuple(sets)
         powers = _powers(ngram)
-        classes = character_classes()
+        classes = shingle_classes()
         texts, entry_parts, set_parts, items, ngrams, short = [], [], [], {}, {}, {}
         pairs: list[NDArray[np.uint64]] = []
         offset = 0
@@ -489,7 +490,7 @@ class NgramIndex:
             _scan(
                 data,
                 offsets,
-                character_classes(),
+                shingle_classes(),
                 self.lengths,
                 _powers(self.ngram),
                 self.hashes,

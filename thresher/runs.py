@@ -233,14 +233,9 @@ class Run:
 
 
 def _in_input_order(run: RunDir, table: pa.Table) -> pa.Table:
-    from thresher.io.shards import order_ranks
-    from thresher.keys import order_key
+    from thresher.io.shards import input_order, order_ranks
 
     if table.num_rows == 0:
         return table
-    order = order_key(
-        table.column(S.SHARD).to_numpy(),
-        table.column(S.ROW).to_numpy(),
-        order_ranks(run.shard_names()),
-    )
+    order = input_order(table, order_ranks(run.shard_names()))
     return table.take(pa.array(np.argsort(order, kind="stable")))

@@ -13,7 +13,6 @@ from datasketch import MinHash
 from tests.helpers.batches import text_batch
 from tests.helpers.minhash import datasketch_minhash
 from thresher.dedup.shingles import (
-    character_classes,
     normalize_text,
     permutations,
     shingles,
@@ -72,10 +71,12 @@ def test_no_shingle_means_no_signature() -> None:
     assert np.all(signatures[:2] == np.uint32(0xFFFFFFFF))
 
 
-def test_character_classes_cover_every_space_and_punctuation() -> None:
+def test_shingle_classes_cover_every_space_and_punctuation() -> None:
     import unicodedata
 
-    classes = character_classes()
+    from thresher.tokens import shingle_classes
+
+    classes = shingle_classes()
     assert classes[ord(" ")] == 1 and classes[ord("\u3000")] == 1 and classes[ord(",")] == 2
     beyond = [
         code

@@ -45,7 +45,6 @@ Zhu et al., datasketch (``datasketch.MinHash``, scheme ``affine32``), 2.0.
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import numba as nb
@@ -55,15 +54,21 @@ import pyarrow.compute as pc
 import xxhash
 from numpy.typing import NDArray
 
+from thresher.tokens import (
+    SHINGLE_OTHER,
+    SHINGLE_PUNCT,
+    SHINGLE_SPACE,
+    SHINGLE_TABLE_SIZE,
+    shingle_classes,
+)
+
 if TYPE_CHECKING:
     from datasketch import LeanMinHash
 
 Unit = Literal["word", "char"]
 
-#: Code points below this bound are classified by table; no whitespace or
-#: punctuation character lies above it (a test scans the whole range).
-_TABLE_SIZE = 0x20000
-_OTHER, _SPACE, _PUNCT = 0, 1, 2
+_TABLE_SIZE = SHINGLE_TABLE_SIZE
+_OTHER, _SPACE, _PUNCT = SHINGLE_OTHER, SHINGLE_SPACE, SHINGLE_PUNCT
 _EMPTY = np.uint32(0xFFFFFFFF)
 
 
@@ -132,19 +137,6 @@ def to_lean_minhash(signature: bytes | NDArray[np.uint32], seed: int = 1) -> Lea
 
 
 # -- the compiled path ---------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def character_classes() -> NDArray[np.uint8]:
-    """Class of each code point below ``_TABLE_SIZE``: other, whitespace or punctuation."""
-    classes = np.zeros(_TABLE_SIZE, dtype=np.uint8)
-    for code in range(_TABLE_SIZE):
-        char = chr(code)
-        if char.isspace():
-            classes[code] = _SPACE
-        elif unicodedata.category(char).startswith("P"):
-            classes[code] = _PUNCT
-    return classes
 
 
 @nb.njit(inline="always")
@@ -373,7 +365,7 @@ def signature_matrix(
     _signatures(
         data,
         np.ascontiguousarray(offsets),
-        character_classes(),
+        shingle_classes(),
         punctuation,
         whitespace or unit == "word",
         unit == "char",

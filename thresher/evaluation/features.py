@@ -31,8 +31,8 @@ from thresher.evaluation.config import EvalConfig, scoring_config
 from thresher.evaluation.splits import FLIPPED, SplitPaths, read_split
 from thresher.io import schema as S
 from thresher.io.files import read_json, read_parquet, read_schema, write_json_atomic
-from thresher.io.shards import order_ranks
-from thresher.keys import order_key, row_key
+from thresher.io.shards import input_order, order_ranks
+from thresher.keys import row_key
 from thresher.models._safe import load_safetensors, safetensors_metadata
 from thresher.models.features import FeatureConfig, FeatureExtractor, Matrix, SparseRows
 from thresher.models.proxy import label_key
@@ -91,7 +91,7 @@ def pool_table(run: RunDir, columns: list[str]) -> pa.Table:
         path = run.ingested_shard(int(stat["index"]))
         available = read_schema(path).names
         table = read_parquet(path, columns=[c for c in columns if c in available])
-        order = order_key(table.column(S.SHARD).to_numpy(), table.column(S.ROW).to_numpy(), ranks)
+        order = input_order(table, ranks)
         parts.append(table.append_column(S.ORDER, pa.array(order)))
     table = pa.concat_tables(parts, promote_options="permissive")
     return table.sort_by(S.ORDER).drop_columns([S.ORDER])

@@ -24,12 +24,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from numpy.typing import NDArray
 
 from thresher.errors import RunStateError
 from thresher.io.files import read_json_or, write_json_atomic
 from thresher.io.formats import compression_of, detect_format
 from thresher.io.fs import FileEntry, Location, StorageOptions
+from thresher.io.schema import ROW, SHARD
+from thresher.keys import order_key
 
 
 @dataclass(frozen=True)
@@ -206,3 +209,15 @@ def order_ranks(names: dict[int, str]) -> NDArray[np.int64]:
     for rank, index in enumerate(sorted(names, key=lambda i: names[i])):
         ranks[index] = rank
     return ranks
+
+
+def input_order(table: pa.Table, ranks: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The input-order key of each row of ``table`` (its shard and row columns, the shards' ranks)."""
+    return np.asarray(
+        order_key(
+            table.column(SHARD).to_numpy(zero_copy_only=False),
+            table.column(ROW).to_numpy(zero_copy_only=False),
+            ranks,
+        ),
+        dtype=np.int64,
+    )

@@ -23,7 +23,6 @@ ICML 2009.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numba as nb
@@ -32,25 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-#: Character classes of the tokenizer: 0 whitespace, 1 word character, 2 other.
-SPACE, WORD, OTHER = 0, 1, 2
-_MAX_CODE_POINT = 0x110000
-_CLASSES: NDArray[np.uint8] | None = None
+from thresher.tokens import WORD_CHAR, WORD_OTHER, WORD_SPACE, word_classes
+
+#: Character classes of the tokenizer (:func:`thresher.tokens.word_classes`).
+SPACE, WORD, OTHER = WORD_SPACE, WORD_CHAR, WORD_OTHER
 _MODE_COUNT, _MODE_SUM = 0, 1
-
-
-def character_classes() -> NDArray[np.uint8]:
-    """Class of every Unicode code point, as Python's ``re`` sees ``\\w`` and ``\\s`` (cached)."""
-    global _CLASSES
-    if _CLASSES is None:
-        everything = "".join(map(chr, range(_MAX_CODE_POINT)))
-        classes = np.full(_MAX_CODE_POINT, OTHER, dtype=np.uint8)
-        for match in re.finditer(r"\w+", everything):
-            classes[match.start() : match.end()] = WORD
-        for match in re.finditer(r"\s+", everything):
-            classes[match.start() : match.end()] = SPACE
-        _CLASSES = classes
-    return _CLASSES
 
 
 def _utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
@@ -75,7 +60,7 @@ def bucket_counts(
     offsets, data = _utf8(texts)
     counts = np.zeros(n_buckets, dtype=np.int64)
     _scan(
-        data, offsets, character_classes(), ngrams, n_buckets, _MODE_COUNT,
+        data, offsets, word_classes(), ngrams, n_buckets, _MODE_COUNT,
         np.zeros(0, np.float64), counts, np.zeros(0, np.float64), np.zeros(0, np.int64),
     )  # fmt: skip
     return counts
@@ -91,7 +76,7 @@ def bucket_sums(
     lengths = np.zeros(n, dtype=np.int64)
     values = np.ascontiguousarray(values, dtype=np.float64)
     _scan(
-        data, offsets, character_classes(), ngrams, values.size, _MODE_SUM,
+        data, offsets, word_classes(), ngrams, values.size, _MODE_SUM,
         values, np.zeros(0, np.int64), sums, lengths,
     )  # fmt: skip
     return sums, lengths

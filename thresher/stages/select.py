@@ -26,8 +26,7 @@ from thresher.frame import Frame
 from thresher.io import schema as S
 from thresher.io.files import read_schema, write_json_atomic
 from thresher.io.publish import Version
-from thresher.io.shards import order_ranks
-from thresher.keys import order_key
+from thresher.io.shards import input_order, order_ranks
 from thresher.run_dir import RunDir
 from thresher.stages.base import RunContext, Stage
 from thresher.stages.decide import (
@@ -59,11 +58,7 @@ class AddOrder:
         self.ranks = ranks
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        order = order_key(
-            table.column(S.SHARD).to_numpy(zero_copy_only=False),
-            table.column(S.ROW).to_numpy(zero_copy_only=False),
-            self.ranks,
-        )
+        order = input_order(table, self.ranks)
         return table.append_column(S.ORDER, pa.array(order, pa.int64()))
 
 
@@ -102,11 +97,7 @@ class _Duplicates:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         table = table.filter(pc.invert(table.column("keeper")))
-        order = order_key(
-            table.column(S.SHARD).to_numpy(zero_copy_only=False),
-            table.column(S.ROW).to_numpy(zero_copy_only=False),
-            self.ranks,
-        )
+        order = input_order(table, self.ranks)
         detail = pc.binary_join_element_wise(
             pa.scalar("keeper="), table.column("keeper_id").cast(pa.string()), ""
         )
@@ -120,11 +111,7 @@ class _Contaminated:
         self.ranks = ranks
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        order = order_key(
-            table.column(S.SHARD).to_numpy(zero_copy_only=False),
-            table.column(S.ROW).to_numpy(zero_copy_only=False),
-            self.ranks,
-        )
+        order = input_order(table, self.ranks)
         detail = pc.binary_join_element_wise(
             pa.scalar("set="), table.column("set"), pa.scalar("; ngram="), table.column("ngram"), ""
         )

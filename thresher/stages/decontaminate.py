@@ -395,11 +395,6 @@ def contamination_files(run: RunDir) -> list[Location]:
     return [root / name for name in stored["files"]]
 
 
-def stored_summary(run: RunDir) -> dict[str, Any] | None:
-    """``decontaminate/summary.json`` (None when the stage has not run)."""
-    return read_json_or(decontaminate_dir(run) / SUMMARY_FILE, None)
-
-
 def manifest_section(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the manifest, card and report show: the rule and per-set counts."""
     if summary is None:

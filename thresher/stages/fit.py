@@ -40,15 +40,6 @@ def build_scorers(config: RunConfig) -> list[BoundScorer]:
     ]
 
 
-def fit_scorers(
-    config: RunConfig, shard_rows: dict[int, int], device: str = "cpu"
-) -> list[BoundScorer]:
-    """Build the scorers and fit those with ``requires_fit`` on samples of the ingested corpus."""
-    scorers = build_scorers(config)
-    fit_bound(RunDir(config.run_path), scorers, shard_rows, config.seed, device)
-    return scorers
-
-
 def fit_bound(
     run: RunDir,
     scorers: list[BoundScorer],

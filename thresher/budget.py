@@ -28,8 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-#: The column a ``{tokens: N}`` budget sums: the ``token_count`` scorer's default output.
-TOKEN_COLUMN = "token_count"
+from thresher.io.schema import TOKEN_COLUMN as TOKEN_COLUMN  # where it used to be
 
 _TEXT_FORMS = (
     "a count (e.g. 1000), a fraction (e.g. 0.3), tokens=N or COLUMN=N (a sum of that column)"

@@ -29,14 +29,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from thresher.budget import TOKEN_COLUMN as TOKEN_COLUMN  # re-exported for the stages
 from thresher.budget import Budget, SumBudget, budget_json, parse_budget
 from thresher.engines.spark_options import SparkConfig as SparkConfig  # where it used to be
 from thresher.errors import ConfigError, StorageError
 from thresher.io.formats import check_format_name
-from thresher.io.fs import FileEntry, Location, StorageOptions, expand
+from thresher.io.fs import FileEntry, Location, StorageOptions
+from thresher.io.listing import list_files
 from thresher.io.options import check_storage_options
 from thresher.io.readers import ReadLimits
+from thresher.io.schema import TOKEN_COLUMN as TOKEN_COLUMN  # re-exported for the stages
 from thresher.keys import json_digest
 from thresher.redact import redact_config
 
@@ -105,6 +106,8 @@ class SchemaConfig(_Strict):
     all``, a shard with more than ``max_passthrough_columns`` other columns
     (JSON lines with free-form keys) is refused naming the file: list the
     columns to keep instead.
+
+    Ingest reads it as a :class:`thresher.io.schema.Roles`.
     """
 
     id: str | None = "id"
@@ -527,27 +530,12 @@ class RunConfig(_Strict):
         return json_digest(self.recorded_dict(), length=64)
 
     def input_files(self) -> list[FileEntry]:
-        """Every input file the patterns match, sorted by URI, with its listing fingerprint.
+        """Every input file the patterns match, sorted by URI (:func:`thresher.io.listing.list_files`).
 
-        A directory stands for the shard files below it; a pattern may hold
-        ``*``, ``?``, ``[...]`` and ``**`` on any store (one listing per
-        pattern). Raises ConfigError naming the first pattern that matches
-        nothing, and StorageError when a store cannot be reached.
+        Raises ConfigError naming the first pattern that matches nothing, and
+        StorageError when a store cannot be reached.
         """
-        from thresher.io.formats import shard_entries
-
-        found: dict[str, FileEntry] = {}
-        for pattern in self.input.paths:
-            location = self.resolve(pattern)
-            entries = expand(location)
-            if location.info() is None:  # a directory or a glob: shard files only
-                entries = shard_entries(entries)
-            if not entries:
-                raise ConfigError(
-                    f"input.paths: {pattern!r} matches no file (resolved to {location})"
-                )
-            found.update((e.location.uri, e) for e in entries)
-        return [found[uri] for uri in sorted(found)]
+        return list_files(self.input.paths, self.base)
 
 
 def section_problems(
@@ -742,37 +730,6 @@ def _error_line(item: Any) -> str:
     where = ".".join(str(part) for part in item["loc"])
     message = item["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
-
-
-def check_input_apart(config: RunConfig, files: list[FileEntry]) -> None:
-    """Refuse a run directory that overlaps the input.
-
-    thresher owns everything under ``run_dir`` (``--fresh`` deletes it, and
-    every output goes there), so an input file inside it could be deleted,
-    and a run directory inside an input directory (or under a recursive
-    ``**`` pattern) would have its outputs read back as input next time.
-    """
-    from thresher.io.fs import has_magic
-
-    run = config.run_path
-    for entry in files:
-        if entry.location.is_relative_to(run):
-            raise ConfigError(
-                f"input.paths: {entry.location} lies inside run_dir {run}; thresher owns its run "
-                "directory (--fresh deletes it): move the input or choose another run_dir"
-            )
-    for pattern in config.input.paths:
-        resolved = config.resolve(pattern)
-        parts = resolved.uri.split("/")
-        static = next((i for i, part in enumerate(parts) if has_magic(part)), len(parts))
-        recursive = "**" in parts[static:]
-        base = Location("/".join(parts[:static]) or "/", resolved.options)
-        is_dir = static == len(parts) and resolved.info() is None
-        if (is_dir or recursive) and run.is_relative_to(base):
-            raise ConfigError(
-                f"run_dir: {run} lies inside the input {pattern!r}; its outputs would be "
-                "read back as input: choose a run_dir outside the input"
-            )
 
 
 def format_validation_error(error: ValidationError, what: str = "run", prefix: str = "") -> str:

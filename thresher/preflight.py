@@ -40,7 +40,6 @@ from typing import Any
 
 from thresher.config import (
     RunConfig,
-    check_input_apart,
     config_problems,
     format_problems,
     parse_config,
@@ -50,6 +49,7 @@ from thresher.errors import ConfigError, InputError
 from thresher.io.columns import file_columns
 from thresher.io.formats import detect_format
 from thresher.io.fs import FileEntry, Location
+from thresher.io.listing import check_input_apart, list_sets
 from thresher.io.shards import shard_name
 
 #: Input files whose columns are read before a run: the first SAMPLE_HEAD, then spread out.
@@ -179,16 +179,17 @@ def validate_run_file(path: str | Path | Location) -> Validated:
 
 def input_problems(config: RunConfig) -> tuple[list[str], list[FileEntry], list[str]]:
     """The problems of a config's inputs, its input files and the warnings about them."""
-    from thresher.stages.decontaminate import eval_set_files
-
     problems: list[str] = []
     try:
         files = config.input_files()
     except ConfigError as error:
         return [str(error)], [], []
-    checks: list[Any] = [lambda: check_input_apart(config, files)]
-    if config.decontaminate is not None:
-        checks.append(lambda: eval_set_files(config))
+    checks: list[Any] = [
+        lambda: check_input_apart(config.run_path, config.input.paths, files, config.base)
+    ]
+    if (decontaminate := config.decontaminate) is not None:
+        sets = {name: spec.paths for name, spec in decontaminate.sets.items()}
+        checks.append(lambda: list_sets(sets, config.base))
     for check in checks:
         try:
             check()

@@ -8,14 +8,11 @@ imported only when used, so a run on the local engine never imports Spark.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from thresher.engines.base import Engine
+from thresher.engines.base import Engine, EngineSettings
 from thresher.engines.registry import ENGINES, engine_entry, load, register_engine
 from thresher.errors import ConfigError
-
-if TYPE_CHECKING:
-    from thresher.config import EngineConfig, RunConfig
 
 
 def engine_class(kind: str) -> type[Engine]:
@@ -28,9 +25,16 @@ def engine_class(kind: str) -> type[Engine]:
     return cls
 
 
-def make_engine(config: RunConfig | EngineConfig) -> Engine:
+class _HasEngine(Protocol):
+    """A run config: what :func:`make_engine` reads is its ``engine`` section."""
+
+    @property
+    def engine(self) -> EngineSettings: ...
+
+
+def make_engine(config: _HasEngine | EngineSettings) -> Engine:
     """The engine a run config (or its ``engine`` section) asks for."""
-    section = cast("EngineConfig", getattr(config, "engine", config))
+    section = cast("EngineSettings", getattr(config, "engine", config))
     return engine_class(section.kind).from_config(section)
 
 

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -35,7 +35,6 @@ from thresher.frame import Frame
 from thresher.io.fs import Location
 
 if TYPE_CHECKING:
-    from thresher.config import EngineConfig
     from thresher.progress import StageProgress
 
 T = TypeVar("T")
@@ -43,6 +42,31 @@ R = TypeVar("R")
 
 #: Rows a driver may collect by default (``engine.driver_max_rows``).
 DRIVER_MAX_ROWS = 2_000_000
+
+
+class EngineSettings(Protocol):
+    """What an engine is made from: the ``engine`` section of a run config.
+
+    :class:`thresher.config.EngineConfig` is one (it documents each field);
+    the engines read it through this protocol, so that they never import the
+    configuration module that names them.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def workers(self) -> int | None: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def driver_max_rows(self) -> int: ...
+
+    def options(self, kind: str | None = None) -> Any:
+        """The options section of engine ``kind`` (default: this section's), or None."""
+        ...
 
 
 class Engine(ABC):
@@ -58,7 +82,7 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: EngineConfig) -> Engine:
+    def from_config(cls, config: EngineSettings) -> Engine:
         """The engine an ``engine`` config section describes."""
 
     @property

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from thresher.engines.base import Engine
+from thresher.engines.base import Engine, EngineSettings
 from thresher.frame import Frame, TableFrame
 from thresher.io.files import read_parquet
 from thresher.io.formats import carried
@@ -23,7 +23,6 @@ from thresher.io.fs import Location
 from thresher.tables import conform_to
 
 if TYPE_CHECKING:
-    from thresher.config import EngineConfig
     from thresher.progress import StageProgress
 
 T = TypeVar("T")
@@ -55,7 +54,7 @@ class LocalEngine(Engine):
         self._pool: ProcessPoolExecutor | None = None
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> LocalEngine:
+    def from_config(cls, config: EngineSettings) -> LocalEngine:
         return cls(workers=config.workers, driver_max_rows=config.driver_max_rows)
 
     @property

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from thresher import errors
-from thresher.engines.base import Engine
+from thresher.engines.base import Engine, EngineSettings
 from thresher.engines.spark_options import SparkConfig
 from thresher.frame import Frame, JoinKind
 from thresher.io.files import write_parquet_atomic
@@ -33,7 +33,6 @@ from thresher.io.fs import Location
 from thresher.tables import conform_to
 
 if TYPE_CHECKING:
-    from thresher.config import EngineConfig
     from thresher.progress import StageProgress
 
 T = TypeVar("T")
@@ -219,7 +218,7 @@ class SparkEngine(Engine):
         self._driver_log: Path | None = None
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> SparkEngine:
+    def from_config(cls, config: EngineSettings) -> SparkEngine:
         options = config.options(cls.kind)
         assert isinstance(options, SparkConfig)
         return cls(

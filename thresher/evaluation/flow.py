@@ -50,7 +50,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from thresher.config import check_input_apart
 from thresher.devices import worker_threads
 from thresher.engines.registry import check_engine
 from thresher.errors import RunStateError
@@ -66,6 +65,7 @@ from thresher.io.files import (
     write_text_atomic,
 )
 from thresher.io.fs import Location
+from thresher.io.listing import check_input_apart, list_files
 from thresher.io.lock import RunLock
 from thresher.models.proxy import PROXY_FIELDS, SHARED_DIR
 from thresher.run_dir import RunDir
@@ -133,9 +133,8 @@ def evaluate_flow(
     root = cfg.root
     files = cfg.run.input_files()  # fails before any work when a pattern matches nothing
     if cfg.eval.test.paths is not None:
-        test = cfg.run.model_copy(update={"input": cfg.eval.test.input_config()})
-        files += test.input_files()
-    check_input_apart(cfg.run, files)
+        files += list_files(cfg.eval.test.paths, cfg.run.base)
+    check_input_apart(cfg.run.run_path, cfg.run.input.paths, files, cfg.run.base)
     check_eval_dir(root)
     check_contained(root)
     with RunLock(Location.of(root / "_state" / "lock")):

@@ -48,6 +48,7 @@ from thresher.io import schema as S
 from thresher.io.files import read_json, write_json_atomic
 from thresher.io.fs import FileEntry
 from thresher.io.ingest import ingest_shard
+from thresher.io.listing import list_files
 from thresher.io.shards import numbered_shards
 from thresher.models.proxy import label_key
 
@@ -190,9 +191,8 @@ def read_labelled(
 
 
 def _files(input_config: InputConfig, run: RunConfig, what: str) -> list[FileEntry]:
-    probe = run.model_copy(update={"input": input_config})
     try:
-        return probe.input_files()
+        return list_files(input_config.paths, run.base)
     except ConfigError as error:
         raise ConfigError(f"{what}: {error}") from None
 

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from thresher.config import RunConfig, check_input_apart
+from thresher.config import RunConfig
 from thresher.engines import make_engine
 from thresher.errors import RunStateError, ThresherError
 from thresher.flows.lifecycle import (
@@ -57,6 +57,7 @@ from thresher.flows.lifecycle import (
 )
 from thresher.io.files import check_contained
 from thresher.io.fs import FileEntry
+from thresher.io.listing import check_input_apart
 from thresher.io.lock import RunLock
 from thresher.logs import redact_logs
 from thresher.plan import Plan, run_keys
@@ -182,7 +183,7 @@ def _curate_locked(
             else "selection reuses the stored scores; it cannot start --fresh"
         )
     files = [] if stages == "select" else cfg.input_files()  # no match: refused before any work
-    check_input_apart(cfg, files)
+    check_input_apart(cfg.run_path, cfg.input.paths, files, cfg.base)
     for warning in require_input_columns(cfg, files):  # refuses a schema column no input has
         logger.warning("%s", warning)
     run.check_usable()

@@ -53,7 +53,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher import reasons as R
-from thresher.config import SchemaConfig
 from thresher.errors import DamagedInputError, InputError
 from thresher.io import schema as S
 from thresher.io.drift import concat_conformed
@@ -70,6 +69,7 @@ from thresher.io.readers import (
     iter_parquet,
     too_large,
 )
+from thresher.io.schema import Roles
 from thresher.io.shards import Shard
 
 RAW_PREVIEW_CHARS = 2000
@@ -132,9 +132,7 @@ class FormatReader(Protocol):
     before the damage (:func:`thresher.io.readers.damaged`).
     """
 
-    def __call__(
-        self, source: Source, schema: SchemaConfig, log: RecordLog
-    ) -> Iterator[pa.Table]: ...
+    def __call__(self, source: Source, schema: Roles, log: RecordLog) -> Iterator[pa.Table]: ...
 
 
 class _Collected:
@@ -200,9 +198,7 @@ class _ShardLog:
     costs a bounded amount of memory.
     """
 
-    def __init__(
-        self, shard: Shard, out: TableWriter, limits: ReadLimits, schema: SchemaConfig
-    ) -> None:
+    def __init__(self, shard: Shard, out: TableWriter, limits: ReadLimits, schema: Roles) -> None:
         self.shard = shard
         self.out = out
         self.limits = limits
@@ -260,7 +256,7 @@ class _ShardLog:
         self.out.write(pa.Table.from_arrays(arrays, schema=S.QUARANTINE_SCHEMA))
         self._columns = {name: [] for name in _QUARANTINE_COLUMNS}
 
-    def note_passthrough(self, names: Iterable[str], schema: SchemaConfig) -> None:
+    def note_passthrough(self, names: Iterable[str], schema: Roles) -> None:
         """Remember pass-through column names; refuse a shard with more than the cap."""
         self.passthrough.update(dict.fromkeys(names))
         cap = schema.max_passthrough_columns
@@ -275,7 +271,7 @@ class _ShardLog:
 
 def ingest_stream(
     shard: Shard,
-    schema: SchemaConfig,
+    schema: Roles,
     rows_out: TableWriter,
     quarantine_out: TableWriter,
     *,
@@ -323,7 +319,7 @@ def ingest_stream(
 
 def ingest_shard(
     shard: Shard,
-    schema: SchemaConfig,
+    schema: Roles,
     on_unreadable: str = "fail",
     limits: ReadLimits | None = None,
 ) -> IngestResult:
@@ -347,20 +343,20 @@ def ingest_shard(
 # -- tables: Parquet, Arrow, CSV/TSV -----------------------------------------------------
 
 
-def parquet_records(source: Source, schema: SchemaConfig, log: RecordLog) -> Iterator[pa.Table]:
+def parquet_records(source: Source, schema: Roles, log: RecordLog) -> Iterator[pa.Table]:
     """The ``parquet`` format: row groups in bounded batches (:func:`thresher.io.readers.iter_parquet`)."""
     for table in iter_parquet(source):
         yield from log.check(table)
 
 
-def arrow_records(source: Source, schema: SchemaConfig, log: RecordLog) -> Iterator[pa.Table]:
+def arrow_records(source: Source, schema: Roles, log: RecordLog) -> Iterator[pa.Table]:
     """The ``arrow`` format: Arrow IPC file or stream, memory-mapped."""
     for table in iter_arrow(source):
         yield from log.check(table)
 
 
 def _delimited_reader(delimiter: str) -> FormatReader:
-    def read(source: Source, schema: SchemaConfig, log: RecordLog) -> Iterator[pa.Table]:
+    def read(source: Source, schema: Roles, log: RecordLog) -> Iterator[pa.Table]:
         invalid = InvalidRows()
         text_columns = [c for c in (schema.id, schema.text) if c is not None]
         try:
@@ -396,7 +392,7 @@ def _next_rows(log: _ShardLog, n: int) -> np.ndarray:
     return rows
 
 
-def _tabular(table: pa.Table, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+def _tabular(table: pa.Table, schema: Roles, log: _ShardLog) -> Iterator[pa.Table]:
     """One batch read from a table, in slices of at most ``input.batch_bytes`` decoded bytes.
 
     Each row is measured before any value is decoded (a dictionary-encoded
@@ -481,7 +477,7 @@ def byte_slices(sizes: np.ndarray, batch_bytes: int) -> Iterator[tuple[int, int]
         start = stop
 
 
-def _row_preview(table: pa.Table, schema: SchemaConfig, index: int) -> str | None:
+def _row_preview(table: pa.Table, schema: Roles, index: int) -> str | None:
     """The first characters of a row's text (or first column), never decoding all of it."""
     name = schema.text if schema.text in table.column_names else table.column_names[0]
     value = table.column(name).slice(index, 1).combine_chunks()
@@ -506,7 +502,7 @@ def _binary_view_of(kind: pa.DataType) -> pa.DataType:
     return pa.binary()
 
 
-def _small_id(table: pa.Table, index: int, schema: SchemaConfig, shard: Shard) -> str | None:
+def _small_id(table: pa.Table, index: int, schema: Roles, shard: Shard) -> str | None:
     """The id of one row when it is small enough to read (ids of a quarantined huge row)."""
     if schema.id is None or schema.id not in table.column_names:
         return None
@@ -517,9 +513,7 @@ def _small_id(table: pa.Table, index: int, schema: SchemaConfig, shard: Shard) -
     return None if problems else ids[0].as_py()
 
 
-def _tabular_chunk(
-    table: pa.Table, rows: np.ndarray, schema: SchemaConfig, log: _ShardLog
-) -> pa.Table:
+def _tabular_chunk(table: pa.Table, rows: np.ndarray, schema: Roles, log: _ShardLog) -> pa.Table:
     """Check one batch of a tabular shard; quarantine what is unusable (ids kept)."""
     columns = table.column_names
     ids, id_problems = _ids(table, rows, schema, log.shard)
@@ -567,7 +561,7 @@ def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, values)
 
 
-def _missing_role_column(schema: SchemaConfig, columns: list[str]) -> tuple[str, str] | None:
+def _missing_role_column(schema: Roles, columns: list[str]) -> tuple[str, str] | None:
     """(reason, column) when a shard lacks the text or features column the schema needs."""
     if schema.text is not None and schema.text not in columns:
         return R.MISSING_TEXT_COLUMN, schema.text
@@ -682,7 +676,7 @@ def _repair_utf8(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _ids(
-    table: pa.Table, rows: np.ndarray, schema: SchemaConfig, shard: Shard
+    table: pa.Table, rows: np.ndarray, schema: Roles, shard: Shard
 ) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
     """The records' ids as strings, plus {row: (reason, detail)} for unusable ones.
 
@@ -709,7 +703,7 @@ def _ids(
 # -- JSONL ----------------------------------------------------------------------------------
 
 
-def jsonl_records(source: Source, schema: SchemaConfig, log: _ShardLog) -> Iterator[pa.Table]:
+def jsonl_records(source: Source, schema: Roles, log: _ShardLog) -> Iterator[pa.Table]:
     """The ``jsonl`` format: each line checked alone (one broken line costs one record).
 
     The one built-in reader that checks its records itself rather than
@@ -747,7 +741,7 @@ def jsonl_records(source: Source, schema: SchemaConfig, log: _ShardLog) -> Itera
 
 
 def _parse_line(
-    line: bytes, line_number: int, schema: SchemaConfig, log: _ShardLog
+    line: bytes, line_number: int, schema: Roles, log: _ShardLog
 ) -> dict[str, Any] | None:
     """The record a line holds, or None after quarantining it."""
     try:
@@ -816,7 +810,7 @@ def _deeper_than(value: Any, limit: int, text: str) -> bool:
     return False
 
 
-def _record_id(record: dict[str, Any], schema: SchemaConfig) -> str | None:
+def _record_id(record: dict[str, Any], schema: Roles) -> str | None:
     value = None if schema.id is None else record.get(schema.id)
     if value is None or isinstance(value, dict | list):
         return None
@@ -850,7 +844,7 @@ def _records_to_canonical(
     records: list[dict[str, Any]],
     rows: list[int],
     shard: Shard,
-    schema: SchemaConfig,
+    schema: Roles,
     log: _ShardLog,
 ) -> pa.Table:
     """The records as a table; a column per key, in one pass over every key of every record.
@@ -898,7 +892,7 @@ def _spread(values: pa.Array, positions: list[int], n: int) -> pa.Array:
     return pc.take(values, pa.array(indices, mask=indices < 0))
 
 
-def _json_features_problem(record: dict[str, Any], schema: SchemaConfig) -> str | None:
+def _json_features_problem(record: dict[str, Any], schema: Roles) -> str | None:
     """Why a JSON record's feature vector is unusable (null is left to the shared check)."""
     assert schema.features is not None
     value = record.get(schema.features)
@@ -948,7 +942,7 @@ def _too_long(text: pa.Array, limit: int | None, candidates: np.ndarray) -> dict
     return {int(i): int(sizes[i]) for i in np.flatnonzero(candidates & (sizes > limit))}
 
 
-def _size_detail(size: int, schema: SchemaConfig) -> str:
+def _size_detail(size: int, schema: Roles) -> str:
     return (
         f"{schema.text!r} holds {size:,} bytes, more than schema.max_text_bytes "
         f"({schema.max_text_bytes:,})"
@@ -959,7 +953,7 @@ def _size_detail(size: int, schema: SchemaConfig) -> str:
 
 
 def _finish(
-    table: pa.Table, rows: np.ndarray, shard: Shard, schema: SchemaConfig, log: _ShardLog
+    table: pa.Table, rows: np.ndarray, shard: Shard, schema: Roles, log: _ShardLog
 ) -> pa.Table:
     """Check text, features and id, build canonical columns, quarantine the rest."""
     text = table.column(schema.text) if schema.text is not None else None
@@ -1097,13 +1091,13 @@ def _features_column(
     return vectors, problems
 
 
-def _passthrough_names(columns: list[str], role_names: set[str], schema: SchemaConfig) -> list[str]:
+def _passthrough_names(columns: list[str], role_names: set[str], schema: Roles) -> list[str]:
     if schema.passthrough == "all":
         return [c for c in columns if c not in role_names]
     return [c for c in schema.passthrough if c not in role_names]
 
 
-def empty_canonical(schema: SchemaConfig) -> pa.Table:
+def empty_canonical(schema: Roles) -> pa.Table:
     fields = [pa.field(S.ID, pa.string())]
     if schema.text is not None:
         fields.append(pa.field(S.TEXT, pa.string()))

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from thresher.config import TOKEN_COLUMN, RunConfig
+from thresher.io.schema import TOKEN_COLUMN
 from thresher.redact import redact_uris
 
 _PACKAGES = (
@@ -106,7 +106,9 @@ def skipped_inputs(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_manifest(
-    config: RunConfig,
+    config: dict[str, Any],
+    config_hash: str,
+    seed: int,
     engine: str,
     shards: list[dict[str, Any]],
     selection: dict[str, Any],
@@ -118,6 +120,9 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest of a published version (see module docstring).
 
+    ``config`` is the configuration as recorded (secrets redacted:
+    ``RunConfig.recorded_dict``), ``config_hash`` its hash and ``seed`` the
+    run's seed.
     ``added_by`` maps a shard's name to the run that first ingested it (a
     corpus that grows between runs); ``decontamination`` is the rule and
     the per-evaluation-set counts of the decontaminate stage, when it ran.
@@ -128,9 +133,9 @@ def build_manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": version,
         "data": f"versions/{version}/data/",
-        "config": config.recorded_dict(),
-        "config_hash": config.config_hash(),
-        "seed": config.seed,
+        "config": config,
+        "config_hash": config_hash,
+        "seed": seed,
         "engine": engine,
         "inputs": [
             {

@@ -5,10 +5,14 @@ Ingest renames the configured id/text/label/features columns to ``id``,
 ``thresher_shard``/``thresher_row`` (the position of the record in the
 input, a key that stays unique even when ids do not).
 Materialisation renames them back, so the pruned dataset keeps the user's
-column names.
+column names. Which input columns play which role is a :class:`Roles`
+(the run config's ``schema`` section is one), so that reading needs no
+configuration module.
 """
 
 from __future__ import annotations
+
+from typing import Literal, Protocol
 
 import pyarrow as pa
 
@@ -22,6 +26,40 @@ ROW = "thresher_row"
 ORDER = "thresher_order"
 POSITION_COLUMNS = (SHARD, ROW)
 IMPORTANCE_WEIGHT = "importance_weight"
+#: The column a ``{tokens: N}`` budget sums: the ``token_count`` scorer's default output.
+TOKEN_COLUMN = "token_count"
+
+
+class Roles(Protocol):
+    """Which input columns play which role, and the limits ingest applies to them.
+
+    What ingest reads from the run config's ``schema`` section
+    (:class:`thresher.config.SchemaConfig`, which documents each field):
+    ``None`` for a role no column plays, ``passthrough`` the other columns
+    copied through (``"all"``: every one).
+    """
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def text(self) -> str | None: ...
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def features(self) -> str | None: ...
+
+    @property
+    def passthrough(self) -> list[str] | Literal["all"]: ...
+
+    @property
+    def max_text_bytes(self) -> int | None: ...
+
+    @property
+    def max_passthrough_columns(self) -> int | None: ...
+
 
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -51,8 +51,8 @@ from thresher.io.files import (
     read_json_or,
     write_parquet_atomic,
 )
-from thresher.io.formats import shard_entries
-from thresher.io.fs import FileEntry, Location, expand
+from thresher.io.fs import FileEntry, Location
+from thresher.io.listing import list_sets
 from thresher.io.shards import numbered_shards
 from thresher.keys import json_digest
 from thresher.run_dir import RunDir, shard_file
@@ -97,23 +97,8 @@ class EvalSet:
 
 def eval_set_files(config: RunConfig) -> dict[str, list[FileEntry]]:
     """The files of every configured set; ConfigError naming the field of a pattern matching none."""
-    decontaminate = _section(config)
-    found: dict[str, list[FileEntry]] = {}
-    for name, spec in decontaminate.sets.items():
-        entries: dict[str, FileEntry] = {}
-        for i, pattern in enumerate(spec.paths):
-            location = config.resolve(pattern)
-            listed = expand(location)
-            if location.info() is None:  # a directory or a glob: readable files only
-                listed = shard_entries(listed)
-            if not listed:
-                raise ConfigError(
-                    f"decontaminate.sets.{name}.paths[{i}]: {pattern!r} matches no file "
-                    f"(resolved to {location})"
-                )
-            entries.update((e.location.uri, e) for e in listed)
-        found[name] = [entries[uri] for uri in sorted(entries)]
-    return found
+    sets = {name: spec.paths for name, spec in _section(config).sets.items()}
+    return list_sets(sets, config.base)
 
 
 def read_eval_sets(config: RunConfig) -> list[EvalSet]:

@@ -56,7 +56,9 @@ class PublishStage(Stage):
         written = ctx.result("materialize").rows
         contamination = ctx.results.get("decontaminate")
         manifest = build_manifest(
-            self.config,
+            self.config.recorded_dict(),
+            self.config.config_hash(),
+            self.config.seed,
             ctx.engine.kind,
             list(ctx.result("ingest").stats),
             selected.summary,

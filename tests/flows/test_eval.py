@@ -27,7 +27,7 @@ from thresher.cli import app
 from thresher.errors import ConfigError
 from thresher.evaluation.config import DownstreamConfig, load_eval_config, parse_eval_config
 from thresher.evaluation.features import features_dir
-from thresher.evaluation.flow import _search_jobs, choose_params, with_model
+from thresher.evaluation.flow import choose_params, search_jobs, with_model
 from thresher.evaluation.jobs import Job, budget_rows, run_jobs
 from thresher.evaluation.model import batch_rows, train_classifier
 from thresher.evaluation.splits import FLIPPED, TRUE_LABEL, carve, flip_labels
@@ -158,6 +158,9 @@ def test_eval_writes_the_contract_tables_curve_and_report(digits_eval: Path) -> 
     assert model["weight_decay"] in DownstreamConfig().weight_decay_grid
     assert set(results["lr"]) == {0.05} and set(results["weight_decay"]) == {model["weight_decay"]}
     assert record["data_check"]["ok"] and record["warnings"] == []
+    # every stage's time, under the keys readers of eval.json know
+    stages = {"splits", "score", "features", "model_search", "search", "test"}
+    assert set(record["seconds_per_stage"]) == stages
     (proxy,) = record["proxies"]  # EL2N and the embedding share one proxy
     assert proxy["train_accuracy"] > 0.9 and proxy["holdout_accuracy"] > 0.8
 
@@ -214,7 +217,7 @@ def test_search_chooses_on_validation_without_the_test_split(
     for path in [root / "splits" / "test.parquet", features_dir(config) / "test.safetensors"]:
         path.rename(tmp_path / path.name)  # the search must not need them
     try:
-        rows = run_jobs(config, _search_jobs(config), tmp_path / "parts")
+        rows = run_jobs(config, search_jobs(config), tmp_path / "parts")
     finally:
         (tmp_path / "test.parquet").rename(root / "splits" / "test.parquet")
         (tmp_path / "test.safetensors").rename(features_dir(config) / "test.safetensors")

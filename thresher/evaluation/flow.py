@@ -1,5 +1,10 @@
 """The ``eval`` Prefect flow: score once, then select, train and test per (selector, rate, seed).
 
+The flow is a list of stages (:mod:`thresher.evaluation.stages`) handed to
+the curate flow's loop (:func:`thresher.stages.base.run_stages`), which
+gives each its Prefect task, its time (``seconds_per_stage`` in
+``eval.json``) and its log line, and checks the eval's lock before each:
+
 1. **splits** (:mod:`thresher.evaluation.splits`): train pool (labels noised
    when asked), validation and test splits under ``RUN_DIR/splits``;
 2. **score**: the ``curate`` flow, up to scoring, over the training pool
@@ -20,13 +25,13 @@
    full-data model must clearly beat a random 10% subset, or the eval warns
    (log, command line, ``eval.json`` and the report) that its comparisons
    mean nothing;
-7. **outputs** in ``RUN_DIR/run/eval/``: ``results.parquet`` (one row per
+7. **record**: the outputs in ``RUN_DIR/run/eval/``: ``results.parquet`` (one row per
    model), ``summary.csv``, ``pruning_curve.svg``, ``eval.json`` (with the
    chosen learning rate and weight decay, the proxies' training and
    held-out accuracy, the data check); then the run report is rebuilt so
    that it shows the curve.
 
-Steps 4 to 6 are Prefect tasks mapped over batches of jobs (``eval.batch``
+Steps 4 to 6 map Prefect tasks over batches of jobs (``eval.batch``
 jobs per task; a task costs about 10 ms, a job a fraction of a second to
 seconds), run by ``eval.workers`` threads. A finished batch is stored, so
 an interrupted eval resumes where it stopped. The test split is read only
@@ -36,9 +41,6 @@ in step 6: the searches cannot see it.
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +56,8 @@ from thresher.devices import worker_threads
 from thresher.engines.registry import check_engine
 from thresher.errors import RunStateError
 from thresher.evaluation.config import RANDOM, EvalConfig, resolve_eval_config, scoring_config
-from thresher.evaluation.features import build_features
 from thresher.evaluation.jobs import Job, run_jobs
-from thresher.evaluation.splits import prepare_splits
-from thresher.evaluation.summary import CHECK_RATE, best_by_rate, data_check, summarize, write_curve
+from thresher.evaluation.summary import CHECK_RATE, write_curve
 from thresher.io.files import (
     check_contained,
     write_json_atomic,
@@ -68,7 +68,9 @@ from thresher.io.fs import Location
 from thresher.io.listing import check_input_apart, list_files
 from thresher.io.lock import RunLock
 from thresher.models.proxy import PROXY_FIELDS, SHARED_DIR
+from thresher.progress import NullProgress
 from thresher.run_dir import RunDir
+from thresher.stages.base import NO_ENGINE, RunContext, run_stages
 
 #: The first columns (and types) of ``eval/results.parquet``: what the report and every
 #: reader of the results rely on; other columns follow.
@@ -83,26 +85,9 @@ RESULT_FIELDS = [
 EVAL_RECORD = "eval.json"
 
 
-@task(name="eval-splits", cache_policy=NO_CACHE)
-def splits_task(config: EvalConfig) -> tuple[dict[str, Any], bool]:
-    return prepare_splits(config)
-
-
-@task(name="eval-features", cache_policy=NO_CACHE)
-def features_task(config: EvalConfig, splits_key: dict[str, Any]) -> dict[str, Any]:
-    return build_features(config, splits_key)
-
-
 @task(name="eval-train", cache_policy=NO_CACHE, retries=1)
 def train_task(config: EvalConfig, jobs: list[Job], parts: str) -> list[dict[str, Any]]:
     return run_jobs(config, jobs, Path(parts))
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[stage] = round(time.perf_counter() - start, 3)
 
 
 def check_eval_dir(root: Path) -> None:
@@ -137,7 +122,7 @@ def evaluate_flow(
     check_input_apart(cfg.run.run_path, cfg.run.input.paths, files, cfg.run.base)
     check_eval_dir(root)
     check_contained(root)
-    with RunLock(Location.of(root / "_state" / "lock")):
+    with RunLock(Location.of(root / "_state" / "lock")) as lock:
         if fresh:
             for name in ("splits", "run"):
                 shutil.rmtree(root / name, ignore_errors=True)
@@ -145,80 +130,20 @@ def evaluate_flow(
             {"config": cfg.config_dict(), "base_dir": cfg.run.base_dir},
             root / "_state" / EVAL_RECORD,
         )
-        return _evaluate(cfg, logger, quiet)
+        return _evaluate(cfg, logger, quiet, lock)
 
 
-def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool) -> dict[str, Any]:
-    from thresher.flows.curate import curate
-    from thresher.reporting.html import write_report
+def _evaluate(cfg: EvalConfig, logger: Any, quiet: bool, lock: RunLock) -> dict[str, Any]:
+    """The eval's stages (:mod:`thresher.evaluation.stages`) run by the stage loop; its record."""
+    from thresher.evaluation.stages import RecordStage, eval_stages
 
-    timings: dict[str, float] = {}
-    run = RunDir(cfg.root / "run")
-    with _timed(timings, "splits"):
-        record, rebuilt = splits_task(cfg)
-    rows = record["rows"]
-    logger.info(
-        "eval %s: %d training, %d validation, %d test rows%s",
-        cfg.root,
-        rows["train"],
-        rows["validation"],
-        rows["test"],
-        f"; {record['flipped']} training labels flipped" if record["flipped"] else "",
-    )
-    with _timed(timings, "score"):
-        curate(scoring_config(cfg), fresh=rebuilt, stages="score", quiet=quiet)
-    with _timed(timings, "features"):
-        features = features_task(cfg, record["key"])
-
-    base = cfg.digest(record["key"], features["key"], scoring_config(cfg).config_dict())
-    threads = _set_threads(cfg, int(features["width"]))
-    logger.info("eval: training with %d torch thread(s) per worker", threads)
-
-    with _timed(timings, "model_search"):
-        tuning = tune_downstream(
-            cfg, run.eval.as_path() / "_parts" / cfg.digest(base, _model_key(cfg)), logger
-        )
-    cfg = with_model(cfg, tuning["lr"], tuning["weight_decay"])
-    parts = run.eval.as_path() / "_parts" / cfg.digest(base, _model_key(cfg))
-
-    with _timed(timings, "search"):
-        search = _map(cfg, _search_jobs(cfg), parts, logger, "search")
-    chosen = choose_params(cfg, search)
-    with _timed(timings, "test"):
-        results = _map(cfg, _test_jobs(cfg, chosen), parts, logger, "test")
-        checks = _map(cfg, _check_jobs(cfg), parts, logger, "check")
-
-    frame = results_frame(results)
-    summary = summarize(frame)
-    check = data_check(frame, results_frame(checks) if checks else None, CHECK_RATE)
-    warnings = [] if check["ok"] else [check["message"]]
-    for message in warnings:
-        logger.warning("eval: WARNING: %s", message)
-    _write_tables(run, frame, search, summary)
-    best = best_by_rate(summary)
-    outcome = {
-        "run_dir": str(run.root),
-        "splits": record,
-        "features": features,
-        "models": len(results) + len(search) + len(checks) + len(tuning["trials"]),
-        "model": tuning,
-        "proxies": proxy_records(run),
-        "chosen": [
-            {"selector": label, "prune_rate": rate, "params": params}
-            for (label, rate), params in sorted(chosen.items())
-        ],
-        "best": best.to_dict("records"),
-        "data_check": check,
-        "warnings": warnings,
-        "seconds_per_stage": timings,
-    }
-    write_json_atomic(outcome, run.eval / EVAL_RECORD)
-    write_report(run.root)
-    logger.info("eval: %d models; results in %s", outcome["models"], run.eval)
+    ctx = RunContext(RunDir(cfg.root / "run"), NO_ENGINE, NullProgress(), logger, lock=lock)
+    run_stages(eval_stages(cfg, scoring_config(cfg), quiet), ctx)
+    outcome: dict[str, Any] = ctx.result(RecordStage.name).outcome
     return outcome
 
 
-def _write_tables(
+def write_tables(
     run: RunDir, frame: pd.DataFrame, search: list[dict[str, Any]], summary: pd.DataFrame
 ) -> None:
     """The eval's results, model search, summary and pruning curve, under ``run.eval``."""
@@ -234,7 +159,7 @@ def _write_tables(
     write_curve(frame, run.eval.as_path() / "pruning_curve.svg")
 
 
-def _set_threads(cfg: EvalConfig, width: int) -> int:
+def set_threads(cfg: EvalConfig, width: int) -> int:
     """Torch CPU threads for training: the cores shared by ``eval.workers``, one for small steps.
 
     Thread start-up and contention cost more than they save on a step of a
@@ -250,7 +175,7 @@ def _set_threads(cfg: EvalConfig, width: int) -> int:
     return threads
 
 
-def _model_key(cfg: EvalConfig) -> dict[str, Any]:
+def model_key(cfg: EvalConfig) -> dict[str, Any]:
     return cfg.eval.model.model_dump(mode="json")
 
 
@@ -286,7 +211,7 @@ def tune_downstream(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]
             for lr, decay in candidates
             for seed in range(cfg.eval.search_seeds)
         ]
-        rows = _map(cfg, jobs, parts, logger, "model search")
+        rows = train_in_batches(cfg, jobs, parts, logger, "model search")
         scores = []
         for lr, decay in candidates:
             mine = [r for r in rows if r["lr"] == lr and r["weight_decay"] == decay]
@@ -314,7 +239,7 @@ def tune_downstream(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]
     return {"lr": float(lr), "weight_decay": float(decay), "given": given, "trials": trials}
 
 
-def _check_jobs(cfg: EvalConfig) -> list[Job]:
+def check_jobs(cfg: EvalConfig) -> list[Job]:
     """Random subsets at :data:`CHECK_RATE` when the rates do not include so small a subset."""
     if not cfg.eval.full or max(cfg.eval.rates) >= CHECK_RATE:
         return []
@@ -345,7 +270,7 @@ def proxy_records(run: RunDir) -> list[dict[str, Any]]:
     return records
 
 
-def _search_jobs(cfg: EvalConfig) -> list[Job]:
+def search_jobs(cfg: EvalConfig) -> list[Job]:
     return [
         Job.of(selector, params, rate, seed, split="validation")
         for selector in cfg.selectors
@@ -390,7 +315,7 @@ def choose_params(
     return chosen
 
 
-def _test_jobs(cfg: EvalConfig, chosen: dict[tuple[str, float], dict[str, Any]]) -> list[Job]:
+def test_jobs(cfg: EvalConfig, chosen: dict[tuple[str, float], dict[str, Any]]) -> list[Job]:
     jobs = [Job.full(seed) for seed in range(cfg.eval.seeds)] if cfg.eval.full else []
     for selector in cfg.selectors:
         for rate in cfg.eval.rates:
@@ -399,7 +324,7 @@ def _test_jobs(cfg: EvalConfig, chosen: dict[tuple[str, float], dict[str, Any]])
     return jobs
 
 
-def _map(
+def train_in_batches(
     cfg: EvalConfig, jobs: list[Job], parts: Path, logger: Any, what: str
 ) -> list[dict[str, Any]]:
     """Run ``jobs`` as Prefect tasks over batches; rows in job order."""

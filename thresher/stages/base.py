@@ -237,6 +237,21 @@ class _NoBar:
 _NO_BAR: Any = _NoBar()
 
 
+class _NoEngine:
+    """The engine of a flow whose stages need none: asking it for anything is a bug.
+
+    The eval flow runs its stages on the driver; its scoring is a curate
+    flow, with an engine of its own.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"this flow runs no engine (a stage asked for engine.{name})")
+
+
+#: The ``RunContext.engine`` of a flow that runs no engine.
+NO_ENGINE: Any = _NoEngine()
+
+
 @dataclass(frozen=True)
 class KeyedResult:
     """A whole-table result spanning several files, committed by a summary written last.

@@ -27,10 +27,10 @@ from thresher.cli import app
 from thresher.errors import ConfigError
 from thresher.evaluation.config import DownstreamConfig, load_eval_config, parse_eval_config
 from thresher.evaluation.features import features_dir
-from thresher.evaluation.flow import choose_params, search_jobs, with_model
 from thresher.evaluation.jobs import Job, budget_rows, run_jobs
 from thresher.evaluation.model import batch_rows, train_classifier
 from thresher.evaluation.splits import FLIPPED, TRUE_LABEL, carve, flip_labels
+from thresher.evaluation.steps import choose_params, search_jobs, with_model
 from thresher.evaluation.summary import best_by_rate, data_check, summarize
 from thresher.io import schema as S
 

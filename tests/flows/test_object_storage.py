@@ -242,7 +242,11 @@ def test_killed_while_scoring_on_s3_resumes_without_redoing_committed_shards(
     config = job(f"s3://{bucket}/corpus/shard-*", f"s3://{bucket}/run", "local")
     config["engine"]["batch_size"] = 8
     config["engine"]["workers"] = 1
-    process = start(config, tmp_path, child_env())
+    # each shard's task holds half a second, so that the kill lands between commits even
+    # when a busy machine slows this test's polling more than the child's scoring
+    paused = tmp_path / "paused"
+    env = child_env({"THRESHER_PAUSE_AT": f"score:shard:0.5:{paused}"})
+    process = start(config, tmp_path, env)
     deadline = time.monotonic() + 300
     while len(scores_on_s3(s3, bucket)) < 3:
         assert process.poll() is None, (tmp_path / "job-0.log").read_text()[-2000:]
@@ -252,6 +256,7 @@ def test_killed_while_scoring_on_s3_resumes_without_redoing_committed_shards(
     process.wait(timeout=60)
     before = scores_on_s3(s3, bucket)
     assert 3 <= len(before) < 16, "the kill must land in the middle of scoring"
+    assert any(paused.iterdir()), "the shard tasks must have held"
     assert "run/_state/lock" in s3.keys(bucket, "run/_state/")  # the dead run's lock
 
     manifest = curate(parse_config(config, tmp_path))

@@ -18,7 +18,8 @@ from typing import Any
 from thresher.config import RunConfig
 from thresher.evaluation.config import EvalConfig
 from thresher.evaluation.features import build_features
-from thresher.evaluation.flow import (
+from thresher.evaluation.splits import prepare_splits
+from thresher.evaluation.steps import (
     EVAL_RECORD,
     check_jobs,
     choose_params,
@@ -33,7 +34,6 @@ from thresher.evaluation.flow import (
     with_model,
     write_tables,
 )
-from thresher.evaluation.splits import prepare_splits
 from thresher.evaluation.summary import CHECK_RATE, best_by_rate, data_check, summarize
 from thresher.io.files import write_json_atomic
 from thresher.stages.base import RunContext, Stage

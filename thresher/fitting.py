@@ -7,11 +7,27 @@ that neither imports the other for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Derived:
+    """How to compute a column that another scorer of the run writes, on rows given to it.
+
+    ``compute(table)`` returns one value per row of ``table``, which must
+    hold the ``inputs`` columns (ingested columns, or e.g. ``text`` alone
+    for documents read from files). ``fingerprint`` changes whenever the
+    scorers behind the column change (their names, columns or parameters),
+    so a model fitted on the column can tell that it must be fitted again.
+    """
+
+    inputs: tuple[str, ...]
+    compute: Callable[[pa.Table], pa.Array]
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -23,7 +39,10 @@ class FitContext:
     columns (``id``, ``text``, ``label``...). ``artifact_dir`` is a local
     directory reserved for this scorer (under the run's ``models/``, or
     this machine's copy of it when the run directory is on an object
-    store); what is saved there is reused on resume.
+    store); what is saved there is reused on resume. ``derived`` maps the
+    output columns of the run's scorers fitted before this one (those whose
+    outputs it reads come first) to how to compute them: a scorer that reads
+    another scorer's output (an embedding) computes it on its training rows.
     """
 
     artifact_dir: Path
@@ -31,3 +50,4 @@ class FitContext:
     n_rows: int
     seed: int
     device: str = "cpu"
+    derived: Mapping[str, Derived] = field(default_factory=dict)

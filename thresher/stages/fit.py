@@ -9,25 +9,41 @@ first and pushed back after (:mod:`thresher.io.localize`).
 A corpus that grows between runs keeps the models fitted by the run that
 first needed them: new shards are scored with the same models, so scores
 stay comparable across runs (``--fresh`` fits anew on the whole corpus).
+
+Scorers are fitted in :func:`~thresher.stages.score.dependency_order`: a
+scorer that reads another scorer's output (an ``embedding_classifier``
+reading the ``embedding`` column) is fitted after it, and its context can
+compute that output on the rows it trains on (:class:`~thresher.fitting.Derived`,
+built by :func:`derived_columns`).
 """
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from thresher.config import RunConfig
-from thresher.fitting import FitContext
+from thresher.fitting import Derived, FitContext
 from thresher.io import schema as S
 from thresher.io.files import parquet_file
 from thresher.io.localize import models_mirror, pull, push
+from thresher.keys import json_digest
 from thresher.run_dir import RunDir
-from thresher.scorers import make_scorer
+from thresher.scorers import Scorer, make_scorer
 from thresher.stages.base import RunContext, Stage
-from thresher.stages.score import BoundScorer, ModelsCopy
+from thresher.stages.score import (
+    CORPUS_COLUMNS,
+    BoundScorer,
+    ModelsCopy,
+    dependency_order,
+    score_columns,
+)
 
 
 def build_scorers(config: RunConfig) -> list[BoundScorer]:
@@ -51,10 +67,80 @@ def fit_bound(
     if not any(bound.scorer.requires_fit for bound in scorers):
         return
     mirror = pull(run.models, models_mirror(run.models))
-    for bound in scorers:
+    ordered = dependency_order(scorers)
+    for position, bound in enumerate(ordered):
         if bound.scorer.requires_fit:
-            bound.scorer.fit(fit_context(run, shard_rows, bound.column, seed, device))
+            derived = derived_columns(ordered[:position])
+            bound.scorer.fit(
+                fit_context(run, shard_rows, bound.column, seed, device, derived=derived)
+            )
     push(mirror, run.models)
+
+
+def derived_columns(scorers: Sequence[BoundScorer]) -> dict[str, Derived]:
+    """How to compute each output column of ``scorers`` (fitted, in dependency order).
+
+    A column is computed by its scorer and the scorers it reads from,
+    transitively (not the others), on set-up copies of them made on first
+    use: the fitted scorers themselves stay as they are.
+    """
+    producers = {f.name: i for i, b in enumerate(scorers) for f in b.fields}
+    producers = {name: i for name, i in producers.items() if name not in CORPUS_COLUMNS}
+    copies: dict[int, Scorer] = {}
+    derived: dict[str, Derived] = {}
+    for position, bound in enumerate(scorers):
+        chain = _chain(scorers, producers, position)
+        inputs = {
+            name
+            for i in chain
+            for name in scorers[i].scorer.input_columns
+            if producers.get(name, i) == i
+        }
+        fingerprint = json_digest(
+            [
+                [scorers[i].column, scorers[i].scorer.name, scorers[i].scorer.get_params()]
+                for i in chain
+            ],
+            length=16,
+        )
+        for field in bound.fields:
+            compute = partial(_compute, scorers, chain, copies, field.name)
+            derived[field.name] = Derived(tuple(sorted(inputs)), compute, fingerprint)
+    return derived
+
+
+def _chain(
+    scorers: Sequence[BoundScorer], producers: Mapping[str, int], position: int
+) -> list[int]:
+    """Positions of the scorer at ``position`` and of those it reads from, transitively, in order."""
+    chain = {position}
+    todo = [position]
+    while todo:
+        for name in scorers[todo.pop()].scorer.input_columns:
+            source = producers.get(name)
+            if source is not None and source not in chain and source < position:
+                chain.add(source)
+                todo.append(source)
+    return sorted(chain)
+
+
+def _compute(
+    scorers: Sequence[BoundScorer],
+    chain: list[int],
+    copies: dict[int, Scorer],
+    column: str,
+    table: pa.Table,
+) -> pa.Array:
+    """``column`` on the rows of ``table`` (one batch of them at a time)."""
+    for i in chain:
+        if i not in copies:
+            copy = pickle.loads(pickle.dumps(scorers[i].scorer))
+            copy.setup()
+            copies[i] = copy
+    ready = [BoundScorer(scorers[i].column, copies[i]) for i in chain]
+    parts = [score_columns(batch, ready)[column] for batch in table.to_batches(max_chunksize=1024)]
+    field = next(f for b in ready for f in b.fields if f.name == column)
+    return pa.concat_arrays(parts) if parts else pa.array([], field.type)
 
 
 @dataclass(frozen=True)
@@ -86,10 +172,12 @@ def fit_context(
     seed: int,
     device: str = "cpu",
     n_rows: int | None = None,
+    derived: Mapping[str, Derived] | None = None,
 ) -> FitContext:
     """The context to fit a model on the run's ingested rows; artefacts go to ``models/NAME/``.
 
-    ``n_rows`` defaults to every ingested row (what ``sample`` draws from).
+    ``n_rows`` defaults to every ingested row (what ``sample`` draws from);
+    ``derived`` says how to compute the outputs of the scorers fitted before.
     """
     artifact_dir = models_mirror(run.models) / name
     artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +187,7 @@ def fit_context(
         n_rows=sum(shard_rows.values()) if n_rows is None else n_rows,
         seed=seed,
         device=device,
+        derived=dict(derived or {}),
     )
 
 

@@ -7,6 +7,13 @@ atomic write, so a shard is scored or not, never half. Scorers are set up
 once per worker process (a cache keyed by the scorer's pickled state), not
 once per batch or task. When the run directory is on an object store, a
 worker first pulls the fitted models to a local copy (:mod:`thresher.io.localize`).
+
+A scorer may read another scorer's output (an ``embedding_classifier``
+reads the ``embedding`` column, ``score_combine`` reads score columns): an
+input column that another scorer writes is that scorer's output, computed
+on the same batch just before (:func:`dependency_order`); the other input
+columns are read from the ingested shard. The canonical corpus columns
+(:data:`CORPUS_COLUMNS`) always come from the shard.
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from thresher import faults, profiling
-from thresher.errors import ScorerError, ThresherError
+from thresher.errors import ConfigError, ScorerError, ThresherError
 from thresher.io import schema as S
 from thresher.io.files import parquet_file
 from thresher.io.fs import Location
@@ -77,11 +84,58 @@ def _ready(bound: BoundScorer) -> Scorer:
     return ready
 
 
+#: Columns a scorer always reads from the ingested shard, whatever a scorer's column is named.
+CORPUS_COLUMNS = frozenset({S.ID, S.TEXT, S.LABEL, S.FEATURES, S.SHARD, S.ROW})
+
+
+def _producers(scorers: Sequence[BoundScorer]) -> dict[str, int]:
+    """Output column -> position of the scorer that writes it (corpus columns left out)."""
+    return {
+        field.name: position
+        for position, bound in enumerate(scorers)
+        for field in bound.fields
+        if field.name not in CORPUS_COLUMNS
+    }
+
+
+def dependency_order(scorers: Sequence[BoundScorer]) -> list[BoundScorer]:
+    """The scorers, each after the scorers whose outputs it reads; otherwise in their given order.
+
+    A scorer reading a column it writes itself reads the ingested column of
+    that name. Scorers that read each other's outputs in a cycle are refused
+    (ConfigError naming their columns).
+    """
+    producers = _producers(scorers)
+    needs = [
+        {producers[c] for c in bound.scorer.input_columns if c in producers} - {position}
+        for position, bound in enumerate(scorers)
+    ]
+    placed: list[int] = []
+    waiting = list(range(len(scorers)))
+    while waiting:
+        ready = [i for i in waiting if needs[i] <= set(placed)]
+        if not ready:
+            columns = [scorers[i].column for i in waiting]
+            raise ConfigError(
+                f"scorers: the scorers of columns {columns} read each other's outputs in a "
+                "cycle; a scorer can read only outputs of scorers that do not read its own"
+            )
+        placed.append(ready[0])
+        waiting.remove(ready[0])
+    return [scorers[i] for i in placed]
+
+
 def input_columns(scorers: list[BoundScorer], has_label: bool) -> list[str]:
-    """Ingested columns that scoring reads: positions, id, label, and every scorer input."""
+    """Ingested columns that scoring reads: positions, id, label, and every scorer input.
+
+    Inputs that another scorer writes are computed, not read (see module docstring).
+    """
     columns = [S.ID, S.SHARD, S.ROW] + ([S.LABEL] if has_label else [])
-    for bound in scorers:
+    producers = _producers(scorers)
+    for position, bound in enumerate(scorers):
         for name in bound.scorer.input_columns:
+            if producers.get(name, position) != position:
+                continue
             if name not in columns:
                 columns.append(name)
     return columns
@@ -106,37 +160,58 @@ def score_batches(
     profile = profiling.enabled()  # benchmarks: time spent inside scorers (off: free)
     seconds = 0.0
     with profiling.timed("scorer_setup"):
-        ready = [BoundScorer(b.column, _ready(b)) for b in scorers]
-    scored = {field.name for bound in ready for field in bound.fields}
+        ready = [BoundScorer(b.column, _ready(b)) for b in dependency_order(scorers)]
     try:
         for batch in batches:
-            columns: list[pa.Array] = []
-            for field in schema:
-                if field.name not in scored:
-                    columns.append(
-                        batch.column(batch.schema.get_field_index(field.name)).cast(field.type)
-                    )
             start = time.perf_counter() if profile else 0.0
-            for bound in ready:
-                columns.extend(_score_one(bound, batch))
+            scored = score_columns(batch, ready)
             if profile:
                 seconds += time.perf_counter() - start
+            columns = [
+                scored[field.name]
+                if field.name in scored
+                else batch.column(batch.schema.get_field_index(field.name)).cast(field.type)
+                for field in schema
+            ]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
     finally:
         if profile:
             profiling.record("scorer", seconds, profile)
 
 
-def _score_one(bound: BoundScorer, batch: pa.RecordBatch) -> list[pa.Array]:
+def score_columns(batch: pa.RecordBatch, ready: Sequence[BoundScorer]) -> dict[str, pa.Array]:
+    """Every output column of ``ready`` (set up, in :func:`dependency_order`) on one batch.
+
+    Each scorer reads its inputs from the scorers before it, else from ``batch``.
+    """
+    producers = _producers(ready)
+    available: dict[str, pa.Array] = {}
+    scored: dict[str, pa.Array] = {}
+    for position, bound in enumerate(ready):
+        inputs: dict[str, pa.Array] = {}
+        for name in bound.scorer.input_columns:
+            if producers.get(name, position) != position:
+                if name in available:
+                    inputs[name] = available[name]
+            elif name in batch.schema.names:
+                inputs[name] = batch.column(batch.schema.get_field_index(name))
+        for field, values in zip(bound.fields, _score_one(bound, inputs, batch), strict=True):
+            scored[field.name] = available[field.name] = values
+    return scored
+
+
+def _score_one(
+    bound: BoundScorer, inputs: Mapping[str, pa.Array], batch: pa.RecordBatch
+) -> list[pa.Array]:
     scorer = bound.scorer
-    missing = [c for c in scorer.input_columns if c not in batch.schema.names]
+    missing = [c for c in scorer.input_columns if c not in inputs]
     if missing:
         raise ScorerError(
-            f"scorer {scorer.name!r} needs column(s) {missing}, which the corpus lacks"
+            f"scorer {scorer.name!r} needs column(s) {missing}, which the corpus lacks "
+            "and no other scorer writes"
         )
     view = pa.RecordBatch.from_arrays(
-        [batch.column(batch.schema.get_field_index(c)) for c in scorer.input_columns],
-        names=list(scorer.input_columns),
+        [inputs[c] for c in scorer.input_columns], names=list(scorer.input_columns)
     )
     try:
         result = scorer.score(view)

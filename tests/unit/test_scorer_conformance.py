@@ -61,6 +61,28 @@ def _dsir(ctx: Callable[[], FitContext]) -> Scorer:
     return scorer
 
 
+def _embedding_classifier(ctx: Callable[[], FitContext]) -> Scorer:
+    """Two heads on the `embedding` column, which the fit computes with the embedding scorer."""
+    from dataclasses import replace
+
+    from thresher.stages.fit import derived_columns
+    from thresher.stages.score import BoundScorer
+
+    embedding = BoundScorer("embedding", make_scorer("embedding", {"dim": 32}))
+    scorer = make_scorer(
+        "embedding_classifier",
+        {
+            "positive_labels": ["science", "travel"],
+            "n_documents": 300,
+            "epochs": 2,
+            "classifiers": [{"seed": 1}, {"seed": 2, "head": "mlp", "hidden": 8}],
+            "write_members": True,
+        },
+    )
+    scorer.fit(replace(ctx(), derived=derived_columns([embedding])))
+    return scorer
+
+
 SCORER_FACTORIES: dict[str, Factory] = {
     "word_count": lambda ctx: make_scorer("word_count"),
     "alpha_fraction": lambda ctx: make_scorer("alpha_fraction"),
@@ -97,6 +119,10 @@ SCORER_FACTORIES: dict[str, Factory] = {
     "token_count": lambda ctx: _fitted(make_scorer("token_count", {"lm": TINY_LM}), ctx),
     "language": lambda ctx: make_scorer("language"),
     "dsir": _dsir,
+    "embedding_classifier": _embedding_classifier,
+    "score_combine": lambda ctx: make_scorer(
+        "score_combine", {"columns": ["score_a", "score_b"], "how": "max"}
+    ),
 }
 
 DOCUMENTS = [
@@ -148,7 +174,16 @@ def scorer(request: pytest.FixtureRequest, fit_context: Callable[[], FitContext]
 
 
 def _batch() -> pa.RecordBatch:
-    return text_batch(DOCUMENTS, LABELS)
+    """The documents, and columns other scorers write (embedding_classifier, score_combine read them)."""
+    batch = text_batch(DOCUMENTS, LABELS)
+    written = {
+        "embedding": make_scorer("embedding", {"dim": 32}).score(batch),
+        "score_a": pa.array([0.1, 0.9, 0.0, 0.4, 1.0, 0.7], pa.float64()),
+        "score_b": pa.array([0.3, 0.2, 0.5, 0.8, 0.6, 0.7], pa.float64()),
+    }
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *written.values()], names=[*batch.schema.names, *written]
+    )
 
 
 def _score(scorer: Scorer, batch: pa.RecordBatch) -> pa.Array:
@@ -213,6 +248,8 @@ SCORER_PARAMS: dict[str, dict[str, object]] = {
     "fasttext_quality": {"positive_labels": ["science", "travel"], "n_documents": 300},
     "token_count": {"lm": TINY_LM},
     "dsir": {"target_files": ["target.jsonl"], "n_buckets": 1000},
+    "embedding_classifier": {"positive_labels": ["science"]},
+    "score_combine": {"columns": ["word_count", "alpha_fraction"]},
 }
 
 

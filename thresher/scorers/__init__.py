@@ -7,12 +7,14 @@ from thresher.scorers.base import Scorer
 from thresher.scorers.dsir import DSIRScorer
 from thresher.scorers.el2n import EL2NScorer
 from thresher.scorers.embedding import EmbeddingScorer
+from thresher.scorers.embedding_classifier import EmbeddingClassifierScorer
 from thresher.scorers.fasttext_quality import FastTextQualityScorer
 from thresher.scorers.grand import GraNdScorer
 from thresher.scorers.influence import InfluenceScorer
 from thresher.scorers.language import LanguageScorer
 from thresher.scorers.minhash import MinHashScorer
 from thresher.scorers.perplexity import PerplexityScorer
+from thresher.scorers.score_combine import ScoreCombineScorer
 from thresher.scorers.text_stats import (
     AlphaFractionScorer,
     MeanWordLengthScorer,
@@ -38,6 +40,8 @@ _REGISTERED: list[type[Scorer]] = [
     TokenCountScorer,
     LanguageScorer,
     DSIRScorer,
+    EmbeddingClassifierScorer,
+    ScoreCombineScorer,
 ]
 SCORERS: Registry[Scorer] = Registry("scorer", _REGISTERED)
 #: A registered scorer by name, its parameters checked (RegistryError, a ValueError, when bad).

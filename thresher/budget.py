@@ -14,8 +14,15 @@ total: N}``), ``{sum: <column>, total: N}``; on the command line
 turns any of them into a :data:`Budget` (the config and the API),
 :func:`budget_from_text` turns command-line text into the config's form,
 :func:`resolve_budget` resolves a count or a fraction into rows for a selector
-called directly, and :func:`budget_json` writes a budget back (statistics,
-the manifest). The rules live here alone; the config (and the API) and a
+called directly (:func:`resolve_copies` into row copies for a selector with
+repeat counts), and :func:`budget_json` writes a budget back (statistics,
+the manifest).
+
+A selector that repeats rows (upsampling: each kept row carries a
+``repeat`` count, :data:`thresher.io.schema.REPEAT`) spends its budget on
+copies: a kept row counts ``repeat`` times against a count or a fraction,
+and ``repeat`` times its size against a :class:`SumBudget`. Every kept sum
+thresher reports (statistics, the manifest) counts ``repeat x size`` too. The rules live here alone; the config (and the API) and a
 selector called directly word a refused budget in their own long-standing
 terms (:data:`_CONFIG_MESSAGES`, :data:`_SELECTOR_MESSAGES`).
 """
@@ -64,7 +71,9 @@ class SumBudget:
     selector's own order (its rank, priority, greedy or sampling order) and
     stop before the first row that would make the running sum exceed**
     ``total``. The kept sum is never over the total, and the shortfall is
-    less than the size of the row that stopped the selection. Stratified
+    less than the size of the row that stopped the selection. A row that
+    the selector repeats (its ``repeat`` count, :data:`thresher.io.schema.REPEAT`)
+    counts ``repeat`` times its size. Stratified
     and partitioned selection first split ``total`` across their groups
     (classes, strata, partitions) by the groups' sums, then apply the rule
     within each group.
@@ -204,6 +213,20 @@ def resolve_budget(budget: Budget | None, n_rows: int, *, selector: str = "selec
     if isinstance(budget, int | np.integer):
         return int(min(budget, n_rows))
     return int(min(n_rows, math.floor(budget * n_rows + 0.5)))
+
+
+def resolve_copies(budget: Budget | None, n_rows: int, *, selector: str = "selector") -> int:
+    """A count or a fraction as a number of row copies, for a selector with repeat counts.
+
+    A count is taken as it is: repeated rows may fill more copies than there
+    are rows, so it is not capped at ``n_rows``. A fraction is of the
+    ``n_rows`` rows, rounded half up as in :func:`resolve_budget`. The same
+    refusals as :func:`resolve_budget`.
+    """
+    count = resolve_budget(budget, n_rows, selector=selector)
+    if isinstance(budget, int | np.integer):
+        return int(budget)
+    return count
 
 
 def budget_json(budget: Budget | None) -> Any:

@@ -612,8 +612,13 @@ def _step_problems(where: str, step: SelectorConfig, available: set[str] | None)
     problems = []
     if selector.requires_budget and step.budget is None:
         problems.append(f"{where}.budget: {step.name!r} needs a budget (count or fraction)")
-    if not selector.requires_budget and step.budget is not None:
+    if not (selector.requires_budget or selector.optional_budget) and step.budget is not None:
         problems.append(f"{where}.budget: {step.name!r} defines its own size; remove budget")
+    if selector.defines_repeats and where != "selector":
+        problems.append(
+            f"{where}: {step.name!r} sets repeat counts, which only the selector (the last "
+            "step) passes on to the dataset; make it the selector"
+        )
     needed = list(selector.score_columns())
     budgeted = step.budget.sum if isinstance(step.budget, SumBudgetConfig) else None
     if budgeted is not None and available is not None and budgeted not in available:

@@ -46,6 +46,9 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "d2": lambda: make_selector(
         "d2", {"score": "score", "n_neighbors": 4, "beta": 0.1, "gamma_reverse": 2.0}
     ),
+    "bucket_repeat": lambda: make_selector(
+        "bucket_repeat", {"score": "score", "buckets": 3, "repeats": [0, 1, 2]}
+    ),
 }
 
 
@@ -81,7 +84,8 @@ budgets = st.one_of(
 def test_selection_contract(name: str, n: int, budget: int | float, seed: int) -> None:
     selector = SELECTOR_FACTORIES[name]()
     scores, embeddings = _table(n, seed)
-    use_budget = budget if selector.requires_budget else None
+    takes_budget = selector.requires_budget or selector.optional_budget
+    use_budget = budget if takes_budget else None
     selection = selector.select(scores, embeddings, use_budget, random_state=seed)
     indices = selection.indices
     assert indices.dtype == np.int64
@@ -95,6 +99,12 @@ def test_selection_contract(name: str, n: int, budget: int | float, seed: int) -
             min(budget, n) if isinstance(budget, int) else min(n, int(np.floor(budget * n + 0.5)))
         )
         assert len(selection) == expected, "exactly the budget"
+    if selection.repeats is not None:  # an upsampling selector: every kept row used >= once
+        assert selection.repeats.shape == indices.shape and np.all(selection.repeats >= 1)
+    if selector.optional_budget:  # its budget counts copies, never exceeded
+        copies = len(selection) if selection.repeats is None else int(selection.repeats.sum())
+        limit = budget if isinstance(budget, int) else int(np.floor(budget * n + 0.5))
+        assert copies <= limit, "never over the budget"
     again = selector.select(scores, embeddings, use_budget, random_state=seed)
     np.testing.assert_array_equal(again.indices, indices)
     np.testing.assert_array_equal(again.weights, selection.weights)
@@ -202,7 +212,10 @@ def test_sum_budget_contract(name: str, n: int, seed: int, data: st.DataObject) 
     np.testing.assert_array_equal(everything.indices, np.arange(n))
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in SELECTORS.items() if not c.requires_budget))
+@pytest.mark.parametrize(
+    "name",
+    sorted(n for n, c in SELECTORS.items() if not (c.requires_budget or c.optional_budget)),
+)
 def test_selectors_with_their_own_size_refuse_a_sum_budget(name: str) -> None:
     from thresher.selectors.base import SumBudget
 

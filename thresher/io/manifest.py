@@ -6,7 +6,14 @@ per stage, and counts per stage and reason
 that must reconcile: ``input = kept + dropped + quarantined``. With a
 ``token_count`` column (or a sum budget on another column), ``counts.tokens``
 gives the kept and ingested sums and the requested total, read from the
-sums the selection stage's executors wrote (``stats.json``), never from rows. ``input``
+sums the selection stage's executors wrote (``stats.json``), never from rows.
+When the selector sets repeat counts (``repeated``: each kept row is used
+``repeat`` times, :data:`thresher.io.schema.REPEAT`), ``counts.kept_repeated``
+is the kept rows times their repeat, ``counts.tokens.kept`` counts each kept
+row's tokens ``repeat`` times (what the budget counts) and
+``counts.tokens.kept_unique`` counts them once; ``counts.kept`` stays the
+number of distinct kept rows (one row each in the dataset, with its
+``repeat`` column). ``input``
 counts the records read; a damaged file skipped under
 ``input.on_unreadable: skip`` is listed in ``skipped_inputs`` with its error
 and the records read before the damage (which count in ``input``).
@@ -66,6 +73,7 @@ def build_counts(
         "ingested": selection["ingested"],
         "dropped": {"total": dropped, "by_reason": selection["dropped_by_reason"]},
         "kept": kept,
+        **({"kept_repeated": selection["kept_repeated"]} if selection.get("repeated") else {}),
         "written": written,
         "reconciles": n_input == kept + dropped + n_quarantined and written == kept,
         "skipped_inputs": sum(1 for s in shards if s.get("unreadable")),
@@ -76,8 +84,10 @@ def token_counts(selection: dict[str, Any]) -> dict[str, Any] | None:
     """Kept and ingested sums of the budget's column (else ``token_count``), and the request.
 
     ``{"column", "kept", "ingested", "requested"}`` (``requested`` None for a
-    row budget), from the selection summary's per-shard sums; None when the
-    run has no such column.
+    row budget; ``kept`` counts each kept row ``repeat`` times, and
+    ``kept_unique`` counts it once when the selector sets repeat counts),
+    from the selection summary's per-shard sums; None when the run has no
+    such column.
     """
     budget = selection.get("budget")
     column = budget["sum"] if isinstance(budget, dict) else TOKEN_COLUMN
@@ -87,6 +97,7 @@ def token_counts(selection: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "column": column,
         "kept": sums["kept"],
+        **({"kept_unique": sums["kept_unique"]} if "kept_unique" in sums else {}),
         "ingested": sums["ingested"],
         "requested": budget["total"] if isinstance(budget, dict) else None,
     }
@@ -166,6 +177,7 @@ def build_manifest(
         "counts": counts,
         "selection_steps": selection["steps"],
         "weighted": selection["weighted"],
+        "repeated": bool(selection.get("repeated")),
         "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
         **({"decontamination": decontamination} if decontamination is not None else {}),
     }

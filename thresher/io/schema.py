@@ -26,6 +26,17 @@ ROW = "thresher_row"
 ORDER = "thresher_order"
 POSITION_COLUMNS = (SHARD, ROW)
 IMPORTANCE_WEIGHT = "importance_weight"
+#: How many times a kept row is used in training (upsampling), an int >= 1: the one
+#: field every upsampling selector shares. The final selector sets it when it defines
+#: repeat counts (``Selector.defines_repeats``, each kept row's count from its
+#: ``Marks.repeats``); it is 1 for every other selector. Where it goes: the decisions'
+#: ``repeat`` column (``versions/<v>/selection/``: the row's copies in the dataset, 0 for
+#: a dropped row), the published dataset's ``repeat`` column when the selector repeats
+#: (a trainer upsamples by it), and the manifest (``counts.kept_repeated``: kept rows
+#: times their repeat). Budgets count a kept row ``repeat`` times, and its size ``repeat``
+#: times for a sum budget (:mod:`thresher.budget`); every kept token sum (statistics,
+#: manifest ``counts.tokens.kept``) is a sum of ``repeat x size``.
+REPEAT = "repeat"
 #: The column a ``{tokens: N}`` budget sums: the ``token_count`` scorer's default output.
 TOKEN_COLUMN = "token_count"
 
@@ -82,6 +93,7 @@ SELECTION_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("detail", pa.string()),
         pa.field("group", pa.int64()),
+        pa.field(REPEAT, pa.int64(), nullable=False),
     ]
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thresher.registry import Registry
 from thresher.selectors.base import Selection, Selector
+from thresher.selectors.bucket_repeat import BucketRepeatSelector
 from thresher.selectors.ccs import CCSSelector
 from thresher.selectors.d2 import D2Selector
 from thresher.selectors.dpp import DPPSelector
@@ -32,6 +33,7 @@ _REGISTERED: list[type[Selector]] = [
     LanguageFilterSelector,
     DSIRSelector,
     D2Selector,
+    BucketRepeatSelector,
 ]
 SELECTORS: Registry[Selector] = Registry("selector", _REGISTERED)
 #: A registered selector by name, its parameters checked (RegistryError, a ValueError, when bad).

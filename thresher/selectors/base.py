@@ -47,12 +47,16 @@ class Selection:
         Stratum or cluster of each kept row, -1 when the method has none.
     details : dict
         Method-specific facts for the report (strata, cluster sizes...).
+    repeats : ndarray of int64, shape (k,), or None
+        How many times each kept row is used (:data:`thresher.io.schema.REPEAT`),
+        for selectors that define repeat counts; None: each kept row once.
     """
 
     indices: NDArray[np.int64]
     weights: NDArray[np.float64]
     groups: NDArray[np.int64]
     details: dict[str, Any] = field(default_factory=dict)
+    repeats: NDArray[np.int64] | None = None
 
     @classmethod
     def from_indices(
@@ -61,6 +65,7 @@ class Selection:
         weights: NDArray[np.floating[Any]] | None = None,
         groups: NDArray[np.integer[Any]] | None = None,
         details: dict[str, Any] | None = None,
+        repeats: NDArray[np.integer[Any]] | None = None,
     ) -> Selection:
         """Build a Selection, sorting rows by index and checking shapes."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -74,9 +79,10 @@ class Selection:
             if groups is None
             else np.asarray(groups, np.int64)[order]
         )
-        if w.shape != idx.shape or g.shape != idx.shape:
-            raise ValueError("indices, weights and groups must have the same length")
-        return cls(idx, w, g, details or {})
+        r = None if repeats is None else np.asarray(repeats, np.int64)[order]
+        if w.shape != idx.shape or g.shape != idx.shape or (r is not None and r.shape != idx.shape):
+            raise ValueError("indices, weights, groups and repeats must have the same length")
+        return cls(idx, w, g, details or {}, r)
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -92,6 +98,11 @@ class Selector(ParamsMixin, ABC):
     requires_embeddings: ClassVar[bool] = False
     #: True for selectors whose weights are importance weights (the dataset gets the column).
     defines_weights: ClassVar[bool] = False
+    #: True for selectors that set repeat counts (:data:`thresher.io.schema.REPEAT`): the
+    #: dataset gets the column, and their budgets count each kept row ``repeat`` times.
+    defines_repeats: ClassVar[bool] = False
+    #: True for selectors that take a budget or none (``requires_budget`` False).
+    optional_budget: ClassVar[bool] = False
 
     @abstractmethod
     def select(
@@ -128,6 +139,14 @@ class Marks(ABC):
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
         """Per row of ``table``: kept, importance weight, group (-1 for none)."""
 
+    def repeats(self, table: pa.Table) -> NDArray[np.int64]:
+        """Per row of ``table``: how many times the row is used when kept (:data:`~thresher.io.schema.REPEAT`).
+
+        1 for every row unless the selector defines repeat counts
+        (``Selector.defines_repeats``); applied to the rows the step keeps.
+        """
+        return np.ones(table.num_rows, dtype=np.int64)
+
 
 class FrameSelector(Selector):
     """A selector that decides from aggregates of a frame (see module docstring)."""
@@ -151,8 +170,13 @@ class FrameSelector(Selector):
         table = with_row_keys(scores)
         marks = self.select_frame(TableFrame.of(table), budget, random_state=random_state)
         keep, weight, group = marks(table)
+        repeats = marks.repeats(table)[keep] if self.defines_repeats else None
         return Selection.from_indices(
-            np.flatnonzero(keep), weights=weight[keep], groups=group[keep], details=marks.details
+            np.flatnonzero(keep),
+            weights=weight[keep],
+            groups=group[keep],
+            details=marks.details,
+            repeats=repeats,
         )
 
 

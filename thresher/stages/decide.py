@@ -55,6 +55,7 @@ DECISION_FIELDS = [
     pa.field("detail", pa.string()),
     pa.field("weight", pa.float64()),
     pa.field("group", pa.int64()),
+    pa.field(S.REPEAT, pa.int64()),
 ]
 _DETAIL = "_thresher_detail"
 _WEIGHT = "_thresher_weight"
@@ -121,6 +122,11 @@ class SelectionSpec:
         return bool(self.steps[-1][1].defines_weights)
 
     @property
+    def repeated(self) -> bool:
+        """Whether the final selector sets repeat counts (:data:`thresher.io.schema.REPEAT`)."""
+        return bool(self.steps[-1][1].defines_repeats)
+
+    @property
     def budget(self) -> Any:
         """The final selector's budget as recorded (a number or a sum budget's JSON)."""
         return self.steps[-1][0].budget_json()
@@ -134,7 +140,7 @@ def needs_vectors(step: SelectorConfig, selector: Selector) -> bool:
 
 
 class _Start:
-    """Every row active: no reason, weight 1, no group."""
+    """Every row active: no reason, weight 1, no group, repeat 1."""
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -143,6 +149,7 @@ class _Start:
             .append_column(DECISION_FIELDS[1], pa.nulls(n, pa.string()))
             .append_column(DECISION_FIELDS[2], pa.array(np.ones(n)))
             .append_column(DECISION_FIELDS[3], pa.array(np.full(n, -1, dtype=np.int64)))
+            .append_column(DECISION_FIELDS[4], pa.array(np.ones(n, dtype=np.int64)))
         )
 
 
@@ -328,6 +335,27 @@ def _set_kept(
     return _set(table, "group", pa.array(group))
 
 
+# -- repeat counts (selectors that upsample: thresher.io.schema.REPEAT) ------------------
+
+
+class _SetRepeats:
+    """The final step's repeat count (its marks' ``repeats``) on the rows it kept."""
+
+    def __init__(self, marks: Marks) -> None:
+        self.marks = marks
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = np.flatnonzero(_active(table))
+        if rows.size == 0:
+            return table
+        counts = np.asarray(self.marks.repeats(table.take(pa.array(rows))), dtype=np.int64)
+        if np.any(counts < 1):
+            raise AssertionError("a kept row must be used at least once (repeat >= 1)")
+        repeat = table.column(S.REPEAT).to_numpy().copy()
+        repeat[rows] = counts
+        return _set(table, S.REPEAT, pa.array(repeat, pa.int64()))
+
+
 # -- the pipeline --------------------------------------------------------------------------
 
 
@@ -408,6 +436,8 @@ def _decide_step(
         if step.partitions is None and isinstance(selector, FrameSelector):
             marks = selector.select_frame(active, step.selector_budget(), random_state=random_state)
             chosen = frame.map_batches(_ApplyMarks(marks, reason, describe(step), final), schema)
+            if final and selector.defines_repeats:
+                chosen = chosen.map_batches(_SetRepeats(marks), schema)
             step_details = marks.details
         else:
             kept, step_details = _kept_rows(

@@ -3,6 +3,7 @@
 Each shard's decided rows are written by the engine to
 ``versions/<v>/selection/`` and ``versions/<v>/dropped/``; what comes back
 to the driver is a row of counts, sums and a few example rows per reason.
+Kept sums count each kept row ``repeat`` times (:data:`thresher.io.schema.REPEAT`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("counts", pa.string()),
         pa.field("examples", pa.string()),
         pa.field("sums", pa.string()),
+        pa.field("kept_repeated", pa.int64()),
     ]
 )
 
@@ -64,6 +66,7 @@ class WriteShards:
                     "reason": rows.column("reason"),
                     "detail": rows.column("detail"),
                     "group": rows.column("group"),
+                    S.REPEAT: dataset_repeats(rows.column(S.REPEAT), keep),
                 },
                 schema=S.SELECTION_SCHEMA,
             )
@@ -73,9 +76,11 @@ class WriteShards:
                 dropped.cast(S.DROPPED_SCHEMA), self.version.dropped / shard_file(shard)
             )
             summary = self._summary(int(shard), selection, keep)
+            repeat = selection.column(S.REPEAT).to_numpy()
             summary["sums"] = json.dumps(
-                {c: column_sums(rows.column(c), keep) for c in self.summed}
+                {c: column_sums(rows.column(c), keep, repeat) for c in self.summed}
             )
+            summary["kept_repeated"] = int(repeat.sum())
             summaries.append(summary)
         if not summaries:
             return SUMMARY_SCHEMA.empty_table()
@@ -108,23 +113,47 @@ class WriteShards:
         }
 
 
-def column_sums(column: pa.ChunkedArray, keep: NDArray[np.bool_]) -> list[float]:
-    """``[sum over kept rows, sum over all rows]`` of a size column (nulls and NaN count 0)."""
+def dataset_repeats(repeat: pa.ChunkedArray, keep: NDArray[np.bool_]) -> pa.Array:
+    """The decisions' ``repeat`` as written: each row's copies in the dataset (0 when dropped)."""
+    values = np.asarray(repeat.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return pa.array(np.where(keep, values, 0), pa.int64())
+
+
+def column_sums(
+    column: pa.ChunkedArray, keep: NDArray[np.bool_], repeat: NDArray[np.int64]
+) -> list[float]:
+    """``[sum of repeat x size over kept rows, sum over all rows, sum over kept rows]``.
+
+    Of a size column (nulls and NaN count 0); ``repeat`` is each row's
+    copies in the dataset (0 for a dropped row).
+    """
     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
     values = np.where(np.isfinite(values), values, 0.0)
-    return [math.fsum(values[keep].tolist()), math.fsum(values.tolist())]
+    repeated = values[keep] * np.asarray(repeat, dtype=np.float64)[keep]
+    return [
+        math.fsum(repeated.tolist()),
+        math.fsum(values.tolist()),
+        math.fsum(values[keep].tolist()),
+    ]
 
 
-def merge_sums(table: pa.Table) -> dict[str, dict[str, int | float]]:
-    """Per summed column: ``kept`` and ``ingested`` totals over the shards' summaries."""
+def merge_sums(table: pa.Table, repeated: bool = False) -> dict[str, dict[str, int | float]]:
+    """Per summed column: ``kept`` and ``ingested`` totals over the shards' summaries.
+
+    ``kept`` counts each kept row ``repeat`` times; with ``repeated`` (the
+    selector sets repeat counts), ``kept_unique`` is the sum over the kept
+    rows counted once.
+    """
     totals: dict[str, list[list[float]]] = {}
     for text in table.column("sums").to_pylist():
-        for column, pair in json.loads(text).items():
-            totals.setdefault(column, []).append(pair)
+        for column, parts in json.loads(text).items():
+            totals.setdefault(column, []).append(parts)
     out: dict[str, dict[str, int | float]] = {}
-    for column, pairs in sorted(totals.items()):
-        kept, ingested = math.fsum(p[0] for p in pairs), math.fsum(p[1] for p in pairs)
+    for column, parts in sorted(totals.items()):
+        kept, ingested = math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts)
         out[column] = {"kept": _whole(kept), "ingested": _whole(ingested)}
+        if repeated:
+            out[column]["kept_unique"] = _whole(math.fsum(p[2] for p in parts))
     return out
 
 

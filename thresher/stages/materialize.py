@@ -5,7 +5,8 @@ is: it reads the shard's decisions (``versions/<v>/selection/shard-NNNNN.parquet
 and its ingested rows batch by batch (a task holds a batch, not the
 shard), checks that they agree, gives every part file the
 corpus's common schema (schema drift, see :mod:`thresher.stages.harmonize`),
-adds the importance weights when the selector defines them, restores the
+adds the importance weights when the selector defines them and the repeat
+counts (:data:`thresher.io.schema.REPEAT`) when it sets them, restores the
 user's column names and writes ``versions/<v>/data/part-NNNNN.parquet``.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.config import SchemaConfig
+from thresher.errors import InputError
 from thresher.io import schema as S
 from thresher.io.drift import conform
 from thresher.io.files import parquet_batches, parquet_file, read_parquet, write_parquet_atomic
@@ -54,22 +56,30 @@ def part_name(index: int) -> str:
 class MaterializeShard:
     """Write one shard's kept rows into ``version`` (a picklable per-shard task); returns the count."""
 
-    def __init__(self, run: RunDir, version: Version, schema: SchemaConfig, weighted: bool) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        version: Version,
+        schema: SchemaConfig,
+        weighted: bool,
+        repeated: bool = False,
+    ) -> None:
         self.run = run
         self.version = version
         self.schema = schema
         self.weighted = weighted
+        self.repeated = repeated
         self.common = read_common_schema(run)
 
     def __call__(self, index: int) -> int:
-        decisions = read_parquet(
-            self.version.selection / shard_file(index), columns=[S.ROW, "keep", "weight"]
-        )
+        columns = [S.ROW, "keep", "weight", *([S.REPEAT] if self.repeated else [])]
+        decisions = read_parquet(self.version.selection / shard_file(index), columns=columns)
         kept = decisions.filter(decisions.column("keep")).sort_by(S.ROW)
         if kept.num_rows == 0:
             return 0
         kept_rows = np.asarray(kept.column(S.ROW), dtype=np.int64)
         weights = kept.column("weight").combine_chunks() if self.weighted else None
+        repeats = kept.column(S.REPEAT).combine_chunks() if self.repeated else None
         written = 0
         with ParquetSink(self.version.data / part_name(index)) as sink:
             for batch in parquet_batches(parquet_file(self.run.ingested_shard(index))):
@@ -87,7 +97,10 @@ class MaterializeShard:
                 if weights is not None:
                     weight = weights.slice(written, table.num_rows)
                     table = table.append_column(S.IMPORTANCE_WEIGHT, weight)
-                sink.write(output_columns(table, self.schema))
+                out = output_columns(table, self.schema)
+                if repeats is not None:
+                    out = with_repeats(out, repeats.slice(written, table.num_rows))
+                sink.write(out)
                 written += table.num_rows
         if written != kept.num_rows:
             raise AssertionError(
@@ -97,7 +110,19 @@ class MaterializeShard:
         return written
 
 
-def write_empty_part(run: RunDir, version: Version, schema: SchemaConfig, weighted: bool) -> None:
+def with_repeats(table: pa.Table, repeats: pa.Array) -> pa.Table:
+    """``table`` (output names) with the kept rows' ``repeat``; an input column of that name is refused."""
+    if S.REPEAT in table.column_names:
+        raise InputError(
+            f"the input has a column named {S.REPEAT!r}, the column the dataset's repeat "
+            "counts are written to; rename it or leave it out of schema.passthrough"
+        )
+    return table.append_column(S.REPEAT, repeats.cast(pa.int64()))
+
+
+def write_empty_part(
+    run: RunDir, version: Version, schema: SchemaConfig, weighted: bool, repeated: bool = False
+) -> None:
     """Write a part file with no rows, so that an empty dataset still has its columns."""
     common = read_common_schema(run)
     if common is None:
@@ -105,7 +130,10 @@ def write_empty_part(run: RunDir, version: Version, schema: SchemaConfig, weight
     table = common.empty_table()
     if weighted:
         table = table.append_column(S.IMPORTANCE_WEIGHT, pa.array([], pa.float64()))
-    write_parquet_atomic(output_columns(table, schema), version.data / "part-empty.parquet")
+    out = output_columns(table, schema)
+    if repeated:
+        out = with_repeats(out, pa.array([], pa.int64()))
+    write_parquet_atomic(out, version.data / "part-empty.parquet")
 
 
 @dataclass(frozen=True)
@@ -132,7 +160,9 @@ class MaterializeStage(ShardStage):
 
     def task(self, ctx: RunContext) -> MaterializeShard:
         selected = ctx.result("select")
-        return MaterializeShard(ctx.run, selected.version, self.schema, selected.weighted)
+        return MaterializeShard(
+            ctx.run, selected.version, self.schema, selected.weighted, selected.repeated
+        )
 
     def documents(self, result: Any) -> int:
         return int(result)
@@ -141,6 +171,8 @@ class MaterializeStage(ShardStage):
         selected = ctx.result("select")
         written = sum(fresh)
         if written == 0:  # readers still find the columns of an empty dataset
-            write_empty_part(ctx.run, selected.version, self.schema, selected.weighted)
+            write_empty_part(
+                ctx.run, selected.version, self.schema, selected.weighted, selected.repeated
+            )
         (selected.version.data / "_SUCCESS").write_bytes(b"")
         return Materialized(written)

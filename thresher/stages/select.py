@@ -4,7 +4,7 @@ The score rows are read where they are (a :class:`~thresher.frame.Frame`),
 decided (:mod:`thresher.stages.decide`) and written back by the engine,
 one file per shard: ``versions/<v>/selection/shard-NNNNN.parquet`` (every
 row: ``id, thresher_shard, thresher_row, keep, weight, reason, detail,
-group``) and ``versions/<v>/dropped/shard-NNNNN.parquet`` (``id, reason,
+group, repeat``) and ``versions/<v>/dropped/shard-NNNNN.parquet`` (``id, reason,
 detail`` of the rows not kept). What reaches the driver is a row of
 counts per shard, histograms of the scores (kept and dropped) and a few
 example rows per reason, written to ``stats.json`` for the report, card
@@ -40,6 +40,7 @@ from thresher.stages.decisions import (
     KEPT,
     SUMMARY_SCHEMA,
     WriteShards,
+    dataset_repeats,
     merge_summaries,
     merge_sums,
     write_empty_shards,
@@ -149,7 +150,8 @@ def select_to_run(
     """Decide every ingested row of ``indices`` and write the decisions into ``version``.
 
     Returns the summary: ingested, kept and dropped rows (by reason),
-    whether weights were set, and the steps' details.
+    whether weights and repeat counts were set (then ``kept_repeated``, the
+    kept rows times their repeat), and the steps' details.
     """
     spec = SelectionSpec.of(config)
     return select_into(RunDir(config.run_path), spec, engine, indices, version, progress)
@@ -191,14 +193,25 @@ def select_into(
         "dropped": sum(dropped.values()),
         "dropped_by_reason": dropped,
         "weighted": spec.weighted,
+        **_repeat_summary(spec, written),
         "budget": spec.budget,
-        "sums": merge_sums(written),
+        "sums": merge_sums(written, spec.repeated),
         "steps": steps,
     }
     write_json_atomic(steps, version.steps)
     statistics = {k: v for k, v in summary.items() if k != "steps"}
     write_json_atomic({**statistics, "histograms": histograms, "examples": examples}, version.stats)
     return summary
+
+
+def _repeat_summary(spec: SelectionSpec, written: pa.Table) -> dict[str, Any]:
+    """``repeated`` and, when the selector sets repeat counts, ``kept_repeated``."""
+    if not spec.repeated:
+        return {"repeated": False}
+    return {
+        "repeated": True,
+        "kept_repeated": int(sum(written.column("kept_repeated").to_pylist())),
+    }
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,10 @@ class Selected:
     @property
     def weighted(self) -> bool:
         return bool(self.summary["weighted"])
+
+    @property
+    def repeated(self) -> bool:
+        return bool(self.summary.get("repeated"))
 
 
 class SelectStage(Stage):
@@ -243,7 +260,12 @@ def _warn_unmet_budgets(steps: list[dict[str, Any]], logger: Any) -> None:
     """Say when a budget (a count, or a sum) covers every row that reaches its step."""
     for step in steps:
         budget = step.get("budget")
-        if isinstance(budget, int) and not isinstance(budget, bool) and budget > step["rows_in"]:
+        if (
+            isinstance(budget, int)
+            and not isinstance(budget, bool)
+            and budget > step["rows_in"]
+            and step["kept"] == step["rows_in"]  # repeated rows may fill a budget above the rows
+        ):
             logger.warning(
                 "%s: budget %d exceeds the %d rows that reach it; all of them are kept",
                 step["step"],
@@ -325,6 +347,7 @@ def decide_table(
             "reason": table.column("reason"),
             "detail": table.column("detail"),
             "group": table.column("group"),
+            S.REPEAT: dataset_repeats(table.column(S.REPEAT), np.asarray(keep, dtype=bool)),
         },
         schema=S.SELECTION_SCHEMA,
     )

@@ -37,6 +37,7 @@ from thresher.io.fs import FileEntry, Location, StorageOptions
 from thresher.io.listing import list_files
 from thresher.io.options import check_storage_options
 from thresher.io.readers import ReadLimits
+from thresher.io.schema import IMPORTANCE_WEIGHT
 from thresher.io.schema import TOKEN_COLUMN as TOKEN_COLUMN  # re-exported for the stages
 from thresher.keys import json_digest
 from thresher.redact import redact_config
@@ -431,6 +432,36 @@ class RetentionConfig(_Strict):
     hours: float = Field(default=0.0, ge=0.0)
 
 
+#: A kind of personal data the published text can be redacted of (:data:`thresher.pii.KINDS`).
+RedactKind = Literal["email", "ip", "phone"]
+
+
+class MaterializeConfig(_Strict):
+    """How the published dataset is written: redaction of personal data in its text.
+
+    ``redact`` lists the kinds replaced in the published text by a
+    placeholder (:mod:`thresher.pii`): ``email`` by ``<EMAIL>``, ``ip``
+    (IPv4 and IPv6) by ``<IP>``, ``phone`` by ``<PHONE>``. Only the
+    published text changes: scores, decisions, the drop audit and the
+    ingested shards keep the text as it came. Each published row gets a
+    struct column named ``column``, one int32 field per listed kind
+    (``{email: 2, ip: 0, phone: 1}``: how many of each its text had), and
+    the manifest's ``redactions`` section gives the totals. An empty list
+    (the default) redacts nothing and adds no column.
+    """
+
+    redact: list[RedactKind] = Field(default_factory=list)
+    column: str = Field(default="redactions", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("redact")
+    @classmethod
+    def _check_redact(cls, value: list[str]) -> list[str]:
+        from thresher.pii import check_kinds
+
+        check_kinds(value)  # ValueError naming a kind listed twice
+        return value
+
+
 class RunConfig(_Strict):
     """A whole curation run."""
 
@@ -448,6 +479,8 @@ class RunConfig(_Strict):
     decontaminate: DecontaminateConfig | None = None
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    #: Left out of the recorded config when absent: a config without it hashes as before.
+    materialize: MaterializeConfig | None = Field(default=None, exclude_if=lambda v: v is None)
     base_dir: str = Field(default=".", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -474,6 +507,24 @@ class RunConfig(_Strict):
         )
         if problems:
             raise ValueError(problems[0])
+        return self
+
+    @model_validator(mode="after")
+    def _check_materialize(self) -> RunConfig:
+        """Redaction needs text, and its counts column a name no other output column has."""
+        if self.materialize is None or not self.materialize.redact:
+            return self
+        if self.schema_.text is None:
+            raise ValueError(
+                "materialize.redact: needs document text; set schema.text (this corpus has none)"
+            )
+        schema = self.schema_
+        taken = {schema.id or "id", schema.text, schema.label, schema.features}
+        if self.materialize.column in taken | {IMPORTANCE_WEIGHT}:
+            raise ValueError(
+                f"materialize.column: {self.materialize.column!r} is already an output column; "
+                "choose another name"
+            )
         return self
 
     # -- derived values -------------------------------------------------------

@@ -101,7 +101,7 @@ def stages_for(
             else None
         ),
         SelectStage(SelectionSpec(plan.steps, config.seed, plan.dedup is not None, bool(listed))),
-        MaterializeStage(config.schema_),
+        MaterializeStage(config.schema_, config.materialize),
         PublishStage(config),
     ]
     limits: list[Stage] = [

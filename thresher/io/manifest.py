@@ -128,6 +128,7 @@ def build_manifest(
     version: str,
     added_by: dict[str, str] | None = None,
     decontamination: dict[str, Any] | None = None,
+    redactions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a published version (see module docstring).
 
@@ -136,7 +137,10 @@ def build_manifest(
     run's seed.
     ``added_by`` maps a shard's name to the run that first ingested it (a
     corpus that grows between runs); ``decontamination`` is the rule and
-    the per-evaluation-set counts of the decontaminate stage, when it ran.
+    the per-evaluation-set counts of the decontaminate stage, when it ran;
+    ``redactions`` what the published text was redacted of (the counts
+    column, the placeholders, the total per kind, the documents with at
+    least one), when the config asks for redaction.
     """
     counts = build_counts(shards, selection, written)
     return {
@@ -180,4 +184,5 @@ def build_manifest(
         "repeated": bool(selection.get("repeated")),
         "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
         **({"decontamination": decontamination} if decontamination is not None else {}),
+        **({"redactions": redactions} if redactions is not None else {}),
     }

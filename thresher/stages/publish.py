@@ -53,7 +53,8 @@ class PublishStage(Stage):
     def run(self, ctx: RunContext, bar: Any) -> Published:
         run = ctx.run
         selected = ctx.result("select")
-        written = ctx.result("materialize").rows
+        materialized = ctx.result("materialize")
+        written = materialized.rows
         contamination = ctx.results.get("decontaminate")
         manifest = build_manifest(
             self.config.recorded_dict(),
@@ -67,6 +68,7 @@ class PublishStage(Stage):
             selected.version.name,
             run.shards_added_by(),
             decontamination=manifest_section(contamination.summary if contamination else None),
+            redactions=materialized.redactions,
         )
         counts = manifest["counts"]
         if not counts["reconciles"]:

@@ -46,6 +46,16 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "d2": lambda: make_selector(
         "d2", {"score": "score", "n_neighbors": 4, "beta": 0.1, "gamma_reverse": 2.0}
     ),
+    "rules": lambda: make_selector(
+        "rules",
+        {
+            "rules": [
+                {"name": "high", "score": "score", "min": -1.0},
+                {"name": "low", "score": "score", "max": 1.5},
+            ],
+            "preset": "toy",
+        },
+    ),
 }
 
 

@@ -108,6 +108,10 @@ class Selector(ParamsMixin, ABC):
         """Score-table columns this selector reads (checked for NaN before selection)."""
         return []
 
+    def label_columns(self) -> list[str]:
+        """What the step's label names in parentheses: its score columns unless it says otherwise."""
+        return self.score_columns()
+
 
 #: Columns every frame a selector sees has: the id, and the input-order key.
 ID = "id"
@@ -127,6 +131,16 @@ class Marks(ABC):
         self, table: pa.Table
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
         """Per row of ``table``: kept, importance weight, group (-1 for none)."""
+
+    def reasons(self, table: pa.Table) -> tuple[pa.Array, pa.Array] | None:
+        """Per row of ``table``: the reason and detail it gets if dropped, when the rule says.
+
+        None (the default): every row the step drops gets the step's own
+        reason and description. Otherwise two string arrays of the table's
+        length (null where a row is kept); the stage prefixes each reason as
+        it prefixes a step's label (``filter:``, ``not_selected:``).
+        """
+        return None
 
 
 class FrameSelector(Selector):

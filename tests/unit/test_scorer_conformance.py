@@ -97,6 +97,10 @@ SCORER_FACTORIES: dict[str, Factory] = {
     "token_count": lambda ctx: _fitted(make_scorer("token_count", {"lm": TINY_LM}), ctx),
     "language": lambda ctx: make_scorer("language"),
     "dsir": _dsir,
+    "gopher_quality": lambda ctx: make_scorer("gopher_quality"),
+    "gopher_repetition": lambda ctx: make_scorer("gopher_repetition"),
+    "c4_quality": lambda ctx: make_scorer("c4_quality"),
+    "fineweb_quality": lambda ctx: make_scorer("fineweb_quality"),
 }
 
 DOCUMENTS = [

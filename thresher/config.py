@@ -485,6 +485,17 @@ class RunConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_presets(cls, data: Any) -> Any:
+        """Preset filters as ``rules`` steps, with their scorers (:mod:`thresher.presets`)."""
+        from thresher.presets import expand_presets
+
+        expanded, _, problems = expand_presets(data)
+        if problems:
+            raise ValueError(problems[0])
+        return expanded
+
     @field_validator("storage_options")
     @classmethod
     def _check_storage(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -748,18 +759,25 @@ def config_problems(data: Any, base_dir: str | Path | Location = ".") -> list[st
     when one field is bad; those are run here on the sections that are
     valid on their own, so that one pass reports all the mistakes.
     """
+    from thresher.presets import expand_presets
+
     if not isinstance(data, dict):
         return ["the top level must be a mapping"]
+    data, steps, presets = expand_presets(data)  # a wrong preset entry's step is None
+    fields: list[str] = []
+    whole: list[str] = []
     try:
         RunConfig.model_validate({**data, "base_dir": Location.of(base_dir).uri})
-        return []
+        if not presets:
+            return []
     except ValidationError as error:
         fields = [_error_line(item) for item in error.errors() if item["loc"]]
         whole = [_error_line(item) for item in error.errors() if not item["loc"]]
-    steps = data.get("filters", [])
+    if presets:
+        whole = []  # what stands for a wrong preset entry fails too; reported as presets
     named_steps = [
-        (f"filters[{i}]", _valid_or_none(SelectorConfig, s))
-        for i, s in enumerate(steps if isinstance(steps, list) else [])
+        (f"filters[{i}]", None if s is None else _valid_or_none(SelectorConfig, s))
+        for i, s in enumerate(steps)
     ]
     selector = data.get("selector", {"name": "random", "budget": 1.0})
     named_steps.append(("selector", _valid_or_none(SelectorConfig, selector)))
@@ -772,7 +790,7 @@ def config_problems(data: Any, base_dir: str | Path | Location = ".") -> list[st
         None if dedup is None else _valid_or_none(DedupConfig, dedup),
         data.get("decontaminate") is not None,
     )
-    return list(dict.fromkeys(fields + (sections or whole)))
+    return list(dict.fromkeys(fields + presets + (sections or whole)))
 
 
 def _valid_or_none(model: type[_M], value: Any) -> _M | None:

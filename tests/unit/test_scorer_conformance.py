@@ -123,6 +123,10 @@ SCORER_FACTORIES: dict[str, Factory] = {
     "score_combine": lambda ctx: make_scorer(
         "score_combine", {"columns": ["score_a", "score_b"], "how": "max"}
     ),
+    "gopher_quality": lambda ctx: make_scorer("gopher_quality"),
+    "gopher_repetition": lambda ctx: make_scorer("gopher_repetition"),
+    "c4_quality": lambda ctx: make_scorer("c4_quality"),
+    "fineweb_quality": lambda ctx: make_scorer("fineweb_quality"),
 }
 
 DOCUMENTS = [

@@ -49,6 +49,16 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "bucket_repeat": lambda: make_selector(
         "bucket_repeat", {"score": "score", "buckets": 3, "repeats": [0, 1, 2]}
     ),
+    "rules": lambda: make_selector(
+        "rules",
+        {
+            "rules": [
+                {"name": "high", "score": "score", "min": -1.0},
+                {"name": "low", "score": "score", "max": 1.5},
+            ],
+            "preset": "toy",
+        },
+    ),
 }
 
 

@@ -36,6 +36,8 @@ from thresher.io.files import data_files, read_json, read_schema, write_text_ato
 from thresher.io.fs import Location
 from thresher.redact import redact_uris, shown
 from thresher.reporting.inputs import listing
+from thresher.reporting.rules import HEADER as RULE_HEADER
+from thresher.reporting.rules import rule_rows
 from thresher.run_dir import RunDir
 
 _BACKTICKS = re.compile(r"`+")
@@ -185,13 +187,39 @@ def _decontamination(manifest: dict[str, Any]) -> str:
 
 def _steps(manifest: dict[str, Any]) -> str:
     lines = []
+    tables = []
     for number, step in enumerate(manifest["selection_steps"], start=1):
         budget = f", budget {_budget(step['budget'])}" if step["budget"] is not None else ""
+        params = step.get("params") or {}
+        rules = rule_rows(step)
+        if rules:  # a quality preset: its rules in a table below, not as parameters
+            params = {k: v for k, v in params.items() if k != "rules"}
+            tables.append(_rules_table(number, step, rules))
         lines.append(
             f"{number}. **{_word(step['role'])}** {code(step['step'])}"
-            f"{_params(step.get('params') or {})}"
+            f"{_params(params)}{' and the rules below' if rules else ''}"
             f"{budget}: {step['rows_in']:,} rows in, {step['kept']:,} kept"
         )
+    return "\n".join(lines) + "".join(tables)
+
+
+def _rules_table(number: int, step: dict[str, Any], rules: list[Any]) -> str:
+    """The rules of a ``rules`` step, in order of checks, with their thresholds and counts."""
+    header = " | ".join(RULE_HEADER)
+    lines = [
+        "",
+        "",
+        f"Rules of step {number} ({code(step['step'])}), in order; a dropped row's reason is "
+        f"the first rule it fails, {code('filter:<preset>.<rule>')}:",
+        "",
+        f"| {header} |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {code(name, table=True)} | {code(kept, table=True)} | {failing:,} | {dropped:,} "
+        f"| {only:,} |"
+        for name, kept, failing, dropped, only in rules
+    ]
     return "\n".join(lines)
 
 

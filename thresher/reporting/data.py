@@ -29,6 +29,7 @@ from thresher.errors import RunStateError
 from thresher.io.files import read_json, read_parquet
 from thresher.io.fs import Location
 from thresher.reporting import sampling
+from thresher.reporting.rules import rule_reasons
 from thresher.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,8 @@ def build_funnel(
     take("invalid scores", lambda r: r == R.INVALID_SCORE)
     for step in steps:
         if step.get("role") == "filter":
-            take(f"filter {step['step']}", R.filtered(step["step"]).__eq__)
+            own = rule_reasons(step) or {R.filtered(step["step"])}  # a rules step: one per rule
+            take(f"filter {step['step']}", own.__contains__)
     take("other filters", R.is_filter)
     take("not selected", R.is_not_selected)
     take("other", lambda r: True)

@@ -22,6 +22,8 @@ from thresher.reporting import plots
 from thresher.reporting.card import budget_label
 from thresher.reporting.data import ReportData, gather
 from thresher.reporting.inputs import listing
+from thresher.reporting.rules import HEADER as RULE_HEADER
+from thresher.reporting.rules import rule_rows
 from thresher.reporting.template import STYLE, TEMPLATE
 from thresher.run_dir import RunDir
 
@@ -225,8 +227,20 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
             )
         )
     params = step.get("params") or {}
+    rules = rule_rows(step)
+    if rules:  # a quality preset: its rules as a table, not as parameters
+        shown_params = {k: v for k, v in params.items() if k != "rules"}
+        context["params"] = json.dumps(shown_params, sort_keys=True) + f" and {len(rules)} rules"
+        context["tables"].append(
+            {
+                "title": f"{len(rules)} rules, in order of checks",
+                "header": list(RULE_HEADER),
+                "rows": [[name, kept, *map(_number, n)] for name, kept, *n in rules],
+                "open": True,
+            }
+        )
     for key, value in sorted(details.items()):
-        if key in ("strata", "clusters") or value is None or params.get(key, ...) == value:
+        if key in ("strata", "clusters", "rules") or value is None or params.get(key, ...) == value:
             continue  # plotted above, empty, or already shown as a parameter
         shown = value if isinstance(value, str | int | float | bool) or value is None else None
         if shown is None and value is not None:

@@ -196,7 +196,7 @@ n-gram) are dropped as <code>contaminated</code>, before any other step:
 </table>{% endif %}
 {% for plot in step.plots %}<figure class="wide"><img class="plot" alt="{{ plot.alt }}" src="{{ plot.uri }}"></figure>{% endfor %}
 {% for table in step.tables %}
-<details><summary>{{ table.title }}</summary>
+<details{% if table.open %} open{% endif %}><summary>{{ table.title }}</summary>
 <table>
   <tr>{% for head in table.header %}<th class="num">{{ head }}</th>{% endfor %}</tr>
   {% for row in table.rows %}<tr>{% for cell in row %}<td class="num">{{ cell }}</td>{% endfor %}</tr>{% endfor %}

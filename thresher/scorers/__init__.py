@@ -14,6 +14,12 @@ from thresher.scorers.influence import InfluenceScorer
 from thresher.scorers.language import LanguageScorer
 from thresher.scorers.minhash import MinHashScorer
 from thresher.scorers.perplexity import PerplexityScorer
+from thresher.scorers.quality_signals import (
+    C4QualityScorer,
+    FineWebQualityScorer,
+    GopherQualityScorer,
+    GopherRepetitionScorer,
+)
 from thresher.scorers.score_combine import ScoreCombineScorer
 from thresher.scorers.text_stats import (
     AlphaFractionScorer,
@@ -42,6 +48,10 @@ _REGISTERED: list[type[Scorer]] = [
     DSIRScorer,
     EmbeddingClassifierScorer,
     ScoreCombineScorer,
+    GopherQualityScorer,
+    GopherRepetitionScorer,
+    C4QualityScorer,
+    FineWebQualityScorer,
 ]
 SCORERS: Registry[Scorer] = Registry("scorer", _REGISTERED)
 #: A registered scorer by name, its parameters checked (RegistryError, a ValueError, when bad).

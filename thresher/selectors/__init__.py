@@ -14,6 +14,7 @@ from thresher.selectors.language_filter import LanguageFilterSelector
 from thresher.selectors.prototypes import PrototypesSelector
 from thresher.selectors.quantile_band import QuantileBandSelector
 from thresher.selectors.random_baseline import RandomSelector
+from thresher.selectors.rules import RulesSelector
 from thresher.selectors.semdedup import SemDeDupRankSelector, SemDeDupSelector
 from thresher.selectors.threshold import ThresholdSelector
 from thresher.selectors.topk import BottomKSelector, TopKSelector
@@ -34,6 +35,7 @@ _REGISTERED: list[type[Selector]] = [
     DSIRSelector,
     D2Selector,
     BucketRepeatSelector,
+    RulesSelector,
 ]
 SELECTORS: Registry[Selector] = Registry("selector", _REGISTERED)
 #: A registered selector by name, its parameters checked (RegistryError, a ValueError, when bad).

@@ -119,6 +119,10 @@ class Selector(ParamsMixin, ABC):
         """Score-table columns this selector reads (checked for NaN before selection)."""
         return []
 
+    def label_columns(self) -> list[str]:
+        """What the step's label names in parentheses: its score columns unless it says otherwise."""
+        return self.score_columns()
+
 
 #: Columns every frame a selector sees has: the id, and the input-order key.
 ID = "id"
@@ -146,6 +150,16 @@ class Marks(ABC):
         (``Selector.defines_repeats``); applied to the rows the step keeps.
         """
         return np.ones(table.num_rows, dtype=np.int64)
+
+    def reasons(self, table: pa.Table) -> tuple[pa.Array, pa.Array] | None:
+        """Per row of ``table``: the reason and detail it gets if dropped, when the rule says.
+
+        None (the default): every row the step drops gets the step's own
+        reason and description. Otherwise two string arrays of the table's
+        length (null where a row is kept); the stage prefixes each reason as
+        it prefixes a step's label (``filter:``, ``not_selected:``).
+        """
+        return None
 
 
 class FrameSelector(Selector):

@@ -12,7 +12,8 @@ Order of decisions, each recorded as a reason on the rows it drops
 4. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step
    reads, or a value a sum budget cannot count (negative, fractional) in
    its column;
-5. each filter in order (``filter:<name>(<score>)``);
+5. each filter in order (``filter:<name>(<score>)``; a ``rules`` step gives
+   each row the reason of the first rule it fails, ``filter:<preset>.<rule>``);
 6. the selector, which meets the budget (``not_selected:<name>(<score>)``).
 
 Each step sees only the rows that survived the previous ones and draws its
@@ -63,7 +64,7 @@ _GROUP = "_thresher_group"
 
 
 def step_label(step: SelectorConfig, selector: Selector) -> str:
-    columns = selector.score_columns()
+    columns = selector.label_columns()
     return f"{step.name}({', '.join(columns)})" if columns else step.name
 
 
@@ -167,17 +168,23 @@ def _set(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.T
 
 
 def _drop(
-    table: pa.Table, rows: NDArray[np.bool_], reason: str, detail: str | pa.ChunkedArray | None
+    table: pa.Table,
+    rows: NDArray[np.bool_],
+    reason: str | pa.Array,
+    detail: str | pa.Array | pa.ChunkedArray | None,
 ) -> pa.Table:
-    """Give ``reason`` and ``detail`` (one value, or one per row) to the active ``rows``."""
+    """Give ``reason`` and ``detail`` (each one value, or one per row) to the active ``rows``."""
     rows = rows & _active(table)
     if not rows.any():
         return table
     mask = pa.array(rows)
     reasons = table.column("reason").combine_chunks()
-    table = _set(table, "reason", pc.if_else(mask, pa.scalar(reason, pa.string()), reasons))
+    own = reason if isinstance(reason, pa.Array) else pa.scalar(reason, pa.string())
+    table = _set(table, "reason", pc.if_else(mask, own, reasons))
     if isinstance(detail, pa.ChunkedArray):
         given: Any = detail.combine_chunks().cast(pa.string())
+    elif isinstance(detail, pa.Array):
+        given = detail
     else:
         given = pa.scalar(detail, pa.string())
     details = table.column("detail").combine_chunks()
@@ -295,13 +302,32 @@ class _ApplyMarks:
         if not active.any():
             return table
         rows = np.flatnonzero(active)
-        keep, weight, group = self.marks(table.take(pa.array(rows)))
+        chosen = table.take(pa.array(rows))
+        keep, weight, group = self.marks(chosen)
         dropped = np.zeros(table.num_rows, dtype=bool)
         dropped[rows[~keep]] = True
-        table = _drop(table, dropped, self.reason, self.detail)
+        own = self.marks.reasons(chosen) if not keep.all() else None
+        if own is None:
+            table = _drop(table, dropped, self.reason, self.detail)
+        else:  # the rule's reason per row, prefixed as the step's would be
+            wrap = R.not_selected if self.final else R.filtered
+            reasons = [self.reason if r is None else wrap(r) for r in own[0].to_pylist()]
+            table = _drop(
+                table,
+                dropped,
+                _spread(pa.array(reasons, pa.string()), rows, table.num_rows),
+                _spread(own[1], rows, table.num_rows),
+            )
         if self.final:
             table = _set_kept(table, rows[keep], weight[keep], group[keep])
         return table
+
+
+def _spread(values: pa.Array, rows: NDArray[np.int64], n: int) -> pa.Array:
+    """``values`` (one per row of ``rows``) at those positions of ``n`` rows, null elsewhere."""
+    positions = np.full(n, len(values), dtype=np.int64)  # one past the end: null
+    positions[rows] = np.arange(len(rows))
+    return pa.concat_arrays([values, pa.nulls(1, values.type)]).take(pa.array(positions))
 
 
 class _ApplyKept:

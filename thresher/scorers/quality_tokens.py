@@ -25,12 +25,16 @@ rules copied as data (:mod:`thresher.scorers.quality_tables`):
    (optional scheme and user, host labels and a lower-case top-level domain,
    optional port and path), which stays one token.
 
-Not reproduced: spaCy's second pass that re-merges token sequences spelling
-an exception that contains punctuation (``)`` + ``:`` written ``):``, ``'`` +
-``'`` written ``''``) and the IP-address branch of ``URL_MATCH``. Everything
-else gives spaCy's tokens exactly; on the agreement benchmark (sample corpus,
-Debian package descriptions, man pages) they differ on no document of the
-first two and by a token or two on about one man page in five.
+4. spaCy's second pass: a run of tokens of one piece that spells an
+   exception the way the affix rules alone would split it becomes that
+   exception's tokens (``ls(1):`` gives ``ls(1``, ``):``; ``''`` stays
+   whole).
+
+Not reproduced: the IP-address branch of ``URL_MATCH``, and in the second
+pass, runs that cross whitespace (they never change a token, but can keep a
+run that overlaps them from being merged). On the agreement benchmark
+(sample corpus, Debian package descriptions, man pages) the words are
+spaCy's on every document.
 
 References
 ----------
@@ -79,7 +83,12 @@ _PIECE_OFFSETS = 5  # per exception: where its token lengths start
 _PIECES = 6  # token lengths of the exceptions
 _SLOTS = 7  # open-addressing table of the exceptions (exception number or -1)
 _N_SLOTS = 8
-_HEADER = 9
+_MATCH_OFFSETS = 9  # per exception: where the token lengths of its affix-split spelling start
+_MATCH_PIECES = 10  # those token lengths (none for an exception the merge pass ignores)
+_MAX_MATCH = 11  # most tokens of such a spelling
+_MAX_LENGTH = 12  # longest exception text
+_MAX_PIECES = 13  # most tokens of an exception
+_HEADER = 14
 
 
 class TokenTables(NamedTuple):
@@ -99,17 +108,19 @@ class TokenTables(NamedTuple):
     meta: NDArray[np.int64]
 
 
-@lru_cache(maxsize=1)
-def token_tables() -> TokenTables:
-    """The tokenizer's tables."""
-    exceptions = list(SPACY_EXCEPTIONS)
-    texts = [*SPACY_UNITS, *SPACY_CURRENCY, *exceptions]
+def _layout(
+    texts: list[str], exceptions: list[str], patterns: list[list[int]]
+) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+    """``strings`` and ``meta`` for the strings ``texts``, with the merge patterns ``patterns``."""
     strings = np.fromiter((ord(c) for s in texts for c in s), dtype=np.int32)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in texts], out=offsets[1:])
     piece_offsets = np.zeros(len(exceptions) + 1, dtype=np.int64)
     np.cumsum([len(SPACY_EXCEPTIONS[e]) for e in exceptions], out=piece_offsets[1:])
     pieces = np.asarray([len(p) for e in exceptions for p in SPACY_EXCEPTIONS[e]], dtype=np.int64)
+    match_offsets = np.zeros(len(exceptions) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in patterns], out=match_offsets[1:])
+    match_pieces = np.asarray([n for p in patterns for n in p], dtype=np.int64)
     n_slots = 1
     while n_slots < 4 * len(exceptions):
         n_slots *= 2
@@ -121,12 +132,52 @@ def token_tables() -> TokenTables:
     header[_OFFSETS] = _HEADER
     header[_PIECE_OFFSETS] = header[_OFFSETS] + offsets.size
     header[_PIECES] = header[_PIECE_OFFSETS] + piece_offsets.size
-    header[_SLOTS] = header[_PIECES] + pieces.size
+    header[_MATCH_OFFSETS] = header[_PIECES] + pieces.size
+    header[_MATCH_PIECES] = header[_MATCH_OFFSETS] + match_offsets.size
+    header[_SLOTS] = header[_MATCH_PIECES] + match_pieces.size
     header[_N_SLOTS] = n_slots
+    header[_MAX_MATCH] = max((len(p) for p in patterns), default=0)
+    header[_MAX_LENGTH] = max(len(e) for e in exceptions)
+    header[_MAX_PIECES] = max(len(SPACY_EXCEPTIONS[e]) for e in exceptions)
     slots = np.full(n_slots, -1, dtype=np.int64)
-    meta = np.concatenate([header, offsets, piece_offsets, pieces, slots])
+    meta = np.concatenate(
+        [header, offsets, piece_offsets, pieces, match_offsets, match_pieces, slots]
+    )
     _fill_exception_slots(strings, meta)
-    return TokenTables(character_classes(), strings, meta)
+    return strings, meta
+
+
+@lru_cache(maxsize=1)
+def token_tables() -> TokenTables:
+    """The tokenizer's tables.
+
+    spaCy's second pass re-merges a run of tokens that spells an exception
+    the way the affix rules alone split it (``)`` + ``:`` -> ``):``); it
+    knows the exceptions that have a prefix, suffix or infix. Their
+    affix-only spellings are found here with the tokenizer itself, run
+    without exceptions.
+    """
+    classes = character_classes()
+    exceptions = list(SPACY_EXCEPTIONS)
+    texts = [*SPACY_UNITS, *SPACY_CURRENCY, *exceptions]
+    strings, meta = _layout(texts, exceptions, [[] for _ in exceptions])
+    patterns = []
+    for text in exceptions:
+        points = np.fromiter(map(ord, text), dtype=np.int32, count=len(text))
+        n = len(text)
+        starts, ends = np.empty(n + 1, dtype=np.int64), np.empty(n + 1, dtype=np.int64)
+        stack = np.empty(2 * n + 2, dtype=np.int64)
+        count = _piece(points, 0, n, classes, strings, meta, False, starts, ends, 0, stack)
+        has_affix = (
+            _find_prefix(points, 0, n, classes, strings, meta) > 0
+            or _find_suffix(points, 0, n, classes, strings, meta) > 0
+            or any(_infix_at(points, 0, i, n, classes) > 0 for i in range(n))
+        )
+        patterns.append(
+            [int(ends[k] - starts[k]) for k in range(count)] if has_affix and count > 1 else []
+        )
+    strings, meta = _layout(texts, exceptions, patterns)
+    return TokenTables(classes, strings, meta)
 
 
 # -- small helpers -------------------------------------------------------------------------
@@ -527,12 +578,13 @@ def _attach(
     classes: NDArray[np.uint32],
     strings: NDArray[np.int32],
     meta: NDArray[np.int64],
+    exceptions: bool,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
     n: int,
 ) -> int:
     """Tokens of what is left of a piece once its affixes are off: exception, URL or infixes."""
-    e = _exception(points, a, b, strings, meta)
+    e = _exception(points, a, b, strings, meta) if exceptions else -1
     if e >= 0:
         return _emit_exception(meta, e, a, starts, ends, n)
     if _is_url(points, a, b, classes):
@@ -563,19 +615,24 @@ def _piece(
     classes: NDArray[np.uint32],
     strings: NDArray[np.int32],
     meta: NDArray[np.int64],
+    exceptions: bool,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
     n: int,
     stack: NDArray[np.int64],
 ) -> int:
-    """Tokens of one whitespace-free piece ``points[a:b]`` (spaCy's ``_split_affixes``)."""
+    """Tokens of one whitespace-free piece ``points[a:b]`` (spaCy's ``_split_affixes``).
+
+    ``exceptions``: whether spaCy's exceptions apply (they always do, except
+    when the tables are built).
+    """
     plain = True  # letters only, none of them an affix or symbol: no rule but exceptions applies
     for k in range(a, b):
         if (classes[points[k]] & (SP_ALPHA | SP_PREFIX | SP_SUFFIX | SP_ICON)) != SP_ALPHA:
             plain = False
             break
     if plain:
-        e = _exception(points, a, b, strings, meta)
+        e = _exception(points, a, b, strings, meta) if exceptions else -1
         if e < 0:
             return _emit(starts, ends, n, a, b)
         return _emit_exception(meta, e, a, starts, ends, n)
@@ -584,18 +641,28 @@ def _piece(
     top = stack.size
     last = -1
     while b > a and b - a != last:
-        if _exception(points, a, b, strings, meta) >= 0:
+        if exceptions and _exception(points, a, b, strings, meta) >= 0:
             break
         last = b - a
         pre = _find_prefix(points, a, b, classes, strings, meta)
-        if pre and a + pre < b and _exception(points, a + pre, b, strings, meta) >= 0:
+        if (
+            exceptions
+            and pre
+            and a + pre < b
+            and _exception(points, a + pre, b, strings, meta) >= 0
+        ):
             stack[2 * n_prefixes] = a
             stack[2 * n_prefixes + 1] = a + pre
             n_prefixes += 1
             a += pre
             break
         suf = _find_suffix(points, a + pre, b, classes, strings, meta)
-        if suf and b - suf > a and _exception(points, a, b - suf, strings, meta) >= 0:
+        if (
+            exceptions
+            and suf
+            and b - suf > a
+            and _exception(points, a, b - suf, strings, meta) >= 0
+        ):
             stack[top - 2 * n_suffixes - 2] = b - suf
             stack[top - 2 * n_suffixes - 1] = b
             n_suffixes += 1
@@ -614,10 +681,105 @@ def _piece(
     for k in range(n_prefixes):
         n = _emit(starts, ends, n, stack[2 * k], stack[2 * k + 1])
     if b > a:
-        n = _attach(points, a, b, classes, strings, meta, starts, ends, n)
+        n = _attach(points, a, b, classes, strings, meta, exceptions, starts, ends, n)
     for k in range(n_suffixes - 1, -1, -1):
         n = _emit(starts, ends, n, stack[top - 2 * k - 2], stack[top - 2 * k - 1])
     return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _spelled(
+    points: NDArray[np.int32],
+    strings: NDArray[np.int32],
+    meta: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    i: int,
+    m: int,
+) -> int:
+    """The exception whose affix-only spelling is tokens ``i:i + m``, or -1."""
+    a = starts[i]
+    b = ends[i + m - 1]
+    if b - a > meta[_MAX_LENGTH]:
+        return -1
+    e = _exception(points, a, b, strings, meta)
+    if e < 0:
+        return -1
+    first = meta[meta[_MATCH_OFFSETS] + e]
+    if meta[meta[_MATCH_OFFSETS] + e + 1] - first != m:
+        return -1
+    for k in range(m):
+        if ends[i + k] - starts[i + k] != meta[meta[_MATCH_PIECES] + first + k]:
+            return -1
+    return e
+
+
+@nb.njit(cache=True, nogil=True)
+def _merge_exceptions(
+    points: NDArray[np.int32],
+    classes: NDArray[np.uint32],
+    strings: NDArray[np.int32],
+    meta: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    first: int,
+    n: int,
+) -> int:
+    """spaCy's ``_apply_special_cases`` on the tokens ``first:n`` of one piece; returns the new ``n``.
+
+    A run of two or more tokens spelling an exception exactly as the affix
+    rules split it becomes that exception's tokens; overlapping runs are
+    taken longest first, then leftmost, and a run is dropped when its first
+    or last token belongs to a run taken (or refused) before.
+    """
+    longest = meta[_MAX_MATCH]
+    found = 0
+    for i in range(first, n - 1):
+        for m in range(2, min(longest, n - i) + 1):
+            if _spelled(points, strings, meta, starts, ends, i, m) >= 0:
+                found += 1
+    if found == 0:
+        return n
+    run_start = np.empty(found, dtype=np.int64)
+    run_size = np.empty(found, dtype=np.int64)
+    run_exception = np.empty(found, dtype=np.int64)
+    k = 0
+    for i in range(first, n - 1):
+        for m in range(2, min(longest, n - i) + 1):
+            e = _spelled(points, strings, meta, starts, ends, i, m)
+            if e >= 0:
+                run_start[k] = i
+                run_size[k] = m
+                run_exception[k] = e
+                k += 1
+    order = np.argsort(run_start - (n + 1) * run_size, kind="mergesort")  # longest, then leftmost
+    seen = np.zeros(n - first, dtype=np.bool_)
+    taken = np.full(n - first, -1, dtype=np.int64)  # the run taken that starts at a token
+    for r in order:
+        i = run_start[r] - first
+        m = run_size[r]
+        if not seen[i] and not seen[i + m - 1]:
+            taken[i] = r
+        seen[i : i + m] = True
+    new_starts = np.empty(n - first + found * meta[_MAX_PIECES], dtype=np.int64)
+    new_ends = np.empty(new_starts.size, dtype=np.int64)
+    count = 0
+    i = 0
+    while i < n - first:
+        r = taken[i]
+        if r < 0:
+            new_starts[count] = starts[first + i]
+            new_ends[count] = ends[first + i]
+            count += 1
+            i += 1
+        else:
+            count = _emit_exception(
+                meta, run_exception[r], starts[first + i], new_starts, new_ends, count
+            )
+            i += run_size[r]
+    starts[first : first + count] = new_starts[:count]
+    ends[first : first + count] = new_ends[:count]
+    return first + count
 
 
 @nb.njit(cache=True, nogil=True)
@@ -653,7 +815,10 @@ def tokenize(
         else:
             while j < end and not has(classes, points[j], SPACE):
                 j += 1
-            n = _piece(points, i, j, classes, strings, meta, starts, ends, n, stack)
+            first = n
+            n = _piece(points, i, j, classes, strings, meta, True, starts, ends, n, stack)
+            if n - first > 1:
+                n = _merge_exceptions(points, classes, strings, meta, starts, ends, first, n)
         i = j
     return n
 

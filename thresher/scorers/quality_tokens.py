@@ -28,13 +28,17 @@ rules copied as data (:mod:`thresher.scorers.quality_tables`):
 4. spaCy's second pass: a run of tokens of one piece that spells an
    exception the way the affix rules alone would split it becomes that
    exception's tokens (``ls(1):`` gives ``ls(1``, ``):``; ``''`` stays
-   whole).
+   whole), unless a run taken before it (longest first, then leftmost;
+   runs across a single space count, though they change nothing) shares
+   its first or last token.
 
-Not reproduced: the IP-address branch of ``URL_MATCH``, and in the second
-pass, runs that cross whitespace (they never change a token, but can keep a
-run that overlaps them from being merged). On the agreement benchmark
-(sample corpus, Debian package descriptions, man pages) the words are
-spaCy's on every document.
+Not reproduced: the IP-address branch of ``URL_MATCH`` (an address is one
+token either way unless a path follows it). spaCy's tokenizer cache, which
+can carry a piece's tokens from one document to the next, is not modelled
+either: thresher's words of a document depend on that document alone. On
+the agreement benchmark (16,014 documents of the sample corpus, 63,956
+Debian package descriptions, 3,000 man pages) the words are spaCy's on
+every document.
 
 References
 ----------
@@ -688,55 +692,119 @@ def _piece(
 
 
 @nb.njit(cache=True, nogil=True)
-def _spelled(
+def _spelling(
     points: NDArray[np.int32],
     strings: NDArray[np.int32],
     meta: NDArray[np.int64],
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
+    n: int,
     i: int,
     m: int,
 ) -> int:
-    """The exception whose affix-only spelling is tokens ``i:i + m``, or -1."""
-    a = starts[i]
-    b = ends[i + m - 1]
-    if b - a > meta[_MAX_LENGTH]:
+    """The exception whose affix-only spelling is tokens ``i:i + m``, or -1.
+
+    The tokens must be words with no whitespace token between them; a single
+    space between two pieces makes no token, so they may stand in different
+    pieces (spaCy's matcher compares token texts, not the text between).
+    """
+    if i + m > n:
         return -1
-    e = _exception(points, a, b, strings, meta)
-    if e < 0:
-        return -1
-    first = meta[meta[_MATCH_OFFSETS] + e]
-    if meta[meta[_MATCH_OFFSETS] + e + 1] - first != m:
-        return -1
-    for k in range(m):
-        if ends[i + k] - starts[i + k] != meta[meta[_MATCH_PIECES] + first + k]:
+    total = 0
+    for k in range(i, i + m):
+        if spaces[k]:
             return -1
-    return e
+        total += ends[k] - starts[k]
+    if total > meta[_MAX_LENGTH]:
+        return -1
+    h = _FNV_OFFSET
+    for k in range(i, i + m):
+        for c in range(starts[k], ends[k]):
+            h = (h ^ np.uint64(points[c])) * _FNV_PRIME
+    base = meta[_SLOTS]
+    mask = meta[_N_SLOTS] - 1
+    slot = np.int64(mix(h) & np.uint64(mask))
+    while meta[base + slot] >= 0:
+        e = meta[base + slot]
+        slot = (slot + 1) & mask
+        a, b = _string(meta, meta[_FIRST_EXCEPTION] + e)
+        first = meta[meta[_MATCH_OFFSETS] + e]
+        if b - a != total or meta[meta[_MATCH_OFFSETS] + e + 1] - first != m:
+            continue
+        at = a
+        ok = True
+        for k in range(m):
+            length = ends[i + k] - starts[i + k]
+            if length != meta[meta[_MATCH_PIECES] + first + k] or not same(
+                strings, at, points, starts[i + k], length
+            ):
+                ok = False
+                break
+            at += length
+        if ok:
+            return e
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _blocked(
+    points: NDArray[np.int32],
+    strings: NDArray[np.int32],
+    meta: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
+    n: int,
+    i: int,
+    m: int,
+) -> bool:
+    """Whether a run that spaCy's matcher takes before run ``i:i + m`` covers its first or last token.
+
+    spaCy takes runs longest first, then leftmost, and every run it looks at
+    (kept or not) blocks later runs that share their first or last token.
+    """
+    longest = meta[_MAX_MATCH]
+    for s in range(max(0, i - longest + 1), i + m):
+        for size in range(m, longest + 1):
+            if s + size > n:
+                break
+            if size == m and s >= i:
+                continue  # not before run i:i + m
+            covers_first = s <= i < s + size
+            covers_last = s <= i + m - 1 < s + size
+            if (covers_first or covers_last) and _spelling(
+                points, strings, meta, starts, ends, spaces, n, s, size
+            ) >= 0:
+                return True
+    return False
 
 
 @nb.njit(cache=True, nogil=True)
 def _merge_exceptions(
     points: NDArray[np.int32],
-    classes: NDArray[np.uint32],
     strings: NDArray[np.int32],
     meta: NDArray[np.int64],
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
-    first: int,
+    spaces: NDArray[np.bool_],
     n: int,
 ) -> int:
-    """spaCy's ``_apply_special_cases`` on the tokens ``first:n`` of one piece; returns the new ``n``.
+    """spaCy's ``_apply_special_cases``: returns the new number of tokens.
 
-    A run of two or more tokens spelling an exception exactly as the affix
-    rules split it becomes that exception's tokens; overlapping runs are
-    taken longest first, then leftmost, and a run is dropped when its first
-    or last token belongs to a run taken (or refused) before.
+    A run of two or more tokens of one piece that spells an exception exactly
+    as the affix rules split it becomes that exception's tokens, unless an
+    earlier run (see :func:`_blocked`) shares its first or last token. Runs
+    across a space never change a token (their text is no exception) but do
+    block.
     """
     longest = meta[_MAX_MATCH]
     found = 0
-    for i in range(first, n - 1):
-        for m in range(2, min(longest, n - i) + 1):
-            if _spelled(points, strings, meta, starts, ends, i, m) >= 0:
+    for i in range(n - 1):
+        for m in range(2, longest + 1):
+            if i + m > n or ends[i + m - 2] != starts[i + m - 1]:
+                break  # the run leaves its piece
+            if _spelling(points, strings, meta, starts, ends, spaces, n, i, m) >= 0:
                 found += 1
     if found == 0:
         return n
@@ -744,42 +812,42 @@ def _merge_exceptions(
     run_size = np.empty(found, dtype=np.int64)
     run_exception = np.empty(found, dtype=np.int64)
     k = 0
-    for i in range(first, n - 1):
-        for m in range(2, min(longest, n - i) + 1):
-            e = _spelled(points, strings, meta, starts, ends, i, m)
-            if e >= 0:
+    for i in range(n - 1):
+        for m in range(2, longest + 1):
+            if i + m > n or ends[i + m - 2] != starts[i + m - 1]:
+                break
+            e = _spelling(points, strings, meta, starts, ends, spaces, n, i, m)
+            if e >= 0 and not _blocked(points, strings, meta, starts, ends, spaces, n, i, m):
                 run_start[k] = i
                 run_size[k] = m
                 run_exception[k] = e
                 k += 1
-    order = np.argsort(run_start - (n + 1) * run_size, kind="mergesort")  # longest, then leftmost
-    seen = np.zeros(n - first, dtype=np.bool_)
-    taken = np.full(n - first, -1, dtype=np.int64)  # the run taken that starts at a token
-    for r in order:
-        i = run_start[r] - first
-        m = run_size[r]
-        if not seen[i] and not seen[i + m - 1]:
-            taken[i] = r
-        seen[i : i + m] = True
-    new_starts = np.empty(n - first + found * meta[_MAX_PIECES], dtype=np.int64)
-    new_ends = np.empty(new_starts.size, dtype=np.int64)
+    if k == 0:
+        return n
+    taken = np.full(n, -1, dtype=np.int64)  # runs kept do not overlap
+    for r in range(k):
+        taken[run_start[r]] = r
+    size = n + k * meta[_MAX_PIECES]
+    new_starts = np.empty(size, dtype=np.int64)
+    new_ends = np.empty(size, dtype=np.int64)
+    new_spaces = np.zeros(size, dtype=np.bool_)
     count = 0
     i = 0
-    while i < n - first:
+    while i < n:
         r = taken[i]
         if r < 0:
-            new_starts[count] = starts[first + i]
-            new_ends[count] = ends[first + i]
+            new_starts[count] = starts[i]
+            new_ends[count] = ends[i]
+            new_spaces[count] = spaces[i]
             count += 1
             i += 1
         else:
-            count = _emit_exception(
-                meta, run_exception[r], starts[first + i], new_starts, new_ends, count
-            )
+            count = _emit_exception(meta, run_exception[r], starts[i], new_starts, new_ends, count)
             i += run_size[r]
-    starts[first : first + count] = new_starts[:count]
-    ends[first : first + count] = new_ends[:count]
-    return first + count
+    starts[:count] = new_starts[:count]
+    ends[:count] = new_ends[:count]
+    spaces[:count] = new_spaces[:count]
+    return count
 
 
 @nb.njit(cache=True, nogil=True)
@@ -793,34 +861,46 @@ def tokenize(
     with_space: bool,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
     stack: NDArray[np.int64],
 ) -> int:
     """Tokens of ``points[start:end]`` as ranges ``starts[k]:ends[k]``; returns their number.
 
-    Words only, or (``with_space``) also the whitespace tokens spaCy makes.
-    ``starts`` and ``ends`` need room for ``end - start`` entries, ``stack``
-    for twice that.
+    Words only, or (``with_space``) also the whitespace tokens spaCy makes
+    (``spaces[k]`` tells them apart). ``starts``, ``ends`` and ``spaces``
+    need room for ``end - start`` entries, ``stack`` for twice that.
     """
     n = 0
+    split = False  # a piece became several tokens: the second pass may apply
     i = start
     while i < end:
         j = i
         if has(classes, points[i], SPACE):
             while j < end and has(classes, points[j], SPACE):
                 j += 1
-            if with_space:
-                a = i + 1 if (i > start and points[i] == 32) else i
-                if a < j:
-                    n = _emit(starts, ends, n, a, j)
+            a = i + 1 if (i > start and points[i] == 32) else i  # spaCy's space after a word
+            if a < j:
+                spaces[n] = True
+                n = _emit(starts, ends, n, a, j)
         else:
             while j < end and not has(classes, points[j], SPACE):
                 j += 1
             first = n
             n = _piece(points, i, j, classes, strings, meta, True, starts, ends, n, stack)
-            if n - first > 1:
-                n = _merge_exceptions(points, classes, strings, meta, starts, ends, first, n)
+            spaces[first:n] = False
+            split = split or n - first > 1
         i = j
-    return n
+    if split:
+        n = _merge_exceptions(points, strings, meta, starts, ends, spaces, n)
+    if with_space:
+        return n
+    words = 0
+    for k in range(n):
+        if not spaces[k]:
+            starts[words] = starts[k]
+            ends[words] = ends[k]
+            words += 1
+    return words
 
 
 def words(text: str, *, with_space: bool = False) -> list[str]:
@@ -833,6 +913,7 @@ def words(text: str, *, with_space: bool = False) -> list[str]:
     n = len(text)
     starts = np.empty(n + 1, dtype=np.int64)
     ends = np.empty(n + 1, dtype=np.int64)
+    spaces = np.empty(n + 1, dtype=np.bool_)
     stack = np.empty(2 * n + 2, dtype=np.int64)
-    count = tokenize(points, 0, n, *tables, with_space, starts, ends, stack)
+    count = tokenize(points, 0, n, *tables, with_space, starts, ends, spaces, stack)
     return [text[starts[k] : ends[k]] for k in range(count)]

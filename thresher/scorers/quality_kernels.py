@@ -165,7 +165,7 @@ def _new_counter(n_items: int) -> _Counter:
 @nb.njit(cache=True, nogil=True)
 def _add(
     c: _Counter, n_used: int, h: np.uint64, buffer: NDArray[np.int32], a: int, b: int
-) -> tuple[int, int]:
+) -> tuple[np.int64, int]:
     """Count one occurrence of ``buffer[a:b]``; returns (its slot, the new number of used slots)."""
     mask = c.keys.size - 1
     slot = np.int64(h & np.uint64(mask))

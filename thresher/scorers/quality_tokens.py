@@ -23,8 +23,7 @@ rules copied as data (:mod:`thresher.scorers.quality_tables`):
    and before a letter, ``: < > = /`` after a letter or digit and before a
    letter; unless it is an exception or matches spaCy's ``URL_MATCH``
    (optional scheme and user, host labels and a lower-case top-level domain,
-   optional port and path), which stays one token.
-
+   optional port and path), which stays one token;
 4. spaCy's second pass: a run of tokens of one piece that spells an
    exception the way the affix rules alone would split it becomes that
    exception's tokens (``ls(1):`` gives ``ls(1``, ``):``; ``''`` stays
@@ -33,12 +32,9 @@ rules copied as data (:mod:`thresher.scorers.quality_tables`):
    its first or last token.
 
 Not reproduced: the IP-address branch of ``URL_MATCH`` (an address is one
-token either way unless a path follows it). spaCy's tokenizer cache, which
-can carry a piece's tokens from one document to the next, is not modelled
-either: thresher's words of a document depend on that document alone. On
-the agreement benchmark (16,014 documents of the sample corpus, 63,956
-Debian package descriptions, 3,000 man pages) the words are spaCy's on
-every document.
+token either way unless a path follows it). On the agreement benchmark
+(16,014 documents of the sample corpus, 63,956 Debian package
+descriptions, 3,000 man pages) the words are spaCy's on every document.
 
 References
 ----------

@@ -276,6 +276,16 @@ def test_stop_words_are_case_sensitive_and_distinct() -> None:
     assert value("stop_words", "The THE the the of Of with") == 3
 
 
+def test_repeated_ngrams_are_counted_once_per_repeat_left_to_right() -> None:
+    """datatrove's ``find_all_duplicate`` jumps past a repeated n-gram; a rerun of it is new."""
+    text = "a b c d e a b c d e a b c d e"  # 29 characters: two repeats of 5
+    assert value("dup_5gram", text) == 10 / 29
+    assert value("dup_10gram", text) == 10 / 29  # words 0-9 again at word 5
+    assert value("dup_10gram", text + " a b c d e") == 10 / 39  # ... then it jumps to word 15
+    # the most frequent 2-gram: "a b" 3 times, ties broken by the first seen
+    assert value("top_2gram", text) == 3 * 3 / 29
+
+
 def test_mean_word_length_leaves_out_punctuation_words() -> None:
     assert value("mean_word_length", "abcd , ... !! ab") == 3.0
     assert value("word_count", "abcd , ... !! ab") == 2
@@ -302,6 +312,29 @@ SPACY_TOKENS = {
         "£", "3", "20", "%", "5", "+", "4", "+", "3", "°", "C", ".", "100", "m/s", "ABC", ".",
         "A.", "a.", "(", "a", ")", "[", "b", "]", "{", "c", "}", "'", "quoted", "'", "“", "curly",
         "”", "…", "and", "…", "so", "--", "on",
+    ],
+    "sed -i'' 's/x/y/' file and x'' 's": [
+        "sed", "-i", "''", "'", "s", "/", "x", "/", "y/", "'", "file", "and", "x", "''", "'s",
+    ],
+    "ls(1): and ''quoted'' (d.) e.g., (a) (b)": [
+        "ls(1", "):", "and", "''", "quoted", "''", "(", "d.", ")", "e.g.", ",", "(", "a", ")", "(",
+        "b", ")",
+    ],
+    "John's book, the cat's toy and JAMES'S hat; 5$ 5+ A$5 ..hello (hello… x~y a:b <a> a=b 1*2 "
+    "2^3 a.B": [
+        "John", "'s", "book", ",", "the", "cat", "'s", "toy", "and", "JAMES", "'S", "hat", ";", "5",
+        "$", "5", "+", "A$", "5", "..", "hello", "(", "hello", "…", "x", "~", "y", "a", ":", "b", "<",
+        "a", ">", "a", "=", "b", "1", "*", "2", "2", "^", "3", "a.", "B",
+    ],
+    "5kg 3in 2m/s 4MB 7% 20°F. §3 =x +x +5 §§ „quoted“ «guillemets» x——y x—y a–b 3,000 a,b 1,a": [
+        "5", "kg", "3", "in", "2", "m/s", "4", "MB", "7", "%", "20", "°", "F", ".", "§", "3", "=",
+        "x", "+", "x", "+5", "§", "§", "„", "quoted", "“", "«", "guillemets", "»", "x", "——", "y",
+        "x", "—", "y", "a", "–", "b", "3,000", "a", ",", "b", "1,a",
+    ],
+    "user@example.com:8080/path ftp://files.example.org/x.tar.gz a.b.c.d foo.Bar 1.5.2 "
+    "v2.0-rc1 x/y/z": [
+        "user@example.com:8080/path", "ftp://files.example.org/x.tar.gz", "a.b.c.d", "foo", ".",
+        "Bar", "1.5.2", "v2.0", "-", "rc1", "x", "/", "y", "/", "z",
     ],
     "café naïve Zürich 中文字符 😀emoji 😀 x😀y": [
         "café", "naïve", "Zürich", "中文字符", "😀", "emoji", "😀", "x", "😀", "y",
@@ -493,6 +526,7 @@ PIECES = [
     "#", "#tag", "...", "....", "…", "•", "- item", "well-known", "3.5km", "$5", "x--y",
     "http://a.org/x", "a.b", "end.Start", "(a)", "[1]", "[12]", "[edit]", "[citation needed]",
     "{", "}", "e\u0301", "😀", "中文", "İ", "\u212a", "12", ".", "!", "?", '"', "'", "。", "؟",
+    "ls(1):", "''", "(d.)", ":)", "can't", "Don't", "10am", "°C.", "www.a.org/b", "x@y.com",
 ]  # fmt: skip
 SEPARATORS = [
     " ", "  ", "\n", "\n\n", "\n\n\n", "\r\n", "\r", "\t", "\u2028", "\u2029", "\u00a0",
@@ -524,6 +558,13 @@ def test_kernels_equal_the_reference_on_repetitive_documents() -> None:
         picks = rng.integers(0, len(vocabulary), size=n)
         gaps = rng.choice([" ", " ", " ", "\n", "\n\n", ". "], size=n)
         texts.append("".join(vocabulary[p] + g for p, g in zip(picks, gaps, strict=True)))
+    for _ in range(100):  # a few phrases, repeated and interleaved
+        phrases = [
+            " ".join(rng.choice(vocabulary, size=int(rng.integers(1, 12)))) for _ in range(3)
+        ]
+        picks = rng.integers(0, 3, size=int(rng.integers(1, 12)))
+        gaps = rng.choice([" ", "\n", "\n\n", ". "], size=picks.size)
+        texts.append("".join(phrases[p] + g for p, g in zip(picks, gaps, strict=True)))
     texts.append("x" * 1001 + " is a very long word. It is here. One two three.")
     _assert_matches_reference(texts)
 

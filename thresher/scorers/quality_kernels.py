@@ -165,7 +165,7 @@ def _new_counter(n_items: int) -> _Counter:
 @nb.njit(cache=True, nogil=True)
 def _add(
     c: _Counter, n_used: int, h: np.uint64, buffer: NDArray[np.int32], a: int, b: int
-) -> tuple[int, int]:
+) -> tuple[np.int64, int]:
     """Count one occurrence of ``buffer[a:b]``; returns (its slot, the new number of used slots)."""
     mask = c.keys.size - 1
     slot = np.int64(h & np.uint64(mask))
@@ -195,7 +195,11 @@ def _clear(c: _Counter, n_used: int) -> None:
 
 @nb.njit(cache=True, nogil=True)
 def _fit(c: _Counter, n_items: int) -> _Counter:
-    """``c`` if it has room for ``n_items`` distinct ranges, else a larger empty table."""
+    """``c`` if it has room for ``n_items`` distinct ranges, else a larger empty table.
+
+    The table grows to the largest document's needs (about 80 bytes per
+    line or word) and is reused, cleared, for every document of the batch.
+    """
     if c.keys.size >= 2 * n_items + 2:
         return c
     return _new_counter(n_items)
@@ -259,13 +263,14 @@ def _gopher_quality(
     starts = np.empty(longest + 1, dtype=np.int64)
     ends = np.empty(longest + 1, dtype=np.int64)
     stack = np.empty(2 * longest + 2, dtype=np.int64)
+    spaces = np.empty(longest + 2, dtype=np.bool_)
     n_stop = len(STOP_WORDS)
     stop_keys = np.empty(n_stop, dtype=np.int64)
     for s in range(n_stop):
         stop_keys[s] = _short_key(phrases, phrase_offsets[s], phrase_offsets[s + 1])
     for d in range(offsets.size - 1):
         n = decode(data, offsets[d], offsets[d + 1], points)
-        n_words = tokenize(points, 0, n, classes, strings, meta, False, starts, ends, stack)
+        n_words = tokenize(points, 0, n, classes, strings, meta, False, starts, ends, spaces, stack)
         non_symbol = 0
         letters = 0
         alpha_words = 0
@@ -446,6 +451,7 @@ def _gopher_repetition(
     starts = np.empty(longest + 2, dtype=np.int64)
     ends = np.empty(longest + 2, dtype=np.int64)
     stack = np.empty(2 * longest + 2, dtype=np.int64)
+    spaces = np.empty(longest + 2, dtype=np.bool_)
     joined = np.empty(longest + 1, dtype=np.int32)
     spaced = np.empty(2 * longest + 2, dtype=np.int32)
     word_starts = np.empty(longest + 2, dtype=np.int64)  # in `joined`
@@ -456,7 +462,6 @@ def _gopher_repetition(
     counter = _new_counter(16)
     for d in range(offsets.size - 1):
         n = decode(data, offsets[d], offsets[d + 1], points)
-        counter = _fit(counter, n + 1)
         _prefix_hashes(points, n, hashes, powers)
         # Paragraphs: text.strip() split at runs of two or more "\n".
         a = 0
@@ -483,6 +488,7 @@ def _gopher_repetition(
         starts[n_items] = item
         ends[n_items] = b
         n_items += 1
+        counter = _fit(counter, n_items)
         repeats, repeated = _duplicates(counter, points, hashes, powers, starts, ends, n_items)
         out[d, 0] = repeats / n_items
         out[d, 1] = _ratio(repeated, n)
@@ -505,11 +511,12 @@ def _gopher_repetition(
         starts[n_items] = item
         ends[n_items] = n
         n_items += 1
+        counter = _fit(counter, n_items)
         repeats, repeated = _duplicates(counter, points, hashes, powers, starts, ends, n_items)
         out[d, 2] = repeats / n_items
         out[d, 3] = _ratio(repeated, n)
         # Words, joined without and with a space.
-        n_words = tokenize(points, 0, n, classes, strings, meta, False, starts, ends, stack)
+        n_words = tokenize(points, 0, n, classes, strings, meta, False, starts, ends, spaces, stack)
         at = 0
         spaced_at = 0
         for k in range(n_words):
@@ -635,10 +642,11 @@ def _sentences(
     meta: NDArray[np.int64],
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
     stack: NDArray[np.int64],
 ) -> int:
     """Sentences spaCy's sentencizer finds in ``line[:n]`` (at least 1, as datatrove counts)."""
-    n_tokens = tokenize(line, 0, n, classes, strings, meta, True, starts, ends, stack)
+    n_tokens = tokenize(line, 0, n, classes, strings, meta, True, starts, ends, spaces, stack)
     count = 1
     seen_end = False
     for k in range(n_tokens):
@@ -678,6 +686,7 @@ def _c4_quality(
     starts = np.empty(longest + 1, dtype=np.int64)
     ends = np.empty(longest + 1, dtype=np.int64)
     stack = np.empty(2 * longest + 2, dtype=np.int64)
+    spaces = np.empty(longest + 2, dtype=np.bool_)
     first = len(STOP_WORDS)  # C4's phrases follow the stop words
     n_phrases = first + len(C4_PHRASES)
     for d in range(offsets.size - 1):
@@ -742,7 +751,7 @@ def _c4_quality(
                     break
             if has_policy:
                 continue
-            sentences += _sentences(line, m, classes, strings, meta, starts, ends, stack)
+            sentences += _sentences(line, m, classes, strings, meta, starts, ends, spaces, stack)
         out[d, 0] = sentences
         out[d, 1] = lorem
         out[d, 2] = curly
@@ -775,6 +784,7 @@ def _fineweb_quality(
     starts = np.empty(longest + 2, dtype=np.int64)
     ends = np.empty(longest + 2, dtype=np.int64)
     stack = np.empty(2 * longest + 2, dtype=np.int64)
+    spaces = np.empty(longest + 2, dtype=np.bool_)
     hashes = np.empty(longest + 2, dtype=np.uint64)
     powers = np.empty(longest + 2, dtype=np.uint64)
     counter = _new_counter(16)
@@ -814,7 +824,7 @@ def _fineweb_quality(
         counter = _fit(counter, n_lines)
         _prefix_hashes(points, n, hashes, powers)
         _, repeated = _duplicates(counter, points, hashes, powers, starts, ends, n_lines)
-        n_words = tokenize(points, 0, n, classes, strings, meta, False, starts, ends, stack)
+        n_words = tokenize(points, 0, n, classes, strings, meta, False, starts, ends, spaces, stack)
         out[d, 0] = punct_lines / n_lines
         out[d, 1] = short_lines / n_lines
         out[d, 2] = repeated / (n - newlines)

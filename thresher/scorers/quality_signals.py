@@ -40,7 +40,8 @@ points, as Python's ``len``.
     ``terminal_punct_lines``, ``javascript_lines``, ``policy_lines``, the
     shares of lines that, stripped and without citations, end in terminal
     punctuation, mention javascript, hold a policy phrase. The sentence count
-    of a line is spaCy's sentencizer rule over its tokens.
+    of a line is spaCy's sentencizer rule over its tokens; the count goes on
+    past a line that fails a page-level check (the page is dropped anyway).
 ``fineweb_quality`` (column: ``line_punct_ratio``)
     Over the non-blank lines of ``text.split("\\n")`` (not stripped):
     ``line_punct_ratio`` (share ending in a terminal punctuation mark),
@@ -53,8 +54,9 @@ Missing values: a null text gives null signals. Where datatrove divides by
 zero (it never reaches those divisions: an empty document fails an earlier
 check, e.g. fewer than 50 words) the signal is NaN (0/0) or infinity, and a
 NaN fails every rule. An empty text gives: ``gopher_quality`` 0 words, NaN
-ratios (datatrove: too few words); ``gopher_repetition`` 0 for the fractions,
-NaN for the character fractions (datatrove: dropped as empty);
+ratios (datatrove: too few words); ``gopher_repetition`` 0 for
+``dup_para_fraction`` and ``dup_line_fraction``, NaN for the character fractions and the n-gram signals
+(datatrove: dropped as empty);
 ``c4_quality`` 0 sentences (too few sentences); ``fineweb_quality`` all NaN
 (datatrove: dropped as empty).
 
@@ -81,6 +83,14 @@ from thresher.io import schema as S
 from thresher.scorers import quality_kernels as K
 from thresher.scorers.base import Scorer
 
+#: Scorer name -> its kernel: texts -> (n_rows, n_outputs) float64.
+_KERNELS: dict[str, Callable[[pa.Array], NDArray[np.float64]]] = {
+    "gopher_quality": K.gopher_quality,
+    "gopher_repetition": K.gopher_repetition,
+    "c4_quality": K.c4_quality,
+    "fineweb_quality": K.fineweb_quality,
+}
+
 
 class _QualitySignalScorer(Scorer):
     """A rule set's signals: kernel output columns -> ``<column>`` and ``<column>_<signal>``.
@@ -96,8 +106,6 @@ class _QualitySignalScorer(Scorer):
     signals: ClassVar[tuple[str, ...]]
     #: Kernel output column of the main column, then of each signal.
     _columns: ClassVar[tuple[int, ...]]
-    #: The kernel: texts -> (n_rows, n_outputs) float64.
-    _kernel: ClassVar[Callable[[pa.Array], NDArray[np.float64]]]
 
     def output_fields(self, column: str) -> list[pa.Field]:
         return [pa.field(column, pa.float64())] + [
@@ -106,7 +114,7 @@ class _QualitySignalScorer(Scorer):
 
     def score(self, batch: pa.RecordBatch) -> pa.Array:
         texts = batch.column(batch.schema.get_field_index(S.TEXT))
-        values = type(self)._kernel(texts)
+        values = _KERNELS[self.name](texts)
         missing = np.asarray(texts.is_null()) if texts.null_count else None
         arrays = [pa.array(values[:, k], pa.float64(), mask=missing) for k in self._columns]
         return pa.StructArray.from_arrays(arrays, fields=self.output_fields(self.name))
@@ -118,7 +126,6 @@ class GopherQualityScorer(_QualitySignalScorer):
     name: ClassVar[str] = "gopher_quality"
     signals: ClassVar[tuple[str, ...]] = K.GOPHER_QUALITY_OUTPUTS[1:]
     _columns: ClassVar[tuple[int, ...]] = tuple(range(len(K.GOPHER_QUALITY_OUTPUTS)))
-    _kernel = staticmethod(K.gopher_quality)
 
 
 class GopherRepetitionScorer(_QualitySignalScorer):
@@ -130,7 +137,6 @@ class GopherRepetitionScorer(_QualitySignalScorer):
         K.GOPHER_REPETITION_OUTPUTS.index("dup_line_fraction"),
         *range(len(K.GOPHER_REPETITION_OUTPUTS)),
     )
-    _kernel = staticmethod(K.gopher_repetition)
 
 
 class C4QualityScorer(_QualitySignalScorer):
@@ -139,7 +145,6 @@ class C4QualityScorer(_QualitySignalScorer):
     name: ClassVar[str] = "c4_quality"
     signals: ClassVar[tuple[str, ...]] = K.C4_OUTPUTS[1:]
     _columns: ClassVar[tuple[int, ...]] = tuple(range(len(K.C4_OUTPUTS)))
-    _kernel = staticmethod(K.c4_quality)
 
 
 class FineWebQualityScorer(_QualitySignalScorer):
@@ -148,4 +153,3 @@ class FineWebQualityScorer(_QualitySignalScorer):
     name: ClassVar[str] = "fineweb_quality"
     signals: ClassVar[tuple[str, ...]] = K.FINEWEB_OUTPUTS
     _columns: ClassVar[tuple[int, ...]] = (0, *range(len(K.FINEWEB_OUTPUTS)))
-    _kernel = staticmethod(K.fineweb_quality)

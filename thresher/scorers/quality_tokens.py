@@ -23,14 +23,18 @@ rules copied as data (:mod:`thresher.scorers.quality_tables`):
    and before a letter, ``: < > = /`` after a letter or digit and before a
    letter; unless it is an exception or matches spaCy's ``URL_MATCH``
    (optional scheme and user, host labels and a lower-case top-level domain,
-   optional port and path), which stays one token.
+   optional port and path), which stays one token;
+4. spaCy's second pass: a run of tokens of one piece that spells an
+   exception the way the affix rules alone would split it becomes that
+   exception's tokens (``ls(1):`` gives ``ls(1``, ``):``; ``''`` stays
+   whole), unless a run taken before it (longest first, then leftmost;
+   runs across a single space count, though they change nothing) shares
+   its first or last token.
 
-Not reproduced: spaCy's second pass that re-merges token sequences spelling
-an exception that contains punctuation (``)`` + ``:`` written ``):``, ``'`` +
-``'`` written ``''``) and the IP-address branch of ``URL_MATCH``. Everything
-else gives spaCy's tokens exactly; on the agreement benchmark (sample corpus,
-Debian package descriptions, man pages) they differ on no document of the
-first two and by a token or two on about one man page in five.
+Not reproduced: the IP-address branch of ``URL_MATCH`` (an address is one
+token either way unless a path follows it). On the agreement benchmark
+(16,014 documents of the sample corpus, 63,956 Debian package
+descriptions, 3,000 man pages) the words are spaCy's on every document.
 
 References
 ----------
@@ -79,7 +83,12 @@ _PIECE_OFFSETS = 5  # per exception: where its token lengths start
 _PIECES = 6  # token lengths of the exceptions
 _SLOTS = 7  # open-addressing table of the exceptions (exception number or -1)
 _N_SLOTS = 8
-_HEADER = 9
+_MATCH_OFFSETS = 9  # per exception: where the token lengths of its affix-split spelling start
+_MATCH_PIECES = 10  # those token lengths (none for an exception the merge pass ignores)
+_MAX_MATCH = 11  # most tokens of such a spelling
+_MAX_LENGTH = 12  # longest exception text
+_MAX_PIECES = 13  # most tokens of an exception
+_HEADER = 14
 
 
 class TokenTables(NamedTuple):
@@ -99,17 +108,19 @@ class TokenTables(NamedTuple):
     meta: NDArray[np.int64]
 
 
-@lru_cache(maxsize=1)
-def token_tables() -> TokenTables:
-    """The tokenizer's tables."""
-    exceptions = list(SPACY_EXCEPTIONS)
-    texts = [*SPACY_UNITS, *SPACY_CURRENCY, *exceptions]
+def _layout(
+    texts: list[str], exceptions: list[str], patterns: list[list[int]]
+) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+    """``strings`` and ``meta`` for the strings ``texts``, with the merge patterns ``patterns``."""
     strings = np.fromiter((ord(c) for s in texts for c in s), dtype=np.int32)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in texts], out=offsets[1:])
     piece_offsets = np.zeros(len(exceptions) + 1, dtype=np.int64)
     np.cumsum([len(SPACY_EXCEPTIONS[e]) for e in exceptions], out=piece_offsets[1:])
     pieces = np.asarray([len(p) for e in exceptions for p in SPACY_EXCEPTIONS[e]], dtype=np.int64)
+    match_offsets = np.zeros(len(exceptions) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in patterns], out=match_offsets[1:])
+    match_pieces = np.asarray([n for p in patterns for n in p], dtype=np.int64)
     n_slots = 1
     while n_slots < 4 * len(exceptions):
         n_slots *= 2
@@ -121,12 +132,52 @@ def token_tables() -> TokenTables:
     header[_OFFSETS] = _HEADER
     header[_PIECE_OFFSETS] = header[_OFFSETS] + offsets.size
     header[_PIECES] = header[_PIECE_OFFSETS] + piece_offsets.size
-    header[_SLOTS] = header[_PIECES] + pieces.size
+    header[_MATCH_OFFSETS] = header[_PIECES] + pieces.size
+    header[_MATCH_PIECES] = header[_MATCH_OFFSETS] + match_offsets.size
+    header[_SLOTS] = header[_MATCH_PIECES] + match_pieces.size
     header[_N_SLOTS] = n_slots
+    header[_MAX_MATCH] = max((len(p) for p in patterns), default=0)
+    header[_MAX_LENGTH] = max(len(e) for e in exceptions)
+    header[_MAX_PIECES] = max(len(SPACY_EXCEPTIONS[e]) for e in exceptions)
     slots = np.full(n_slots, -1, dtype=np.int64)
-    meta = np.concatenate([header, offsets, piece_offsets, pieces, slots])
+    meta = np.concatenate(
+        [header, offsets, piece_offsets, pieces, match_offsets, match_pieces, slots]
+    )
     _fill_exception_slots(strings, meta)
-    return TokenTables(character_classes(), strings, meta)
+    return strings, meta
+
+
+@lru_cache(maxsize=1)
+def token_tables() -> TokenTables:
+    """The tokenizer's tables.
+
+    spaCy's second pass re-merges a run of tokens that spells an exception
+    the way the affix rules alone split it (``)`` + ``:`` -> ``):``); it
+    knows the exceptions that have a prefix, suffix or infix. Their
+    affix-only spellings are found here with the tokenizer itself, run
+    without exceptions.
+    """
+    classes = character_classes()
+    exceptions = list(SPACY_EXCEPTIONS)
+    texts = [*SPACY_UNITS, *SPACY_CURRENCY, *exceptions]
+    strings, meta = _layout(texts, exceptions, [[] for _ in exceptions])
+    patterns = []
+    for text in exceptions:
+        points = np.fromiter(map(ord, text), dtype=np.int32, count=len(text))
+        n = len(text)
+        starts, ends = np.empty(n + 1, dtype=np.int64), np.empty(n + 1, dtype=np.int64)
+        stack = np.empty(2 * n + 2, dtype=np.int64)
+        count = _piece(points, 0, n, classes, strings, meta, False, starts, ends, 0, stack)
+        has_affix = (
+            _find_prefix(points, 0, n, classes, strings, meta) > 0
+            or _find_suffix(points, 0, n, classes, strings, meta) > 0
+            or any(_infix_at(points, 0, i, n, classes) > 0 for i in range(n))
+        )
+        patterns.append(
+            [int(ends[k] - starts[k]) for k in range(count)] if has_affix and count > 1 else []
+        )
+    strings, meta = _layout(texts, exceptions, patterns)
+    return TokenTables(classes, strings, meta)
 
 
 # -- small helpers -------------------------------------------------------------------------
@@ -527,12 +578,13 @@ def _attach(
     classes: NDArray[np.uint32],
     strings: NDArray[np.int32],
     meta: NDArray[np.int64],
+    exceptions: bool,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
     n: int,
 ) -> int:
     """Tokens of what is left of a piece once its affixes are off: exception, URL or infixes."""
-    e = _exception(points, a, b, strings, meta)
+    e = _exception(points, a, b, strings, meta) if exceptions else -1
     if e >= 0:
         return _emit_exception(meta, e, a, starts, ends, n)
     if _is_url(points, a, b, classes):
@@ -563,19 +615,24 @@ def _piece(
     classes: NDArray[np.uint32],
     strings: NDArray[np.int32],
     meta: NDArray[np.int64],
+    exceptions: bool,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
     n: int,
     stack: NDArray[np.int64],
 ) -> int:
-    """Tokens of one whitespace-free piece ``points[a:b]`` (spaCy's ``_split_affixes``)."""
+    """Tokens of one whitespace-free piece ``points[a:b]`` (spaCy's ``_split_affixes``).
+
+    ``exceptions``: whether spaCy's exceptions apply (they always do, except
+    when the tables are built).
+    """
     plain = True  # letters only, none of them an affix or symbol: no rule but exceptions applies
     for k in range(a, b):
         if (classes[points[k]] & (SP_ALPHA | SP_PREFIX | SP_SUFFIX | SP_ICON)) != SP_ALPHA:
             plain = False
             break
     if plain:
-        e = _exception(points, a, b, strings, meta)
+        e = _exception(points, a, b, strings, meta) if exceptions else -1
         if e < 0:
             return _emit(starts, ends, n, a, b)
         return _emit_exception(meta, e, a, starts, ends, n)
@@ -584,18 +641,28 @@ def _piece(
     top = stack.size
     last = -1
     while b > a and b - a != last:
-        if _exception(points, a, b, strings, meta) >= 0:
+        if exceptions and _exception(points, a, b, strings, meta) >= 0:
             break
         last = b - a
         pre = _find_prefix(points, a, b, classes, strings, meta)
-        if pre and a + pre < b and _exception(points, a + pre, b, strings, meta) >= 0:
+        if (
+            exceptions
+            and pre
+            and a + pre < b
+            and _exception(points, a + pre, b, strings, meta) >= 0
+        ):
             stack[2 * n_prefixes] = a
             stack[2 * n_prefixes + 1] = a + pre
             n_prefixes += 1
             a += pre
             break
         suf = _find_suffix(points, a + pre, b, classes, strings, meta)
-        if suf and b - suf > a and _exception(points, a, b - suf, strings, meta) >= 0:
+        if (
+            exceptions
+            and suf
+            and b - suf > a
+            and _exception(points, a, b - suf, strings, meta) >= 0
+        ):
             stack[top - 2 * n_suffixes - 2] = b - suf
             stack[top - 2 * n_suffixes - 1] = b
             n_suffixes += 1
@@ -614,10 +681,169 @@ def _piece(
     for k in range(n_prefixes):
         n = _emit(starts, ends, n, stack[2 * k], stack[2 * k + 1])
     if b > a:
-        n = _attach(points, a, b, classes, strings, meta, starts, ends, n)
+        n = _attach(points, a, b, classes, strings, meta, exceptions, starts, ends, n)
     for k in range(n_suffixes - 1, -1, -1):
         n = _emit(starts, ends, n, stack[top - 2 * k - 2], stack[top - 2 * k - 1])
     return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _spelling(
+    points: NDArray[np.int32],
+    strings: NDArray[np.int32],
+    meta: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
+    n: int,
+    i: int,
+    m: int,
+) -> int:
+    """The exception whose affix-only spelling is tokens ``i:i + m``, or -1.
+
+    The tokens must be words with no whitespace token between them; a single
+    space between two pieces makes no token, so they may stand in different
+    pieces (spaCy's matcher compares token texts, not the text between).
+    """
+    if i + m > n:
+        return -1
+    total = 0
+    for k in range(i, i + m):
+        if spaces[k]:
+            return -1
+        total += ends[k] - starts[k]
+    if total > meta[_MAX_LENGTH]:
+        return -1
+    h = _FNV_OFFSET
+    for k in range(i, i + m):
+        for c in range(starts[k], ends[k]):
+            h = (h ^ np.uint64(points[c])) * _FNV_PRIME
+    base = meta[_SLOTS]
+    mask = meta[_N_SLOTS] - 1
+    slot = np.int64(mix(h) & np.uint64(mask))
+    while meta[base + slot] >= 0:
+        e = meta[base + slot]
+        slot = (slot + 1) & mask
+        a, b = _string(meta, meta[_FIRST_EXCEPTION] + e)
+        first = meta[meta[_MATCH_OFFSETS] + e]
+        if b - a != total or meta[meta[_MATCH_OFFSETS] + e + 1] - first != m:
+            continue
+        at = a
+        ok = True
+        for k in range(m):
+            length = ends[i + k] - starts[i + k]
+            if length != meta[meta[_MATCH_PIECES] + first + k] or not same(
+                strings, at, points, starts[i + k], length
+            ):
+                ok = False
+                break
+            at += length
+        if ok:
+            return e
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _blocked(
+    points: NDArray[np.int32],
+    strings: NDArray[np.int32],
+    meta: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
+    n: int,
+    i: int,
+    m: int,
+) -> bool:
+    """Whether a run that spaCy's matcher takes before run ``i:i + m`` covers its first or last token.
+
+    spaCy takes runs longest first, then leftmost, and every run it looks at
+    (kept or not) blocks later runs that share their first or last token.
+    """
+    longest = meta[_MAX_MATCH]
+    for s in range(max(0, i - longest + 1), i + m):
+        for size in range(m, longest + 1):
+            if s + size > n:
+                break
+            if size == m and s >= i:
+                continue  # not before run i:i + m
+            covers_first = s <= i < s + size
+            covers_last = s <= i + m - 1 < s + size
+            if (covers_first or covers_last) and _spelling(
+                points, strings, meta, starts, ends, spaces, n, s, size
+            ) >= 0:
+                return True
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def _merge_exceptions(
+    points: NDArray[np.int32],
+    strings: NDArray[np.int32],
+    meta: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
+    n: int,
+) -> int:
+    """spaCy's ``_apply_special_cases``: returns the new number of tokens.
+
+    A run of two or more tokens of one piece that spells an exception exactly
+    as the affix rules split it becomes that exception's tokens, unless an
+    earlier run (see :func:`_blocked`) shares its first or last token. Runs
+    across a space never change a token (their text is no exception) but do
+    block.
+    """
+    longest = meta[_MAX_MATCH]
+    found = 0
+    for i in range(n - 1):
+        for m in range(2, longest + 1):
+            if i + m > n or ends[i + m - 2] != starts[i + m - 1]:
+                break  # the run leaves its piece
+            if _spelling(points, strings, meta, starts, ends, spaces, n, i, m) >= 0:
+                found += 1
+    if found == 0:
+        return n
+    run_start = np.empty(found, dtype=np.int64)
+    run_size = np.empty(found, dtype=np.int64)
+    run_exception = np.empty(found, dtype=np.int64)
+    k = 0
+    for i in range(n - 1):
+        for m in range(2, longest + 1):
+            if i + m > n or ends[i + m - 2] != starts[i + m - 1]:
+                break
+            e = _spelling(points, strings, meta, starts, ends, spaces, n, i, m)
+            if e >= 0 and not _blocked(points, strings, meta, starts, ends, spaces, n, i, m):
+                run_start[k] = i
+                run_size[k] = m
+                run_exception[k] = e
+                k += 1
+    if k == 0:
+        return n
+    taken = np.full(n, -1, dtype=np.int64)  # runs kept do not overlap
+    for r in range(k):
+        taken[run_start[r]] = r
+    size = n + k * meta[_MAX_PIECES]
+    new_starts = np.empty(size, dtype=np.int64)
+    new_ends = np.empty(size, dtype=np.int64)
+    new_spaces = np.zeros(size, dtype=np.bool_)
+    count = 0
+    i = 0
+    while i < n:
+        r = taken[i]
+        if r < 0:
+            new_starts[count] = starts[i]
+            new_ends[count] = ends[i]
+            new_spaces[count] = spaces[i]
+            count += 1
+            i += 1
+        else:
+            count = _emit_exception(meta, run_exception[r], starts[i], new_starts, new_ends, count)
+            i += run_size[r]
+    starts[:count] = new_starts[:count]
+    ends[:count] = new_ends[:count]
+    spaces[:count] = new_spaces[:count]
+    return count
 
 
 @nb.njit(cache=True, nogil=True)
@@ -631,31 +857,46 @@ def tokenize(
     with_space: bool,
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
+    spaces: NDArray[np.bool_],
     stack: NDArray[np.int64],
 ) -> int:
     """Tokens of ``points[start:end]`` as ranges ``starts[k]:ends[k]``; returns their number.
 
-    Words only, or (``with_space``) also the whitespace tokens spaCy makes.
-    ``starts`` and ``ends`` need room for ``end - start`` entries, ``stack``
-    for twice that.
+    Words only, or (``with_space``) also the whitespace tokens spaCy makes
+    (``spaces[k]`` tells them apart). ``starts``, ``ends`` and ``spaces``
+    need room for ``end - start`` entries, ``stack`` for twice that.
     """
     n = 0
+    split = False  # a piece became several tokens: the second pass may apply
     i = start
     while i < end:
         j = i
         if has(classes, points[i], SPACE):
             while j < end and has(classes, points[j], SPACE):
                 j += 1
-            if with_space:
-                a = i + 1 if (i > start and points[i] == 32) else i
-                if a < j:
-                    n = _emit(starts, ends, n, a, j)
+            a = i + 1 if (i > start and points[i] == 32) else i  # spaCy's space after a word
+            if a < j:
+                spaces[n] = True
+                n = _emit(starts, ends, n, a, j)
         else:
             while j < end and not has(classes, points[j], SPACE):
                 j += 1
-            n = _piece(points, i, j, classes, strings, meta, starts, ends, n, stack)
+            first = n
+            n = _piece(points, i, j, classes, strings, meta, True, starts, ends, n, stack)
+            spaces[first:n] = False
+            split = split or n - first > 1
         i = j
-    return n
+    if split:
+        n = _merge_exceptions(points, strings, meta, starts, ends, spaces, n)
+    if with_space:
+        return n
+    words = 0
+    for k in range(n):
+        if not spaces[k]:
+            starts[words] = starts[k]
+            ends[words] = ends[k]
+            words += 1
+    return words
 
 
 def words(text: str, *, with_space: bool = False) -> list[str]:
@@ -668,6 +909,7 @@ def words(text: str, *, with_space: bool = False) -> list[str]:
     n = len(text)
     starts = np.empty(n + 1, dtype=np.int64)
     ends = np.empty(n + 1, dtype=np.int64)
+    spaces = np.empty(n + 1, dtype=np.bool_)
     stack = np.empty(2 * n + 2, dtype=np.int64)
-    count = tokenize(points, 0, n, *tables, with_space, starts, ends, stack)
+    count = tokenize(points, 0, n, *tables, with_space, starts, ends, spaces, stack)
     return [text[starts[k] : ends[k]] for k in range(count)]

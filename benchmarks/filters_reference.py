@@ -15,9 +15,11 @@ Documents (all made offline on this machine):
   clean, edited, spam, gibberish and short documents);
 - ``man``: English manual pages rendered whole with ``man -l`` (real prose,
   option lists, code);
-- ``debian``: Debian package long descriptions from ``apt-cache dumpavail``
-  (paragraphs and bullet lists as the maintainers wrote them; empty until
-  ``apt-get update`` has run).
+- ``debian``: Debian package descriptions, the long ones (paragraphs and
+  bullet lists as the maintainers wrote them) from the English translation
+  files that ``apt-get update -o Acquire::Languages=en`` fetches, else the
+  one-line synopses of ``apt-cache dumpavail`` (empty until ``apt-get
+  update`` has run).
 
 Speed is documents per CPU second on one core (the process's CPU time):
 datatrove's ``filter`` called per document as its pipeline does, against
@@ -92,18 +94,30 @@ def man_documents(n: int, cache: Path) -> list[str]:
     return texts
 
 
-def debian_documents(n: int) -> list[str]:
-    """Long descriptions of Debian packages: synopsis, then paragraphs (" ." is a blank line)."""
+def _debian_lines() -> list[str]:
+    """Package stanzas: the English translation files when present, else ``apt-cache dumpavail``."""
+    translations = sorted(Path("/var/lib/apt/lists").glob("*_i18n_Translation-en*"))
     try:
-        lines = subprocess.run(
+        if translations:
+            return subprocess.run(
+                ["/usr/lib/apt/apt-helper", "cat-file", *map(str, translations)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()
+        return subprocess.run(
             ["apt-cache", "dumpavail"], capture_output=True, text=True, check=True
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return []
+
+
+def debian_documents(n: int) -> list[str]:
+    """Debian package descriptions: synopsis, then paragraphs (" ." is a blank line)."""
     documents: list[str] = []
     current: list[str] | None = None
-    for line in [*lines, ""]:
-        if line.startswith("Description:"):
+    for line in [*_debian_lines(), ""]:
+        if line.startswith(("Description:", "Description-en:")):
             current = [line.split(":", 1)[1].strip()]
         elif current is not None and line.startswith(" "):
             body = line[1:]
@@ -182,9 +196,8 @@ def _first_failing(values: dict[str, np.ndarray], column: str, rules: list[Any])
 
 def thresher_decisions(texts: list[str]) -> dict[str, Any]:
     """Keep/drop and first failing rule per document for each signal scorer's rules, and speed."""
-    from thresher.scorers.quality_rules import RULES
-
     from thresher.scorers import make_scorer
+    from thresher.scorers.quality_rules import RULES
 
     rules_of: dict[str, list[Any]] = {}
     for rules in RULES.values():
@@ -298,7 +311,7 @@ def main() -> None:
         if args.quick
         else {
             "sample": 20_000,
-            "man": 2_000,
+            "man": 1_000,
             "debian": 20_000,
         }
     )

@@ -55,7 +55,9 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The reference implementations some benchmarks compare against (never a run-time dependency).
 bench: venv sysdeps-bench
+	$(BIN)/python -m pip install --quiet -e ".[bench-filters]"
 	$(BIN)/python -m benchmarks
 
 clean:

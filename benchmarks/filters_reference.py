@@ -290,6 +290,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"| {ratio:.1f}x |"
         )
     lines += ["", "## Disagreements (datatrove's reason / thresher's first failing rule)", ""]
+    if not any(r["disagreements"] for r in rows):
+        lines.append("None: every document is decided the same way.")
     for r in rows:
         if r["disagreements"]:
             kinds = "; ".join(f"{k}: {c}" for k, c in r["by_kind"].items())

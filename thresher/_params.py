@@ -228,6 +228,21 @@ def check_value(owner: str, name: str, value: Any, constraints: Constraints) -> 
     raise ValueError(f"{owner}: {name} must be {allowed}, got {value!r}")
 
 
+def check_entry(where: str, own: Any, constraints: dict[str, Constraints]) -> None:
+    """Refuse a list entry of settings (e.g. one of ``classifiers``) unless every key is known and valid.
+
+    ``own`` must be a mapping whose keys are among ``constraints`` and whose
+    values satisfy them (ValueError starting with ``where``).
+    """
+    if not isinstance(own, dict):
+        raise ValueError(f"{where}: must be a mapping, got {own!r}")
+    unknown = sorted(set(own) - set(constraints))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(constraints)}")
+    for key, value in own.items():
+        check_value(where, key, value, constraints[key])
+
+
 def constructor_params(cls: type) -> list[str]:
     """The names of ``cls.__init__``'s parameters (``self`` and ``*args``/``**kwargs`` left out)."""
     return [

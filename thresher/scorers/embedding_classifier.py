@@ -69,7 +69,7 @@ from thresher._params import (
     Options,
     Real,
     Text,
-    check_value,
+    check_entry,
 )
 from thresher.errors import ConfigError, ScorerError
 from thresher.fitting import Derived, FitContext
@@ -402,13 +402,7 @@ class EmbeddingClassifierScorer(Scorer):
 
 def _check_spec(own: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
     """The complete spec of a head: its own keys checked, exactly one data source."""
-    if not isinstance(own, dict):
-        raise ValueError(f"{where}: must be a mapping, got {own!r}")
-    unknown = sorted(set(own) - set(SPEC_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(SPEC_KEYS)}")
-    for key, value in own.items():
-        check_value(where, key, value, SPEC_CONSTRAINTS[key])
+    check_entry(where, own, SPEC_CONSTRAINTS)
     spec = {**defaults, **own}
     sources = [
         key

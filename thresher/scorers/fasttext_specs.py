@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thresher._params import Constraints, Integral, Interval, ListOf, Real, Text, check_value
+from thresher._params import Constraints, Integral, Interval, ListOf, Real, Text, check_entry
 from thresher.io.documents import file_fingerprints
 
 _POSITIVE_COUNT = Interval(Integral, 1, None)
@@ -53,13 +53,7 @@ def check_spec(own: dict[str, Any], defaults: dict[str, Any], where: str) -> dic
     parameters. Refuses an unknown key, a bad value, and a spec without
     exactly one data source (ValueError starting with ``where``).
     """
-    if not isinstance(own, dict):
-        raise ValueError(f"{where}: must be a mapping, got {own!r}")
-    unknown = sorted(set(own) - set(SPEC_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(SPEC_KEYS)}")
-    for key, value in own.items():
-        check_value(where, key, value, SPEC_CONSTRAINTS[key])
+    check_entry(where, own, SPEC_CONSTRAINTS)
     spec = {**defaults, **own}
     sources = [
         name

@@ -406,8 +406,13 @@ def eval_(
         console.print(f"[bold red]WARNING[/]: {warning}", soft_wrap=True)
     best = result.best
     if not best.empty:
+        measured = (
+            "per-token loss per held-out set, lower is better"
+            if result.record.get("task") == "language_model"
+            else "test accuracy"
+        )
         out.print(
-            "Best selector per pruning rate (test accuracy; margin over random, paired, ± std):"
+            f"Best selector per pruning rate ({measured}; margin over random, paired, ± std):"
         )
         out.print(markdown_table(best), highlight=False, soft_wrap=True)
     console.print(

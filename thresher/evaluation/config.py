@@ -26,12 +26,14 @@ A top-level ``selector`` is refused: the selectors compared are listed in
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.config import (
+    TOKEN_COLUMN,
     InputConfig,
     InputFormatName,
     PartitionConfig,
@@ -88,7 +90,10 @@ class EvalSelectorConfig(_Strict):
     ``search`` maps parameter names to candidate values; every combination
     is tried at each pruning rate on the validation split, and the best
     (highest mean validation accuracy, then the first listed) is used on
-    the test split at that rate.
+    the test split at that rate. ``dedup`` drops the near-duplicates of the
+    configuration's ``dedup`` section before this selector (left out: when
+    the section is given), so one eval compares a selector with and without
+    dedup.
     """
 
     name: str
@@ -97,6 +102,7 @@ class EvalSelectorConfig(_Strict):
     embeddings: str = "embedding"
     partitions: PartitionConfig | None = None
     search: dict[str, list[Any]] = Field(default_factory=dict)
+    dedup: bool | None = None
 
     @field_validator("search")
     @classmethod
@@ -124,8 +130,8 @@ class EvalSelectorConfig(_Strict):
             for values in itertools.product(*(self.search[n] for n in names))
         ]
 
-    def step(self, params: dict[str, Any], budget: int | float) -> SelectorConfig:
-        """The run ``selector`` step for ``params`` and ``budget``."""
+    def step(self, params: dict[str, Any], budget: int | float | dict[str, int]) -> SelectorConfig:
+        """The run ``selector`` step for ``params`` and ``budget`` (a token budget is a mapping)."""
         return SelectorConfig(
             name=self.name,
             params=params,
@@ -184,6 +190,73 @@ class DownstreamConfig(_Strict):
         return self.lr is not None and self.weight_decay is not None
 
 
+class TargetSetConfig(_Strict):
+    """A named target set of the language-model eval: clean text of the domain the model is for.
+
+    Its files are read with thresher's ingest (``text`` names the text
+    column, ``id`` the id column: left out, ids are made from the file and
+    row); the models' per-token loss on it is reported beside the held-out
+    split's. Never scored, selected from or trained on.
+    """
+
+    paths: list[str] = Field(min_length=1)
+    format: InputFormatName = "auto"
+    text: str = "text"
+    id: str | None = None
+
+    def input_config(self) -> InputConfig:
+        return InputConfig(paths=self.paths, format=self.format)
+
+
+#: Learning rates tried for the language models unless ``eval.lm.lr`` is given.
+LM_LR_GRID = (1e-3, 3e-3, 1e-2)
+
+
+class LMEvalConfig(_Strict):
+    """The language model trained on each subset (``eval.task: language_model``).
+
+    A decoder-only transformer (:mod:`thresher.models._transformer`) of
+    ``d_model``/``n_layers``/``n_heads``/``context_length``, trained from
+    scratch for ``train_tokens`` tokens whatever the subset's size (a smaller
+    subset is repeated, epoch after epoch; ``epochs`` is recorded per model),
+    in steps of ``batch_size`` sequences, with AdamW, a linear warm-up
+    (``warmup``, a fraction of the steps) and a cosine decay. The tokenizer
+    is a byte-level BPE of ``vocab_size`` trained on ``tokenizer_documents``
+    documents of the training pool (seeded). ``lr`` left out is chosen from
+    ``lr_grid`` by full-pool models measured on the validation split.
+    ``device``: ``auto`` (CUDA with bf16 when present, else CPU), ``cpu``
+    or ``cuda``.
+    """
+
+    vocab_size: int = Field(default=4096, ge=258, le=65536)
+    d_model: int = Field(default=128, ge=8)
+    n_layers: int = Field(default=2, ge=1)
+    n_heads: int = Field(default=4, ge=1)
+    context_length: int = Field(default=128, ge=8)
+    train_tokens: int = Field(default=1_000_000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    lr: float | None = Field(default=None, gt=0.0)
+    lr_grid: list[float] = Field(default_factory=lambda: list(LM_LR_GRID), min_length=1)
+    warmup: float = Field(default=0.05, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.1, ge=0.0)
+    tokenizer_documents: int = Field(default=2000, ge=1)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> LMEvalConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if any(isinstance(v, bool) or v <= 0 for v in self.lr_grid):
+            raise ValueError("lr_grid: every learning rate must be > 0")
+        if len(set(self.lr_grid)) != len(self.lr_grid):
+            raise ValueError("lr_grid: each candidate once")
+        return self
+
+
+#: What ``eval.task`` may be: today's classifier eval or the language-model eval.
+EvalTask = Literal["classifier", "language_model"]
+
+
 class EvalSettings(_Strict):
     """The ``eval`` section (see module docstring).
 
@@ -194,8 +267,15 @@ class EvalSettings(_Strict):
     ``full`` adds the model trained on the whole pool; ``shard_rows`` sizes
     the training pool's shards; ``batch`` jobs run per Prefect task, by
     ``workers`` threads.
+
+    ``task: language_model`` trains a small language model per subset
+    instead of a classifier (``lm``), on unlabelled text: ``rates`` are
+    fractions of the pool's *tokens* pruned (a token budget), the test split
+    and any ``targets`` are measured by per-token loss, and ``label_noise``
+    and ``model`` do not apply.
     """
 
+    task: EvalTask = "classifier"
     test: TestSplitConfig
     validation: float = Field(default=0.1, ge=0.0, lt=1.0)
     selectors: list[EvalSelectorConfig] = Field(min_length=1)
@@ -205,6 +285,8 @@ class EvalSettings(_Strict):
     label_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
     full: bool = True
     model: DownstreamConfig = Field(default_factory=DownstreamConfig)
+    lm: LMEvalConfig = Field(default_factory=LMEvalConfig)
+    targets: dict[str, TargetSetConfig] = Field(default_factory=dict)
     shard_rows: int = Field(default=20_000, ge=1)
     batch: int = Field(default=8, ge=1)
     workers: int = Field(default=1, ge=1, le=64)
@@ -231,12 +313,40 @@ class EvalSettings(_Strict):
             raise ValueError(f"selectors: the label {RANDOM!r} names the random baseline")
         if any(s.search for s in self.selectors) and self.validation == 0.0:
             raise ValueError("validation: a search needs a validation split; set validation > 0")
+        if self.task == "language_model":
+            return self._check_language_model()
+        if self.targets:
+            raise ValueError("targets: target sets are measured by the language_model task")
         if not self.model.tuned and self.validation == 0.0:
             raise ValueError(
                 "validation: the downstream learning rate and weight decay are chosen on a "
                 "validation split; set validation > 0, or give model.lr and model.weight_decay"
             )
         return self
+
+    def _check_language_model(self) -> EvalSettings:
+        if self.label_noise:
+            raise ValueError("label_noise: the language_model task trains on unlabelled text")
+        if self.lm.lr is None and self.validation == 0.0:
+            raise ValueError(
+                "validation: the language model's learning rate is chosen on a validation "
+                "split; set validation > 0, or give lm.lr"
+            )
+        bad = sorted(name for name in self.targets if not _TARGET_NAME.fullmatch(name))
+        if bad:
+            raise ValueError(f"targets: names are identifiers (letters, digits, _); got {bad}")
+        reserved = sorted(set(self.targets) & {"test", "validation", "train"})
+        if reserved:
+            raise ValueError(f"targets: {reserved} name the eval's own splits; rename the set")
+        return self
+
+    @property
+    def language_model(self) -> bool:
+        """True for ``task: language_model``."""
+        return self.task == "language_model"
+
+
+_TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class EvalConfig(_Strict):
@@ -296,7 +406,13 @@ def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalC
         )
     section = data.pop("eval")
     run = parse_config(data, base_dir=base_dir)
-    if run.schema_.label is None:
+    language_model = isinstance(section, dict) and section.get("task") == "language_model"
+    if language_model and run.schema_.text is None:
+        raise ConfigError(
+            "invalid eval configuration: schema.text: the language_model task trains on text; "
+            "name the text column"
+        )
+    if run.schema_.label is None and not language_model:
         raise ConfigError(
             "invalid eval configuration: schema.label: eval trains classifiers; "
             "name the column holding the labels"
@@ -349,17 +465,24 @@ def scoring_config(config: EvalConfig) -> RunConfig:
     """The run that scores the training pool: ``RUN_DIR/run`` over ``RUN_DIR/splits/train``.
 
     Its schema is the canonical one the split files are written in; the
-    scorers, filters, engine and seed are the eval config's.
+    scorers, filters, engine and seed are the eval config's (the language
+    model task adds ``token_count`` when no scorer counts tokens: its
+    budgets are token budgets).
     """
     data = config.run.config_dict()
     schema = config.run.schema_
+    if config.eval.language_model and not any(
+        s.output_column == TOKEN_COLUMN for s in config.run.scorers
+    ):
+        # token budgets read the token_count column
+        data["scorers"] = [*data.get("scorers", []), {"name": TOKEN_COLUMN}]
     data.update(
         run_dir=str(config.root / "run"),
         input={"paths": [str(config.root / "splits" / "train" / "*.parquet")], "format": "parquet"},
         schema={
             "id": "id",
             "text": "text" if schema.text is not None else None,
-            "label": "label",
+            "label": None if config.eval.language_model else "label",
             "features": "features" if schema.features is not None else None,
             "passthrough": "all",
             "max_text_bytes": None,

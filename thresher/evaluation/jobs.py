@@ -62,6 +62,7 @@ class Job:
     embeddings: str = "embedding"
     partitions: dict[str, Any] | None = None
     model: dict[str, float] | None = None
+    dedup: bool = False
 
     @classmethod
     def of(
@@ -83,6 +84,7 @@ class Job:
             partitions=None
             if selector.partitions is None
             else selector.partitions.model_dump(mode="json"),
+            dedup=selector.dedup is not False,
         )
 
     @classmethod
@@ -148,12 +150,20 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
         embeddings=job.embeddings,
         partitions=None if job.partitions is None else PartitionConfig(**job.partitions),
     )
-    budget: int | float = (
-        1.0 if job.selector == FULL else budget_rows(job.prune_rate, scores.num_rows)
-    )
+    budget: int | float | dict[str, int]
+    if job.selector == FULL:
+        budget = 1.0
+    elif config.eval.language_model:
+        from thresher.evaluation.lm_eval import token_budget
+
+        budget = token_budget(job.prune_rate, scores)
+    else:
+        budget = budget_rows(job.prune_rate, scores.num_rows)
     seeds = Seeds.of(config.run.seed, job.split, job.seed)
     run_config = selection_config(config, selector.step(job.params, budget), seeds.selection)
-    selection, steps = decide_table(run_config, scores)
+    deduplicated = job.dedup and config.run.dedup is not None
+    run = RunDir(config.root / "run") if deduplicated else None  # its clusters drop duplicates
+    selection, steps = decide_table(run_config, scores, run)
     kept = np.flatnonzero(selection.column("keep").to_numpy(zero_copy_only=False))
     weights = selection.column("weight").to_numpy()[kept]
     return kept, weights, steps[-1]
@@ -161,6 +171,10 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
 
 def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
     """Select, train and evaluate one job; return its result row."""
+    if config.eval.language_model:
+        from thresher.evaluation.lm_eval import run_lm_job
+
+        return run_lm_job(config, job)
     started = time.perf_counter()
     kept, weights, step = select_rows(config, job)
     selected = time.perf_counter()

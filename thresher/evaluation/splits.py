@@ -12,6 +12,8 @@ under ``RUN_DIR/splits/``:
 ``validation.parquet``
     The ``eval.validation`` fraction of the remaining rows (smallest hash,
     another salt), for the hyper-parameter search. Never selected from.
+``targets/<name>.parquet``
+    The language-model task's target sets (``eval.targets``), ingested.
 ``train/part-NNNNN.parquet``
     The rest: the pool the scorers score and the selectors select from.
     With ``eval.label_noise`` a seeded random ``label_noise`` fraction of its
@@ -87,7 +89,7 @@ def canonical_columns(schema: SchemaConfig) -> list[str]:
         columns.append(S.TEXT)
     if schema.features is not None:
         columns.append(S.FEATURES)
-    return [*columns, S.LABEL]
+    return [*columns, S.LABEL] if schema.label is not None else columns
 
 
 def hash_order(ids: pa.ChunkedArray | pa.Array, seed: int, salt: str) -> NDArray[np.int64]:
@@ -158,27 +160,39 @@ def read_labelled(
     input_config: InputConfig,
     run: RunConfig,
     what: str,
+    schema: SchemaConfig | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Ingest every file of ``input_config`` with the run's schema; keep labelled rows.
 
     Returns the canonical rows (input order) and counts: ``rows_in``,
     ``quarantined`` (by reason), ``unlabelled``, and the files' fingerprints.
+    A schema without a label (the language-model task, or ``schema`` given
+    for a target set) keeps every ingested row.
     """
+    schema = schema or run.schema_
     files = _files(input_config, run, what)
     shards = numbered_shards(files, run.base, input_config.format)
-    columns = canonical_columns(run.schema_)
+    columns = canonical_columns(schema)
     parts: list[pa.Table] = []
     quarantined: dict[str, int] = {}
     rows_in = 0
     for shard in shards:
-        result = ingest_shard(shard, run.schema_)
+        result = ingest_shard(shard, schema)
         rows_in += result.rows_in
         for reason, count in result.quarantine_counts().items():
             quarantined[reason] = quarantined.get(reason, 0) + count
-        if S.LABEL not in result.table.column_names:
-            raise InputError(f"{shard.name}: no label column {run.schema_.label!r}")
+        if schema.label is not None and S.LABEL not in result.table.column_names:
+            raise InputError(f"{shard.name}: no label column {schema.label!r}")
         parts.append(result.table.select(columns))
     table = pa.concat_tables(parts, promote_options="permissive")
+    counts = {
+        "rows_in": rows_in,
+        "quarantined": quarantined,
+        "unlabelled": 0,
+        "files": {f.location.uri: f.fingerprint() for f in files},
+    }
+    if schema.label is None:
+        return table, counts
     labelled = pc.is_valid(table.column(S.LABEL))
     unlabelled = table.num_rows - int(pc.sum(labelled).as_py() or 0)
     counts = {
@@ -212,6 +226,17 @@ def splits_key(config: EvalConfig) -> dict[str, Any]:
             for f in files
         },
         "test_input": {f.location.uri: f.fingerprint() for f in test_files},
+        "targets": {
+            name: {
+                "files": {
+                    f.location.uri: f.fingerprint()
+                    for f in _files(target.input_config(), run, f"eval.targets.{name}")
+                },
+                "settings": target.model_dump(mode="json"),
+            }
+            for name, target in sorted(config.eval.targets.items())
+        },
+        "task": config.eval.task,
         "schema": run.schema_.model_dump(mode="json"),
         "seed": run.seed,
         "test": test.model_dump(mode="json"),
@@ -239,11 +264,14 @@ def prepare_splits(config: EvalConfig) -> tuple[dict[str, Any], bool]:
         test, test_counts = read_labelled(config.eval.test.input_config(), run, "eval.test.paths")
     train, validation = carve(train, config.eval.validation, seed, "validation")
     if train.num_rows == 0 or test.num_rows == 0:
+        what = "" if config.eval.language_model else "labelled "
         raise InputError(
-            f"eval needs labelled training and test rows; got {train.num_rows} training "
+            f"eval needs {what}training and test rows; got {train.num_rows} training "
             f"and {test.num_rows} test rows"
         )
-    train = flip_labels(train, config.eval.label_noise, seed)
+    if not config.eval.language_model:
+        train = flip_labels(train, config.eval.label_noise, seed)
+    targets = {name: read_target(config, name) for name in sorted(config.eval.targets)}
     shared_ids = set(test.column(S.ID).to_pylist()) & set(train.column(S.ID).to_pylist())
 
     staging = paths.root.with_name(f".splits-{uuid.uuid4().hex[:8]}")
@@ -256,6 +284,10 @@ def prepare_splits(config: EvalConfig) -> tuple[dict[str, Any], bool]:
             )
         pq.write_table(validation, staging / "validation.parquet")
         pq.write_table(test, staging / "test.parquet")
+        if targets:
+            (staging / "targets").mkdir()
+        for name, (table, _) in targets.items():
+            pq.write_table(table, staging / "targets" / f"{name}.parquet")
         record = {
             "key": key,
             "input": counts,
@@ -266,7 +298,11 @@ def prepare_splits(config: EvalConfig) -> tuple[dict[str, Any], bool]:
                 "test": test.num_rows,
             },
             "label_noise": config.eval.label_noise,
-            "flipped": int(np.count_nonzero(train.column(FLIPPED).to_numpy())),
+            "flipped": int(np.count_nonzero(train.column(FLIPPED).to_numpy()))
+            if FLIPPED in train.column_names
+            else 0,
+            "targets": {name: counts for name, (_, counts) in targets.items()},
+            "target_rows": {name: table.num_rows for name, (table, _) in targets.items()},
             "test_ids_also_in_train": len(shared_ids),
         }
         write_json_atomic(record, staging / "splits.json")
@@ -274,6 +310,17 @@ def prepare_splits(config: EvalConfig) -> tuple[dict[str, Any], bool]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record, True
+
+
+def read_target(config: EvalConfig, name: str) -> tuple[pa.Table, dict[str, Any]]:
+    """A target set's rows (``id``, ``text``), ingested like the input; refused when empty."""
+    target = config.eval.targets[name]
+    schema = SchemaConfig(id=target.id, text=target.text, max_text_bytes=None)
+    table, counts = read_labelled(target.input_config(), config.run, f"eval.targets.{name}", schema)
+    if table.num_rows == 0:
+        raise InputError(f"eval.targets.{name}: no usable row in {target.paths}")
+    counts.pop("unlabelled", None)
+    return table, counts
 
 
 def _replace_directory(staging: Path, target: Path) -> None:

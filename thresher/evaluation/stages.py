@@ -18,6 +18,7 @@ from typing import Any
 from thresher.config import RunConfig
 from thresher.evaluation.config import EvalConfig
 from thresher.evaluation.features import build_features
+from thresher.evaluation.lm_eval import measured_sets
 from thresher.evaluation.splits import prepare_splits
 from thresher.evaluation.steps import (
     EVAL_RECORD,
@@ -31,10 +32,18 @@ from thresher.evaluation.steps import (
     test_jobs,
     train_in_batches,
     tune_downstream,
+    tune_lm,
+    with_lm_lr,
     with_model,
     write_tables,
 )
-from thresher.evaluation.summary import CHECK_RATE, best_by_rate, data_check, summarize
+from thresher.evaluation.summary import (
+    CHECK_RATE,
+    best_by_rate,
+    data_check,
+    summarize,
+    summarize_lm,
+)
 from thresher.io.files import write_json_atomic
 from thresher.stages.base import RunContext, Stage
 
@@ -100,6 +109,46 @@ class ScoreStage(EvalStage):
 
 
 @dataclass(frozen=True)
+class Deduplicated:
+    """The dedup clusters' summary (``dedup/summary.json`` of the scoring run)."""
+
+    summary: dict[str, Any]
+
+
+class DedupStage(EvalStage):
+    """The scoring run's near-duplicate clusters, when a selector drops duplicates.
+
+    Computed once over the training pool with the configuration's ``dedup``
+    section (reused while the scores are unchanged); a selector with
+    ``dedup`` on selects among the clusters' keepers.
+    """
+
+    name = "eval-dedup"
+    timing_key = "dedup"
+
+    def __init__(self, config: EvalConfig, scoring: RunConfig) -> None:
+        self.config = config
+        self.scoring = scoring
+
+    def run(self, ctx: RunContext, bar: Any) -> Deduplicated:
+        from thresher.engines import in_memory_engine
+        from thresher.run_dir import RunDir
+        from thresher.stages.dedup import dedup_to_run
+
+        run = RunDir(self.scoring.run_path.as_path())
+        stats = run.stored_ingest_stats()
+        rows = sum(int(s["ingested"]) for s in stats)
+        engine = in_memory_engine(driver_max_rows=max(rows, 1))
+        return Deduplicated(dedup_to_run(self.scoring, engine, [int(s["index"]) for s in stats]))
+
+    def describe(self, result: Deduplicated) -> str:
+        return (
+            f"eval dedup: {result.summary['duplicates']} duplicate(s) in "
+            f"{result.summary['clusters']} cluster(s)"
+        )
+
+
+@dataclass(frozen=True)
 class Features:
     """The features' record (``features.json``: key, source, classes, rows, width)."""
 
@@ -117,6 +166,28 @@ class FeaturesStage(EvalStage):
 
     def run(self, ctx: RunContext, bar: Any) -> Features:
         return Features(build_features(self.config, ctx.result(SplitsStage.name).record["key"]))
+
+
+class TokensStage(EvalStage):
+    """The language-model task's tokenizer and tokenized splits (:mod:`.lm_eval`)."""
+
+    name = "eval-tokens"
+    timing_key = "tokens"
+
+    def __init__(self, config: EvalConfig) -> None:
+        self.config = config
+
+    def run(self, ctx: RunContext, bar: Any) -> Features:
+        from thresher.evaluation.lm_eval import build_tokens
+
+        return Features(build_tokens(self.config, ctx.result(SplitsStage.name).record["key"]))
+
+    def describe(self, result: Features) -> str:
+        tokens = result.record["tokens"]
+        return (
+            f"eval: {tokens['train']:,} training-pool tokens, {tokens['test']:,} held-out "
+            f"tokens (vocabulary {result.record['vocab_size']:,})"
+        )
 
 
 @dataclass(frozen=True)
@@ -148,12 +219,20 @@ class ModelSearchStage(EvalStage):
 
     def run(self, ctx: RunContext, bar: Any) -> ModelChoice:
         cfg = self.config
-        features = ctx.result(FeaturesStage.name).record
+        inputs = TokensStage.name if cfg.eval.language_model else FeaturesStage.name
+        features = ctx.result(inputs).record
         splits_key = ctx.result(SplitsStage.name).record["key"]
         base = cfg.digest(splits_key, features["key"], self.scoring.config_dict())
-        threads = set_threads(cfg, int(features["width"]))
+        threads = set_threads(cfg, int(features.get("width", 0)))
         ctx.logger.info("eval: training with %d torch thread(s) per worker", threads)
         stored = ctx.run.eval.as_path() / "_parts"
+        if cfg.eval.language_model:
+            lm_key = cfg.eval.lm.model_dump(mode="json")
+            tuning = tune_lm(cfg, stored / cfg.digest(base, lm_key), ctx.logger)
+            tuned = with_lm_lr(cfg, tuning["lr"])
+            return ModelChoice(
+                tuning, tuned, stored / cfg.digest(base, tuned.eval.lm.model_dump(mode="json"))
+            )
         tuning = tune_downstream(cfg, stored / cfg.digest(base, model_key(cfg)), ctx.logger)
         tuned = with_model(cfg, tuning["lr"], tuning["weight_decay"])
         return ModelChoice(tuning, tuned, stored / cfg.digest(base, model_key(tuned)))
@@ -226,21 +305,31 @@ class RecordStage(EvalStage):
 
         run, tested = ctx.run, ctx.result(TestStage.name)
         searched, model = ctx.result(SearchStage.name), ctx.result(ModelSearchStage.name)
+        cfg = model.config
         frame = results_frame(tested.results)
-        summary = summarize(frame)
-        checks = results_frame(tested.checks) if tested.checks else None
-        check = data_check(frame, checks, CHECK_RATE)
+        sets = measured_sets(cfg) if cfg.eval.language_model else None
+        if sets is None:
+            summary = summarize(frame)
+            checks = results_frame(tested.checks) if tested.checks else None
+            check = data_check(frame, checks, CHECK_RATE)
+        else:
+            summary = summarize_lm(frame, sets)
+            check = {"ok": True, "message": "not checked for language models"}
         warnings = [] if check["ok"] else [check["message"]]
         for message in warnings:
             ctx.logger.warning("eval: WARNING: %s", message)
-        write_tables(run, frame, searched.rows, summary)
+        write_tables(run, frame, searched.rows, summary, sets)
         n_models = len(tested.results) + len(searched.rows) + len(tested.checks)
+        inputs = TokensStage.name if sets is not None else FeaturesStage.name
         outcome = {
             "run_dir": str(run.root),
+            "task": cfg.eval.task,
             "splits": ctx.result(SplitsStage.name).record,
-            "features": ctx.result(FeaturesStage.name).record,
+            "features" if sets is None else "tokens": ctx.result(inputs).record,
             "models": n_models + len(model.tuning["trials"]),
             "model": model.tuning,
+            "dedup": getattr(ctx.results.get(DedupStage.name), "summary", None),
+            **({} if sets is None else {"lm": cfg.eval.lm.model_dump(mode="json"), "sets": sets}),
             "proxies": proxy_records(run),
             "chosen": [
                 {"selector": label, "prune_rate": rate, "params": params}
@@ -261,10 +350,13 @@ class RecordStage(EvalStage):
 
 def eval_stages(config: EvalConfig, scoring: RunConfig, quiet: bool) -> list[Stage]:
     """The eval flow's stages, in order (see :mod:`thresher.evaluation.flow`)."""
+    inputs = TokensStage(config) if config.eval.language_model else FeaturesStage(config)
+    deduplicated = scoring.dedup is not None and any(s.dedup is not False for s in config.selectors)
     return [
         SplitsStage(config),
         ScoreStage(scoring, quiet),
-        FeaturesStage(config),
+        *([DedupStage(config, scoring)] if deduplicated else []),
+        inputs,
         ModelSearchStage(config, scoring),
         SearchStage(),
         TestStage(),

@@ -6,6 +6,7 @@ The stages of :mod:`thresher.evaluation.stages` call these; the flow
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ RESULT_FIELDS = [
     pa.field("label_noise", pa.float64()),
     pa.field("accuracy", pa.float64()),
 ]
+#: The language model's first columns: its per-token loss on the held-out split for accuracy.
+LM_RESULT_FIELDS = [*RESULT_FIELDS[:5], pa.field("loss", pa.float64())]
 EVAL_RECORD = "eval.json"
 
 
@@ -44,9 +47,16 @@ def train_task(config: EvalConfig, jobs: list[Job], parts: str) -> list[dict[str
 
 
 def write_tables(
-    run: RunDir, frame: pd.DataFrame, search: list[dict[str, Any]], summary: pd.DataFrame
+    run: RunDir,
+    frame: pd.DataFrame,
+    search: list[dict[str, Any]],
+    summary: pd.DataFrame,
+    sets: list[str] | None = None,
 ) -> None:
-    """The eval's results, model search, summary and pruning curve, under ``run.eval``."""
+    """The eval's results, model search, summary and pruning curve, under ``run.eval``.
+
+    ``sets``: the language model's held-out sets (the curve plots their losses).
+    """
     write_parquet_atomic(_results_table(frame), run.eval / "results.parquet")
     if search:
         write_parquet_atomic(
@@ -56,7 +66,15 @@ def write_tables(
     else:
         (run.eval / "search.parquet").delete()
     write_text_atomic(summary.to_csv(index=False), run.eval / "summary.csv")
-    write_curve(frame, run.eval.as_path() / "pruning_curve.svg")
+    write_curve(frame, run.eval.as_path() / "pruning_curve.svg", sets)
+
+
+def metric(cfg: EvalConfig) -> tuple[str, bool]:
+    """The result column a search compares and whether higher is better.
+
+    Test accuracy for the classifier task; per-token loss for the language model.
+    """
+    return ("loss", False) if cfg.eval.language_model else ("accuracy", True)
 
 
 def set_threads(cfg: EvalConfig, width: int) -> int:
@@ -70,6 +88,8 @@ def set_threads(cfg: EvalConfig, width: int) -> int:
 
     model = cfg.eval.model
     step = model.batch_size * width * max(model.hidden, 1)  # multiply-adds of the first layer
+    if cfg.eval.language_model:  # a transformer step is large: share the cores
+        step = 2**24
     threads = 1 if step < 2**24 else max(1, worker_threads() // cfg.eval.workers)
     torch.set_num_threads(threads)
     return threads
@@ -139,9 +159,51 @@ def tune_downstream(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]
     return {"lr": float(lr), "weight_decay": float(decay), "given": given, "trials": trials}
 
 
+def tune_lm(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]:
+    """Choose the language model's learning rate on the validation split, unless given.
+
+    Each candidate of ``eval.lm.lr_grid`` trains the full-pool model
+    (``eval.search_seeds`` seeds) and is measured by its mean per-token
+    validation loss; a diverged candidate is never chosen. Returns the
+    record ``eval.json`` keeps: ``lr``, ``given`` and every ``trials`` row.
+    """
+    lm = cfg.eval.lm
+    if lm.lr is not None:
+        return {"lr": lm.lr, "given": True, "trials": []}
+    jobs = [
+        Job.full(seed, split="validation", model={"lr": lr})
+        for lr in lm.lr_grid
+        for seed in range(cfg.eval.search_seeds)
+    ]
+    rows = train_in_batches(cfg, jobs, parts, logger, "learning-rate search")
+    trials = []
+    for lr in lm.lr_grid:
+        mine = [r for r in rows if r["lr"] == lr]
+        diverged = any(r["diverged"] or not np.isfinite(r["loss"]) for r in mine)
+        loss = float(np.mean([r["loss"] for r in mine]))
+        trials.append({"lr": lr, "loss": loss, "diverged": diverged})
+    usable = [t for t in trials if not t["diverged"]]
+    if not usable:
+        raise RunStateError(
+            f"eval.lm: every learning rate of {list(lm.lr_grid)} diverged; give smaller ones"
+        )
+    lr = min(usable, key=lambda t: t["loss"])["lr"]
+    logger.info("eval: language model lr %g (validation split)", lr)
+    return {"lr": float(lr), "given": False, "trials": trials}
+
+
+def with_lm_lr(cfg: EvalConfig, lr: float) -> EvalConfig:
+    """``cfg`` with the language model's learning rate set."""
+    lm = cfg.eval.lm.model_copy(update={"lr": lr})
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"lm": lm})})
+
+
 def check_jobs(cfg: EvalConfig) -> list[Job]:
-    """Random subsets at :data:`CHECK_RATE` when the rates do not include so small a subset."""
-    if not cfg.eval.full or max(cfg.eval.rates) >= CHECK_RATE:
+    """Random subsets at :data:`CHECK_RATE` when the rates do not include so small a subset.
+
+    None for the language model: its data check would cost models of their own.
+    """
+    if cfg.eval.language_model or not cfg.eval.full or max(cfg.eval.rates) >= CHECK_RATE:
         return []
     random = next(s for s in cfg.selectors if s.display == RANDOM)
     return [Job.of(random, {}, CHECK_RATE, seed) for seed in range(cfg.eval.seeds)]
@@ -184,13 +246,15 @@ def search_jobs(cfg: EvalConfig) -> list[Job]:
 def choose_params(
     cfg: EvalConfig, search: list[dict[str, Any]]
 ) -> dict[tuple[str, float], dict[str, Any]]:
-    """Best parameters per (selector label, rate): highest mean validation accuracy.
+    """Best parameters per (selector label, rate): best mean validation metric.
 
-    Ties go to the candidate listed first in the grid. Only validation rows
-    (``split == "validation"``) are read.
+    The metric is accuracy (highest) or, for the language model, loss
+    (lowest). Ties go to the candidate listed first in the grid. Only
+    validation rows (``split == "validation"``) are read.
     """
     import json
 
+    column, higher = metric(cfg)
     chosen: dict[tuple[str, float], dict[str, Any]] = {}
     for selector in cfg.selectors:
         grid = selector.grid()
@@ -201,7 +265,7 @@ def choose_params(
             for params in grid:
                 text = json.dumps(params, sort_keys=True, default=str)
                 accuracies = [
-                    row["accuracy"]
+                    row[column]
                     for row in search
                     if row["split"] == "validation"
                     and row["selector"] == selector.display
@@ -211,7 +275,8 @@ def choose_params(
                 if not accuracies:
                     raise RunStateError(f"no validation result for {selector.display} {params}")
                 means.append(float(np.mean(accuracies)))
-            chosen[(selector.display, rate)] = grid[int(np.argmax(means))]
+            best = np.argmax(means) if higher else np.argmin(means)
+            chosen[(selector.display, rate)] = grid[int(best)]
     return chosen
 
 
@@ -227,32 +292,64 @@ def test_jobs(cfg: EvalConfig, chosen: dict[tuple[str, float], dict[str, Any]]) 
 def train_in_batches(
     cfg: EvalConfig, jobs: list[Job], parts: Path, logger: Any, what: str
 ) -> list[dict[str, Any]]:
-    """Run ``jobs`` as Prefect tasks over batches; rows in job order."""
+    """Run ``jobs`` as Prefect tasks over batches; rows in job order.
+
+    A finished batch is stored (:func:`thresher.evaluation.jobs.run_jobs`);
+    language models, seconds to minutes each, are batches of one, so a
+    killed eval loses at most the models in training. Each finished batch
+    logs the models done, the training tokens/s (language models) and the
+    time left at the pace so far.
+    """
     if not jobs:
         return []
-    size = cfg.eval.batch
+    size = 1 if cfg.eval.language_model else cfg.eval.batch
     batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     results: dict[int, list[dict[str, Any]]] = {}
+    started = time.perf_counter()
     futures = train_task.map(unmapped(cfg), batches, unmapped(str(parts)))
     order = {id(future): number for number, future in enumerate(futures)}
     done = 0
     for future in as_completed(futures):
         results[order[id(future)]] = future.result()
         done += len(results[order[id(future)]])
-        logger.info("eval %s: %d/%d models trained", what, done, len(jobs))
+        logger.info("eval %s: %s", what, progress_line(done, len(jobs), results, started))
     return [row for number in range(len(batches)) for row in results[number]]
+
+
+def progress_line(
+    done: int, total: int, results: dict[int, list[dict[str, Any]]], started: float
+) -> str:
+    """``5/24 models trained, 41,210 tokens/s, about 12 min left`` (what is known so far)."""
+    line = f"{done}/{total} models trained"
+    speeds = [
+        float(row["tokens_per_second"])
+        for rows in results.values()
+        for row in rows
+        if row.get("tokens_per_second")
+    ]
+    if speeds:
+        line += f", {np.median(speeds):,.0f} tokens/s"
+    elapsed = time.perf_counter() - started
+    if 0 < done < total:
+        left = elapsed / done * (total - done)
+        line += f", about {left / 60:.1f} min left" if left >= 60 else f", about {left:.0f} s left"
+    return line
 
 
 def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Result rows as a DataFrame in the contract's column order."""
     frame = pd.DataFrame(rows)
-    first = [f.name for f in RESULT_FIELDS]
+    first = [f.name for f in _fields(frame)]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
 def _results_table(frame: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    for field in RESULT_FIELDS:
+    for field in _fields(frame):
         index = table.schema.get_field_index(field.name)
         table = table.set_column(index, field, table.column(field.name).cast(field.type))
     return table
+
+
+def _fields(frame: pd.DataFrame) -> list[pa.Field]:
+    return LM_RESULT_FIELDS if "accuracy" not in frame.columns else RESULT_FIELDS

@@ -46,18 +46,23 @@ def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """The summary table (see module docstring), sorted by noise, rate, then selector."""
+def summarize(results: pd.DataFrame, metric: str = "accuracy", higher: bool = True) -> pd.DataFrame:
+    """The summary table (see module docstring), sorted by noise, rate, then selector.
+
+    ``metric`` is the result column summarised; ``higher`` says whether a
+    larger value is better (a win against random is then a positive paired
+    difference, else a negative one).
+    """
     rows = []
     for (noise, selector, rate), group in results.groupby(
         ["label_noise", "selector", "prune_rate"], sort=True
     ):
-        by_seed = group.set_index("seed")["accuracy"]
+        by_seed = group.set_index("seed")[metric]
         same_noise = results[results["label_noise"] == noise]
         random = same_noise[
             (same_noise["selector"] == RANDOM) & (same_noise["prune_rate"] == rate)
-        ].set_index("seed")["accuracy"]
-        full = same_noise[same_noise["selector"] == FULL].set_index("seed")["accuracy"]
+        ].set_index("seed")[metric]
+        full = same_noise[same_noise["selector"] == FULL].set_index("seed")[metric]
         paired = (by_seed - random).dropna() if selector not in (RANDOM, FULL) else pd.Series([])
         versus_full = (by_seed - full).dropna() if selector != FULL else pd.Series([])
         rows.append(
@@ -71,7 +76,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                 "std": _std(by_seed),
                 "diff_vs_random": float(paired.mean()) if len(paired) else np.nan,
                 "diff_vs_random_std": _std(paired) if len(paired) else np.nan,
-                "wins_vs_random": int((paired > 0).sum()) if len(paired) else np.nan,
+                "wins_vs_random": int(((paired > 0) if higher else (paired < 0)).sum())
+                if len(paired)
+                else np.nan,
                 "diff_vs_full": float(versus_full.mean()) if len(versus_full) else np.nan,
                 "flipped_kept": float(group["flipped_kept"].mean())
                 if "flipped_kept" in group
@@ -80,6 +87,42 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+#: Columns the language-model summary adds in front of :data:`SUMMARY_COLUMNS`.
+LM_SUMMARY_COLUMNS = ["set", "metric"]
+
+
+def summarize_lm(results: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """The language model's summary: per held-out set, the summary of its per-token loss.
+
+    ``sets`` are ``test`` (the corpus's held-out split, column ``loss``) and
+    the target sets (``loss_<name>``). Beside the paired difference from
+    random (nats per token; negative is better) the table gives it relative
+    to random's mean loss (``rel_diff_vs_random``, e.g. -0.03 is 3% lower).
+    """
+    parts = []
+    for name in sets:
+        column = "loss" if name == "test" else f"loss_{name}"
+        part = summarize(results, metric=column, higher=False)
+        random = part[part["selector"] == RANDOM].set_index("prune_rate")["mean"]
+        part["rel_diff_vs_random"] = part["diff_vs_random"] / part["prune_rate"].map(random)
+        part.insert(0, "metric", "loss")
+        part.insert(0, "set", name)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def long_losses(results: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """One row per (model, held-out set): ``selector, fraction_kept, seed, set, loss``."""
+    parts = []
+    for name in sets:
+        column = "loss" if name == "test" else f"loss_{name}"
+        part = results[["selector", "prune_rate", "fraction_kept", "seed"]].copy()
+        part["set"] = name
+        part["loss"] = results[column].astype(float)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 #: Fraction pruned of the "small random subset" the full-data model must clearly beat.
@@ -146,12 +189,14 @@ def best_by_rate(summary: pd.DataFrame) -> pd.DataFrame:
     prune_rate, best, mean, margin, margin_std, n_seeds``.
     """
     candidates = summary[~summary["selector"].isin([RANDOM, FULL])]
+    lowest = "metric" in summary.columns  # the language model's loss: lower is better
+    first = "set" if lowest else "label_noise"
     rows = []
-    for (noise, rate), group in candidates.groupby(["label_noise", "prune_rate"], sort=True):
-        best = group.sort_values(["mean", "selector"], ascending=[False, True]).iloc[0]
+    for (level, rate), group in candidates.groupby([first, "prune_rate"], sort=not lowest):
+        best = group.sort_values(["mean", "selector"], ascending=[lowest, True]).iloc[0]
         rows.append(
             {
-                "label_noise": noise,
+                first: level,
                 "prune_rate": rate,
                 "best": best["selector"],
                 "mean": best["mean"],
@@ -161,16 +206,19 @@ def best_by_rate(summary: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(
-        rows,
-        columns=["label_noise", "prune_rate", "best", "mean", "margin", "margin_std", "n_seeds"],
+        rows, columns=[first, "prune_rate", "best", "mean", "margin", "margin_std", "n_seeds"]
     )
 
 
-def write_curve(results: pd.DataFrame, path: Path) -> Path:
-    """The pruning curve (the run report's own plot) as an SVG file."""
-    from thresher.reporting.plots import pruning_curve
+def write_curve(results: pd.DataFrame, path: Path, sets: list[str] | None = None) -> Path:
+    """The pruning curve (the run report's own plot) as an SVG file.
 
-    uri = pruning_curve(results)
+    With ``sets`` (the language model's held-out sets), loss against the
+    fraction of tokens kept, one panel per set.
+    """
+    from thresher.reporting.plots import lm_pruning_curve, pruning_curve
+
+    uri = pruning_curve(results) if sets is None else lm_pruning_curve(long_losses(results, sets))
     prefix = "data:image/svg+xml;base64,"
     if not uri.startswith(prefix):
         raise ValueError("the pruning-curve plot is not an SVG data URI")

@@ -204,7 +204,8 @@ def build_funnel(
 def _read_eval(path: Location) -> pd.DataFrame:
     """The eval table, checked for the columns the pruning curve needs."""
     frame = read_parquet(path).to_pandas()
-    needed = {"selector", "fraction_kept", "accuracy"}
+    # a classifier eval measures accuracy, a language-model eval per-token loss
+    needed = {"selector", "fraction_kept", "loss" if "loss" in frame.columns else "accuracy"}
     missing = sorted(needed - set(frame.columns))
     if missing:
         raise ValueError(f"missing column(s) {missing}")

@@ -275,6 +275,8 @@ def _curve_context(
     if results is None or results.empty:
         return {}
     record = record or {}
+    if record.get("task") == "language_model":
+        return _lm_curve_context(results, summary, record)
     warnings = [str(w) for w in record.get("warnings", [])]
     model = record.get("model") or {}
     facts = []
@@ -318,6 +320,52 @@ def _curve_context(
         "plot": plots.pruning_curve(results),
         "table": table,
         "warnings": warnings,
+        "facts": facts,
+    }
+
+
+def _lm_curve_context(
+    results: pd.DataFrame, summary: pd.DataFrame | None, record: dict[str, Any]
+) -> dict[str, Any]:
+    """The language-model eval's curve: per-token loss per held-out set against tokens kept."""
+    from thresher.evaluation.summary import long_losses
+
+    sets = [str(s) for s in record.get("sets") or ["test"]]
+    lm, tuning = record.get("lm") or {}, record.get("model") or {}
+    facts = []
+    if lm:
+        how = "given" if tuning.get("given") else "chosen on the validation split"
+        lr = f", learning rate {tuning['lr']:g} ({how})" if tuning.get("lr") is not None else ""
+        facts.append(
+            f"Language model: {lm['n_layers']} layers of width {lm['d_model']}, context "
+            f"{lm['context_length']}, trained from scratch on {lm['train_tokens']:,} tokens per "
+            f"subset (a smaller subset is repeated){lr}."
+        )
+    if "epochs" in results.columns:
+        facts.append(
+            f"Epochs over the subset: {results['epochs'].min():.2f} to "
+            f"{results['epochs'].max():.2f}."
+        )
+    n_seeds = results["seed"].nunique() if "seed" in results.columns else None
+    caption = (
+        "Per-token loss (nats; lower is better) of a language model trained on each "
+        "selector's subset, on the corpus's held-out split and each target set, against the "
+        "fraction of the pool's tokens kept (mean ± standard deviation"
+        + (f" over {n_seeds} seeds" if n_seeds else "")
+        + "; random is dashed)."
+    )
+    table = None
+    if summary is not None and not summary.empty:
+        head = summary.head(300)
+        table = {
+            "header": [str(c) for c in head.columns],
+            "rows": [[_number(v) for v in row] for row in head.itertuples(index=False)],
+        }
+    return {
+        "caption": caption,
+        "plot": plots.lm_pruning_curve(long_losses(results, sets)),
+        "table": table,
+        "warnings": [str(w) for w in record.get("warnings", [])],
         "facts": facts,
     }
 

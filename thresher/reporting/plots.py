@@ -221,3 +221,42 @@ def pruning_curve(results: pd.DataFrame) -> str:
             axes.set_title(f"Pruning curve (label noise {noise:g})")
             axes.legend(frameon=False, fontsize=8)
     return to_data_uri(figure)
+
+
+def lm_pruning_curve(losses: pd.DataFrame) -> str:
+    """Language models: per-token loss against the fraction of tokens kept, one panel per set.
+
+    ``losses`` has one row per (model, held-out set): ``selector,
+    fraction_kept, seed, set, loss`` (mean ± std over seeds; lower is
+    better; the full-data model is the point at 1.0, random is dashed).
+    """
+    sets = list(dict.fromkeys(losses["set"]))
+    with plt.rc_context(_STYLE):
+        figure, axes_list = plt.subplots(
+            1, len(sets), figsize=(5.6 * len(sets), 3.4), squeeze=False
+        )
+        for axes, name in zip(axes_list[0], sets, strict=True):
+            subset = losses[losses["set"] == name]
+            grouped = (  # a subset's token fraction varies a little with the seed
+                subset.groupby(["selector", "prune_rate"])
+                .agg(x=("fraction_kept", "mean"), mean=("loss", "mean"), std=("loss", "std"))
+                .reset_index()
+            )
+            for selector, line in grouped.groupby("selector", sort=True):
+                line = line.sort_values("x")
+                axes.errorbar(
+                    line["x"],
+                    line["mean"],
+                    yerr=line["std"].fillna(0.0),
+                    marker="o",
+                    markersize=3,
+                    capsize=2,
+                    linewidth=1.2,
+                    label=str(selector),
+                    linestyle="--" if selector == "random" else "-",
+                )
+            axes.set_xlabel("fraction of the pool's tokens kept")
+            axes.set_ylabel("per-token loss (nats)")
+            axes.set_title("held-out split" if name == "test" else f"target: {name}")
+            axes.legend(frameon=False, fontsize=8)
+    return to_data_uri(figure)

@@ -121,7 +121,7 @@ class TokenDocs:
         )
         try:
             with os.fdopen(handle, "wb") as file:
-                np.savez(file, **{_IDS: self.ids, _STARTS: self.starts})
+                np.savez(file, ids=self.ids, starts=self.starts)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -538,6 +538,7 @@ def heldout_loss(
     if n_tokens - tail >= 2:
         batches.append(torch.arange(tail, n_tokens, device=device)[None, :])
     total = torch.zeros((), dtype=torch.float64, device=device)
+    n_scored = 0
     was_training = model.training
     model.eval()
     try:
@@ -550,6 +551,7 @@ def heldout_loss(
                     logits.float().flatten(0, 1), windows[:, 1:].flatten(), reduction="sum"
                 )
                 total += nll.double()
+                n_scored += windows[:, 1:].numel()
     finally:
         model.train(was_training)
-    return float(total) / (n_tokens - 1), n_tokens - 1
+    return float(total) / n_scored, n_scored

@@ -240,8 +240,9 @@ def test_planted_documents_alone_train_a_worse_model_and_clean_ones_a_better(
         assert subset.n_tokens >= 0.9 * budget  # the same tokens, within a document or two
         trained = train_lm(subset, settings, seed=0)
         losses[name], _ = heldout_loss(trained.model, docs.take(held_out), 32)
-    assert losses["planted"] > 1.03 * losses["random"], losses
-    assert losses["clean"] < losses["random"], losses
+    # margins about ten times the spread of a model's loss over seeds at this scale (~0.005)
+    assert losses["planted"] > losses["random"] + 0.03, losses
+    assert losses["clean"] < losses["random"] - 0.05, losses
 
 
 # -- configuration and summary --------------------------------------------------------

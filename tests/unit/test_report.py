@@ -74,6 +74,48 @@ def test_the_eval_runs_report_shows_the_pruning_curve(eval_run_dir: Path) -> Non
     assert "over 2 seeds" in curve and "diff_vs_random" in curve
 
 
+def _unselected(run_dir: Path, target: Path) -> Path:
+    """A copy of a run as scoring alone (``thresher score``, ``thresher eval``) leaves it:
+    no published version, no root manifest, card or report."""
+    run = copy_run(run_dir, target)
+    for name in ("CURRENT", "manifest.json", "README.md", "report.html"):
+        (run / name).unlink(missing_ok=True)
+    for name in ("versions", "data"):
+        shutil.rmtree(run / name, ignore_errors=True)
+    assert RunDir(run).current() is None
+    return run
+
+
+def _eval_note(html: str) -> str:
+    notes = re.findall(r'<div class="note eval-run">(.*?)</div>', html, flags=re.S)
+    assert len(notes) <= 1
+    return " ".join(notes[0].split()) if notes else ""
+
+
+def test_an_eval_runs_report_says_what_the_eval_compared_not_no_selection_yet(
+    eval_run_dir: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    """The run of ``thresher eval`` is never selected by the eval: its report names the eval."""
+    expected = (
+        "Eval of 2 selectors (<code>random</code>, <code>ccs(word_count)</code>) at pruning "
+        "rates 0.5, 0.8, 2 seeds each: this run scored the training pool once; each selection "
+        "was made and trained by <code>thresher eval</code>"
+    )
+    scored_by_eval = build_report(str(_unselected(eval_run_dir, tmp_path / "eval-run")))
+    assert "No selection yet" not in scored_by_eval
+    assert _eval_note(scored_by_eval).startswith(expected)
+    assert "later <code>thresher select</code>" not in scored_by_eval
+    assert "pruning-curve" in _section_ids(scored_by_eval)
+    # Selected afterwards: the eval is still named, and the selection shown is said to be later.
+    selected = (eval_run_dir / "report.html").read_text(encoding="utf-8")
+    assert _eval_note(selected).startswith(expected) and "No selection yet" not in selected
+    assert "The funnel and the selection shown here are those of a later" in _eval_note(selected)
+    # A run scored and not selected, with no eval: the banner that says so, and no eval note.
+    scored_only = build_report(str(_unselected(run_dir, tmp_path / "scored-run")))
+    assert "No selection yet: this run was scored but not" in scored_only
+    assert _eval_note(scored_only) == "" and "pruning-curve" not in _section_ids(scored_only)
+
+
 def test_unreadable_optional_input_is_a_note_not_a_failure(run_dir: Path, tmp_path: Path) -> None:
     run = copy_run(run_dir, tmp_path / "run")
     (run / "eval").mkdir()

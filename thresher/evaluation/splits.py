@@ -315,7 +315,7 @@ def prepare_splits(config: EvalConfig) -> tuple[dict[str, Any], bool]:
 def read_target(config: EvalConfig, name: str) -> tuple[pa.Table, dict[str, Any]]:
     """A target set's rows (``id``, ``text``), ingested like the input; refused when empty."""
     target = config.eval.targets[name]
-    schema = SchemaConfig(id=target.id, text=target.text, max_text_bytes=None)
+    schema = SchemaConfig(id=target.id, text=target.text, passthrough=[], max_text_bytes=None)
     table, counts = read_labelled(target.input_config(), config.run, f"eval.targets.{name}", schema)
     if table.num_rows == 0:
         raise InputError(f"eval.targets.{name}: no usable row in {target.paths}")

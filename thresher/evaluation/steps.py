@@ -337,10 +337,11 @@ def progress_line(
 
 
 def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Result rows as a DataFrame in the contract's column order."""
+    """Result rows as a DataFrame: the contract's columns first, then the others by name."""
     frame = pd.DataFrame(rows)
     first = [f.name for f in _fields(frame)]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    # the rest by name: rows read back from stored batches have their keys sorted
+    return frame[first + sorted(c for c in frame.columns if c not in first)]
 
 
 def _results_table(frame: pd.DataFrame) -> pa.Table:

@@ -282,6 +282,53 @@ class ReferenceLM:
                 count[piece.document] += k
         return (total / np.maximum(count, 1)[:, None]).astype(np.float32)
 
+    def greedy_continuations(
+        self, prompts: Sequence[Sequence[int]], n_tokens: int, *, batch_size: int = 64
+    ) -> list[list[int]]:
+        """The ``n_tokens`` tokens greedy decoding appends to each prompt (token ids in, ids out).
+
+        Prompts of the same length are decoded together, at most
+        ``batch_size`` at a time: one forward pass per decoding step over
+        the whole sequence so far (no cache, no padding: the models are
+        small), then the most likely next token of each row (``argmax``,
+        the lowest id on a tie). On the CPU a prompt's continuation does not
+        depend on the other prompts of the call nor on ``batch_size``.
+
+        Raises
+        ------
+        ValueError
+            A prompt is empty, or a prompt plus its continuation is longer
+            than the model's context.
+        """
+        import torch
+
+        if batch_size < 1 or n_tokens < 0:
+            raise ValueError(
+                f"batch_size must be >= 1 and n_tokens >= 0, got {batch_size}, {n_tokens}"
+            )
+        by_length: dict[int, list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            if not prompt or len(prompt) + n_tokens - 1 > self.context_length:
+                raise ValueError(
+                    f"a prompt of {len(prompt)} tokens plus {n_tokens} decoded tokens does not "
+                    f"fit the model's context ({self.context_length})"
+                )
+            by_length.setdefault(len(prompt), []).append(index)
+        decoded: list[list[int]] = [[] for _ in prompts]
+        for length in sorted(by_length):
+            group = by_length[length]
+            for start in range(0, len(group), batch_size):
+                rows = group[start : start + batch_size]
+                ids = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)
+                ids = ids.to(self.device)
+                for _ in range(n_tokens):
+                    logits, _ = self._forward(ids)
+                    following = logits[:, -1, :].float().argmax(dim=-1)
+                    ids = torch.cat([ids, following[:, None].to(ids.dtype)], dim=1)
+                for row, index in enumerate(ids[:, length:].to("cpu").tolist()):
+                    decoded[rows[row]] = index
+        return decoded
+
     # -- internals -------------------------------------------------------------------
     def _score_pieces(self, texts: Sequence[str | None], max_tokens: int | None) -> list[_Piece]:
         """Windows of at most ``context_length`` inputs; each target is predicted once."""

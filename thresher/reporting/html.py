@@ -87,6 +87,7 @@ def render(data: ReportData, *, examples_per_reason: int = 3, text_limit: int = 
         "contamination": (manifest or {}).get("decontamination"),
         "steps": [_step_context(number, step) for number, step in enumerate(data.steps, 1)],
         "curve": _curve_context(data.eval_results, data.eval_summary, data.eval_record),
+        "eval_run": _eval_run_context(data.eval_results),
         "examples": _examples_context(data),
     }
     return _environment().from_string(TEMPLATE).render(**context)
@@ -367,6 +368,27 @@ def _lm_curve_context(
         "table": table,
         "warnings": [str(w) for w in record.get("warnings", [])],
         "facts": facts,
+    }
+
+
+def _eval_run_context(results: pd.DataFrame | None) -> dict[str, Any] | None:
+    """What the eval of this run compared: its selectors, pruning rates and seeds (None: no eval).
+
+    The run of ``thresher eval`` is scored once and never selected by the eval
+    itself (each selection is made and trained in the eval), so its report says
+    that rather than "no selection yet".
+    """
+    if results is None or results.empty:
+        return None
+    compared = results[results["selector"] != "full"]  # the full-data reference is no selector
+    rates: list[str] = []
+    if "prune_rate" in compared.columns:
+        rates = [f"{rate:g}" for rate in sorted(compared["prune_rate"].dropna().unique())]
+    seeds = int(results["seed"].nunique()) if "seed" in results.columns else 0
+    return {
+        "selectors": [str(s) for s in dict.fromkeys(compared["selector"].tolist())],
+        "rates": rates,
+        "seeds": seeds,
     }
 
 

@@ -86,7 +86,13 @@ TEMPLATE = """<!DOCTYPE html>
 {% for note in notes %}<div class="note">{{ note }}</div>{% endfor %}
 {% if skipped %}<div class="note">{{ skipped | length }} damaged input file(s) were skipped:
 see <a href="#skipped">Damaged inputs</a>.</div>{% endif %}
-{% if not manifest %}<div class="note">No selection yet: this run was scored but not
+{% if eval_run %}<div class="note eval-run">Eval of {{ eval_run.selectors | length }}
+selector{{ "s" if eval_run.selectors | length != 1 }}{% if eval_run.selectors %} ({% for name in eval_run.selectors %}<code>{{ name }}</code>{% if not loop.last %}, {% endif %}{% endfor %}){% endif %}{% if eval_run.rates %} at pruning rate{{ "s" if eval_run.rates | length != 1 }} {{ eval_run.rates | join(", ") }}{% endif %}{% if eval_run.seeds %}, {{ eval_run.seeds }} seed{{ "s" if eval_run.seeds != 1 }} each{% endif %}: this run scored
+the training pool once; each selection was made and trained by <code>thresher eval</code>
+(see the <a href="#pruning-curve">pruning curve</a> below).{% if manifest %} The funnel and the
+selection shown here are those of a later <code>thresher select</code> of this run, not the
+eval's.{% endif %}</div>
+{% elif not manifest %}<div class="note">No selection yet: this run was scored but not
 selected. Run <code>thresher select</code> to choose a subset; the funnel and the kept/dropped
 split appear then.</div>{% endif %}
 

@@ -12,6 +12,7 @@ from thresher.scorers.fasttext_quality import FastTextQualityScorer
 from thresher.scorers.grand import GraNdScorer
 from thresher.scorers.influence import InfluenceScorer
 from thresher.scorers.language import LanguageScorer
+from thresher.scorers.memorization import MemorizationScorer
 from thresher.scorers.minhash import MinHashScorer
 from thresher.scorers.perplexity import PerplexityScorer
 from thresher.scorers.quality_signals import (
@@ -42,6 +43,7 @@ _REGISTERED: list[type[Scorer]] = [
     VoGScorer,
     EmbeddingScorer,
     PerplexityScorer,
+    MemorizationScorer,
     FastTextQualityScorer,
     TokenCountScorer,
     LanguageScorer,

@@ -87,6 +87,12 @@ def _config(corpus: Path, **eval_overrides: Any) -> dict[str, Any]:
                 "params": {"score": "perplexity", "band": "low"},
                 "dedup": False,
             },
+            {
+                "name": "quantile_band",
+                "label": "memorization_low",
+                "params": {"score": "memorization", "band": "low"},
+                "dedup": False,
+            },
         ],
         "lm": LM,
     }
@@ -98,6 +104,10 @@ def _config(corpus: Path, **eval_overrides: Any) -> dict[str, Any]:
         "schema": {"id": "id", "text": "text"},
         "scorers": [
             {"name": "perplexity", "params": {"lm": REFERENCE}},
+            {
+                "name": "memorization",
+                "params": {"lm": REFERENCE, "prefix": 16, "continuation": 16, "offsets": [0, 32]},
+            },
             {"name": "token_count", "params": {"lm": REFERENCE}},
             {"name": "minhash"},
         ],
@@ -135,8 +145,14 @@ def test_every_model_trains_on_the_same_tokens_and_is_measured_on_every_set(
         "label_noise",
         "loss",
     ]
-    assert sorted(results["selector"].unique()) == ["dedup", "full", "ppl_low", "random"]
-    assert len(results) == 4 * 2
+    assert sorted(results["selector"].unique()) == [
+        "dedup",
+        "full",
+        "memorization_low",
+        "ppl_low",
+        "random",
+    ]
+    assert len(results) == 5 * 2
     # equal compute: every model saw exactly the same number of tokens
     steps = -(-LM["train_tokens"] // (LM["batch_size"] * LM["context_length"]))
     assert (results["train_tokens"] == steps * LM["batch_size"] * LM["context_length"]).all()
@@ -179,7 +195,7 @@ def test_a_rerun_trains_no_model_and_a_lost_model_alone_is_retrained(lm_eval: Pa
     from thresher.api import evaluate
 
     parts = sorted((_outputs(lm_eval) / "_parts").rglob("*.json"))
-    assert len(parts) == 4 * 2 + len(LM["lr_grid"])  # one stored part per model
+    assert len(parts) == 5 * 2 + len(LM["lr_grid"])  # one stored part per model
     before = {p: p.stat().st_mtime_ns for p in parts}
     results = pd.read_parquet(_outputs(lm_eval) / "results.parquet")
     lost = parts[0]
@@ -287,6 +303,7 @@ def test_the_language_model_scoring_run_counts_tokens(tmp_path: Path) -> None:
 
     data = _config(tmp_path)
     data["scorers"] = [{"name": "perplexity", "params": {"lm": REFERENCE}}]
+    del data["dedup"]
     scoring = scoring_config(parse_eval_config(data, base_dir=tmp_path))
     assert [s.name for s in scoring.scorers] == ["perplexity", "token_count"]
     assert scoring.schema_.label is None

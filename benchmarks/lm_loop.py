@@ -54,7 +54,7 @@ from thresher.evaluation.lm_train import (
     window_order,
     window_starts,
 )
-from thresher.models.tokenizer import BPETokenizer
+from thresher.models.tokenizer import DOCUMENT, BPETokenizer
 
 RESULTS = Path(__file__).parent / "results" / "lm_loop.json"
 LICENSES = Path("/usr/share/common-licenses")
@@ -163,6 +163,8 @@ def train_gpt2(docs: TokenDocs, settings: LMTrainSettings, seed: int) -> tuple[A
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=DOCUMENT,
+        eos_token_id=DOCUMENT,
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)

@@ -314,10 +314,12 @@ def test_hf_config_trains_that_architecture(
         n_layer=1,
         n_head=2,
         n_positions=CONTEXT,
-        vocab_size=10,
+        vocab_size=300,  # the settings override it
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=DOCUMENT,
+        eos_token_id=DOCUMENT,
     )
     config.save_pretrained(tmp_path)
     settings = _settings(tokenizer, train_tokens=8000, hf_config=str(tmp_path / "config.json"))

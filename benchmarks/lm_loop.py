@@ -174,16 +174,7 @@ def train_gpt2(docs: TokenDocs, settings: LMTrainSettings, seed: int) -> tuple[A
         betas=(0.9, 0.95),
         weight_decay=settings.weight_decay,
     )
-    steps = settings.steps
-    warmup = math.ceil(settings.warmup * steps)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-        return settings.min_lr + (1 - settings.min_lr) * cosine
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
     batches = _batches(docs, settings, seed)
     model.train()
     started = time.perf_counter()
@@ -246,6 +237,113 @@ def bare_loop(docs: TokenDocs, settings: LMTrainSettings, seed: int) -> float:
     return batches[:, :, 1:].numel() / seconds
 
 
+def our_model_textbook(docs: TokenDocs, settings: LMTrainSettings, seed: int) -> Any:
+    """The eval's network (initialised as ``train_lm`` does) trained by the textbook loop."""
+    import torch
+    import torch.nn.functional as F
+
+    from thresher.evaluation.lm_train import _build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build_model(settings)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
+    model.train()
+    for batch in _batches(docs, settings, seed):
+        logits, _ = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+    return model.eval()
+
+
+def loss_parity(
+    train: TokenDocs, heldout: TokenDocs, settings: LMTrainSettings, seeds: int
+) -> dict[str, Any]:
+    """Held-out loss of the eval's loop against GPT-2 in a textbook loop, over ``seeds`` seeds.
+
+    Two cross runs split a gap into its causes: the eval's network in the
+    textbook loop (the loop's share) and, through ``hf_config``, the same
+    GPT-2 trained by the eval's loop.
+    """
+    import tempfile
+
+    from transformers import GPT2Config
+
+    rows = []
+    for seed in range(SEED, SEED + seeds):
+        trained = train_lm(train, settings, seed)
+        ours, n_scored = heldout_loss(trained.model, heldout, settings.context_length)
+        gpt2, gpt2_seconds = train_gpt2(train, settings, seed)
+        theirs, n_theirs = gpt2_heldout_loss(gpt2, heldout, settings.context_length)
+        assert n_theirs == n_scored
+        rows.append(
+            {
+                "seed": seed,
+                "train_lm": ours,
+                "gpt2_textbook": theirs,
+                "train_lm_seconds": trained.record["train_seconds"],
+                "gpt2_seconds": round(gpt2_seconds, 1),
+            }
+        )
+    ours_textbook = our_model_textbook(train, settings, SEED)
+    cross_ours, _ = heldout_loss(ours_textbook, heldout, settings.context_length)
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "config.json"
+        GPT2Config(
+            vocab_size=settings.vocab_size,
+            n_positions=settings.context_length,
+            n_embd=settings.d_model,
+            n_layer=settings.n_layers,
+            n_head=settings.n_heads,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        ).to_json_file(str(config))
+        hf = train_lm(train, dataclasses.replace(settings, hf_config=str(config)), SEED)
+        cross_gpt2, _ = heldout_loss(hf.model, heldout, settings.context_length)
+    ours_mean = statistics.mean(r["train_lm"] for r in rows)
+    gpt2_mean = statistics.mean(r["gpt2_textbook"] for r in rows)
+    first = rows[0]
+    return {
+        "seeds": rows,
+        "train_lm_heldout_loss": ours_mean,
+        "gpt2_heldout_loss": gpt2_mean,
+        "train_lm_std": statistics.stdev(r["train_lm"] for r in rows) if seeds > 1 else 0.0,
+        "gpt2_std": statistics.stdev(r["gpt2_textbook"] for r in rows) if seeds > 1 else 0.0,
+        "relative_gap": (ours_mean - gpt2_mean) / gpt2_mean,
+        "tokens_scored": n_scored,
+        "train_lm_record": trained.record,
+        # the same network in both loops: what the loop alone changes
+        "eval_network_textbook_loop": cross_ours,
+        "eval_network_eval_loop": first["train_lm"],
+        "loop_gap_eval_network": (first["train_lm"] - cross_ours) / cross_ours,
+        "gpt2_eval_loop": cross_gpt2,
+        "gpt2_textbook_loop": first["gpt2_textbook"],
+        "loop_gap_gpt2": (cross_gpt2 - first["gpt2_textbook"]) / first["gpt2_textbook"],
+    }
+
+
+def _schedule(settings: LMTrainSettings) -> Any:
+    """The LambdaLR factor of the textbook loops: linear warm-up, cosine to ``min_lr``."""
+    steps = settings.steps
+    warmup = math.ceil(settings.warmup * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        return settings.min_lr + (1 - settings.min_lr) * cosine
+
+    return factor
+
+
 # -- main -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -253,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--train-tokens", type=int, default=None)
     parser.add_argument("--speed-tokens", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=3, help="models per loop for the parity")
+    parser.add_argument("--rounds", type=int, default=3, help="A, B rounds of the speed check")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -282,24 +382,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"and {info['heldout_tokens']:,} held-out tokens (prepared in {info['prepare_seconds']} s)"
     )
 
-    trained = train_lm(train, settings, SEED)
-    ours, n_scored = heldout_loss(trained.model, heldout, settings.context_length)
-    gpt2, gpt2_seconds = train_gpt2(train, settings, SEED)
-    theirs, n_theirs = gpt2_heldout_loss(gpt2, heldout, settings.context_length)
-    assert n_theirs == n_scored
-    parity = {
-        "train_lm_heldout_loss": ours,
-        "gpt2_heldout_loss": theirs,
-        "relative_gap": (ours - theirs) / theirs,
-        "tokens_scored": n_scored,
-        "train_lm_record": trained.record,
-        "gpt2_train_seconds": round(gpt2_seconds, 1),
-        "gpt2_n_parameters": sum(p.numel() for p in gpt2.parameters()),
-    }
+    parity = loss_parity(train, heldout, settings, args.seeds)
 
     speed_settings = dataclasses.replace(settings, train_tokens=speed_tokens)
     rounds = []
-    for _ in range(2):  # A, B, A, B
+    for _ in range(args.rounds):  # A, B, A, B, ...
         a = train_lm(train, speed_settings, SEED).record["tokens_per_second"]
         b = bare_loop(train, speed_settings, SEED)
         rounds.append(
@@ -342,12 +429,23 @@ def render(result: dict[str, Any]) -> str:
         f"{result['steps']} steps ({record['tokens_trained']:,} tokens, "
         f"{record['epochs']:.2f} epochs), lr {s['lr']}",
         "",
-        "| model | held-out loss (nats) | train seconds |",
-        "|---|---:|---:|",
-        f"| train_lm (CausalTransformer) | {parity['train_lm_heldout_loss']:.4f} | {record['train_seconds']:.1f} |",
-        f"| GPT2LMHeadModel, textbook AdamW | {parity['gpt2_heldout_loss']:.4f} | {parity['gpt2_train_seconds']:.1f} |",
+        f"| model, loop | held-out loss (nats), mean ± std over {len(parity['seeds'])} seeds |",
+        "|---|---:|",
+        f"| eval's network, eval's loop (train_lm) | {parity['train_lm_heldout_loss']:.4f} "
+        f"± {parity['train_lm_std']:.4f} |",
+        f"| GPT2LMHeadModel, textbook AdamW loop | {parity['gpt2_heldout_loss']:.4f} "
+        f"± {parity['gpt2_std']:.4f} |",
         f"relative gap: {100 * parity['relative_gap']:+.2f}% (target within 2%) "
         f"on {parity['tokens_scored']:,} held-out tokens",
+        "",
+        "The loop alone (one seed, the same network in both loops):",
+        "",
+        "| network | eval's loop | textbook loop | gap |",
+        "|---|---:|---:|---:|",
+        f"| eval's CausalTransformer | {parity['eval_network_eval_loop']:.6f} | "
+        f"{parity['eval_network_textbook_loop']:.6f} | {100 * parity['loop_gap_eval_network']:+.4f}% |",
+        f"| GPT2LMHeadModel (hf_config) | {parity['gpt2_eval_loop']:.6f} | "
+        f"{parity['gpt2_textbook_loop']:.6f} | {100 * parity['loop_gap_gpt2']:+.4f}% |",
         "",
         "| round | train_lm tokens/s | bare loop tokens/s | ratio |",
         "|---|---:|---:|---:|",

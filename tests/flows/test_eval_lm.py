@@ -303,6 +303,7 @@ def test_the_language_model_scoring_run_counts_tokens(tmp_path: Path) -> None:
 
     data = _config(tmp_path)
     data["scorers"] = [{"name": "perplexity", "params": {"lm": REFERENCE}}]
+    data["eval"]["selectors"] = data["eval"]["selectors"][:1]
     del data["dedup"]
     scoring = scoring_config(parse_eval_config(data, base_dir=tmp_path))
     assert [s.name for s in scoring.scorers] == ["perplexity", "token_count"]

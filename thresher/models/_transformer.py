@@ -68,13 +68,32 @@ class _Block(nn.Module):
         self.down = nn.Linear(4 * d, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cached(x, None)[0]
+
+    def cached(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The block on ``x`` after the positions whose keys and values ``cache`` holds.
+
+        Without a cache the positions attend causally among themselves; with
+        one, ``x`` is the next position(s) and attends to the cached ones too.
+        Returns the output and the keys and values of every position so far.
+        """
         batch, length, width = x.shape
         q, k, v = self.qkv(self.ln_attention(x)).split(width, dim=2)
         heads = (batch, length, self.n_heads, width // self.n_heads)
         q, k, v = (t.view(heads).transpose(1, 2) for t in (q, k, v))
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        if cache is None or length == 1:  # one new position sees every cached one
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
+        else:
+            mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(
+                k.shape[2] - length
+            )
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.projection(attended.transpose(1, 2).reshape(batch, length, width))
-        return x + self.down(F.gelu(self.up(self.ln_mlp(x))))
+        return x + self.down(F.gelu(self.up(self.ln_mlp(x)))), (k, v)
 
 
 class CausalTransformer(nn.Module):
@@ -114,6 +133,40 @@ class CausalTransformer(nn.Module):
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.hidden_states(ids)
         return self.logits(hidden), hidden
+
+    def greedy(self, ids: torch.Tensor, n_tokens: int) -> torch.Tensor:
+        """The ``n_tokens`` tokens greedy decoding appends to each row of ``ids`` (no padding).
+
+        The prompt runs once; each decoded token then runs alone against the
+        cached keys and values of the positions before it, and only the last
+        position's logits are computed. The most likely token is taken
+        (``argmax``: the lowest id on a tie).
+        """
+        batch, length = ids.shape
+        if length + n_tokens - 1 > self.config.context_length:
+            raise ValueError(
+                f"{length} prompt tokens plus {n_tokens} decoded tokens exceed the context "
+                f"({self.config.context_length})"
+            )
+        decoded = torch.empty((batch, n_tokens), dtype=torch.long, device=ids.device)
+        positions = torch.arange(length, device=ids.device)
+        x = self.token_embedding(ids) + self.position_embedding(positions)
+        caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for block in self.blocks:
+            assert isinstance(block, _Block)
+            x, cache = block.cached(x, None)
+            caches.append(cache)
+        for step in range(n_tokens):
+            following = self.logits(self.ln_final(x[:, -1])).float().argmax(dim=-1)
+            decoded[:, step] = following
+            if step == n_tokens - 1:
+                break
+            position = torch.full((1,), length + step, device=ids.device, dtype=torch.long)
+            x = (self.token_embedding(following) + self.position_embedding(position))[:, None]
+            for index, block in enumerate(self.blocks):
+                assert isinstance(block, _Block)
+                x, caches[index] = block.cached(x, caches[index])
+        return decoded
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -86,6 +86,10 @@ class ThresherBackend:
         logits, hidden = self.model(ids)
         return logits, hidden
 
+    def greedy(self, ids: Any, n_tokens: int) -> Any:
+        """Greedy continuations with the transformer's key-value cache."""
+        return self.model.greedy(ids, n_tokens)
+
     def to(self, device: Any) -> None:
         self.model.to(device)
 
@@ -288,10 +292,11 @@ class ReferenceLM:
         """The ``n_tokens`` tokens greedy decoding appends to each prompt (token ids in, ids out).
 
         Prompts of the same length are decoded together, at most
-        ``batch_size`` at a time: one forward pass per decoding step over
-        the whole sequence so far (no cache, no padding: the models are
-        small), then the most likely next token of each row (``argmax``,
-        the lowest id on a tie). On the CPU a prompt's continuation does not
+        ``batch_size`` at a time (no padding): thresher's own transformer
+        runs the prompt once and each decoded token alone against a
+        key-value cache; another model recomputes the whole sequence at each
+        step. Each step takes the most likely next token of each row
+        (``argmax``, the lowest id on a tie). On the CPU a prompt's continuation does not
         depend on the other prompts of the call nor on ``batch_size``.
 
         Raises
@@ -321,10 +326,20 @@ class ReferenceLM:
                 rows = group[start : start + batch_size]
                 ids = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long)
                 ids = ids.to(self.device)
-                for _ in range(n_tokens):
-                    logits, _ = self._forward(ids)
-                    following = logits[:, -1, :].float().argmax(dim=-1)
-                    ids = torch.cat([ids, following[:, None].to(ids.dtype)], dim=1)
+                greedy = getattr(self.backend, "greedy", None)
+                if greedy is not None and n_tokens:  # a key-value cache: each token once
+                    with (
+                        torch.inference_mode(),
+                        torch.autocast(
+                            self.device.type, dtype=self._amp, enabled=self._amp is not None
+                        ),
+                    ):
+                        ids = torch.cat([ids, greedy(ids, n_tokens)], dim=1)
+                else:
+                    for _ in range(n_tokens):
+                        logits, _ = self._forward(ids)
+                        following = logits[:, -1, :].float().argmax(dim=-1)
+                        ids = torch.cat([ids, following[:, None].to(ids.dtype)], dim=1)
                 for row, index in enumerate(ids[:, length:].to("cpu").tolist()):
                     decoded[rows[row]] = index
         return decoded

@@ -17,6 +17,10 @@ Where CUDA is present this runs, in order (parts in ``benchmarks/_gpu_*.py``):
     measured peak), and the model's forward pass alone.
 ``el2n``
     EL2N proxy training (examples/s) and scoring (documents/s).
+``lm_eval``
+    the language-model eval's training loop at a 6-layer, 384-wide size:
+    tokens/s against the CPU, MFU, and the known answer (planted-only,
+    random and clean-only subsets of equal tokens) at that size.
 ``embedding``
     the LM embedding scorer, and a sentence-transformers encoder of
     all-MiniLM-L6-v2's shape (random weights), documents/s.
@@ -68,12 +72,13 @@ from types import FrameType
 from typing import Any
 
 from benchmarks._gpu_common import DRY, FULL, Part, Row, Workspace, importable
+from benchmarks._gpu_lm import part_lm_eval
 from benchmarks._gpu_models import part_el2n, part_embedding, part_gpt2, part_peak, part_perplexity
 from benchmarks._gpu_selection import part_dpp, part_kmeans
 from benchmarks._gpu_tests import part_tests
 
 #: Seconds the parts may take in all at full scale (the command stays under 8 minutes).
-TOTAL_BUDGET = 420.0
+TOTAL_BUDGET = 450.0
 #: Each part's budget in a dry run (tiny sizes: a safety net, never reached).
 DRY_BUDGET = 120.0
 WHEELS_HINT = "carry it as a wheel: bash benchmarks/gpu_wheels.sh"
@@ -86,6 +91,7 @@ PARTS: list[Part] = [
     Part("perplexity", part_perplexity, 50, _SCORERS),
     Part("gpt2", part_gpt2, 75, (*_SCORERS, "transformers", "tokenizers")),
     Part("el2n", part_el2n, 60, _SCORERS),
+    Part("lm_eval", part_lm_eval, 90, ("torch", "pyarrow")),
     Part("embedding", part_embedding, 60, (*_SCORERS, "transformers", "tokenizers")),
     Part("dpp", part_dpp, 60, ("torch",)),
     Part("kmeans", part_kmeans, 40, ("torch",)),

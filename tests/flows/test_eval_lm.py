@@ -184,6 +184,14 @@ def test_summary_report_and_record_speak_of_loss(lm_eval: Path) -> None:
     assert len(record["model"]["trials"]) == len(LM["lr_grid"])
     assert record["tokens"]["tokens"]["train"] > 0
     assert record["dedup"]["duplicates"] > 0  # the planted near-copies
+    test_rows = [r for r in record["summary"] if r["set"] == "test"]
+    assert {r["selector"] for r in test_rows} == {
+        "full",
+        "random",
+        "dedup",
+        "ppl_low",
+        "memorization_low",
+    }
     svg = (out / "pruning_curve.svg").read_text()
     assert "per-token loss" in svg
     report = (lm_eval.parent / "out" / "run" / "report.html").read_text()
@@ -359,3 +367,14 @@ def test_an_unlabelled_corpus_is_split_without_losing_rows(tmp_path: Path) -> No
     assert record["target_rows"] == {"t": 5}
     target = read_split(tmp_path / "out" / "splits" / "targets" / "t.parquet")
     assert target.column_names == ["id", "text"] and target.num_rows == 5
+
+
+def test_a_hugging_face_config_is_resolved_against_the_config_file(tmp_path: Path) -> None:
+    from thresher.evaluation.lm_eval import train_settings
+
+    data = _config(tmp_path)
+    data["eval"]["lm"] = {**LM, "hf_config": "models/gpt2.json"}
+    config = parse_eval_config(data, base_dir=tmp_path)
+    settings = train_settings(config.eval.lm, 512, 0.01, config.run.base_dir)
+    assert settings.hf_config == str(tmp_path / "models" / "gpt2.json")
+    assert (settings.d_model, settings.train_tokens) == (LM["d_model"], LM["train_tokens"])

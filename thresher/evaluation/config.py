@@ -39,6 +39,7 @@ from thresher.config import (
     PartitionConfig,
     RunConfig,
     SelectorConfig,
+    SumBudgetConfig,
     format_validation_error,
     parse_config,
     read_yaml,
@@ -130,8 +131,8 @@ class EvalSelectorConfig(_Strict):
             for values in itertools.product(*(self.search[n] for n in names))
         ]
 
-    def step(self, params: dict[str, Any], budget: int | float | dict[str, int]) -> SelectorConfig:
-        """The run ``selector`` step for ``params`` and ``budget`` (a token budget is a mapping)."""
+    def step(self, params: dict[str, Any], budget: int | float | SumBudgetConfig) -> SelectorConfig:
+        """The run ``selector`` step for ``params`` and ``budget`` (rows, a fraction, tokens)."""
         return SelectorConfig(
             name=self.name,
             params=params,
@@ -225,7 +226,10 @@ class LMEvalConfig(_Strict):
     documents of the training pool (seeded). ``lr`` left out is chosen from
     ``lr_grid`` by full-pool models measured on the validation split.
     ``device``: ``auto`` (CUDA with bf16 when present, else CPU), ``cpu``
-    or ``cuda``.
+    or ``cuda``. ``hf_config``: a local Hugging Face ``config.json`` (e.g.
+    GPT-2's) to train that architecture instead (``pip install
+    'thresher[hf]'``; its vocabulary and context are set from these
+    settings); relative to the config file.
     """
 
     vocab_size: int = Field(default=4096, ge=258, le=65536)
@@ -241,6 +245,7 @@ class LMEvalConfig(_Strict):
     weight_decay: float = Field(default=0.1, ge=0.0)
     tokenizer_documents: int = Field(default=2000, ge=1)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    hf_config: str | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> LMEvalConfig:

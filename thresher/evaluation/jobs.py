@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from thresher.config import PartitionConfig
+from thresher.config import PartitionConfig, SumBudgetConfig
 from thresher.errors import RunStateError
 from thresher.evaluation.config import (
     FULL,
@@ -150,7 +150,7 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
         embeddings=job.embeddings,
         partitions=None if job.partitions is None else PartitionConfig(**job.partitions),
     )
-    budget: int | float | dict[str, int]
+    budget: int | float | SumBudgetConfig
     if job.selector == FULL:
         budget = 1.0
     elif config.eval.language_model:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from thresher.config import SumBudgetConfig
 from thresher.errors import RunStateError
 from thresher.evaluation.config import EvalConfig, LMEvalConfig
 from thresher.evaluation.features import pool_table
@@ -138,8 +139,14 @@ def load_docs(config: EvalConfig, name: str) -> TokenDocs:
         return _LOADED[cache_key]
 
 
-def train_settings(lm: LMEvalConfig, vocab_size: int, lr: float) -> LMTrainSettings:
-    """The training loop's settings for the configured model and learning rate ``lr``."""
+def train_settings(
+    lm: LMEvalConfig, vocab_size: int, lr: float, base_dir: str | Path = "."
+) -> LMTrainSettings:
+    """The training loop's settings for the configured model and learning rate ``lr``.
+
+    A relative ``hf_config`` is resolved against ``base_dir`` (the config file's directory).
+    """
+    hf_config = None if lm.hf_config is None else str(Path(base_dir) / lm.hf_config)
     return LMTrainSettings(
         vocab_size=vocab_size,
         d_model=lm.d_model,
@@ -152,6 +159,7 @@ def train_settings(lm: LMEvalConfig, vocab_size: int, lr: float) -> LMTrainSetti
         warmup=lm.warmup,
         weight_decay=lm.weight_decay,
         device=lm.device,
+        hf_config=hf_config,
     )
 
 
@@ -160,9 +168,10 @@ def pool_tokens(scores: Any) -> int:
     return int(pc.sum(scores.column(S.TOKEN_COLUMN)).as_py() or 0)
 
 
-def token_budget(prune_rate: float, scores: Any) -> dict[str, int]:
+def token_budget(prune_rate: float, scores: Any) -> SumBudgetConfig:
     """The token budget at ``prune_rate``: ``(1 - rate)`` of the pool's tokens (at least one)."""
-    return {"tokens": max(1, math.floor((1.0 - prune_rate) * pool_tokens(scores)))}
+    total = max(1, math.floor((1.0 - prune_rate) * pool_tokens(scores)))
+    return SumBudgetConfig(sum=S.TOKEN_COLUMN, total=total)
 
 
 def run_lm_job(config: EvalConfig, job: Any) -> dict[str, Any]:
@@ -188,7 +197,8 @@ def run_lm_job(config: EvalConfig, job: Any) -> dict[str, Any]:
     lr = float((job.model or {}).get("lr") or lm.lr or lm.lr_grid[0])
     vocab = int(read_json(lm_dir(config) / TOKENS_RECORD)["vocab_size"])
     seeds = Seeds.of(config.run.seed, job.split, job.seed)
-    trained = train_lm(subset, train_settings(lm, vocab, lr), seeds.model)
+    settings = train_settings(lm, vocab, lr, config.run.base_dir)
+    trained = train_lm(subset, settings, seeds.model)
     done_training = time.perf_counter()
     sets = ["validation"] if job.split == "validation" else measured_sets(config)
     row: dict[str, Any] = {

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from thresher.config import RunConfig
 from thresher.evaluation.config import EvalConfig
 from thresher.evaluation.features import build_features
@@ -329,7 +331,15 @@ class RecordStage(EvalStage):
             "models": n_models + len(model.tuning["trials"]),
             "model": model.tuning,
             "dedup": getattr(ctx.results.get(DedupStage.name), "summary", None),
-            **({} if sets is None else {"lm": cfg.eval.lm.model_dump(mode="json"), "sets": sets}),
+            **(
+                {}
+                if sets is None
+                else {
+                    "lm": cfg.eval.lm.model_dump(mode="json"),
+                    "sets": sets,
+                    "summary": summary.replace({np.nan: None}).to_dict("records"),
+                }
+            ),
             "proxies": proxy_records(run),
             "chosen": [
                 {"selector": label, "prune_rate": rate, "params": params}

@@ -36,7 +36,7 @@ RESULT_FIELDS = [
     pa.field("label_noise", pa.float64()),
     pa.field("accuracy", pa.float64()),
 ]
-#: The language model's first columns: its per-token loss on the held-out split for accuracy.
+#: The language model's first columns: its per-token loss on the held-out split in accuracy's place.
 LM_RESULT_FIELDS = [*RESULT_FIELDS[:5], pa.field("loss", pa.float64())]
 EVAL_RECORD = "eval.json"
 

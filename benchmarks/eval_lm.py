@@ -80,6 +80,7 @@ SCALES: dict[str, dict[str, Any]] = {
             "batch_size": 16,
             "vocab_size": 2048,
             "lr_grid": [0.003, 0.01],
+            "warmup": 0.05,
         },
         "reference_lm": {"n_documents": 600, "steps": 120},
         "speed_tokens": 30_000,
@@ -97,6 +98,7 @@ SCALES: dict[str, dict[str, Any]] = {
             "batch_size": 16,
             "vocab_size": 4096,
             "lr_grid": [0.001, 0.003, 0.01],
+            "warmup": 0.05,
         },
         "reference_lm": {"n_documents": 2000, "steps": 300},
         "speed_tokens": 150_000,
@@ -114,6 +116,7 @@ SCALES: dict[str, dict[str, Any]] = {
             "batch_size": 32,
             "vocab_size": 4096,
             "lr_grid": [0.0006, 0.002, 0.006],
+            "warmup": 0.05,
         },
         "reference_lm": {"n_documents": 4000, "steps": 600},
         "speed_tokens": 1_000_000,
@@ -183,7 +186,12 @@ def known_answer(evaluation: Any, config: Any, seeds: int) -> pd.DataFrame:
     vocab = int(
         json.loads((Path(evaluation.dir) / "_lm" / "tokens.json").read_text())["vocab_size"]
     )
-    settings = train_settings(lm, vocab, float(evaluation.record["model"]["lr"]))
+    settings = train_settings(
+        lm,
+        vocab,
+        float(evaluation.record["model"]["lr"]),
+        warmup=evaluation.record["model"].get("warmup"),
+    )
     rows = []
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
@@ -230,7 +238,12 @@ def loop_speed(evaluation: Any, config: Any, rounds: int, tokens: int) -> dict[s
     vocab = int(
         json.loads((Path(evaluation.dir) / "_lm" / "tokens.json").read_text())["vocab_size"]
     )
-    settings = train_settings(config.eval.lm, vocab, float(evaluation.record["model"]["lr"]))
+    settings = train_settings(
+        config.eval.lm,
+        vocab,
+        float(evaluation.record["model"]["lr"]),
+        warmup=evaluation.record["model"].get("warmup"),
+    )
     settings = dataclasses.replace(settings, train_tokens=tokens)
     train = load_docs(config, "train")
     loop, bare = [], []

@@ -180,8 +180,16 @@ def test_summary_report_and_record_speak_of_loss(lm_eval: Path) -> None:
     record = json.loads((out / "eval.json").read_text())
     assert record["task"] == "language_model"
     assert record["sets"] == ["test", "python_docs"]
-    assert record["model"]["lr"] in LM["lr_grid"]
-    assert len(record["model"]["trials"]) == len(LM["lr_grid"])
+    # the learning rate, then the warm-up, chosen on the validation split
+    model = record["model"]
+    assert model["given"] == {"lr": False, "warmup": False}
+    assert model["lr"] in LM["lr_grid"] and model["warmup"] in (0.05, 0.2)
+    assert [(t["lr"], t["warmup"]) for t in model["trials"]] == [
+        *((lr, 0.05) for lr in LM["lr_grid"]),
+        (model["lr"], 0.2),
+    ]
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["lr"]) == {model["lr"]} and set(results["warmup"]) == {model["warmup"]}
     assert record["tokens"]["tokens"]["train"] > 0
     assert record["dedup"]["duplicates"] > 0  # the planted near-copies
     test_rows = [r for r in record["summary"] if r["set"] == "test"]
@@ -203,7 +211,7 @@ def test_a_rerun_trains_no_model_and_a_lost_model_alone_is_retrained(lm_eval: Pa
     from thresher.api import evaluate
 
     parts = sorted((_outputs(lm_eval) / "_parts").rglob("*.json"))
-    assert len(parts) == 5 * 2 + len(LM["lr_grid"])  # one stored part per model
+    assert len(parts) == 5 * 2 + len(LM["lr_grid"]) + 1  # one stored part per model
     before = {p: p.stat().st_mtime_ns for p in parts}
     results = pd.read_parquet(_outputs(lm_eval) / "results.parquet")
     lost = parts[0]
@@ -279,7 +287,8 @@ def test_planted_documents_alone_train_a_worse_model_and_clean_ones_a_better(
         ({"targets": {"test": {"paths": ["x.parquet"]}}}, "name the eval's own splits"),
         ({"targets": {"bad-name": {"paths": ["x.parquet"]}}}, "identifiers"),
         ({"lm": {"d_model": 30, "n_heads": 4}}, "must divide"),
-        ({"validation": 0.0}, "lm.lr"),
+        ({"validation": 0.0}, "lm.lr and lm.warmup"),
+        ({"lm": {"warmup_grid": [0.1, 1.5]}}, "warmup_grid"),
         ({"lm": {"lr_grid": [0.01, 0.01]}}, "each candidate once"),
     ],
 )

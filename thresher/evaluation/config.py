@@ -211,6 +211,8 @@ class TargetSetConfig(_Strict):
 
 #: Learning rates tried for the language models unless ``eval.lm.lr`` is given.
 LM_LR_GRID = (1e-3, 3e-3, 1e-2)
+#: Warm-up fractions tried unless ``eval.lm.warmup`` is given (the first during the lr search).
+LM_WARMUP_GRID = (0.05, 0.2)
 
 
 class LMEvalConfig(_Strict):
@@ -223,8 +225,10 @@ class LMEvalConfig(_Strict):
     in steps of ``batch_size`` sequences, with AdamW, a linear warm-up
     (``warmup``, a fraction of the steps) and a cosine decay. The tokenizer
     is a byte-level BPE of ``vocab_size`` trained on ``tokenizer_documents``
-    documents of the training pool (seeded). ``lr`` left out is chosen from
-    ``lr_grid`` by full-pool models measured on the validation split.
+    documents of the training pool (seeded). ``lr`` and ``warmup`` left out
+    are chosen by full-pool models measured on the validation split: the
+    learning rate from ``lr_grid`` (at the given warm-up, else the first of
+    ``warmup_grid``), then the warm-up from ``warmup_grid``.
     ``device``: ``auto`` (CUDA with bf16 when present, else CPU), ``cpu``
     or ``cuda``. ``hf_config``: a local Hugging Face ``config.json`` (e.g.
     GPT-2's) to train that architecture instead (``pip install
@@ -241,7 +245,8 @@ class LMEvalConfig(_Strict):
     batch_size: int = Field(default=16, ge=1)
     lr: float | None = Field(default=None, gt=0.0)
     lr_grid: list[float] = Field(default_factory=lambda: list(LM_LR_GRID), min_length=1)
-    warmup: float = Field(default=0.05, ge=0.0, lt=1.0)
+    warmup: float | None = Field(default=None, ge=0.0, lt=1.0)
+    warmup_grid: list[float] = Field(default_factory=lambda: list(LM_WARMUP_GRID), min_length=1)
     weight_decay: float = Field(default=0.1, ge=0.0)
     tokenizer_documents: int = Field(default=2000, ge=1)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -253,8 +258,12 @@ class LMEvalConfig(_Strict):
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         if any(isinstance(v, bool) or v <= 0 for v in self.lr_grid):
             raise ValueError("lr_grid: every learning rate must be > 0")
-        if len(set(self.lr_grid)) != len(self.lr_grid):
-            raise ValueError("lr_grid: each candidate once")
+        if any(isinstance(v, bool) or not 0 <= v < 1 for v in self.warmup_grid):
+            raise ValueError("warmup_grid: every warm-up is a fraction of the steps in [0, 1)")
+        for name in ("lr_grid", "warmup_grid"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: each candidate once")
         return self
 
 
@@ -332,10 +341,10 @@ class EvalSettings(_Strict):
     def _check_language_model(self) -> EvalSettings:
         if self.label_noise:
             raise ValueError("label_noise: the language_model task trains on unlabelled text")
-        if self.lm.lr is None and self.validation == 0.0:
+        if (self.lm.lr is None or self.lm.warmup is None) and self.validation == 0.0:
             raise ValueError(
-                "validation: the language model's learning rate is chosen on a validation "
-                "split; set validation > 0, or give lm.lr"
+                "validation: the language model's learning rate and warm-up are chosen on a "
+                "validation split; set validation > 0, or give lm.lr and lm.warmup"
             )
         bad = sorted(name for name in self.targets if not _TARGET_NAME.fullmatch(name))
         if bad:

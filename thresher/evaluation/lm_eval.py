@@ -140,12 +140,20 @@ def load_docs(config: EvalConfig, name: str) -> TokenDocs:
 
 
 def train_settings(
-    lm: LMEvalConfig, vocab_size: int, lr: float, base_dir: str | Path = "."
+    lm: LMEvalConfig,
+    vocab_size: int,
+    lr: float,
+    base_dir: str | Path = ".",
+    warmup: float | None = None,
 ) -> LMTrainSettings:
-    """The training loop's settings for the configured model and learning rate ``lr``.
+    """The training loop's settings for the configured model, learning rate and warm-up.
 
-    A relative ``hf_config`` is resolved against ``base_dir`` (the config file's directory).
+    ``warmup`` left out is the configured one (else the first of its grid).
+    A relative ``hf_config`` is resolved against ``base_dir`` (the config
+    file's directory).
     """
+    if warmup is None:
+        warmup = lm.warmup if lm.warmup is not None else lm.warmup_grid[0]
     hf_config = None if lm.hf_config is None else str(Path(base_dir) / lm.hf_config)
     return LMTrainSettings(
         vocab_size=vocab_size,
@@ -156,7 +164,7 @@ def train_settings(
         train_tokens=lm.train_tokens,
         batch_size=lm.batch_size,
         lr=lr,
-        warmup=lm.warmup,
+        warmup=warmup,
         weight_decay=lm.weight_decay,
         device=lm.device,
         hf_config=hf_config,
@@ -194,10 +202,11 @@ def run_lm_job(config: EvalConfig, job: Any) -> dict[str, Any]:
     train = load_docs(config, "train")
     subset = train.take(kept)
     lm = config.eval.lm
-    lr = float((job.model or {}).get("lr") or lm.lr or lm.lr_grid[0])
+    chosen = job.model or {}
+    lr = float(chosen.get("lr") or lm.lr or lm.lr_grid[0])
     vocab = int(read_json(lm_dir(config) / TOKENS_RECORD)["vocab_size"])
     seeds = Seeds.of(config.run.seed, job.split, job.seed)
-    settings = train_settings(lm, vocab, lr, config.run.base_dir)
+    settings = train_settings(lm, vocab, lr, config.run.base_dir, chosen.get("warmup"))
     trained = train_lm(subset, settings, seeds.model)
     done_training = time.perf_counter()
     sets = ["validation"] if job.split == "validation" else measured_sets(config)
@@ -232,6 +241,7 @@ def run_lm_job(config: EvalConfig, job: Any) -> dict[str, Any]:
             "diverged": bool(record["diverged"]),
             "device": str(record["device"]),
             "lr": lr,
+            "warmup": settings.warmup,
             "params": _params_text(job.params),
             "select_seconds": round(selected - started, 4),
             "train_seconds": round(done_training - selected, 4),

@@ -35,7 +35,7 @@ from thresher.evaluation.steps import (
     train_in_batches,
     tune_downstream,
     tune_lm,
-    with_lm_lr,
+    with_lm_settings,
     with_model,
     write_tables,
 )
@@ -231,7 +231,7 @@ class ModelSearchStage(EvalStage):
         if cfg.eval.language_model:
             lm_key = cfg.eval.lm.model_dump(mode="json")
             tuning = tune_lm(cfg, stored / cfg.digest(base, lm_key), ctx.logger)
-            tuned = with_lm_lr(cfg, tuning["lr"])
+            tuned = with_lm_settings(cfg, tuning["lr"], tuning["warmup"])
             return ModelChoice(
                 tuning, tuned, stored / cfg.digest(base, tuned.eval.lm.model_dump(mode="json"))
             )

@@ -160,41 +160,61 @@ def tune_downstream(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]
 
 
 def tune_lm(cfg: EvalConfig, parts: Path, logger: Any) -> dict[str, Any]:
-    """Choose the language model's learning rate on the validation split, unless given.
+    """Choose the language model's learning rate, then warm-up, on the validation split.
 
-    Each candidate of ``eval.lm.lr_grid`` trains the full-pool model
-    (``eval.search_seeds`` seeds) and is measured by its mean per-token
-    validation loss; a diverged candidate is never chosen. Returns the
-    record ``eval.json`` keeps: ``lr``, ``given`` and every ``trials`` row.
+    Each candidate trains the full-pool model (``eval.search_seeds`` seeds)
+    and is measured by its mean per-token validation loss; a diverged
+    candidate is never chosen. The learning rate is tried from
+    ``eval.lm.lr_grid`` at the given warm-up (else the first of
+    ``warmup_grid``), then the warm-up from ``warmup_grid`` at the chosen
+    rate; values given in the configuration are kept. Returns the record
+    ``eval.json`` keeps: ``lr``, ``warmup``, ``given`` and every ``trials`` row.
     """
     lm = cfg.eval.lm
-    if lm.lr is not None:
-        return {"lr": lm.lr, "given": True, "trials": []}
-    jobs = [
-        Job.full(seed, split="validation", model={"lr": lr})
-        for lr in lm.lr_grid
-        for seed in range(cfg.eval.search_seeds)
-    ]
-    rows = train_in_batches(cfg, jobs, parts, logger, "learning-rate search")
-    trials = []
-    for lr in lm.lr_grid:
-        mine = [r for r in rows if r["lr"] == lr]
-        diverged = any(r["diverged"] or not np.isfinite(r["loss"]) for r in mine)
-        loss = float(np.mean([r["loss"] for r in mine]))
-        trials.append({"lr": lr, "loss": loss, "diverged": diverged})
-    usable = [t for t in trials if not t["diverged"]]
-    if not usable:
-        raise RunStateError(
-            f"eval.lm: every learning rate of {list(lm.lr_grid)} diverged; give smaller ones"
-        )
-    lr = min(usable, key=lambda t: t["loss"])["lr"]
-    logger.info("eval: language model lr %g (validation split)", lr)
-    return {"lr": float(lr), "given": False, "trials": trials}
+    given = {"lr": lm.lr is not None, "warmup": lm.warmup is not None}
+    trials: list[dict[str, Any]] = []
+
+    def stage(candidates: list[tuple[float, float]]) -> None:
+        jobs = [
+            Job.full(seed, split="validation", model={"lr": lr, "warmup": warmup})
+            for lr, warmup in candidates
+            for seed in range(cfg.eval.search_seeds)
+        ]
+        rows = train_in_batches(cfg, jobs, parts, logger, "learning-rate search")
+        for lr, warmup in candidates:
+            mine = [r for r in rows if r["lr"] == lr and r["warmup"] == warmup]
+            diverged = any(r["diverged"] or not np.isfinite(r["loss"]) for r in mine)
+            loss = float(np.mean([r["loss"] for r in mine]))
+            trials.append({"lr": lr, "warmup": warmup, "loss": loss, "diverged": diverged})
+
+    def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        usable = [t for t in rows if not t["diverged"]]
+        if not usable:
+            raise RunStateError(
+                f"eval.lm: every candidate of {[(t['lr'], t['warmup']) for t in rows]} "
+                "diverged; give smaller learning rates"
+            )
+        return min(usable, key=lambda t: t["loss"])
+
+    warmup = lm.warmup if lm.warmup is not None else lm.warmup_grid[0]
+    lr = lm.lr
+    if lr is None:
+        stage([(value, warmup) for value in lm.lr_grid])
+        lr = float(best(trials)["lr"])
+    if lm.warmup is None:
+        done = {(t["lr"], t["warmup"]) for t in trials}
+        remaining = [(lr, value) for value in lm.warmup_grid if (lr, value) not in done]
+        if remaining:
+            stage(remaining)
+        at_lr = [t for t in trials if t["lr"] == lr]
+        warmup = float(best(at_lr)["warmup"]) if at_lr else warmup
+    logger.info("eval: language model lr %g, warm-up %g (validation split)", lr, warmup)
+    return {"lr": float(lr), "warmup": float(warmup), "given": given, "trials": trials}
 
 
-def with_lm_lr(cfg: EvalConfig, lr: float) -> EvalConfig:
-    """``cfg`` with the language model's learning rate set."""
-    lm = cfg.eval.lm.model_copy(update={"lr": lr})
+def with_lm_settings(cfg: EvalConfig, lr: float, warmup: float) -> EvalConfig:
+    """``cfg`` with the language model's learning rate and warm-up set."""
+    lm = cfg.eval.lm.model_copy(update={"lr": lr, "warmup": warmup})
     return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"lm": lm})})
 
 

@@ -335,8 +335,11 @@ def _lm_curve_context(
     lm, tuning = record.get("lm") or {}, record.get("model") or {}
     facts = []
     if lm:
-        how = "given" if tuning.get("given") else "chosen on the validation split"
-        lr = f", learning rate {tuning['lr']:g} ({how})" if tuning.get("lr") is not None else ""
+        given = tuning.get("given") or {}
+        lr = ""
+        if tuning.get("lr") is not None:
+            how = "given" if all(given.values()) else "chosen on the validation split"
+            lr = f", learning rate {tuning['lr']:g}, warm-up {tuning.get('warmup', 0):g} ({how})"
         facts.append(
             f"Language model: {lm['n_layers']} layers of width {lm['d_model']}, context "
             f"{lm['context_length']}, trained from scratch on {lm['train_tokens']:,} tokens per "

@@ -94,7 +94,7 @@ SCALES: dict[str, dict[str, Any]] = {
             "n_layers": 2,
             "n_heads": 4,
             "context_length": 128,
-            "train_tokens": 500_000,
+            "train_tokens": 250_000,
             "batch_size": 16,
             "vocab_size": 4096,
             "lr_grid": [0.001, 0.003, 0.01],

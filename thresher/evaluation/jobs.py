@@ -18,14 +18,17 @@ comparison against random is paired.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from thresher.config import PartitionConfig, SumBudgetConfig
 from thresher.errors import RunStateError
@@ -136,6 +139,17 @@ def score_table(config: EvalConfig) -> pa.Table:
         return _SCORES[key]
 
 
+def pool_tokens(scores: pa.Table) -> int:
+    """The pool's tokens as the selection budgets count them (the ``token_count`` column)."""
+    return int(pc.sum(scores.column(S.TOKEN_COLUMN)).as_py() or 0)
+
+
+def token_budget(prune_rate: float, scores: pa.Table) -> SumBudgetConfig:
+    """The language model's budget at ``prune_rate``: ``(1 - rate)`` of the pool's tokens."""
+    total = max(1, math.floor((1.0 - prune_rate) * pool_tokens(scores)))
+    return SumBudgetConfig(sum=S.TOKEN_COLUMN, total=total)
+
+
 def budget_rows(prune_rate: float, n_pool: int) -> int:
     """Rows kept at ``prune_rate`` of an ``n_pool``-row pool (at least one)."""
     return max(1, round((1.0 - prune_rate) * n_pool))
@@ -154,8 +168,6 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
     if job.selector == FULL:
         budget = 1.0
     elif config.eval.language_model:
-        from thresher.evaluation.lm_eval import token_budget
-
         budget = token_budget(job.prune_rate, scores)
     else:
         budget = budget_rows(job.prune_rate, scores.num_rows)
@@ -170,11 +182,7 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
 
 
 def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
-    """Select, train and evaluate one job; return its result row."""
-    if config.eval.language_model:
-        from thresher.evaluation.lm_eval import run_lm_job
-
-        return run_lm_job(config, job)
+    """Select, train and evaluate one classifier job; return its result row."""
     started = time.perf_counter()
     kept, weights, step = select_rows(config, job)
     selected = time.perf_counter()
@@ -223,8 +231,13 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
     }
 
 
-def run_jobs(config: EvalConfig, jobs: list[Job], parts: Path) -> list[dict[str, Any]]:
-    """Run ``jobs`` (one Prefect task's batch); reuse the batch's stored rows when present.
+def run_jobs(
+    config: EvalConfig,
+    jobs: list[Job],
+    parts: Path,
+    run: Callable[[EvalConfig, Job], dict[str, Any]] = run_job,
+) -> list[dict[str, Any]]:
+    """Run ``jobs`` (one Prefect task's batch) with ``run``; reuse the batch's stored rows.
 
     A finished batch is written to ``parts/<hash>.json`` (its rows), so an
     interrupted eval resumes where it stopped.
@@ -236,6 +249,6 @@ def run_jobs(config: EvalConfig, jobs: list[Job], parts: Path) -> list[dict[str,
         stored = read_json(path)
         if stored.get("jobs") == [job.key() for job in jobs]:
             return list(stored["rows"])
-    rows = [run_job(config, job) for job in jobs]
+    rows = [run(config, job) for job in jobs]
     write_json_atomic({"jobs": [job.key() for job in jobs], "rows": rows}, path)
     return rows

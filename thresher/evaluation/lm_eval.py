@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
-from thresher.config import SumBudgetConfig
 from thresher.errors import RunStateError
 from thresher.evaluation.config import EvalConfig, LMEvalConfig
 from thresher.evaluation.features import pool_table
+from thresher.evaluation.jobs import Job, Seeds, score_table, select_rows
 from thresher.evaluation.lm_train import LMTrainSettings, TokenDocs, heldout_loss, train_lm
 from thresher.evaluation.splits import SplitPaths, read_split
 from thresher.io import schema as S
@@ -171,21 +170,8 @@ def train_settings(
     )
 
 
-def pool_tokens(scores: Any) -> int:
-    """The pool's tokens as the selection budgets count them (the ``token_count`` column)."""
-    return int(pc.sum(scores.column(S.TOKEN_COLUMN)).as_py() or 0)
-
-
-def token_budget(prune_rate: float, scores: Any) -> SumBudgetConfig:
-    """The token budget at ``prune_rate``: ``(1 - rate)`` of the pool's tokens (at least one)."""
-    total = max(1, math.floor((1.0 - prune_rate) * pool_tokens(scores)))
-    return SumBudgetConfig(sum=S.TOKEN_COLUMN, total=total)
-
-
-def run_lm_job(config: EvalConfig, job: Any) -> dict[str, Any]:
+def run_lm_job(config: EvalConfig, job: Job) -> dict[str, Any]:
     """Select, train and measure one language model; return its result row."""
-    from thresher.evaluation.jobs import Seeds, score_table, select_rows
-
     started = time.perf_counter()
     kept, _, step = select_rows(config, job)
     selected = time.perf_counter()

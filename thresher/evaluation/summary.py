@@ -113,18 +113,6 @@ def summarize_lm(results: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def long_losses(results: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
-    """One row per (model, held-out set): ``selector, fraction_kept, seed, set, loss``."""
-    parts = []
-    for name in sets:
-        column = "loss" if name == "test" else f"loss_{name}"
-        part = results[["selector", "prune_rate", "fraction_kept", "seed"]].copy()
-        part["set"] = name
-        part["loss"] = results[column].astype(float)
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
-
-
 #: Fraction pruned of the "small random subset" the full-data model must clearly beat.
 CHECK_RATE = 0.9
 #: Smallest margin (accuracy, i.e. 1 point) of the full-data model over that subset.
@@ -216,7 +204,7 @@ def write_curve(results: pd.DataFrame, path: Path, sets: list[str] | None = None
     With ``sets`` (the language model's held-out sets), loss against the
     fraction of tokens kept, one panel per set.
     """
-    from thresher.reporting.plots import lm_pruning_curve, pruning_curve
+    from thresher.reporting.plots import lm_pruning_curve, long_losses, pruning_curve
 
     uri = pruning_curve(results) if sets is None else lm_pruning_curve(long_losses(results, sets))
     prefix = "data:image/svg+xml;base64,"

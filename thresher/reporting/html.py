@@ -329,8 +329,6 @@ def _lm_curve_context(
     results: pd.DataFrame, summary: pd.DataFrame | None, record: dict[str, Any]
 ) -> dict[str, Any]:
     """The language-model eval's curve: per-token loss per held-out set against tokens kept."""
-    from thresher.evaluation.summary import long_losses
-
     sets = [str(s) for s in record.get("sets") or ["test"]]
     lm, tuning = record.get("lm") or {}, record.get("model") or {}
     facts = []
@@ -367,7 +365,7 @@ def _lm_curve_context(
         }
     return {
         "caption": caption,
-        "plot": plots.lm_pruning_curve(long_losses(results, sets)),
+        "plot": plots.lm_pruning_curve(plots.long_losses(results, sets)),
         "table": table,
         "warnings": [str(w) for w in record.get("warnings", [])],
         "facts": facts,

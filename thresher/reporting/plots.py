@@ -223,6 +223,18 @@ def pruning_curve(results: pd.DataFrame) -> str:
     return to_data_uri(figure)
 
 
+def long_losses(results: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """One row per (model, held-out set): ``selector, fraction_kept, seed, set, loss``."""
+    parts = []
+    for name in sets:
+        column = "loss" if name == "test" else f"loss_{name}"
+        part = results[["selector", "prune_rate", "fraction_kept", "seed"]].copy()
+        part["set"] = name
+        part["loss"] = results[column].astype(float)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def lm_pruning_curve(losses: pd.DataFrame) -> str:
     """Language models: per-token loss against the fraction of tokens kept, one panel per set.
 

@@ -348,8 +348,13 @@ class DedupConfig(_Strict):
     """Near-duplicate removal from the columns of a ``minhash`` scorer (``thresher.dedup``).
 
     ``signature`` names that scorer's column. Documents whose estimated
-    Jaccard similarity reaches ``threshold`` are linked; clusters are the
-    connected components. ``bands``/``rows`` ``auto`` picks the LSH banding
+    Jaccard similarity reaches ``threshold`` are linked. ``clusters``:
+    ``keeper`` (default) drops a document only when it is linked to its own
+    cluster's keeper, never through a chain of similar documents;
+    ``components`` drops every member of a connected component of links but
+    its keeper (the most aggressive removal). ``warn_cluster_share``: the
+    summary and the report warn when one cluster holds more than this share
+    of the documents (templated text). ``bands``/``rows`` ``auto`` picks the LSH banding
     with P(candidate | J = threshold) >= ``min_recall``; ``verify`` checks
     each candidate pair's signature-estimated Jaccard before linking it;
     ``exact`` links byte-identical texts first (content hash). Each cluster
@@ -366,6 +371,8 @@ class DedupConfig(_Strict):
     verify: bool = True
     exact: bool = True
     keeper: list[KeeperConfig] | None = None
+    clusters: Literal["keeper", "components"] = "keeper"
+    warn_cluster_share: float = Field(default=0.01, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_banding(self) -> DedupConfig:

@@ -48,7 +48,7 @@ QUARANTINE = (
 CONTAMINATED = "contaminated"
 #: A row whose id appeared earlier in input order.
 DUPLICATE_ID = "duplicate_id"
-#: A member of a near- or exact-duplicate cluster that is not its keeper (detail ``keeper=<id>``).
+#: A member of a near- or exact-duplicate cluster that is not its keeper (detail ``keeper=<id>; similarity=<s>``).
 DUPLICATE = "duplicate"
 #: A NaN, infinite or missing value in a score (or vector) a step reads.
 INVALID_SCORE = "invalid_score"

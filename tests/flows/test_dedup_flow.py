@@ -37,9 +37,14 @@ def check_audit(run_dir: Path, small_corpus: Path) -> None:
     dropped = load_run(run_dir).dropped.to_pylist()
     duplicates = [row for row in dropped if row["reason"] == "duplicate"]
     assert duplicates and len(duplicates) == sum(not row["keeper"] for row in clusters)
+    threshold = DEDUP["threshold"]
     for row in duplicates:
-        keeper = row["detail"].removeprefix("keeper=")
-        assert by_id[row["id"]]["keeper_id"] == keeper and by_id[keeper]["keeper"]
+        keeper, similarity = row["detail"].removeprefix("keeper=").split("; similarity=")
+        mine = by_id[row["id"]]
+        assert mine["keeper_id"] == keeper and by_id[keeper]["keeper"]
+        assert float(similarity) == pytest.approx(mine["similarity"], abs=5e-4)
+        # keeper-centred: a near-duplicate is dropped only as a verified neighbour of its keeper
+        assert mine["kind"] == "exact" or mine["similarity"] >= threshold
     truth = pq.read_table(small_corpus / "_truth.parquet").to_pylist()
     exact = [r for r in truth if r["kind"] == "exact_duplicate"]
     near = [r for r in truth if r["kind"] == "near_duplicate"]

@@ -148,18 +148,20 @@ def shared_rows(*columns: NDArray[Any]) -> NDArray[np.bool_]:
 
 
 def group_buckets(
-    columns: list[NDArray[Any]], docs: NDArray[np.int64]
+    columns: list[NDArray[Any]], within: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Buckets of two or more rows with equal ``columns`` (band, key, the band's values).
 
     Returns the bucket number of each kept row and the kept rows' indices,
-    sorted by bucket then document: the input :func:`bucket_edges` expects.
-    Both engines group with this function, so a 64-bit key collision never
-    merges two buckets on either (the band's values are among the columns).
+    sorted by bucket then ``within`` (the order of a bucket's members, whose
+    first pending member anchors each round: the document key, or the
+    keeper rank): the input :func:`bucket_edges` expects. Both engines group
+    with this function, so a 64-bit key collision never merges two buckets
+    on either (the band's values are among the columns).
     """
-    if docs.size == 0:
+    if within.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    order = np.lexsort((docs, *reversed(columns)))
+    order = np.lexsort((within, *reversed(columns)))
     ordered = [c[order] for c in columns]
     kept = shared_rows(*ordered)
     order = order[kept]
@@ -189,6 +191,48 @@ def union_edges(
             parent[b] = a
         elif b < a:
             parent[a] = b
+
+
+@nb.njit(cache=True)
+def _greedy_keepers(
+    rank: NDArray[np.int64], starts: NDArray[np.int64], neighbours: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    n = rank.shape[0]
+    order = np.argsort(rank)
+    keeper = np.full(n, -1, dtype=np.int64)
+    for node in order:
+        if keeper[node] != -1:
+            continue  # claimed by a better keeper
+        keeper[node] = node
+        for k in range(starts[node], starts[node + 1]):
+            other = neighbours[k]
+            if keeper[other] == -1:
+                keeper[other] = node
+    return keeper
+
+
+def greedy_keepers(
+    rank: NDArray[np.int64], sources: NDArray[np.int64], targets: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """Keeper-centred clusters: the keeper (node index) of every node of a graph.
+
+    In ``rank`` order (smallest first), a node nobody has claimed becomes a
+    keeper and claims every unclaimed neighbour. So every node is its own
+    keeper or a neighbour of its keeper (never linked to it through a
+    chain), each claimed node belongs to its best-ranked keeper neighbour,
+    and the keepers are the lexicographically first maximal independent set
+    in ``rank`` order, which Spark finds in rounds of local minima
+    (:func:`thresher.dedup.spark.keeper_assignment`).
+
+    ``sources``/``targets`` are node indices (``0 .. len(rank) - 1``) of the
+    undirected edges; ``rank`` holds distinct values.
+    """
+    n = rank.shape[0]
+    both_from = np.concatenate([sources, targets]).astype(np.int64)
+    both_to = np.concatenate([targets, sources]).astype(np.int64)
+    order = np.argsort(both_from, kind="stable")
+    starts = np.searchsorted(both_from[order], np.arange(n + 1)).astype(np.int64)
+    return _greedy_keepers(np.asarray(rank, dtype=np.int64), starts, both_to[order])
 
 
 @nb.njit(cache=True)

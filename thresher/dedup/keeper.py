@@ -44,3 +44,47 @@ def keeper_rank(
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n, dtype=np.int64)
     return rank
+
+
+#: The column of :func:`keeper_sort_key` where the dedup steps carry it.
+KEEPER_KEY = "thresher_keeper_key"
+
+
+def _float_bytes(values: NDArray[np.float64]) -> NDArray[np.uint8]:
+    """Big-endian bytes of float64 values whose unsigned byte order is the numeric order."""
+    bits = (values + 0.0).view(np.uint64)  # + 0.0: -0.0 becomes 0.0, as numpy compares them
+    negative = (bits >> np.uint64(63)).astype(bool)
+    bits = np.where(negative, ~bits, bits | np.uint64(1 << 63))
+    return bits.astype(">u8").view(np.uint8).reshape(-1, 8)
+
+
+def keeper_sort_key(
+    table: pa.Table, keys: tuple[KeeperKey, ...], positions: NDArray[np.int64]
+) -> pa.Array:
+    """A binary key per row whose byte order is the keeper order of :func:`keeper_rank`.
+
+    Where rows are compared across tables (a bucket's members on a Spark
+    partition, the keeper rounds), ranks computed per table would not agree;
+    this key does: per score key a missing flag and the value's
+    order-preserving bytes, then the id (0x00 escaped, terminated by two
+    0x00, so a prefix sorts first), then the input position.
+    """
+    n = table.num_rows
+    fixed: list[NDArray[np.uint8]] = []
+    for key in keys:
+        values = np.asarray(
+            table.column(key.column).cast(pa.float64()).to_numpy(zero_copy_only=False),
+            dtype=np.float64,
+        )
+        missing = np.isnan(values)
+        values = np.where(missing, 0.0, -values if key.descending else values)
+        fixed += [missing.astype(np.uint8).reshape(-1, 1), _float_bytes(values)]
+    head = np.concatenate(fixed, axis=1) if fixed else np.zeros((n, 0), dtype=np.uint8)
+    ids = pc.replace_substring(table.column("id").cast(pa.binary()), b"\x00", b"\x00\xff")
+    flipped = np.asarray(positions, dtype=np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+    tail = flipped.astype(">u8").view(np.uint8).reshape(-1, 8)
+    out = [
+        head[i].tobytes() + identifier + b"\x00\x00" + tail[i].tobytes()
+        for i, identifier in enumerate(ids.to_pylist())
+    ]
+    return pa.array(out, pa.binary())

@@ -1,9 +1,9 @@
 """The two dedup algorithms that depend on the engine, chosen by the engine's registry row.
 
-Connected components and the candidate pairs of MinHash LSH are best done
-differently on one machine (union-find; bands spilled to disk and sorted)
-and on a cluster (large-star / small-star rounds; band keys shuffled), by
-orders of magnitude. They are no part of the engine contract: each engine's
+The candidate pairs of MinHash LSH and the clusters (keeper-centred, or
+connected components) are best done differently on one machine (bands
+spilled to disk and sorted; one greedy pass or union-find) and on a cluster
+(band keys shuffled; rounds of joins), by orders of magnitude. They are no part of the engine contract: each engine's
 row in :mod:`thresher.engines.registry` names its kernels (``dedup``), an
 object with the two methods of :class:`DedupKernels`, or another engine
 whose kernels it uses. The dedup stage asks :func:`kernels_for` for those
@@ -45,6 +45,17 @@ class DedupKernels(Protocol):
         """``(doc, root)`` for every node of ``edges`` (``src``, ``dst``: int64).
 
         ``root`` is the smallest node of the node's component.
+        """
+        ...
+
+    def keeper_clusters(
+        self, engine: Engine, edges: Frame, keys: Frame, scratch: Location
+    ) -> Frame:
+        """``(doc, keeper)`` for every node of ``edges`` that another node claims.
+
+        The greedy in keeper order (:func:`thresher.dedup.graph.greedy_keepers`):
+        ``keys`` holds every node's keeper-order key (``thresher_order``,
+        ``thresher_keeper_key``, binary, compared as unsigned bytes).
         """
         ...
 

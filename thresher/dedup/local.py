@@ -38,13 +38,22 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from thresher.dedup.columns import signature_array
-from thresher.dedup.graph import bucket_edges, group_buckets, roots, shared_rows, union_edges
+from thresher.dedup.graph import (
+    bucket_edges,
+    greedy_keepers,
+    group_buckets,
+    roots,
+    shared_rows,
+    union_edges,
+)
+from thresher.dedup.keeper import KEEPER_KEY
 from thresher.dedup.lsh import band_keys
 from thresher.dedup.spec import DedupSpec
-from thresher.errors import ConfigError
+from thresher.errors import ConfigError, ThresherError
 from thresher.frame import Frame, TableFrame
 from thresher.io import schema as S
 from thresher.io.fs import Location
@@ -77,6 +86,30 @@ class LocalKernels:
         root = roots(parent)
         return TableFrame.of(pa.table({"doc": pa.array(nodes), "root": pa.array(nodes[root])}))
 
+    def keeper_clusters(
+        self, engine: Engine, edges: Frame, keys: Frame, scratch: Location
+    ) -> Frame:
+        """The greedy in keeper order over every edge (:func:`thresher.dedup.graph.greedy_keepers`)."""
+        table = edges.to_table(max_rows=np.iinfo(np.int64).max)
+        sources = table.column("src").to_numpy().astype(np.int64)
+        targets = table.column("dst").to_numpy().astype(np.int64)
+        nodes, index = np.unique(np.concatenate([sources, targets]), return_inverse=True)
+        ranked = _table_frame(engine, keys).join(
+            TableFrame.of(pa.table({S.ORDER: pa.array(nodes, pa.int64())})), [S.ORDER], "left_semi"
+        )
+        ranks = ranked.to_table(max_rows=np.iinfo(np.int64).max)
+        docs = ranks.column(S.ORDER).to_numpy().astype(np.int64)
+        rank_of = np.empty(docs.size, dtype=np.int64)
+        rank_of[np.asarray(pc.sort_indices(ranks.column(KEEPER_KEY)))] = np.arange(docs.size)
+        if docs.size != nodes.size:
+            raise ThresherError("dedup: a linked document has no keeper key")
+        rank = rank_of[np.argsort(docs)]  # docs sorted like ``nodes``
+        keeper = nodes[greedy_keepers(rank, index[: sources.size], index[sources.size :])]
+        claimed = keeper != nodes
+        return TableFrame.of(
+            pa.table({"doc": pa.array(nodes[claimed]), "keeper": pa.array(keeper[claimed])})
+        )
+
 
 #: The kernels the local engine's registry row names.
 KERNELS = LocalKernels()
@@ -103,14 +136,22 @@ def near_duplicate_edges(
         Path(base).mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix="thresher-lsh-", dir=base))
     try:
-        docs = _spill(parts, spec, spill)
-        return _edges(docs, spec, spill)
+        docs, within = _spill(parts, spec, spill)
+        return _edges(docs, within, spec, spill)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _spill(parts: list[pa.Table], spec: DedupSpec, spill: Path) -> NDArray[np.int64]:
+def _spill(
+    parts: list[pa.Table], spec: DedupSpec, spill: Path
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Spill the signatures and band keys; the members' document keys and bucket order.
+
+    The bucket order is the keeper rank under keeper-centred clusters (the
+    best member anchors a bucket), the document key otherwise.
+    """
     documents: list[NDArray[np.int64]] = []
+    keeper_keys: list[pa.Array] = []
     with ExitStack() as stack:
         signature_file: BinaryIO = stack.enter_context((spill / "signatures.u32").open("wb"))
         band_files: list[BinaryIO] = [
@@ -128,12 +169,19 @@ def _spill(parts: list[pa.Table], spec: DedupSpec, spill: Path) -> NDArray[np.in
             for band, handle in enumerate(band_files):
                 handle.write(np.ascontiguousarray(keys[:, band]).tobytes())
             documents.append(np.asarray(part.column(S.ORDER).to_numpy(), dtype=np.int64))
+            if spec.keeper_centred:
+                keeper_keys.append(part.column(KEEPER_KEY).combine_chunks())
             del signatures, keys
-    return np.concatenate(documents) if documents else np.zeros(0, dtype=np.int64)
+    docs = np.concatenate(documents) if documents else np.zeros(0, dtype=np.int64)
+    if not spec.keeper_centred or not docs.size:
+        return docs, docs
+    rank = np.empty(docs.size, dtype=np.int64)
+    rank[np.asarray(pc.sort_indices(pa.concat_arrays(keeper_keys)))] = np.arange(docs.size)
+    return docs, rank
 
 
 def _edges(
-    docs: NDArray[np.int64], spec: DedupSpec, spill: Path
+    docs: NDArray[np.int64], within: NDArray[np.int64], spec: DedupSpec, spill: Path
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], dict[str, Any]]:
     n = docs.size
     signatures = (
@@ -146,7 +194,7 @@ def _edges(
     n_compared = n_bucketed = 0
     for band in range(spec.bands):
         keys = np.fromfile(spill / f"band-{band:04d}.i64", dtype=np.int64) if n else docs
-        order = np.lexsort((docs, keys))
+        order = np.lexsort((within, keys))
         keys, members = keys[order], rows_of[order]
         shared = shared_rows(keys)
         keys, members = keys[shared], members[shared]
@@ -155,7 +203,7 @@ def _edges(
             if members.size
             else np.zeros((0, spec.rows), dtype=np.uint32)
         )
-        buckets, index = group_buckets([keys, *values.T], docs[members])
+        buckets, index = group_buckets([keys, *values.T], within[members])
         members = members[index]
         n_bucketed += int(members.size)
         if members.size:

@@ -31,10 +31,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from thresher.dedup.columns import signature_array
-from thresher.dedup.graph import bucket_edges, group_buckets, roots, shared_rows, union_edges
+from thresher.dedup.graph import (
+    bucket_edges,
+    greedy_keepers,
+    group_buckets,
+    roots,
+    shared_rows,
+    union_edges,
+)
+from thresher.dedup.keeper import KEEPER_KEY
 from thresher.dedup.lsh import band_keys
 from thresher.dedup.spec import DedupSpec
 from thresher.errors import ThresherError
@@ -48,6 +57,9 @@ _BLOBS_ARROW = pa.schema(
 _BAND_ROWS = "band int, key long, doc long"
 _BAND_ROWS_ARROW = pa.schema([("band", pa.int32()), ("key", pa.int64()), ("doc", pa.int64())])
 _MAX_ROUNDS = 200
+#: Keeper rounds stop and the driver finishes the greedy once the undecided graph has at
+#: most this many (directed) edges: about 100 MB, a bounded amount whatever the corpus.
+_DRIVER_EDGES = 1_000_000
 _BAND_ROWS_PER_PARTITION = 4_000_000  # (band, key, doc): 20 bytes a row, about 80 MB
 
 
@@ -58,7 +70,8 @@ def near_duplicate_edges(spark: Any, members: Any, spec: DedupSpec) -> tuple[Any
     DataFrame of ``EDGES_SCHEMA`` (the caller releases it), with the counts
     of bucketed rows and edges.
     """
-    df = members.withColumnRenamed(S.ORDER, "doc").select("doc", spec.signature).persist()
+    columns = ["doc", spec.signature] + ([KEEPER_KEY] if spec.keeper_centred else [])
+    df = members.withColumnRenamed(S.ORDER, "doc").select(*columns).persist()
     try:
         n_members = int(df.count())
         bucketed = _bucketed_rows(df, spec, n_members).persist()
@@ -137,6 +150,7 @@ def _verified_edges(bucketed: Any, spec: DedupSpec, spark: Any) -> Any:
     """Edges of every bucket (``graph.bucket_edges``) over partitions sorted by band, key, doc."""
     values = (spec.num_perm, spec.rows, spec.signature, spec.threshold, spec.verify)
     signature = spec.signature
+    keeper_centred = spec.keeper_centred
 
     def to_edges(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pending: pa.Table | None = None
@@ -151,13 +165,13 @@ def _verified_edges(bucketed: Any, spec: DedupSpec, spark: Any) -> Any:
             pending = table.slice(cut)
         if pending is not None and pending.num_rows:
             found.append(_edges_of(pending, values))
-        yield _as_stars(found)
+        yield _as_edges(found) if keeper_centred else _as_stars(found)
 
     partitions = max(1, int(spark.sparkContext.defaultParallelism))
     return (
         bucketed.repartition(partitions, "band", "key")
         .sortWithinPartitions("band", "key", "doc")
-        .select("band", "key", "doc", signature)
+        .select("band", "key", "doc", signature, *([KEEPER_KEY] if keeper_centred else []))
         .mapInArrow(to_edges, _EDGES)
     )
 
@@ -185,12 +199,23 @@ def _edges_of(
         raise ThresherError(f"dedup: a bucketed document lost its {signature!r} signature")
     positions = np.arange(table.num_rows, dtype=np.int64)
     values = matrix[positions[:, None], bands[:, None] * rows + np.arange(rows)]
-    buckets, order = group_buckets([bands, keys, *values.T], docs)
+    within = docs
+    if KEEPER_KEY in table.column_names:  # the best member anchors its bucket
+        within = np.empty(table.num_rows, dtype=np.int64)
+        within[np.asarray(pc.sort_indices(table.column(KEEPER_KEY)))] = positions
+    buckets, order = group_buckets([bands, keys, *values.T], within)
     zeros = np.zeros(order.size, dtype=np.int64)
     sources, targets, _ = bucket_edges(
         zeros, buckets, docs[order], order, matrix, threshold, verify
     )
     return sources, targets
+
+
+def _as_edges(edges: list[tuple[NDArray[np.int64], NDArray[np.int64]]]) -> pa.RecordBatch:
+    """The verified edges of one partition as they are (keeper-centred clusters need each one)."""
+    sources = np.concatenate([s for s, _ in edges] or [np.zeros(0, dtype=np.int64)])
+    targets = np.concatenate([t for _, t in edges] or [np.zeros(0, dtype=np.int64)])
+    return pa.RecordBatch.from_arrays([pa.array(sources), pa.array(targets)], names=["src", "dst"])
 
 
 def _as_stars(edges: list[tuple[NDArray[np.int64], NDArray[np.int64]]]) -> pa.RecordBatch:
@@ -286,3 +311,96 @@ def _is_star_forest(edges: Any) -> bool:
         .filter((F.col("leaf") > 1) | ((F.col("leaf") >= 1) & (F.col("centre") == 1)))
     )
     return len(bad.limit(1).collect()) == 0
+
+
+def keeper_assignment(
+    edges: Any,
+    keys: Any,
+    checkpoint: Callable[[Any, str], Any],
+    driver_edges: int = _DRIVER_EDGES,
+) -> Any:
+    """``(doc, keeper)`` of every node of ``edges`` that a better-ranked neighbour claims.
+
+    The same result as the greedy in keeper order on one machine
+    (:func:`thresher.dedup.graph.greedy_keepers`), found in rounds of joins
+    (Blelloch, Fineman and Shun 2012): a node whose key is smaller than
+    every undecided neighbour's is a keeper; its neighbours are claimed;
+    both leave the graph. Once at most ``driver_edges`` undecided edges are
+    left, the driver runs the greedy on them (the keepers of the rest of the
+    graph do not depend on the decided part). No task ever holds a whole
+    component: a templated cluster of a million members costs a few rounds.
+    Then each claimed node goes to its best-ranked keeper neighbour.
+    ``keys``: ``thresher_order`` and the binary ``thresher_keeper_key``.
+    """
+    from pyspark.sql import functions as F
+
+    pairs = (
+        edges.filter(F.col("src") != F.col("dst"))
+        .select(F.least("src", "dst").alias("a"), F.greatest("src", "dst").alias("b"))
+        .distinct()
+    )
+    key = keys.select(F.col(S.ORDER).alias("node"), F.col(KEEPER_KEY).alias("key"))
+    graph = checkpoint(
+        pairs.select(F.col("a").alias("u"), F.col("b").alias("v"))
+        .unionByName(pairs.select(F.col("b").alias("u"), F.col("a").alias("v")))
+        .join(key.select(F.col("node").alias("u"), F.col("key").alias("ku")), "u")
+        .join(key.select(F.col("node").alias("v"), F.col("key").alias("kv")), "v")
+        .select("u", "ku", "v", "kv"),
+        "graph",
+    )
+    current, claimed = graph, []
+    for round_number in range(_MAX_ROUNDS):
+        remaining = int(current.count())
+        if remaining == 0:
+            break
+        if remaining <= driver_edges:
+            claimed.append(_claimed_on_driver(current))
+            break
+        best = current.groupBy("u").agg(F.min("ku").alias("ku"), F.min("kv").alias("m"))
+        keepers = best.filter(F.col("ku") < F.col("m")).select(F.col("u").alias("node"))
+        dropped = checkpoint(
+            current.join(keepers.withColumnRenamed("node", "u"), "u", "left_semi")
+            .select(F.col("v").alias("node"))
+            .distinct(),
+            f"claimed-{round_number:03d}",
+        )
+        claimed.append(dropped)
+        decided = keepers.unionByName(dropped)
+        current = checkpoint(
+            current.join(decided.withColumnRenamed("node", "u"), "u", "left_anti").join(
+                decided.withColumnRenamed("node", "v"), "v", "left_anti"
+            ),
+            f"undecided-{round_number:03d}",
+        )
+    else:
+        raise ThresherError(f"dedup: keeper clusters did not converge in {_MAX_ROUNDS} rounds")
+    if not claimed:
+        return graph.sparkSession.createDataFrame([], "doc long, keeper long")
+    all_claimed = claimed[0]
+    for part in claimed[1:]:
+        all_claimed = all_claimed.unionByName(part)
+    all_claimed = all_claimed.distinct()
+    return (
+        graph.join(all_claimed.withColumnRenamed("node", "v"), "v", "left_semi")
+        .join(all_claimed.withColumnRenamed("node", "u"), "u", "left_anti")
+        .groupBy("v")
+        .agg(F.min(F.struct("ku", "u")).alias("best"))
+        .select(F.col("v").alias("doc"), F.col("best.u").alias("keeper"))
+    )
+
+
+def _claimed_on_driver(current: Any) -> Any:
+    """The nodes claimed by the greedy on the undecided edges, collected to the driver."""
+    table = current.toArrow()
+    u = table.column("u").to_numpy().astype(np.int64)
+    v = table.column("v").to_numpy().astype(np.int64)
+    nodes, index = np.unique(np.concatenate([u, v]), return_inverse=True)
+    first = np.unique(index[: u.size], return_index=True)[1]  # every node is some row's ``u``
+    node_keys = table.column("ku").take(pa.array(first))
+    rank = np.empty(nodes.size, dtype=np.int64)
+    rank[np.asarray(pc.sort_indices(node_keys))] = np.arange(nodes.size)
+    keeper = greedy_keepers(rank, index[: u.size], index[u.size :])
+    claimed = nodes[keeper != np.arange(nodes.size)]
+    return current.sparkSession.createDataFrame(
+        pa.table({"node": pa.array(claimed, pa.int64())}).to_pandas(), "node long"
+    )

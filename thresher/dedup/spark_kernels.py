@@ -19,7 +19,7 @@ from thresher.io.fs import Location
 
 
 class SparkKernels:
-    """Dedup kernels on Spark DataFrames: LSH by shuffled band keys, large-star / small-star."""
+    """Dedup kernels on Spark DataFrames: LSH by shuffled band keys, then rounds of joins."""
 
     def near_duplicate_edges(
         self, engine: Engine, members: Frame, spec: DedupSpec, scratch: Location
@@ -45,6 +45,31 @@ class SparkKernels:
 
         with user_errors():
             return SparkFrame(spark, connected_components(edges.df, checkpoint), COMPONENTS_SCHEMA)
+
+    def keeper_clusters(
+        self, engine: Engine, edges: Frame, keys: Frame, scratch: Location
+    ) -> Frame:
+        from thresher.dedup.spark import keeper_assignment
+        from thresher.dedup.steps import KEEPERS_SCHEMA
+
+        assert isinstance(edges, SparkFrame) and isinstance(keys, SparkFrame)
+        spark = edges.engine
+
+        def checkpoint(df: Any, name: str) -> Any:
+            schema = _arrow_schema_of(df)
+            return SparkFrame(spark, df, schema).checkpoint(scratch / name).df
+
+        with user_errors():
+            assigned = keeper_assignment(edges.df, keys.df, checkpoint)
+            return SparkFrame(spark, assigned, KEEPERS_SCHEMA)
+
+
+def _arrow_schema_of(df: Any) -> Any:
+    """The Arrow schema of a DataFrame of long and binary columns (the keeper rounds' frames)."""
+    import pyarrow as pa
+
+    types = {"bigint": pa.int64(), "binary": pa.binary(), "int": pa.int32()}
+    return pa.schema([pa.field(name, types[kind]) for name, kind in df.dtypes])
 
 
 #: The kernels the Spark engine's registry row names.

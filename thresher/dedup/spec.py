@@ -22,6 +22,8 @@ keeper     bool    the one document of the cluster that is kept
 keeper_id  string  id of the cluster's keeper
 kind       string ``exact``: byte-identical to the keeper (for the keeper: every
                    member is); ``near``: a near-duplicate
+similarity float64 the fraction of equal MinHash values with the keeper (the
+                   signature's Jaccard estimate); 1.0 for the keeper and exact copies
 ========== ======= ==========================================================
 
 Which documents take part: every ingested row except a repeated id (the
@@ -56,12 +58,15 @@ CLUSTERS_SCHEMA = pa.schema(
         pa.field("keeper", pa.bool_(), nullable=False),
         pa.field("keeper_id", pa.string(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
+        pa.field("similarity", pa.float64(), nullable=False),
     ]
 )
 SUMMARY_FILE = "summary.json"
 #: The stable name of the current clusters table under ``RUN_DIR/dedup/`` (a local link).
 CLUSTERS_LINK = "clusters"
 EXACT, NEAR = "exact", "near"
+#: The cluster rules: keeper-centred (the default) or connected components.
+KEEPER_CENTRED, COMPONENTS = "keeper", "components"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,13 @@ class DedupSpec:
     verify: bool = True
     exact: bool = True
     keeper: tuple[KeeperKey, ...] = field(default_factory=tuple)
+    clusters: str = KEEPER_CENTRED
+    warn_cluster_share: float = 0.01
+
+    @property
+    def keeper_centred(self) -> bool:
+        """Whether a document is dropped only as a verified neighbour of its own keeper."""
+        return self.clusters == KEEPER_CENTRED
 
     @property
     def exact_column(self) -> str:

@@ -8,7 +8,7 @@ Order of decisions, each recorded as a reason on the rows it drops
    first, so that no other reason hides a contaminated row;
 2. ``duplicate_id``: a row whose id appeared earlier in input order;
 3. ``duplicate``: with ``dedup`` configured, a member of a duplicate cluster
-   that is not its keeper (detail ``keeper=<id of the kept document>``);
+   that is not its keeper (detail ``keeper=<id of the kept document>; similarity=<its similarity to it>``);
 4. ``invalid_score``: a NaN/inf/missing value in a score (or vector) a step
    reads, or a value a sum budget cannot count (negative, fractional) in
    its column;

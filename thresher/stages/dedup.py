@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.config import RunConfig
+from thresher.dedup.keeper import KEEPER_KEY
 from thresher.dedup.kernels import kernels_for
 from thresher.dedup.lsh import choose_bands_rows, describe
 from thresher.dedup.spec import (
@@ -37,12 +38,15 @@ from thresher.dedup.spec import (
     KeeperKey,
     link_clusters,
 )
+from thresher.dedup.statistics import cluster_statistics
 from thresher.dedup.steps import (
+    COMPONENTS_SCHEMA,
     DOC,
     EDGES_SCHEMA,
     LATER_SCHEMA,
     ClusterRows,
     ExactCopies,
+    KeeperKeys,
     LaterOccurrences,
 )
 from thresher.errors import ConfigError
@@ -60,9 +64,6 @@ if TYPE_CHECKING:
     from thresher.engines.base import Engine
     from thresher.frame import Frame
     from thresher.progress import StageProgress
-
-#: Clusters listed by size in the summary (the report's table of largest clusters).
-LARGEST_CLUSTERS = 10
 
 
 def dedup_spec(config: RunConfig) -> DedupSpec:
@@ -93,6 +94,8 @@ def dedup_spec(config: RunConfig) -> DedupSpec:
         verify=dedup.verify,
         exact=dedup.exact,
         keeper=keeper,
+        clusters=dedup.clusters,
+        warn_cluster_share=dedup.warn_cluster_share,
     )
 
 
@@ -190,24 +193,36 @@ def _deduplicate(
     )
     schema = pa.schema([available.field(c) for c in columns] + [pa.field(DOC, pa.int64())])
     docs = engine.read(files, schema, AddOrder(ranks)).cache()
+    kernels = kernels_for(engine)
     try:
         n_documents = docs.count()
         # 1. repeated ids take no part (selection drops them as duplicate_id)
         later = docs.select([S.ID, DOC]).map_groups([S.ID], LaterOccurrences(), LATER_SCHEMA)
-        eligible = docs.join(later, [DOC], "left_anti").cache()
-        meta_columns = [c for c in schema.names if c != spec.signature]
-        meta = eligible.select(meta_columns)
+        eligible = docs.join(later, [DOC], "left_anti")
+        if spec.keeper_centred:  # the keeper order as one comparable key per document
+            eligible = eligible.map_batches(KeeperKeys(spec), KeeperKeys.schema_of(eligible))
+        eligible = eligible.cache()
+        meta = eligible.select([c for c in eligible.schema.names if c != spec.signature])
         members = eligible.map_batches(_Present(spec.signature), eligible.schema)
         counts = {"eligible": eligible.count(), "with_signature": members.count()}
         # 2. exact copies link to their group's first in keeper order; only it goes on to LSH
-        edges, n_exact, members = _link_exact_copies(meta, members, spec)
+        copies, n_exact, members = _link_exact_copies(meta, members, spec)
         # 3. LSH buckets of two or more members, verified edges
-        near, counters = kernels_for(engine).near_duplicate_edges(
-            engine, members.select([DOC, spec.signature]), spec, scratch
+        lsh_columns = [DOC, spec.signature] + ([KEEPER_KEY] if spec.keeper_centred else [])
+        near, counters = kernels.near_duplicate_edges(
+            engine, members.select(lsh_columns), spec, scratch
         )
-        edges = near if edges is None else edges.union(near)
-        # 4. connected components, then the clusters table with keepers
-        written, cluster_stats = _write_clusters(engine, edges, meta, spec, out, scratch)
+        # 4. clusters: keeper-centred, or connected components; then the clusters table
+        if spec.keeper_centred:
+            keys = eligible.select([DOC, KEEPER_KEY])
+            links = _keeper_links(engine, near, copies, keys, scratch)
+        else:
+            edges = near if copies is None else copies.union(near)
+            links = kernels.connected_components(engine, edges, scratch / "components")
+        cluster_meta = eligible.select([c for c in eligible.schema.names if c != KEEPER_KEY])
+        written, cluster_stats = _write_clusters(
+            engine, links, cluster_meta, spec, out, int(counts["eligible"])
+        )
     finally:
         docs.release()
     return {
@@ -234,22 +249,71 @@ def _link_exact_copies(
     return copies, copies.count(), members.join(later_copies, [DOC], "left_anti")
 
 
+def _keeper_links(
+    engine: Engine, near: Frame, copies: Frame | None, keys: Frame, scratch: Location
+) -> Frame:
+    """``(doc, root)`` of every clustered document under keeper-centred clusters.
+
+    ``root`` is the document's keeper (a keeper's own row too). Near
+    duplicates get theirs from the engine's greedy in keeper order; an exact
+    copy follows its group's first document: dropped with that document's
+    keeper when it is dropped (same text, same similarity), else with it.
+    """
+    assignment = kernels_for(engine).keeper_clusters(engine, near, keys, scratch / "keepers")
+    links = assignment.map_batches(_Rename({"keeper": "root"}), COMPONENTS_SCHEMA)
+    if copies is not None:
+        heads = assignment.map_batches(_Rename({"doc": "dst", "keeper": "head"}), _HEADS_SCHEMA)
+        links = links.union(
+            copies.join(heads, ["dst"], "left").map_batches(_CopyLinks(), COMPONENTS_SCHEMA)
+        )
+    keepers = links.select(["root"]).map_groups(["root"], _Roots(), COMPONENTS_SCHEMA)
+    return links.union(keepers)
+
+
 def _write_clusters(
-    engine: Engine, edges: Frame, meta: Frame, spec: DedupSpec, out: Location, scratch: Location
+    engine: Engine, links: Frame, meta: Frame, spec: DedupSpec, out: Location, eligible: int
 ) -> tuple[list[Location], dict[str, Any]]:
-    """Connected components of ``edges`` written as the clusters table, with its statistics."""
-    components = kernels_for(engine).connected_components(engine, edges, scratch / "components")
+    """The clusters table of ``links`` (``doc``, ``root``) written under ``out``, with its statistics."""
     as_doc = pa.schema([pa.field("doc" if f.name == DOC else f.name, f.type) for f in meta.schema])
-    members_meta = meta.map_batches(_RenameDoc(), as_doc)
-    clusters = components.join(members_meta, ["doc"], "inner").map_groups(
+    members_meta = meta.map_batches(_Rename({DOC: "doc"}), as_doc)
+    clusters = links.join(members_meta, ["doc"], "inner").map_groups(
         ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
     )
     written = clusters.write(out / CLUSTERS_LINK)
-    cluster_stats = _cluster_statistics(engine, written)
+    cluster_stats = cluster_statistics(engine, written, spec, eligible)
     if not written:  # no duplicates: readers of the directory still find the columns
         written = [out / CLUSTERS_LINK / "part-empty.parquet"]
         write_parquet_atomic(CLUSTERS_SCHEMA.empty_table(), written[0])
     return written, cluster_stats
+
+
+_HEADS_SCHEMA = pa.schema([pa.field("dst", pa.int64()), pa.field("head", pa.int64())])
+
+
+class _Rename:
+    """Columns renamed (the others kept)."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return table.rename_columns([self.names.get(c, c) for c in table.column_names])
+
+
+class _CopyLinks:
+    """Exact copies (``src``) with their head (``dst``) and the head's keeper, if dropped."""
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        root = pc.coalesce(table.column("head"), table.column("dst"))
+        return pa.table({"doc": table.column("src"), "root": root}, schema=COMPONENTS_SCHEMA)
+
+
+class _Roots:
+    """One ``(root, root)`` row per distinct root: the keepers' own rows."""
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        roots = pa.array(np.unique(table.column("root").to_numpy()), pa.int64())
+        return pa.table({"doc": roots, "root": roots}, schema=COMPONENTS_SCHEMA)
 
 
 class _Present:
@@ -260,85 +324,6 @@ class _Present:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return table.filter(pc.is_valid(table.column(self.column)))
-
-
-class _RenameDoc:
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return table.rename_columns(["doc" if c == DOC else c for c in table.column_names])
-
-
-class _ClusterSizes:
-    """Partial statistics of the clusters table: sizes, counts, the largest clusters."""
-
-    def __call__(self, table: pa.Table) -> dict[str, Any]:
-        keepers = table.filter(table.column("keeper"))
-        removed = table.filter(pc.invert(table.column("keeper")))
-        exact = int(
-            np.count_nonzero(removed.column("kind").to_numpy(zero_copy_only=False) == "exact")
-        )
-        sizes = keepers.column("cluster_size").to_numpy()
-        values, counts = np.unique(sizes, return_counts=True)
-        order = np.lexsort((keepers.column("cluster").to_numpy(), -sizes))[:LARGEST_CLUSTERS]
-        largest = [
-            [
-                int(sizes[i]),
-                int(keepers.column("cluster")[int(i)].as_py()),
-                keepers.column("id")[int(i)].as_py(),
-            ]
-            for i in order.tolist()
-        ]
-        return {
-            "clustered": table.num_rows,
-            "clusters": keepers.num_rows,
-            "exact_removed": exact,
-            "near_removed": removed.num_rows - exact,
-            "sizes": dict(zip(values.tolist(), counts.tolist(), strict=True)),
-            "largest": largest,
-        }
-
-
-def _merge_cluster_sizes(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    sizes: dict[int, int] = {}
-    largest: list[list[Any]] = []
-    for part in parts:
-        for size, count in part["sizes"].items():
-            sizes[int(size)] = sizes.get(int(size), 0) + int(count)
-        largest += part["largest"]
-    return {
-        "clustered": sum(p["clustered"] for p in parts),
-        "clusters": sum(p["clusters"] for p in parts),
-        "exact_removed": sum(p["exact_removed"] for p in parts),
-        "near_removed": sum(p["near_removed"] for p in parts),
-        "sizes": sizes,
-        "largest": sorted(largest, key=lambda r: (-r[0], r[1]))[:LARGEST_CLUSTERS],
-    }
-
-
-def _cluster_statistics(engine: Engine, files: list[Any]) -> dict[str, Any]:
-    """Counts, the distribution of cluster sizes and the largest clusters (one aggregate)."""
-    if not files:
-        stats: dict[str, Any] = {
-            "clustered": 0,
-            "clusters": 0,
-            "exact_removed": 0,
-            "near_removed": 0,
-            "sizes": {},
-            "largest": [],
-        }
-    else:
-        stats = engine.read(files, CLUSTERS_SCHEMA).aggregate(_ClusterSizes(), _merge_cluster_sizes)
-    return {
-        "clusters": int(stats["clusters"]),
-        "clustered_documents": int(stats["clustered"]),
-        "duplicates": int(stats["clustered"] - stats["clusters"]),
-        "exact_removed": int(stats["exact_removed"]),
-        "near_removed": int(stats["near_removed"]),
-        "cluster_sizes": {str(k): v for k, v in sorted(stats["sizes"].items())},
-        "largest_clusters": [
-            {"size": size, "cluster": cluster, "keeper_id": keeper}
-            for size, cluster, keeper in stats["largest"]
-        ],
-    }
 
 
 @dataclass(frozen=True)

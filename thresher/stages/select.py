@@ -91,7 +91,7 @@ def score_rows(
 
 
 class _Duplicates:
-    """Non-keepers of the dedup clusters as (order key, ``keeper=<id>``)."""
+    """Non-keepers of the dedup clusters as (order key, ``keeper=<id>; similarity=<s>``)."""
 
     def __init__(self, ranks: NDArray[np.int64]) -> None:
         self.ranks = ranks
@@ -99,8 +99,13 @@ class _Duplicates:
     def __call__(self, table: pa.Table) -> pa.Table:
         table = table.filter(pc.invert(table.column("keeper")))
         order = input_order(table, self.ranks)
+        similarity = [f"{value:.3f}" for value in table.column("similarity").to_pylist()]
         detail = pc.binary_join_element_wise(
-            pa.scalar("keeper="), table.column("keeper_id").cast(pa.string()), ""
+            pa.scalar("keeper="),
+            table.column("keeper_id").cast(pa.string()),
+            pa.scalar("; similarity="),
+            pa.array(similarity, pa.string()),
+            "",
         )
         return pa.table({S.ORDER: pa.array(order, pa.int64()), _DETAIL: detail})
 

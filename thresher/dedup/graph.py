@@ -1,13 +1,15 @@
-"""Duplicate graph: verified candidate edges inside LSH buckets, and union-find.
+"""Duplicate graph: verified candidate edges inside LSH buckets, keepers, union-find.
 
 Both engines call :func:`bucket_edges` on the members of each bucket (rows
-sorted by band, key, document), so they link the same pairs; duplicate
-clusters are the connected components of those edges plus the exact-copy
-edges, whatever algorithm computes them (union-find here, large-star /
-small-star on Spark).
+sorted by band, key, then keeper rank or document), so they link the same
+pairs. Duplicate clusters are keeper-centred (:func:`greedy_keepers`: every
+dropped document is linked to its own keeper; Spark finds the same keepers
+in rounds) or the connected components of the edges plus the exact-copy
+edges (union-find here, large-star / small-star on Spark).
 
 Inside a bucket (all members agree on one band), edges come from *anchor
-rounds*: the first pending member (smallest document key) is the anchor;
+rounds*: the first pending member (the best in keeper order under
+keeper-centred clusters, else the smallest document key) is the anchor;
 every other pending member whose signature-estimated Jaccard with the
 anchor reaches the threshold is linked to it; those that do not form the
 pending list of the next round. Without verification the first round
@@ -19,6 +21,8 @@ References
 ----------
 Leskovec, Rajaraman and Ullman, "Mining of Massive Datasets", chapter 3.4.
 Tarjan, "Efficiency of a Good But Not Linear Set Union Algorithm", 1975.
+Blelloch, Fineman and Shun, "Greedy Sequential Maximal Independent Set and
+Matching are Parallel on Average", SPAA 2012.
 """
 
 from __future__ import annotations

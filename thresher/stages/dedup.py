@@ -3,8 +3,8 @@
 Runs after scoring and before selection, on either engine, with the same
 clusters on both: the shared steps (:mod:`thresher.dedup.steps`) run as
 :meth:`Frame.map_groups` calls; only the LSH candidate pairs and the
-connected components are engine-specific: the engine's dedup kernels
-(:func:`thresher.dedup.kernels.kernels_for`).
+clusters (keeper-centred, or connected components) are engine-specific:
+the engine's dedup kernels (:func:`thresher.dedup.kernels.kernels_for`).
 
 Its result is keyed by the dedup configuration, the scorers and the shards:
 a re-run with the same configuration reuses it, a changed ``dedup``

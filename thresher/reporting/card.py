@@ -25,7 +25,9 @@ YAML field), https://huggingface.co/docs/hub/datasets-cards.
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -41,6 +43,7 @@ from thresher.reporting.rules import rule_rows
 from thresher.run_dir import RunDir
 
 _BACKTICKS = re.compile(r"`+")
+logger = logging.getLogger(__name__)
 
 
 def code(text: Any, *, table: bool = False) -> str:
@@ -134,26 +137,115 @@ def _scorers(config: dict[str, Any]) -> str:
     return "\n".join(lines) or "- none"
 
 
-def _dedup(config: dict[str, Any], counts: dict[str, Any]) -> str:
+#: The rule of each ``dedup.clusters`` setting, for the report and (short) for the card;
+#: ``{threshold}`` and ``{chained}`` are filled in by :func:`dedup_rule`.
+_RULES = {
+    "keeper": (
+        "A document is removed only when its signature-estimated Jaccard similarity with its "
+        "own cluster's keeper is at least {threshold}; no document is removed through a chain "
+        "of similar documents.",
+        "A document is removed only when its estimated Jaccard similarity with its cluster's "
+        "keeper is at least {threshold}, never through a chain of similar documents.",
+    ),
+    "components": (
+        "Clusters are connected components of similar pairs: every member but the keeper is "
+        "removed, also members linked only through a chain{chained}.",
+        "Clusters are connected components of similar pairs: every member but the keeper is "
+        "removed, also through a chain{chained}.",
+    ),
+}
+
+
+def dedup_threshold(summary: dict[str, Any]) -> float | None:
+    """The similarity threshold of a dedup summary (an older one has it under ``lsh``)."""
+    value = summary.get("threshold")
+    if value is None:
+        value = (summary.get("lsh") or {}).get("threshold")
+    return None if value is None else float(value)
+
+
+def dedup_rule(
+    summary: dict[str, Any], *, short: bool = False, quote: Callable[[str], str] = str
+) -> str | None:
+    """One sentence saying which documents dedup removed (None: the summary has no ``rule``).
+
+    ``short`` gives the card's wording; ``quote`` shows a rule this version
+    does not know (the card passes :func:`code`).
+    """
+    rule = summary.get("rule")
+    if rule is None:
+        return None
+    if rule not in _RULES:
+        return f"Duplicate clusters were formed by the rule {quote(str(rule))}."
+    threshold = dedup_threshold(summary)
+    below = summary.get("below_threshold")
+    chained = ""
+    if below is not None:
+        documents = "document is" if int(below) == 1 else "documents are"
+        chained = (
+            f" ({int(below):,} removed {documents} less similar to their keeper than the threshold)"
+        )
+    sentence = _RULES[rule][1 if short else 0]
+    return sentence.format(
+        threshold="the threshold" if threshold is None else f"{threshold:g}", chained=chained
+    )
+
+
+def dedup_warnings(summary: dict[str, Any]) -> list[str]:
+    """The summary's ``warnings`` as strings (none in a summary of an older run)."""
+    warnings = summary.get("warnings") or []
+    if isinstance(warnings, str):
+        warnings = [warnings]
+    return [str(warning) for warning in warnings]
+
+
+def _dedup(
+    config: dict[str, Any], counts: dict[str, Any], summary: dict[str, Any] | None = None
+) -> str:
+    """What dedup removed and by which rule; each of the summary's warnings as a block quote.
+
+    A warning quotes ids from the corpus, so it is shown as code, like every
+    other string from the run.
+    """
     removed = {
         reason: n
         for reason, n in counts["dropped"]["by_reason"].items()
         if reason.split(":")[0] in ("duplicate_id", "duplicate", "exact_duplicate")
     }
     settings = config.get("dedup")
+    summary = summary if settings else None  # a summary left by an earlier configuration
     lines = []
+    warnings: list[str] = []
     if settings:
         given = {k: v for k, v in settings.items() if v is not None}
         lines.append(f"Near-duplicate removal: {code(json.dumps(given, sort_keys=True))}.")
         lines.append("One keeper per duplicate cluster is kept (`dedup/clusters/`).")
     else:
         lines.append("No near-duplicate removal configured.")
+    if summary:
+        rule = dedup_rule(summary, short=True, quote=code)
+        if rule:
+            lines.append(rule)
+        lines.append(_dedup_counts(summary))
+        warnings = dedup_warnings(summary)
     lines.append("Rows whose id repeats an earlier row's are dropped as `duplicate_id`.")
     if removed:
         lines.append(
             "Removed: " + ", ".join(f"{code(r)} {n:,}" for r, n in sorted(removed.items())) + "."
         )
-    return " ".join(lines)
+    return " ".join(lines) + "".join(f"\n\n> **Warning:** {code(w)}" for w in warnings)
+
+
+def _dedup_counts(summary: dict[str, Any]) -> str:
+    """The clusters dedup found and what it removed, from its summary."""
+    clusters = int(summary.get("clusters", 0))
+    found = f"Dedup found {clusters:,} duplicate cluster{'s' if clusters != 1 else ''}"
+    if "exact_removed" in summary and "near_removed" in summary:
+        return (
+            f"{found} and removed {int(summary['exact_removed']):,} exact copies and "
+            f"{int(summary['near_removed']):,} near-duplicates."
+        )
+    return f"{found} and removed {int(summary.get('duplicates', 0)):,} duplicates."
 
 
 def budget_label(budget: Any) -> str:
@@ -357,11 +449,18 @@ with the reason and the raw record).
 """
 
 
-def render_card(manifest: dict[str, Any], schema: pa.Schema | None = None, root: str = "") -> str:
+def render_card(
+    manifest: dict[str, Any],
+    schema: pa.Schema | None = None,
+    root: str = "",
+    dedup: dict[str, Any] | None = None,
+) -> str:
     """The card's Markdown from a run's manifest (and the pruned dataset's schema, if known).
 
     ``root`` is the run directory's URI with a trailing slash for a run on
     an object store, and empty for a local one (paths relative to the card).
+    ``dedup`` is the run's ``dedup/summary.json`` (its rule, counts and
+    warnings; None: the card says what the manifest says).
     Every string from the manifest or the schema is escaped (:func:`code`).
     """
     data = f"{root}{manifest.get('data', 'data/')}"
@@ -413,7 +512,7 @@ Scores (one column per scorer in {code(root + "scores/")}):
 
 {_scorers(config)}
 
-Duplicates: {_dedup(config, counts)}
+Duplicates: {_dedup(config, counts, dedup)}
 
 {_decontamination(manifest)}Selection, in order (each step sees the rows the previous one kept):
 
@@ -451,5 +550,25 @@ def write_card(run_dir: str | Location, manifest: dict[str, Any] | None = None) 
     run = RunDir(run_dir)
     manifest = manifest if manifest is not None else read_json(run.manifest)
     root = "" if run.root.is_local else redact_uris(run.root.uri.rstrip("/")) + "/"
-    write_text_atomic(render_card(manifest, data_schema(run.root), root), run.card)
+    card = render_card(manifest, data_schema(run.root), root, _dedup_summary(run))
+    write_text_atomic(card, run.card)
     return run.card
+
+
+def _dedup_summary(run: RunDir) -> dict[str, Any] | None:
+    """The run's dedup summary; None when there is none or it cannot be read.
+
+    A summary that cannot be read leaves the card as the manifest makes it
+    (its counts still say what was removed), so publishing never fails on it.
+    """
+    path = run.dedup / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = read_json(path)
+    except Exception as error:
+        logger.warning(
+            "card: %s could not be read (%s: %s)", path.name, type(error).__name__, error
+        )
+        return None
+    return summary if isinstance(summary, dict) else None

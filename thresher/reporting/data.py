@@ -6,7 +6,7 @@ computed where the data is and written as small files: the published
 version's ``stats.json`` (counts per reason, score histograms of kept and
 dropped rows, a few example rows per reason) and ``steps.json`` (each
 selection step's details), ``dedup/summary.json`` (cluster sizes, the
-largest clusters), ``eval/`` (the pruning curve). Only the example
+rule, similarity to the keeper, the largest clusters, warnings), ``eval/`` (the pruning curve). Only the example
 documents' texts are read, from the few shards that hold them.
 
 Each section is left out when its input does not exist; an optional input

@@ -19,7 +19,7 @@ from thresher.io.files import write_text_atomic
 from thresher.io.fs import Location
 from thresher.redact import redact_uris
 from thresher.reporting import plots
-from thresher.reporting.card import budget_label
+from thresher.reporting.card import budget_label, dedup_rule, dedup_threshold, dedup_warnings
 from thresher.reporting.data import ReportData, gather
 from thresher.reporting.inputs import listing
 from thresher.reporting.rules import HEADER as RULE_HEADER
@@ -171,9 +171,16 @@ def _scores_context(data: ReportData) -> dict[str, Any]:
 
 
 def _dedup_context(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Duplicates section from ``dedup/summary.json`` (None: no clusters to show).
+
+    Keys that a summary of an older run lacks (``rule``, ``threshold``,
+    ``similarity_histogram``, ``below_threshold``, the detail of the largest
+    clusters, ``warnings``) leave their part of the section out.
+    """
     if not summary or not summary.get("clusters"):
         return None
     sizes = {int(k): int(v) for k, v in summary.get("cluster_sizes", {}).items()}
+    threshold = dedup_threshold(summary)
     rows = [
         ("duplicate clusters", summary["clusters"]),
         ("documents in clusters", summary["clustered_documents"]),
@@ -182,11 +189,53 @@ def _dedup_context(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         ("exact copies removed", summary.get("exact_removed", 0)),
         ("near-duplicates removed", summary.get("near_removed", 0)),
     ]
+    if summary.get("below_threshold") is not None:
+        rows.append(
+            ("near-duplicates removed below the threshold", int(summary["below_threshold"]))
+        )
+    if threshold is not None:
+        rows.append(("similarity threshold (estimated Jaccard)", threshold))
+    largest = [_cluster_row(row) for row in summary.get("largest_clusters") or []]
+    histogram = summary.get("similarity_histogram") or {}
+    edges, counts = histogram.get("edges") or [], histogram.get("counts") or []
+    similarity_plot = None
+    if edges and len(edges) == len(counts) + 1:
+        similarity_plot = plots.similarity_histogram(edges, counts, threshold)
     return {
+        "rule": dedup_rule(summary),
+        "warnings": dedup_warnings(summary),
         "summary": rows,
         "plot": plots.cluster_size_plot(sizes),
-        "largest": summary.get("largest_clusters", []),
+        "similarity_plot": similarity_plot,
+        "largest": largest,
+        "columns": {key: any(row[key] is not None for row in largest) for key in _CLUSTER_DETAIL},
     }
+
+
+_CLUSTER_DETAIL = ("share", "min_similarity", "members")
+
+
+def _cluster_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One row of the largest clusters table; a detail an older summary lacks is None."""
+    size = int(row.get("size", 0))
+    share, similarity = row.get("share"), row.get("min_similarity")
+    members = row.get("members")
+    members = [str(m) for m in members] if isinstance(members, list) else None
+    return {
+        "cluster": row.get("cluster"),
+        "size": size,
+        "keeper_id": row.get("keeper_id"),
+        "share": None if share is None else _percent(float(share)),
+        "min_similarity": None if similarity is None else f"{float(similarity):.3f}",
+        "members": members,
+        # the keeper and the sampled members are shown; the rest are counted
+        "more": max(0, size - 1 - len(members)) if members is not None else 0,
+    }
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage with 3 significant digits (``21%``, ``1.23%``, ``0.004%``)."""
+    return f"{share * 100:.3g}%"
 
 
 def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:

@@ -135,6 +135,46 @@ def cluster_size_plot(sizes: dict[int, int]) -> str:
     return to_data_uri(figure)
 
 
+def similarity_histogram(edges: list[float], counts: list[int], threshold: float | None) -> str:
+    """Near-removed documents by their similarity to their keeper, the threshold marked.
+
+    ``edges`` are the bin edges (one more than ``counts``), ``counts`` the
+    documents in each bin; a dashed vertical line marks ``threshold`` (none
+    when it is unknown). Bars left of the line are documents removed with a
+    similarity to their keeper below the threshold (through a chain).
+    """
+    figure, axes = _figure()
+    with plt.rc_context(_STYLE):
+        bounds = np.asarray(edges, dtype=float)
+        values = np.asarray(counts, dtype=np.int64)
+        if bounds.size < 2 or int(values.sum()) == 0:
+            axes.text(0.5, 0.5, "no near-duplicates removed", ha="center", transform=axes.transAxes)
+        else:
+            below = (
+                bounds[1:] <= threshold if threshold is not None else np.zeros(values.size, bool)
+            )
+            colours = np.where(below, DROPPED, NEUTRAL).tolist()
+            axes.bar(bounds[:-1], values, width=np.diff(bounds), align="edge", color=colours)
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.set_xlim(float(bounds[0]), float(bounds[-1]))
+        if threshold is not None:
+            axes.axvline(threshold, color=DROPPED, linestyle="--", linewidth=1.2)
+            axes.text(
+                threshold,
+                0.98,
+                f"threshold {threshold:g} ",  # left of the line: what stays clear of the bars
+                color=DROPPED,
+                va="top",
+                ha="right",
+                fontsize=8,
+                transform=axes.get_xaxis_transform(),
+            )
+        axes.set_xlabel("estimated Jaccard similarity to the cluster's keeper")
+        axes.set_ylabel("near-duplicates removed")
+        axes.set_title("Removed near-duplicates by similarity to their keeper")
+    return to_data_uri(figure)
+
+
 def strata_plot(strata: list[dict[str, Any]], title: str) -> str:
     """CCS strata: documents in each stratum and how many were selected."""
     figure, axes = _figure(7.2, 3.0)

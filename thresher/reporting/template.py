@@ -44,7 +44,7 @@ figure img { width:100%; height:auto; display:block; }
 figure.wide img { max-width:720px; }
 figcaption, .caption { color:var(--muted); font-size:12px; }
 .note { border-left:4px solid #f59f00; background:#fff9db; padding:6px 10px; margin:8px 0; }
-.note.eval-warning { border-left-color:#e03131; background:#fff5f5; }
+.note.eval-warning, .note.dedup-warning { border-left-color:#e03131; background:#fff5f5; }
 details { border:1px solid var(--line); border-radius:6px; margin:6px 0; padding:4px 10px; }
 details > summary { cursor:pointer; font-weight:600; }
 .doc { border-top:1px dashed var(--line); padding:6px 0; }
@@ -149,15 +149,29 @@ split appear then.</div>{% endif %}
 {% if dedup %}
 <section id="duplicates">
 <h2>Duplicates</h2>
+{% for warning in dedup.warnings %}<div class="note dedup-warning"><strong>WARNING:</strong> {{ warning }}</div>{% endfor %}
+{% if dedup.rule %}<p class="dedup-rule">{{ dedup.rule }}</p>{% endif %}
 <table>
   {% for label, value in dedup.summary %}<tr><td>{{ label }}</td><td class="num">{{ value | num }}</td></tr>{% endfor %}
 </table>
-<figure class="wide"><img class="plot" alt="duplicate cluster sizes" src="{{ dedup.plot }}"></figure>
+<div class="plots">
+<figure><img class="plot" alt="duplicate cluster sizes" src="{{ dedup.plot }}"></figure>
+{% if dedup.similarity_plot %}<figure><img class="plot" alt="similarity to keeper of removed near-duplicates" src="{{ dedup.similarity_plot }}">
+  <figcaption>Each near-duplicate removed, by the share of MinHash values it has in common
+  with its cluster's keeper (exact copies are not counted); the dashed line is the
+  threshold.</figcaption></figure>{% endif %}
+</div>
 <h3>Largest clusters</h3>
 <table>
-  <tr><th class="num">cluster</th><th class="num">size</th><th>keeper id</th></tr>
+  <tr><th class="num">cluster</th><th class="num">size</th>
+    {% if dedup.columns.share %}<th class="num">share of corpus</th>{% endif %}
+    {% if dedup.columns.min_similarity %}<th class="num">min. similarity to keeper</th>{% endif %}
+    <th>keeper id</th>{% if dedup.columns.members %}<th>sample of removed members</th>{% endif %}</tr>
   {% for row in dedup.largest %}<tr><td class="num">{{ row.cluster }}</td><td class="num">{{ row.size | num }}</td>
-    <td><code>{{ row.keeper_id }}</code></td></tr>{% endfor %}
+    {% if dedup.columns.share %}<td class="num">{{ row.share or "" }}</td>{% endif %}
+    {% if dedup.columns.min_similarity %}<td class="num">{{ row.min_similarity or "" }}</td>{% endif %}
+    <td><code>{{ row.keeper_id }}</code></td>
+    {% if dedup.columns.members %}<td>{% for member in row.members or [] %}<code>{{ member }}</code>{% if not loop.last %}, {% endif %}{% endfor %}{% if row.more %}{% if row.members %} and {% endif %}{{ row.more | num }} more{% endif %}</td>{% endif %}</tr>{% endfor %}
 </table>
 </section>
 {% endif %}

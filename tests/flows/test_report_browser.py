@@ -90,6 +90,7 @@ def test_report_loads_cleanly_with_every_plot(
         "funnel plot",
         *(f"histogram of {column}" for column in stats["histograms"]),
         "duplicate cluster sizes",
+        "similarity to keeper of removed near-duplicates",
         "strata of ccs(word_count)",
         "pruning curve",
     }

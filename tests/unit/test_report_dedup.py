@@ -293,7 +293,12 @@ def test_a_real_runs_card_and_report_read_the_new_summary(run_dir: Path, tmp_pat
     target = copy_run(run_dir, tmp_path / "run")
     path = target / "dedup" / "summary.json"
     stored = read_json(path)
-    # the run's own summary: the old layout, whose card still says what dedup removed
+    # the run's own summary states its rule
+    assert stored["rule"] == "keeper" and stored["below_threshold"] == 0
+    assert "never through a chain" in write_card(target).read_text()
+    # a summary of the old layout: the card still says what dedup removed, and no rule
+    new_keys = ("rule", "threshold", "similarity_histogram", "below_threshold", "warnings")
+    write_json_atomic({k: v for k, v in stored.items() if k not in new_keys}, path)
     old_card = write_card(target).read_text()
     assert f"Dedup found {stored['clusters']:,} duplicate cluster" in old_card
     assert "through a chain" not in old_card

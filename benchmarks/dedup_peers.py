@@ -88,7 +88,13 @@ NUM_PERM = 128
 THRESHOLD = 0.8
 RECALL_JACCARD = 0.85  # pairs at or above must be found
 PRECISION_JACCARD = 0.7  # a removal is right when its keeper is at least this similar
-SYSTEMS = ("thresher-keeper", "thresher-components", "datatrove", "text-dedup")
+SYSTEMS = (
+    "thresher-keeper",
+    "thresher-keeper-spark",
+    "thresher-components",
+    "datatrove",
+    "text-dedup",
+)
 FULL_DOCUMENTS = 15_000
 QUICK_DOCUMENTS = 600
 
@@ -456,7 +462,9 @@ def has_cluster_rule() -> bool:
     return "clusters" in DedupConfig.model_fields
 
 
-def thresher_config(inputs: Path, run_dir: Path, rule: str, cores: int) -> dict[str, Any]:
+def thresher_config(
+    inputs: Path, run_dir: Path, rule: str, cores: int, engine: str = "local"
+) -> dict[str, Any]:
     """The curate run: a ``minhash`` scorer, dedup at 0.8 under ``rule``, every other doc kept."""
     dedup: dict[str, Any] = {"threshold": THRESHOLD}
     if has_cluster_rule():
@@ -469,7 +477,14 @@ def thresher_config(inputs: Path, run_dir: Path, rule: str, cores: int) -> dict[
         "scorers": [{"name": "minhash", "params": {"ngram": NGRAM, "num_perm": NUM_PERM}}],
         "dedup": dedup,
         "selector": {"name": "random", "budget": 1.0},
-        "engine": {"kind": "local", "workers": cores},
+        "engine": (
+            {"kind": "local", "workers": cores}
+            if engine == "local"
+            else {
+                "kind": "spark",
+                "spark": {"master": f"local[{cores}]", "conf": {"spark.ui.enabled": "false"}},
+            }
+        ),
     }
 
 
@@ -480,7 +495,8 @@ def run_thresher(job: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     from thresher.dedup.spec import read_clusters
     from thresher.run_dir import RunDir
 
-    rule = job["system"].removeprefix("thresher-")
+    rule = job["system"].removeprefix("thresher-").removesuffix("-spark")
+    engine = "spark" if job["system"].endswith("-spark") else "local"
     if rule == "keeper" and not has_cluster_rule():
         return {"unavailable": "this thresher has no `dedup.clusters` option yet"}
 
@@ -492,7 +508,8 @@ def run_thresher(job: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     sampler.start(exclude_existing=True)  # Prefect's server is not part of the measure
     run_dir = Path(job["work"]) / "run"
     start = time.perf_counter()
-    thresher.run(thresher_config(Path(job["inputs"]), run_dir, rule, job["cores"]), quiet=True)
+    config = thresher_config(Path(job["inputs"]), run_dir, rule, job["cores"], engine)
+    thresher.run(config, quiet=True)
     wall = time.perf_counter() - start
     sampler.stop()
     table = read_clusters(RunDir(run_dir), ["id", "cluster", "keeper", "keeper_id"]).to_pylist()
@@ -673,6 +690,7 @@ def run_text_dedup(job: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[dict[str, Any], TreeSampler], dict[str, Any]]] = {
     "thresher-keeper": run_thresher,
+    "thresher-keeper-spark": run_thresher,
     "thresher-components": run_thresher,
     "datatrove": run_datatrove,
     "text-dedup": run_text_dedup,
@@ -856,6 +874,18 @@ def corpus_lines(corpus: Corpus, results: list[SystemResult], seconds: float) ->
             )
         if o.note:
             notes.append(f"{result.system}: {o.note}.")
+    by_system = {r.system: r.outcome for r in results if r.outcome is not None}
+    local, spark = by_system.get("thresher-keeper"), by_system.get("thresher-keeper-spark")
+    if local is not None and spark is not None:
+        same = bool(
+            np.array_equal(local.keeper, spark.keeper)
+            and np.array_equal(local.kept, spark.kept)
+            and np.array_equal(local.cluster, spark.cluster)
+        )
+        notes.append(
+            "thresher-keeper on both engines: "
+            + ("identical clusters and keepers." if same else "the clusters DIFFER.")
+        )
     lines.append("")
     if notes:
         lines += [*notes, ""]

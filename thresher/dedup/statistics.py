@@ -133,7 +133,7 @@ def cluster_statistics(
     engine: Engine, files: list[Any], spec: DedupSpec, eligible: int
 ) -> dict[str, Any]:
     """The summary's statistics of the clusters table written as ``files``."""
-    empty = {
+    empty: dict[str, Any] = {
         "clustered": 0,
         "clusters": 0,
         "exact_removed": 0,
@@ -143,7 +143,8 @@ def cluster_statistics(
         "sizes": {},
         "largest": [],
     }
-    stats, detail = empty, {}
+    stats: dict[str, Any] = empty
+    detail: dict[int, dict[str, Any]] = {}
     if files:
         table = engine.read(files, CLUSTERS_SCHEMA)
         stats = table.aggregate(_ClusterSizes(spec.threshold), _merge_cluster_sizes)

@@ -350,7 +350,8 @@ class DedupConfig(_Strict):
     ``signature`` names that scorer's column. Documents whose estimated
     Jaccard similarity reaches ``threshold`` are linked. ``clusters``:
     ``keeper`` (default) drops a document only when it is linked to its own
-    cluster's keeper, never through a chain of similar documents;
+    cluster's keeper (a verified link with ``verify``), never through a
+    chain of similar documents;
     ``components`` drops every member of a connected component of links but
     its keeper (the most aggressive removal). ``warn_cluster_share``: the
     summary and the report warn when one cluster holds more than this share

@@ -42,6 +42,14 @@ in a child process, then Spark on the same shards; written to
 ``benchmarks/results/minhash_scale.md``)::
 
     python -m benchmarks.minhash --dedup-sizes 1000000,4000000
+
+The Spark stage alone (no local child: at 10M the local engine needs about
+33 GiB), each size in a fresh child process (a new driver and JVM), with
+the driver's peak resident memory (``ru_maxrss`` of the Python driver), the
+JVM's and the process tree's (sampled every 0.2 s), and their ratio to the
+smallest size (written to ``benchmarks/results/minhash_spark_alone.md``)::
+
+    python -m benchmarks.minhash --spark-alone-sizes 1000000,10000000
 """
 
 from __future__ import annotations
@@ -547,6 +555,101 @@ def dedup_at_sizes(sizes: list[int]) -> None:
     target.write_text("\n".join(lines), encoding="utf-8")
 
 
+_SPARK_CHILD = """
+import json, os, resource, sys, threading, time
+from pathlib import Path
+from benchmarks.curate_1m import _tree_rss_split
+from benchmarks.minhash import make_spark_engine, run_dedup
+engine = make_spark_engine()
+peak = {"tree": 0, "jvm": 0}
+stop = threading.Event()
+def sample():
+    while not stop.is_set():
+        tree, jvm = _tree_rss_split(os.getpid())
+        peak["tree"], peak["jvm"] = max(peak["tree"], tree), max(peak["jvm"], jvm)
+        stop.wait(0.2)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+start = time.perf_counter()
+summary = run_dedup(engine, Path(sys.argv[2]), json.loads(sys.argv[1]), Path(sys.argv[3]))
+seconds = time.perf_counter() - start
+stop.set()
+sampler.join()
+engine.close()
+print(json.dumps({"seconds": seconds,
+                  "driver_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "jvm_peak_rss": peak["jvm"], "tree_peak_rss": peak["tree"],
+                  "summary": summary}))
+"""
+
+
+def spark_alone(sizes: list[int]) -> None:
+    """The Spark dedup stage alone at each size, in a fresh child process: time and peak memory."""
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="thresher-bench-minhash-spark-") as directory:
+            work = Path(directory)
+            shards = max(FULL.shards, n // 50_000)
+            start = time.perf_counter()
+            indices = write_synthetic_signatures(work / "synthetic", n, shards)
+            generation = time.perf_counter() - start
+            before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _SPARK_CHILD,
+                    json.dumps(indices),
+                    str(work / "synthetic"),
+                    str(work / "out"),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        rows.append(
+            {
+                "documents": n,
+                "shards": shards,
+                "generation": generation,
+                "load": f"{before} / {after}",
+                **measured,
+            }
+        )
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "summary"}), flush=True)
+    base = rows[0]
+
+    def gib(n_bytes: float) -> str:
+        return f"{n_bytes / 1024**3:.2f} GiB"
+
+    lines = [
+        "## MinHash dedup stage alone on Spark: time and driver memory",
+        "",
+        f"Machine: {os.cpu_count()} cores; Spark `local[{os.cpu_count()}]`, 6 GiB of driver "
+        "memory. Command: `python -m benchmarks.minhash --spark-alone-sizes "
+        f"{','.join(str(n) for n in sizes)}`. Each size in a fresh child process (driver and "
+        "JVM started before the clock); synthetic signatures as in part 4.",
+        "",
+        "| documents | shards | wall s | driver peak RSS | vs smallest | JVM peak RSS | tree peak "
+        "RSS | duplicates | load before / after |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['documents']:,} | {r['shards']} | {r['seconds']:.1f} | "
+            f"{gib(r['driver_peak_rss'])} | {r['driver_peak_rss'] / base['driver_peak_rss']:.2f}x | "
+            f"{gib(r['jvm_peak_rss'])} | {gib(r['tree_peak_rss'])} | "
+            f"{r['summary']['duplicates']:,} | {r['load']} |"
+        )
+    lines.append("")
+    print("\n".join(lines), flush=True)
+    target = Path(__file__).parent / "results" / "minhash_spark_alone.md"
+    target.write_text("\n".join(lines), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.minhash")
     parser.add_argument("--quick", action="store_true", help="development scale")
@@ -556,7 +659,17 @@ def main(argv: list[str] | None = None) -> None:
         help="only part 4 (the dedup stage on synthetic signatures, local then Spark) at these "
         "comma-separated sizes; written to results/minhash_scale.md",
     )
+    parser.add_argument(
+        "--spark-alone-sizes",
+        default=None,
+        help="only the Spark dedup stage (no local run), each of these comma-separated sizes in "
+        "a fresh child process, with the driver's and the JVM's peak memory; written to "
+        "results/minhash_spark_alone.md",
+    )
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.spark_alone_sizes:
+        spark_alone([int(n) for n in args.spark_alone_sizes.split(",")])
+        return
     if args.dedup_sizes:
         dedup_at_sizes([int(n) for n in args.dedup_sizes.split(",")])
         return

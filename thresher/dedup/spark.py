@@ -61,6 +61,10 @@ _MAX_ROUNDS = 200
 #: most this many (directed) edges: about 100 MB, a bounded amount whatever the corpus.
 _DRIVER_EDGES = 1_000_000
 _BAND_ROWS_PER_PARTITION = 4_000_000  # (band, key, doc): 20 bytes a row, about 80 MB
+#: The signatures of the bucketed documents are picked from the members by broadcasting
+#: their keys (about 50 MB in the hash table at this many) rather than by shuffling every
+#: member's signature.
+_BROADCAST_DOCS = 2_000_000
 
 
 def near_duplicate_edges(spark: Any, members: Any, spec: DedupSpec) -> tuple[Any, dict[str, Any]]:
@@ -70,19 +74,25 @@ def near_duplicate_edges(spark: Any, members: Any, spec: DedupSpec) -> tuple[Any
     DataFrame of ``EDGES_SCHEMA`` (the caller releases it), with the counts
     of bucketed rows and edges.
     """
+    from pyspark.sql import functions as F
+
     columns = ["doc", spec.signature] + ([KEEPER_KEY] if spec.keeper_centred else [])
-    df = members.withColumnRenamed(S.ORDER, "doc").select(*columns).persist()
+    # Not persisted: the members are a filter of the caller's cached rows, read twice here.
+    df = members.withColumnRenamed(S.ORDER, "doc").select(*columns)
+    n_members = int(df.count())
+    bucketed = _bucketed_rows(df, spec, n_members).persist()
+    wanted = bucketed.select("doc").distinct().persist()
     try:
-        n_members = int(df.count())
-        bucketed = _bucketed_rows(df, spec, n_members).persist()
-        wanted = bucketed.select("doc").distinct()
-        signatures = df.join(wanted, "doc", "left_semi")
-        edges = _verified_edges(bucketed.join(signatures, "doc"), spec, spark).persist()
         n_bucketed = int(bucketed.count())
+        if int(wanted.count()) <= _BROADCAST_DOCS:  # the members' rows stay where they are
+            signatures = df.join(F.broadcast(wanted), "doc", "left_semi")
+        else:
+            signatures = df.join(wanted, "doc", "left_semi")
+        edges = _verified_edges(bucketed.join(signatures, "doc"), spec, spark).persist()
         n_edges = int(edges.count())
     finally:
-        df.unpersist()
-    bucketed.unpersist()
+        wanted.unpersist()
+        bucketed.unpersist()
     return edges, {"bucketed_rows": n_bucketed, "near_edges": n_edges}
 
 

@@ -110,7 +110,7 @@ class SparkFrame(Frame):
             out = conform_to(fn(whole), safe)
             yield from out.to_batches(max_chunksize=BATCH_ROWS)
 
-        partitions = max(self.engine.parallelism, self.df.rdd.getNumPartitions())
+        partitions = max(self.engine.parallelism, planned_partitions(self.df))
         grouped = self.df.repartition(partitions, *keys)
         return self._wrap(grouped.mapInArrow(run, _spark_schema(safe)), safe)
 
@@ -366,6 +366,28 @@ class SparkEngine(Engine):
         if self._spark is not None and self._owns_session:
             self._spark.stop()
         self._spark = None
+
+
+def planned_partitions(df: Any) -> int:
+    """The number of partitions ``df``'s physical plan will have, found without running it.
+
+    ``df.rdd.getNumPartitions()`` would run every shuffle of an adaptive plan
+    to learn its final partitions (and the rows are computed again by the
+    action that follows); the planned output partitioning is known at once.
+    """
+    plan = df._jdf.queryExecution().executedPlan()
+    if plan.getClass().getSimpleName() == "AdaptiveSparkPlanExec":
+        plan = plan.inputPlan()
+    return _partitions_of(plan)
+
+
+def _partitions_of(plan: Any) -> int:
+    """Planned output partitions; a union's (unknown partitioning) is its children's sum."""
+    planned = int(plan.outputPartitioning().numPartitions())
+    if planned > 0:
+        return planned
+    children = plan.children()
+    return sum(_partitions_of(children.apply(i)) for i in range(children.size()))
 
 
 @contextmanager

@@ -59,6 +59,7 @@ from thresher.run_dir import RunDir
 from thresher.scorers import make_scorer
 from thresher.stages.base import KeyedResult, RunContext, Stage
 from thresher.stages.select import AddOrder
+from thresher.tables import conform_to
 
 if TYPE_CHECKING:
     from thresher.engines.base import Engine
@@ -191,20 +192,22 @@ def _deduplicate(
             [S.ID, S.SHARD, S.ROW, spec.exact_column, spec.signature, *spec.keeper_columns]
         )
     )
-    schema = pa.schema([available.field(c) for c in columns] + [pa.field(DOC, pa.int64())])
-    docs = engine.read(files, schema, AddOrder(ranks)).cache()
+    stored = pa.schema([available.field(c) for c in columns] + [pa.field(DOC, pa.int64())])
+    # One pass over the rows computes all that is per row: the input-order key, the keeper
+    # key and whether a signature is there (a frame's passes through Python are its cost).
+    prepare = _Prepare(AddOrder(ranks), stored, spec)
+    docs = engine.read(files, prepare.schema, prepare).cache()
     kernels = kernels_for(engine)
+    later = docs.select([S.ID, DOC]).map_groups([S.ID], LaterOccurrences(), LATER_SCHEMA).cache()
     try:
         n_documents = docs.count()
-        # 1. repeated ids take no part (selection drops them as duplicate_id)
-        later = docs.select([S.ID, DOC]).map_groups([S.ID], LaterOccurrences(), LATER_SCHEMA)
-        eligible = docs.join(later, [DOC], "left_anti")
-        if spec.keeper_centred:  # the keeper order as one comparable key per document
-            eligible = eligible.map_batches(KeeperKeys(spec), KeeperKeys.schema_of(eligible))
-        eligible = eligible.cache()
+        # 1. repeated ids take no part (selection drops them as duplicate_id); usually none
+        n_later = later.count()
+        eligible = docs.join(later, [DOC], "left_anti") if n_later else docs
+        n_eligible = eligible.count() if n_later else n_documents
         meta = eligible.select([c for c in eligible.schema.names if c != spec.signature])
-        members = eligible.map_batches(_Present(spec.signature), eligible.schema)
-        counts = {"eligible": eligible.count(), "with_signature": members.count()}
+        members = eligible.where(_PRESENT)
+        counts = {"eligible": n_eligible, "with_signature": members.count()}
         # 2. exact copies link to their group's first in keeper order; only it goes on to LSH
         copies, n_exact, members = _link_exact_copies(meta, members, spec)
         # 3. LSH buckets of two or more members, verified edges
@@ -219,11 +222,14 @@ def _deduplicate(
         else:
             edges = near if copies is None else copies.union(near)
             links = kernels.connected_components(engine, edges, scratch / "components")
-        cluster_meta = eligible.select([c for c in eligible.schema.names if c != KEEPER_KEY])
+        cluster_meta = eligible.select(
+            [c for c in eligible.schema.names if c not in (KEEPER_KEY, _PRESENT)]
+        )
         written, cluster_stats = _write_clusters(
             engine, links, cluster_meta, spec, out, int(counts["eligible"])
         )
     finally:
+        later.release()
         docs.release()
     return {
         "documents": int(n_documents),
@@ -274,12 +280,16 @@ def _write_clusters(
     engine: Engine, links: Frame, meta: Frame, spec: DedupSpec, out: Location, eligible: int
 ) -> tuple[list[Location], dict[str, Any]]:
     """The clusters table of ``links`` (``doc``, ``root``) written under ``out``, with its statistics."""
-    as_doc = pa.schema([pa.field("doc" if f.name == DOC else f.name, f.type) for f in meta.schema])
-    members_meta = meta.map_batches(_Rename({DOC: "doc"}), as_doc)
-    clusters = links.join(members_meta, ["doc"], "inner").map_groups(
-        ["root"], ClusterRows(spec), CLUSTERS_SCHEMA
-    )
-    written = clusters.write(out / CLUSTERS_LINK)
+    # The links (a few rows per cluster) are renamed, not the documents: no pass over those.
+    links = links.map_batches(_Rename({"doc": DOC}), _LINKS_SCHEMA).cache()
+    try:
+        links.count()  # known small before the join (Spark then broadcasts it)
+        clusters = links.join(meta, [DOC], "inner").map_groups(
+            ["root"], _ClusterRowsOf(spec), CLUSTERS_SCHEMA
+        )
+        written = clusters.write(out / CLUSTERS_LINK)
+    finally:
+        links.release()
     cluster_stats = cluster_statistics(engine, written, spec, eligible)
     if not written:  # no duplicates: readers of the directory still find the columns
         written = [out / CLUSTERS_LINK / "part-empty.parquet"]
@@ -288,6 +298,44 @@ def _write_clusters(
 
 
 _HEADS_SCHEMA = pa.schema([pa.field("dst", pa.int64()), pa.field("head", pa.int64())])
+_LINKS_SCHEMA = pa.schema([pa.field(DOC, pa.int64()), pa.field("root", pa.int64())])
+#: Whether a document has a signature (a column of the frames of the stage, never written).
+_PRESENT = "thresher_has_signature"
+
+
+class _Prepare:
+    """The per-row columns of the stage, added as the score shards are read.
+
+    The input-order key (``thresher_order``), under keeper-centred clusters
+    the keeper key (:class:`~thresher.dedup.steps.KeeperKeys`), and whether
+    the row has a signature: one pass where the rows are read, instead of
+    one pass over the table for each.
+    """
+
+    def __init__(self, order: AddOrder, stored: pa.Schema, spec: DedupSpec) -> None:
+        self.order = order
+        self.stored = stored  # the score columns and the input-order key
+        self.signature = spec.signature
+        self.keys = KeeperKeys(spec) if spec.keeper_centred else None
+        keyed = [pa.field(KEEPER_KEY, pa.binary())] if self.keys is not None else []
+        self.schema = pa.schema([*stored, *keyed, pa.field(_PRESENT, pa.bool_())])
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        table = conform_to(self.order(table), self.stored)
+        if self.keys is not None:
+            table = self.keys(table)
+        present = pc.is_valid(table.column(self.signature))
+        return table.append_column(_PRESENT, present)
+
+
+class _ClusterRowsOf:
+    """:class:`~thresher.dedup.steps.ClusterRows` of rows keyed by ``thresher_order``."""
+
+    def __init__(self, spec: DedupSpec) -> None:
+        self.rows = ClusterRows(spec)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self.rows(_Rename({DOC: "doc"})(table))
 
 
 class _Rename:
@@ -314,16 +362,6 @@ class _Roots:
     def __call__(self, table: pa.Table) -> pa.Table:
         roots = pa.array(np.unique(table.column("root").to_numpy()), pa.int64())
         return pa.table({"doc": roots, "root": roots}, schema=COMPONENTS_SCHEMA)
-
-
-class _Present:
-    """Rows whose ``column`` is not null."""
-
-    def __init__(self, column: str) -> None:
-        self.column = column
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return table.filter(pc.is_valid(table.column(self.column)))
 
 
 @dataclass(frozen=True)

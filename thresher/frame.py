@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from thresher.io.fs import Location
 from thresher.tables import conform_to, join_tables
@@ -40,6 +41,12 @@ def _row_count(table: pa.Table) -> int:
 
 def _total(counts: list[int]) -> int:
     return sum(counts)
+
+
+def _rows_where(column: str, table: pa.Table) -> pa.Table:
+    """Rows whose ``column`` is true (the table itself when every row is: no copy)."""
+    mask = table.column(column).fill_null(False)
+    return table if pc.all(mask).as_py() in (True, None) else table.filter(mask)
 
 
 def _same(table: pa.Table) -> pa.Table:
@@ -169,7 +176,7 @@ class TableFrame(Frame):
         return self.map_batches(lambda t: t.select(names), schema)
 
     def where(self, column: str) -> Frame:
-        return self.map_batches(lambda t: t.filter(t.column(column).fill_null(False)), self._schema)
+        return self.map_batches(functools.partial(_rows_where, column), self._schema)
 
     def count(self) -> int:
         return self.aggregate(_row_count, _total)

@@ -43,12 +43,11 @@ def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str) ->
     }[how]
     joined = left_index.join(right_index, keys=keys, join_type=kind, use_threads=False)
     if how in ("left_anti", "left_semi"):
-        rows = np.sort(joined.column("__left").to_numpy())
-        return left.take(pa.array(rows))
+        return _left_rows(left, np.sort(joined.column("__left").to_numpy()))
     joined = joined.sort_by([("__left", "ascending"), ("__right", "ascending")])
     left_rows = joined.column("__left")
     right_rows = joined.column("__right")
-    out = left.take(left_rows)
+    out = _left_rows(left, left_rows.to_numpy())
     clash = sorted((set(right.column_names) - set(keys)) & set(left.column_names))
     if clash:
         raise ValueError(f"join: both sides have the column(s) {clash}")
@@ -57,3 +56,16 @@ def join_tables(left: pa.Table, right: pa.Table, on: Sequence[str], how: str) ->
             continue
         out = out.append_column(right.schema.field(name), right.column(name).take(right_rows))
     return out
+
+
+def _left_rows(left: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``left``'s rows by number (ascending). When each row appears once at most, a filter
+    (or ``left`` itself): ``take`` would copy every kept value of wide binary columns."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and np.all(rows[1:] > rows[:-1]):
+        if rows.size == left.num_rows:
+            return left
+        mask = np.zeros(left.num_rows, dtype=bool)
+        mask[rows] = True
+        return left.filter(pa.array(mask))
+    return left.take(pa.array(rows))

@@ -83,8 +83,14 @@ def keeper_sort_key(
     ids = pc.replace_substring(table.column("id").cast(pa.binary()), b"\x00", b"\x00\xff")
     flipped = np.asarray(positions, dtype=np.int64).view(np.uint64) ^ np.uint64(1 << 63)
     tail = flipped.astype(">u8").view(np.uint8).reshape(-1, 8)
-    out = [
-        head[i].tobytes() + identifier + b"\x00\x00" + tail[i].tobytes()
-        for i, identifier in enumerate(ids.to_pylist())
-    ]
-    return pa.array(out, pa.binary())
+    separator = _fixed(np.zeros((n, 2), dtype=np.uint8))
+    parts = [_fixed(head)] if head.shape[1] else []
+    parts += [ids, separator, _fixed(tail)]
+    return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+
+
+def _fixed(rows: NDArray[np.uint8]) -> pa.Array:
+    """An ``(n, w)`` byte matrix as a binary column of its rows."""
+    n, width = rows.shape
+    data = pa.py_buffer(np.ascontiguousarray(rows).tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, data]).cast(pa.binary())

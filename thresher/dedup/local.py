@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -158,9 +159,7 @@ def _spill(
             stack.enter_context((spill / f"band-{band:04d}.i64").open("wb"))
             for band in range(spec.bands)
         ]
-        for part in parts:
-            if part.num_rows == 0:
-                continue
+        for part in _slices(parts):
             signatures, _ = signature_array(
                 part.column(spec.signature), spec.num_perm, spec.signature
             )
@@ -178,6 +177,17 @@ def _spill(
     rank = np.empty(docs.size, dtype=np.int64)
     rank[np.asarray(pc.sort_indices(pa.concat_arrays(keeper_keys)))] = np.arange(docs.size)
     return docs, rank
+
+
+#: Rows of the members spilled at a time (their signatures are copied once per slice).
+_SPILL_ROWS = 1 << 16
+
+
+def _slices(parts: list[pa.Table]) -> Iterator[pa.Table]:
+    """The rows of ``parts`` in slices of at most :data:`_SPILL_ROWS` (bounded copies)."""
+    for part in parts:
+        for start in range(0, part.num_rows, _SPILL_ROWS):
+            yield part.slice(start, _SPILL_ROWS)
 
 
 def _edges(

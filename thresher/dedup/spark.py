@@ -58,8 +58,8 @@ _BAND_ROWS = "band int, key long, doc long"
 _BAND_ROWS_ARROW = pa.schema([("band", pa.int32()), ("key", pa.int64()), ("doc", pa.int64())])
 _MAX_ROUNDS = 200
 #: Keeper rounds stop and the driver finishes the greedy once the undecided graph has at
-#: most this many (directed) edges: about 100 MB, a bounded amount whatever the corpus.
-_DRIVER_EDGES = 1_000_000
+#: most this many (directed) edges: about 20 MB on the driver, whatever the corpus.
+_DRIVER_EDGES = 200_000
 _BAND_ROWS_PER_PARTITION = 4_000_000  # (band, key, doc): 20 bytes a row, about 80 MB
 #: The signatures of the bucketed documents are picked from the members by broadcasting
 #: their keys (about 50 MB in the hash table at this many) rather than by shuffling every

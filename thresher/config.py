@@ -8,6 +8,7 @@ directory (a scheduled Prefect deployment included).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -470,6 +471,97 @@ class MaterializeConfig(_Strict):
         return value
 
 
+#: A format the training hand-off is written in (:mod:`thresher.export`).
+OutputFormat = Literal["parquet", "megatron", "mds"]
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an int or a text such as ``256MB``, ``1GiB`` or ``5e8`` (ValueError otherwise)."""
+    if isinstance(value, bool):
+        raise ValueError(f"a size must be a number of bytes or a text like '256MB', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(value))
+        unit = match.group(2).upper() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(
+                f"a size must be a number of bytes or a text like '256MB', got {value!r}"
+            )
+        try:
+            size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+        except ValueError:
+            raise ValueError(
+                f"a size must be a number of bytes or a text like '256MB', got {value!r}"
+            ) from None
+    if size <= 0:
+        raise ValueError(f"a size must be > 0, got {value!r}")
+    return size
+
+
+class OutputConfig(_Strict):
+    """The training hand-off: the kept rows shuffled, cut into files, split, in trainer formats.
+
+    Written beside ``data/`` into the new version (``train/`` and, with
+    ``validation``, ``validation/``), one directory per format, and
+    published with it. Rows are ordered by a seeded 64-bit hash of the id
+    (``seed``, default the run's), so the order is the same on every engine
+    and core count and stable across re-runs; a row the selector repeats
+    (``repeat`` column) appears ``repeat`` times, each copy at its own
+    place. ``validation`` holds out that fraction of the documents by
+    another hash of the id (all copies of a document in the same split).
+    A split is cut into files by ranges of the hash: ``file_rows`` rows per
+    file, or ``file_size`` bytes of rows (Arrow bytes, before compression;
+    default 256 MiB), so files hold about that much each.
+
+    ``formats``: ``parquet``; ``megatron`` (Megatron-LM ``.bin``/``.idx``:
+    token ids with the end-of-document token after each document); ``mds``
+    (MosaicML Streaming shards and ``index.json``). ``megatron`` tokenizes
+    with ``tokenizer_path`` (a local ``tokenizer.json``: Hugging Face's, or
+    thresher's BPE) or, without it, the run's ``token_count`` scorer's
+    tokenizer; ``eod_token`` names a Hugging Face tokenizer's
+    end-of-document token (default: the first of ``<|endoftext|>``,
+    ``</s>``, ``<|end_of_text|>``, ``<eos>`` it has).
+    """
+
+    formats: list[OutputFormat] = Field(default_factory=lambda: ["parquet"], min_length=1)
+    file_rows: int | None = Field(default=None, gt=0)
+    file_size: int | None = None
+    validation: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int | None = None
+    tokenizer_path: str | None = None
+    eod_token: str | None = None
+
+    @field_validator("file_size", mode="before")
+    @classmethod
+    def _check_size(cls, value: Any) -> Any:
+        return None if value is None else parse_size(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _check_formats(cls, value: list[str]) -> list[str]:
+        repeated = sorted({f for f in value if value.count(f) > 1})
+        if repeated:
+            raise ValueError(f"output.formats: {repeated[0]!r} is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_size(self) -> OutputConfig:
+        if self.file_rows is not None and self.file_size is not None:
+            raise ValueError("output: give file_rows or file_size, not both")
+        return self
+
+
 class RunConfig(_Strict):
     """A whole curation run."""
 
@@ -489,6 +581,8 @@ class RunConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     #: Left out of the recorded config when absent: a config without it hashes as before.
     materialize: MaterializeConfig | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: Left out of the recorded config when absent (see ``materialize``).
+    output: OutputConfig | None = Field(default=None, exclude_if=lambda v: v is None)
     base_dir: str = Field(default=".", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -543,6 +637,21 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"materialize.column: {self.materialize.column!r} is already an output column; "
                 "choose another name"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_output(self) -> RunConfig:
+        """Token formats need text and a tokenizer: a path, or the run's ``token_count`` scorer's."""
+        if self.output is None or "megatron" not in self.output.formats:
+            return self
+        if self.schema_.text is None:
+            raise ValueError("output.formats: megatron needs document text; set schema.text")
+        counted = any(s.name == "token_count" for s in self.scorers)
+        if self.output.tokenizer_path is None and not counted:
+            raise ValueError(
+                "output.formats: megatron needs a tokenizer: set output.tokenizer_path to a "
+                "local tokenizer.json, or add a token_count scorer (its tokenizer is used)"
             )
         return self
 

@@ -68,6 +68,7 @@ from thresher.stages.base import RunContext, Stage, run_stages
 from thresher.stages.decide import SelectionSpec
 from thresher.stages.decontaminate import DecontaminateStage, Decontamination, eval_set_files
 from thresher.stages.dedup import DedupStage, dedup_basis
+from thresher.stages.export import ExportStage
 from thresher.stages.fit import FitStage, build_scorers
 from thresher.stages.gates import DriverLimit, LossLimit, UnchangedPublication
 from thresher.stages.harmonize import HarmonizeStage
@@ -102,6 +103,7 @@ def stages_for(
         ),
         SelectStage(SelectionSpec(plan.steps, config.seed, plan.dedup is not None, bool(listed))),
         MaterializeStage(config.schema_, config.materialize),
+        ExportStage(config),
         PublishStage(config),
     ]
     limits: list[Stage] = [

@@ -129,6 +129,7 @@ def build_manifest(
     added_by: dict[str, str] | None = None,
     decontamination: dict[str, Any] | None = None,
     redactions: dict[str, Any] | None = None,
+    output: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a published version (see module docstring).
 
@@ -140,7 +141,9 @@ def build_manifest(
     the per-evaluation-set counts of the decontaminate stage, when it ran;
     ``redactions`` what the published text was redacted of (the counts
     column, the placeholders, the total per kind, the documents with at
-    least one), when the config asks for redaction.
+    least one), when the config asks for redaction; ``output`` the
+    training hand-off's splits, files and formats, when the config asks
+    for one.
     """
     counts = build_counts(shards, selection, written)
     return {
@@ -185,4 +188,5 @@ def build_manifest(
         "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
         **({"decontamination": decontamination} if decontamination is not None else {}),
         **({"redactions": redactions} if redactions is not None else {}),
+        **({"output": output} if output is not None else {}),
     }

@@ -234,14 +234,21 @@ class BPETokenizer:
             raise TokenizerError(
                 f"{path}: not a thresher tokenizer (invalid JSON: {error})"
             ) from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "tokenizer") -> BPETokenizer:
+        """The tokenizer :meth:`to_dict` describes (TokenizerError naming ``source`` otherwise)."""
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise TokenizerError(f"{path}: not a thresher tokenizer (format must be {_FORMAT!r})")
+            raise TokenizerError(
+                f"{source}: not a thresher tokenizer (format must be {_FORMAT!r})"
+            )
         merges = data.get("merges")
         if not isinstance(merges, list) or not all(
             isinstance(m, list) and len(m) == 2 and all(isinstance(i, int) for i in m)
             for m in merges
         ):
-            raise TokenizerError(f"{path}: 'merges' must be a list of [int, int] pairs")
+            raise TokenizerError(f"{source}: 'merges' must be a list of [int, int] pairs")
         return cls([(a, b) for a, b in merges])
 
 

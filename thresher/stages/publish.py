@@ -56,6 +56,7 @@ class PublishStage(Stage):
         materialized = ctx.result("materialize")
         written = materialized.rows
         contamination = ctx.results.get("decontaminate")
+        exported = ctx.results.get("export")
         manifest = build_manifest(
             self.config.recorded_dict(),
             self.config.config_hash(),
@@ -69,6 +70,7 @@ class PublishStage(Stage):
             run.shards_added_by(),
             decontamination=manifest_section(contamination.summary if contamination else None),
             redactions=materialized.redactions,
+            output=exported.summary if exported is not None else None,
         )
         counts = manifest["counts"]
         if not counts["reconciles"]:

@@ -1,0 +1,12 @@
+"""Training-ready file formats: the writers the export stage hands its rows to.
+
+Each writer runs inside one task and writes the files of one output
+(:mod:`thresher.export.megatron`: a Megatron-LM indexed dataset;
+:mod:`thresher.export.mds`: MosaicML Streaming shards;
+:mod:`thresher.export.delta`: a Delta Lake table version). Files are
+published whole, as :class:`~thresher.io.sink.ParquetSink` publishes
+Parquet: a reader never sees a partial file, and a writer that fails
+publishes nothing. None of them imports the trainer's library: the formats
+are written byte for byte as those libraries write them, and the tests read
+them back with the libraries' own readers.
+"""

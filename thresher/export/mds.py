@@ -147,6 +147,7 @@ class MDSWriter:
         self._sizes_format = f"<{len(self._variable)}I"
         self._samples: list[bytes] = []
         self._shard_bytes = self._empty_shard_bytes
+        #: The ``index.json`` entries of the shards published so far (all of them after close).
         self.shards: list[dict[str, Any]] = []
         self.rows = 0
         self._closed = False
@@ -261,8 +262,7 @@ def _encode_column(name: str, encoding: str, column: pa.ChunkedArray) -> list[by
     """Each row's bytes of one column in ``encoding``."""
     if encoding == "json":
         return [
-            json.dumps(value, default=_json_default).encode("utf-8")
-            for value in column.to_pylist()
+            json.dumps(value, default=_json_default).encode("utf-8") for value in column.to_pylist()
         ]
     if column.null_count:
         raise ValueError(f"column {name!r} holds nulls, which MDS encoding {encoding!r} cannot")

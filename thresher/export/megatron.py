@@ -92,6 +92,8 @@ class MegatronWriter:
         self.documents = 0
         self.tokens = 0
         self._lengths = array("i")  # int32, as the .idx stores them
+        #: What :meth:`close` published (set by it: a ``with`` block's result).
+        self.files: MegatronFiles | None = None
         self._scratch, self._file = self._open_scratch()
         self._closed = False
 
@@ -99,7 +101,7 @@ class MegatronWriter:
         if self.bin.is_local:  # beside the target: publishing is one rename
             self.bin.parent.mkdir()
             path = self.bin.temporary_sibling().uri
-            return path, open(path, "wb")  # noqa: SIM115 (closed by close/abort)
+            return path, open(path, "wb")  # closed by close() or abort()
         handle, path = tempfile.mkstemp(prefix="thresher-megatron-", suffix=".bin")
         return path, os.fdopen(handle, "wb")
 
@@ -155,7 +157,7 @@ class MegatronWriter:
             self.idx.write_bytes(index)
         finally:
             self._discard()
-        return MegatronFiles(
+        self.files = MegatronFiles(
             bin=self.bin,
             idx=self.idx,
             documents=self.documents,
@@ -163,6 +165,7 @@ class MegatronWriter:
             bin_bytes=bin_bytes,
             idx_bytes=len(index),
         )
+        return self.files
 
     def _publish_bin(self) -> None:
         if self.bin.is_local:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers.readers import megatron_indexed_dataset, streaming_without_torchvision
@@ -277,3 +278,61 @@ def test_mds_shards_on_object_storage(s3_bucket: str, tmp_path: Path) -> None:
     assert [entry.location.name for entry in remote.list_files()] == names
     for name in names:
         assert (remote / name).read_bytes() == (tmp_path / name).read_bytes()
+
+
+# -- Delta Lake ------------------------------------------------------------------------------
+
+
+def _parquet_bytes(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _parquet_files(directory: Path, tables: list[pa.Table]) -> list[Location]:
+    directory.mkdir(parents=True)
+    files = []
+    for i, table in enumerate(tables):
+        path = directory / f"part-{i:05d}.parquet"
+        pq.write_table(table, path)
+        files.append(Location.of(str(path)))
+    return files
+
+
+def test_delta_publications_are_versions_readers_can_travel_back_to(tmp_path: Path) -> None:
+    deltalake = pytest.importorskip("deltalake", reason="deltalake is not installed (delta extra)")
+    from thresher.export.delta import delta_state, publish_delta
+
+    table = Location.of(str(tmp_path / "delta"))
+    assert delta_state(table) is None
+    first = _table(30).select(["id", "text", "score"])
+    files = _parquet_files(tmp_path / "v1", [first.slice(0, 12), first.slice(12)])
+    assert publish_delta(table, files, "v-one") == 0
+    assert delta_state(table) == (0, "v-one")
+
+    second = _table(50).slice(30).select(["id", "text", "tags"])  # other rows, other schema
+    files = _parquet_files(tmp_path / "v2", [second])
+    assert publish_delta(table, files, "v-two") == 1
+    assert delta_state(table) == (1, "v-two")
+
+    latest = deltalake.DeltaTable(table.uri).to_pyarrow_table()
+    assert latest.sort_by("id").to_pylist() == second.to_pylist()
+    old = deltalake.DeltaTable(table.uri, version=0).to_pyarrow_table()
+    assert old.sort_by("id").to_pylist() == first.to_pylist()
+
+
+def test_delta_table_on_object_storage(s3_bucket: str, tmp_path: Path) -> None:
+    deltalake = pytest.importorskip("deltalake", reason="deltalake is not installed (delta extra)")
+    from thresher.export.delta import delta_state, delta_storage_options, publish_delta
+
+    rows = _table(20).select(["id", "text"])
+    source = Location.of(f"s3://{s3_bucket}/export/part-00000.parquet")
+    source.write_bytes(_parquet_bytes(rows))
+    table = Location.of(f"s3://{s3_bucket}/delta")
+    assert delta_state(table) is None
+    assert publish_delta(table, [source], "v-one") == 0
+    assert publish_delta(table, [source], "v-two") == 1
+    assert delta_state(table) == (1, "v-two")
+    options = delta_storage_options(table)
+    read = deltalake.DeltaTable(f"s3://{s3_bucket}/delta", version=0, storage_options=options)
+    assert read.to_pyarrow_table().sort_by("id").to_pylist() == rows.to_pylist()

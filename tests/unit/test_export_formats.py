@@ -174,16 +174,23 @@ def test_mds_encodings_keep_required_columns_native_and_the_rest_json() -> None:
     }
 
 
-def test_mds_writer_refuses_a_null_in_a_native_column(tmp_path: Path) -> None:
-    table = pa.table({"id": ["a", None], "text": ["x", "y"]})
-    encodings = {"id": "str", "text": "str"}
-    with MDSWriter(Location.of(str(tmp_path)), "p", encodings) as writer:
-        with pytest.raises(ValueError, match="'id'"):
-            writer.write(table)
-        with pytest.raises(ValueError, match="'n'"):
-            MDSWriter(Location.of(str(tmp_path)), "q", {"n": "int64"}).write(
-                pa.table({"n": [1, None]})
-            )
+@pytest.mark.parametrize(
+    ("column", "encoding"),
+    [
+        (pa.array(["a", None]), "str"),
+        (pa.array([1, None]), "int64"),
+        (pa.array([0.5, None]), "float64"),
+    ],
+)
+def test_mds_writer_refuses_a_null_in_a_native_column(
+    tmp_path: Path, column: pa.Array, encoding: str
+) -> None:
+    table = pa.table({"id": ["a", "b"], "broken": column})
+    writer = MDSWriter(Location.of(str(tmp_path)), "p", {"id": "str", "broken": encoding})
+    with pytest.raises(ValueError, match="column 'broken' holds nulls"):
+        writer.write(table)
+    assert writer.close() == []
+    assert os.listdir(tmp_path) == []
 
 
 def _write_mds(directory: Path, table: pa.Table, encodings: dict[str, str], writers: int) -> int:

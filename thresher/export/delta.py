@@ -12,10 +12,9 @@ Storage: local paths need nothing. For ``s3://`` tables, the endpoint,
 region and credentials come from the location's storage options
 (``endpoint_url``, ``region``, ``access_key_id``, ``secret_access_key``,
 ``session_token``), then from the environment (``AWS_*``), which delta-rs
-reads itself. Concurrent commits to one table on S3 need what delta-rs
-needs for them (``aws_conditional_put: etag``, a DynamoDB lock, or
-``AWS_S3_ALLOW_UNSAFE_RENAME`` where one writer is guaranteed): pass it in
-``storage_options``.
+reads itself. delta-rs's own settings (for concurrent commits on S3:
+``aws_conditional_put``, a DynamoDB lock, ``AWS_S3_ALLOW_UNSAFE_RENAME``)
+go in ``storage_options``, passed as given.
 """
 
 from __future__ import annotations

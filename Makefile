@@ -6,6 +6,11 @@ VENV ?= .venv
 # What `make venv` installs after torch; the Docker image sets EXTRAS= (no dev tools).
 EXTRAS ?= dev
 BIN := $(VENV)/bin
+COMMA := ,
+# With the dev extra: mosaicml-streaming, the reader the tests read exported MDS shards with.
+# Installed with --no-deps: its pins would downgrade numpy, xxhash and transformers, and it
+# pulls torchvision and every cloud SDK; its import-time dependencies are in the dev extra.
+STREAMING_READER := mosaicml-streaming==0.13.0
 CORPUS := examples/sample_corpus
 # Debian packages the test suite needs (chromium: the run report's browser test).
 SYSDEPS ?= chromium
@@ -20,6 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(if $(filter dev,$(subst $(COMMA), ,$(EXTRAS))),$(BIN)/python -m pip install --quiet --no-deps $(STREAMING_READER))
 	touch $@
 
 $(CORPUS)/_truth.parquet: | venv

@@ -42,9 +42,9 @@ from thresher import reasons as R
 from thresher.config import MixtureConfig, RunConfig, SelectorConfig
 from thresher.frame import Frame
 from thresher.io import schema as S
+from thresher.keys import seed_material
 from thresher.profiling import timed
 from thresher.selectors import Selector, make_selector
-from thresher.keys import seed_material
 from thresher.selectors.base import Budget, FrameSelector, Marks, SumBudget, resolve_budget
 from thresher.selectors.vectors import is_vector_type, valid_vectors, vector_matrix
 from thresher.stages import mixture as M

@@ -121,7 +121,9 @@ def plan_mixture(
         held = int(available.get(group, 0))
         base, budget, shortfall = _repeats(int(target), held, max_repeat)
         plans.append(
-            GroupPlan(group, index, float(shares[group]), int(target), held, base, budget, shortfall)
+            GroupPlan(
+                group, index, float(shares[group]), int(target), held, base, budget, shortfall
+            )
         )
     return plans
 
@@ -163,7 +165,9 @@ def check_group_column(schema: pa.Schema, column: str, by: str) -> None:
     kind = schema.field(column).type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
-    if not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    if not (
+        pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    ):
         raise ConfigError(
             f"selector.mixture.by: column {by!r} holds {kind}; groups are strings or integers"
         )

@@ -121,10 +121,8 @@ def with_group_column(
             f"selector.mixture.by: column {spec.mixture.by!r} is in neither the scores nor the "
             f"ingested input; available: {sorted(names)}"
         )
-    schema = pa.schema(
-        [ingested.field(S.SHARD), ingested.field(S.ROW), ingested.field(column)]
-        + [pa.field(S.ORDER, pa.int64())]
-    )
+    fields = [ingested.field(S.SHARD), ingested.field(S.ROW), ingested.field(column)]
+    schema = pa.schema([*fields, pa.field(S.ORDER, pa.int64())])
     files = [run.ingested_shard(i) for i in sorted(indices)]
     groups = engine.read(files, schema, AddOrder(ranks)).select([S.ORDER, column])
     return rows.join(groups, [S.ORDER], "left")

@@ -278,12 +278,12 @@ def test_integer_groups_are_named_by_their_text_and_a_config_without_mixture_has
 def test_a_by_column_in_neither_scores_nor_input_is_refused_at_run(
     make_config: Callable[..., RunConfig], tmp_path: Any
 ) -> None:
-    from thresher.run_dir import RunDir
-    from thresher.stages.select import with_group_column
-    from thresher.stages.decide import SelectionSpec
     from thresher.engines import in_memory_engine
     from thresher.frame import TableFrame
     from thresher.io.files import write_parquet_atomic
+    from thresher.run_dir import RunDir
+    from thresher.stages.decide import SelectionSpec
+    from thresher.stages.select import with_group_column
 
     config = make_config(
         filters=[],

@@ -319,3 +319,21 @@ def test_the_card_shows_requested_and_achieved_shares_and_a_short_group(
     assert "Mixture by `topic`" in card
     # an old run's steps (no mixture) render as before
     assert "mixes groups" not in _steps({"selection_steps": [{**steps[-1], "details": {}}]})
+
+
+def test_the_report_and_manifest_show_the_mixture_and_old_runs_render_as_before(
+    make_config: Callable[..., RunConfig],
+) -> None:
+    from thresher.io.manifest import _mixture
+    from thresher.reporting.html import _step_context
+
+    _, steps = decide_table(_config(make_config, 80), _scores())
+    context = _step_context(1, steps[-1])
+    table = context["tables"][0]
+    assert table["header"][:3] == ["group", "requested share", "achieved share"]
+    assert ["books", "15%", "10.5%", "12", "8", "8", "8", "1", "4"] in table["rows"]
+    assert any("Group books is short" in note for note in context["notes"])
+    assert "mixture" not in dict(context["scalars"])
+    assert _mixture(steps) == {"mixture": steps[-1]["details"]["mixture"]}
+    old = {**steps[-1], "details": {}}
+    assert _step_context(1, old)["notes"] == [] and _mixture([old]) == {}

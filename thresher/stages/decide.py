@@ -14,7 +14,9 @@ Order of decisions, each recorded as a reason on the rows it drops
    its column;
 5. each filter in order (``filter:<name>(<score>)``; a ``rules`` step gives
    each row the reason of the first rule it fails, ``filter:<preset>.<rule>``);
-6. the selector, which meets the budget (``not_selected:<name>(<score>)``).
+6. the selector, which meets the budget (``not_selected:<name>(<score>)``);
+   with a ``mixture``, within each group at its target share of the budget,
+   a short group's rows repeated (:mod:`thresher.stages.mixture`).
 
 Each step sees only the rows that survived the previous ones and draws its
 randomness from ``(seed, step number)``. Everything runs on a

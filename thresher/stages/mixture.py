@@ -28,7 +28,10 @@ alone. The rule:
   every kept sum counts ``repeat x size``. A group's achieved amount is
   the sum of ``repeat x size`` (rows: of ``repeat``) of its kept rows: its
   target, short by less than one document (a sum budget stops before the
-  first row that would pass it), or its reported shortfall.
+  first row that would pass it), or its reported shortfall. A selector
+  that splits its budget itself (strata, classes with ``by_label``,
+  ``partitions``) falls short by less than one document per such part, as
+  it does without a mixture.
 - **Drops.** A group's rows the selector does not choose drop with the
   step's ``not_selected:<label>``; so do rows whose group has no share (or
   share 0), with the detail ``mixture: group <g> has no share``, and rows

@@ -8,6 +8,7 @@ directory (a scheduled Prefect deployment included).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -204,6 +205,47 @@ class SumBudgetConfig(_Strict):
         return SumBudget(self.sum, self.total)
 
 
+class MixtureConfig(_Strict):
+    """Target shares of groups under the step's budget (:mod:`thresher.stages.mixture`).
+
+    ``by`` names the column whose values are the groups: the label (by its
+    input name or ``label``), a passthrough input column or a score column,
+    holding strings or integers. ``shares`` maps each group (its value
+    written as text) to its share of the budget: every share ``>= 0``, their
+    sum 1 (within 1e-9). ``max_repeat`` is how many epochs a group too small
+    for its target may be used (1: no repeats; the group is capped and its
+    shortfall reported).
+    """
+
+    by: str = Field(min_length=1)
+    shares: dict[str, float]
+    max_repeat: int = Field(default=1, ge=1)
+
+    @field_validator("shares", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        """Integer group values are written as YAML integers; a group is its text form."""
+        if not isinstance(value, dict):
+            return value
+        for key in value:
+            if isinstance(key, bool) or not isinstance(key, str | int):
+                raise ValueError(f"a group must be a string or an integer, got {key!r}")
+        return {str(key): share for key, share in value.items()}
+
+    @field_validator("shares")
+    @classmethod
+    def _check_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("name at least one group and its share")
+        bad = {g: s for g, s in value.items() if not math.isfinite(s) or s < 0}
+        if bad:
+            raise ValueError(f"every share must be a finite number >= 0, got {bad}")
+        total = math.fsum(value.values())
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"shares must sum to 1, got {total!r}")
+        return value
+
+
 class SelectorConfig(_Strict):
     """A selector by registry name, its parameters and the budget it must meet.
 
@@ -216,7 +258,9 @@ class SelectorConfig(_Strict):
     score column holding vectors, for selectors that need them.
     ``partitions`` runs the selector per k-means partition (corpora larger
     than the driver's memory; ``ccs``, ``dpp``, ``kmeans_sensitivity``,
-    ``prototypes``, ``semdedup``, ``semdedup_rank``).
+    ``prototypes``, ``semdedup``, ``semdedup_rank``). ``mixture`` (the
+    selector only) splits the budget across groups by target shares
+    (:class:`MixtureConfig`) and runs the selector within each group.
     """
 
     name: str
@@ -224,6 +268,8 @@ class SelectorConfig(_Strict):
     budget: int | float | SumBudgetConfig | None = None
     embeddings: str = "embedding"
     partitions: PartitionConfig | None = None
+    #: Left out of the recorded config when absent: a config without it hashes as before.
+    mixture: MixtureConfig | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -734,9 +780,11 @@ def section_problems(
     available = None
     if columns is not None and schema is not None:
         available = set(columns) | ({"label"} if schema.label else set())
+    groupable = _groupable_columns(columns, schema)
     for where, step in steps:
         if step is not None:
             problems += _step_problems(where, step, available)
+            problems += _mixture_problems(where, step, groupable)
     if dedup is not None:
         problems += _dedup_problems(dedup, scorers, columns is not None)
     if decontaminate and schema is not None and schema.text is None:
@@ -820,6 +868,54 @@ def _step_problems(where: str, step: SelectorConfig, available: set[str] | None)
                 f"{where}: score column {column!r} is not produced by any scorer; "
                 f"available: {sorted(available) or 'none (configure scorers)'}"
             )
+    return problems
+
+
+def _groupable_columns(columns: list[str] | None, schema: SchemaConfig | None) -> set[str] | None:
+    """Columns a mixture's ``by`` may name, or None when the input's columns are not known here.
+
+    The score columns, the label (by its input name and as ``label``) and
+    the listed passthrough columns; with ``passthrough: all`` (or a broken
+    scorer or schema) any column may exist, and the run checks it.
+    """
+    if columns is None or schema is None or schema.passthrough == "all":
+        return None
+    label = {schema.label, "label"} if schema.label else set()
+    return set(columns) | label | set(schema.passthrough)
+
+
+def _mixture_problems(where: str, step: SelectorConfig, groupable: set[str] | None) -> list[str]:
+    """A mixture is for the selector alone, with a budget, a column, and no repeats of its own."""
+    from thresher.registry import RegistryError
+    from thresher.selectors import make_selector
+
+    mixture = step.mixture
+    if mixture is None:
+        return []
+    if where != "selector":
+        return [
+            f"{where}.mixture: only the selector (the last step) mixes groups; "
+            "move mixture to the selector"
+        ]
+    problems = []
+    try:
+        selector = make_selector(step.name, step.params)
+    except RegistryError:
+        selector = None  # reported with the step
+    if selector is not None and selector.defines_repeats:
+        problems.append(
+            f"{where}.mixture: {step.name!r} sets its own repeat counts, which a mixture sets "
+            "per group; use another selector or remove mixture"
+        )
+    if step.budget is None:
+        problems.append(
+            f"{where}.mixture: needs a budget to share (a count, a fraction or {{tokens: N}})"
+        )
+    if groupable is not None and mixture.by not in groupable:
+        problems.append(
+            f"{where}.mixture.by: column {mixture.by!r} is not the label, a passthrough column "
+            f"or a score column; available: {sorted(groupable) or 'none'}"
+        )
     return problems
 
 

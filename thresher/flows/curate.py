@@ -101,7 +101,15 @@ def stages_for(
             if config.decontaminate is not None and listed is not None
             else None
         ),
-        SelectStage(SelectionSpec(plan.steps, config.seed, plan.dedup is not None, bool(listed))),
+        SelectStage(
+            SelectionSpec(
+                plan.steps,
+                config.seed,
+                plan.dedup is not None,
+                bool(listed),
+                config.schema_.label,
+            )
+        ),
         MaterializeStage(config.schema_, config.materialize),
         ExportStage(config),
         PublishStage(config),

@@ -13,7 +13,9 @@ is the kept rows times their repeat, ``counts.tokens.kept`` counts each kept
 row's tokens ``repeat`` times (what the budget counts) and
 ``counts.tokens.kept_unique`` counts them once; ``counts.kept`` stays the
 number of distinct kept rows (one row each in the dataset, with its
-``repeat`` column). ``input``
+``repeat`` column). A selector with a mixture adds ``mixture`` (its
+step's details: requested and achieved share, repeats and shortfall per
+group, :mod:`thresher.stages.mixture`). ``input``
 counts the records read; a damaged file skipped under
 ``input.on_unreadable: skip`` is listed in ``skipped_inputs`` with its error
 and the records read before the damage (which count in ``input``).
@@ -116,6 +118,13 @@ def skipped_inputs(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _mixture(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"mixture": ...}``: the selector's requested and achieved shares per group, if it mixes."""
+    details = (steps[-1].get("details") or {}) if steps else {}
+    mixture = details.get("mixture") if isinstance(details, dict) else None
+    return {"mixture": mixture} if mixture is not None else {}
+
+
 def build_manifest(
     config: dict[str, Any],
     config_hash: str,
@@ -185,6 +194,7 @@ def build_manifest(
         "selection_steps": selection["steps"],
         "weighted": selection["weighted"],
         "repeated": bool(selection.get("repeated")),
+        **_mixture(selection["steps"]),
         "seconds_per_stage": {k: round(v, 3) for k, v in timings.items()},
         **({"decontamination": decontamination} if decontamination is not None else {}),
         **({"redactions": redactions} if redactions is not None else {}),

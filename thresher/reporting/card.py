@@ -38,6 +38,8 @@ from thresher.io.files import data_files, read_json, read_schema, write_text_ato
 from thresher.io.fs import Location
 from thresher.redact import redact_uris, shown
 from thresher.reporting.inputs import listing
+from thresher.reporting.mixture import HEADER as MIXTURE_HEADER
+from thresher.reporting.mixture import mixture_of, mixture_rows, mixture_sentences
 from thresher.reporting.rules import HEADER as RULE_HEADER
 from thresher.reporting.rules import rule_rows
 from thresher.run_dir import RunDir
@@ -292,7 +294,32 @@ def _steps(manifest: dict[str, Any]) -> str:
             f"{_params(params)}{' and the rules below' if rules else ''}"
             f"{budget}: {step['rows_in']:,} rows in, {step['kept']:,} kept"
         )
+        mixture = mixture_of(step)
+        if mixture is not None:
+            tables.append(_mixture_table(number, step, mixture))
     return "\n".join(lines) + "".join(tables)
+
+
+def _mixture_table(number: int, step: dict[str, Any], mixture: dict[str, Any]) -> str:
+    """Requested and achieved share per group of a mixture, repeats and shortfalls."""
+    header = " | ".join(MIXTURE_HEADER)
+    lines = [
+        "",
+        "",
+        f"Step {number} ({code(step['step'])}) mixes groups. "
+        + " ".join(mixture_sentences(mixture, code)),
+        "",
+        f"| {header} |",
+        "|---|" + "---:|" * (len(MIXTURE_HEADER) - 1),
+    ]
+    lines += [
+        f"| {code(group, table=True)} | {requested} | {achieved_share} | {target:,} "
+        f"| {achieved:,} | {available:,} | {rows:,} | {repeat:,} | {shortfall:,} |"
+        for group, requested, achieved_share, target, achieved, available, rows, repeat, shortfall in mixture_rows(
+            mixture
+        )
+    ]
+    return "\n".join(lines)
 
 
 def _rules_table(number: int, step: dict[str, Any], rules: list[Any]) -> str:

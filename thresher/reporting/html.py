@@ -22,6 +22,8 @@ from thresher.reporting import plots
 from thresher.reporting.card import budget_label, dedup_rule, dedup_threshold, dedup_warnings
 from thresher.reporting.data import ReportData, gather
 from thresher.reporting.inputs import listing
+from thresher.reporting.mixture import HEADER as MIXTURE_HEADER
+from thresher.reporting.mixture import mixture_of, mixture_rows, mixture_sentences
 from thresher.reporting.rules import HEADER as RULE_HEADER
 from thresher.reporting.rules import rule_rows
 from thresher.reporting.template import STYLE, TEMPLATE
@@ -252,7 +254,19 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
         "plots": [],
         "tables": [],
         "scalars": [],
+        "notes": [],
     }
+    mixture = mixture_of(step)
+    if mixture is not None:
+        context["notes"] = mixture_sentences(mixture, str)
+        context["tables"].append(
+            {
+                "title": f"mixture by {mixture.get('by')}: {len(mixture['groups'])} groups",
+                "header": list(MIXTURE_HEADER),
+                "rows": [list(map(_number, row)) for row in mixture_rows(mixture)],
+                "open": True,
+            }
+        )
     strata = details.get("strata")
     if isinstance(strata, list) and strata:
         context["plots"].append(
@@ -290,8 +304,10 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
             }
         )
     for key, value in sorted(details.items()):
-        if key in ("strata", "clusters", "rules") or value is None or params.get(key, ...) == value:
-            continue  # plotted above, empty, or already shown as a parameter
+        if key in ("strata", "clusters", "rules", "mixture") or value is None:
+            continue  # shown above, or empty
+        if params.get(key, ...) == value:
+            continue  # already shown as a parameter
         shown = value if isinstance(value, str | int | float | bool) or value is None else None
         if shown is None and value is not None:
             shown = json.dumps(value, sort_keys=True, default=str)

@@ -209,8 +209,9 @@ n-gram) are dropped as <code>contaminated</code>, before any other step:
     <td class="num">{{ step.rows_in | num }}</td><td class="num">{{ step.kept | num }}</td></tr>
   {% endfor %}
 </table>
-{% for step in steps if step.plots or step.scalars or step.tables %}
+{% for step in steps if step.plots or step.scalars or step.tables or step.notes %}
 <h3>{{ step.number }}. <code>{{ step.step }}</code> ({{ step.role }})</h3>
+{% for note in step.notes %}<p class="caption">{{ note }}</p>{% endfor %}
 {% if step.scalars %}<table>
   {% for key, value in step.scalars %}<tr><td>{{ key }}</td><td><code>{{ value }}</code></td></tr>{% endfor %}
 </table>{% endif %}

@@ -14,7 +14,9 @@ Order of decisions, each recorded as a reason on the rows it drops
    its column;
 5. each filter in order (``filter:<name>(<score>)``; a ``rules`` step gives
    each row the reason of the first rule it fails, ``filter:<preset>.<rule>``);
-6. the selector, which meets the budget (``not_selected:<name>(<score>)``).
+6. the selector, which meets the budget (``not_selected:<name>(<score>)``);
+   with a ``mixture``, within each group at its target share of the budget,
+   a short group's rows repeated (:mod:`thresher.stages.mixture`).
 
 Each step sees only the rows that survived the previous ones and draws its
 randomness from ``(seed, step number)``. Everything runs on a
@@ -39,13 +41,15 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from thresher import reasons as R
-from thresher.config import RunConfig, SelectorConfig
+from thresher.config import MixtureConfig, RunConfig, SelectorConfig
 from thresher.frame import Frame
 from thresher.io import schema as S
+from thresher.keys import seed_material
 from thresher.profiling import timed
 from thresher.selectors import Selector, make_selector
-from thresher.selectors.base import FrameSelector, Marks, SumBudget, resolve_budget
+from thresher.selectors.base import Budget, FrameSelector, Marks, SumBudget, resolve_budget
 from thresher.selectors.vectors import is_vector_type, valid_vectors, vector_matrix
+from thresher.stages import mixture as M
 from thresher.stages.partitioned import KEPT_SCHEMA, PartitionJob, select_partitioned
 
 if TYPE_CHECKING:
@@ -107,6 +111,8 @@ class SelectionSpec:
     seed: int
     deduplicated: bool = False
     decontaminated: bool = False
+    #: The input's name of the label column (a mixture's ``by`` may name it).
+    label: str | None = None
 
     @classmethod
     def of(cls, config: RunConfig) -> SelectionSpec:
@@ -115,7 +121,21 @@ class SelectionSpec:
             config.seed,
             config.dedup is not None,
             config.decontaminate is not None,
+            config.schema_.label,
         )
+
+    @property
+    def mixture(self) -> MixtureConfig | None:
+        """The final selector's mixture, if it has one."""
+        return self.steps[-1][0].mixture
+
+    @property
+    def mixture_column(self) -> str | None:
+        """The decision rows' column holding a mixture's groups (``label`` for the label)."""
+        mixture = self.mixture
+        if mixture is None:
+            return None
+        return S.LABEL if mixture.by in (S.LABEL, self.label) else mixture.by
 
     @property
     def weighted(self) -> bool:
@@ -124,8 +144,11 @@ class SelectionSpec:
 
     @property
     def repeated(self) -> bool:
-        """Whether the final selector sets repeat counts (:data:`thresher.io.schema.REPEAT`)."""
-        return bool(self.steps[-1][1].defines_repeats)
+        """Whether the final step sets repeat counts (:data:`thresher.io.schema.REPEAT`).
+
+        Its selector's own, or a mixture's (a short group's rows repeated).
+        """
+        return bool(self.steps[-1][1].defines_repeats) or self.mixture is not None
 
     @property
     def budget(self) -> Any:
@@ -453,6 +476,8 @@ def _decide_step(
     """Apply step ``number`` to the rows still active; the new frame and the step's details."""
     step, selector = spec.steps[number]
     final = number == len(spec.steps) - 1
+    if final and step.mixture is not None:
+        return _decide_mixture(frame, schema, spec, number, engine)
     label = step_label(step, selector)
     reason = R.not_selected(label) if final else R.filtered(label)
     active = frame.map_batches(_Active(), schema)
@@ -467,7 +492,15 @@ def _decide_step(
             step_details = marks.details
         else:
             kept, step_details = _kept_rows(
-                active, rows_in, spec.seed, number, step, selector, engine, random_state
+                active,
+                rows_in,
+                spec.seed,
+                number,
+                step,
+                selector,
+                engine,
+                random_state,
+                step.selector_budget(),
             )
             joined = frame.join(_as_kept_columns(kept), [S.ORDER], "left")
             chosen = joined.map_batches(_ApplyKept(reason, describe(step), final, schema), schema)
@@ -509,10 +542,14 @@ def _kept_rows(
     selector: Selector,
     engine: Engine,
     random_state: np.random.Generator,
+    budget: Budget | None,
 ) -> tuple[Frame, dict[str, Any]]:
-    """The kept rows of an embedding step: per partition, or gathered on the driver."""
+    """The kept rows of an embedding step: per partition, or gathered on the driver.
+
+    ``budget`` is the step's (or, in a mixture, the group's); ``seed`` and
+    ``number`` seed the partitions.
+    """
     label = [S.LABEL] if S.LABEL in active.schema.names else []
-    budget = step.selector_budget()
     summed = [budget.column] if isinstance(budget, SumBudget) else []
     columns = tuple(dict.fromkeys([*selector.score_columns(), *label, *summed]))
     if budget is not None and not isinstance(budget, SumBudget):
@@ -553,3 +590,163 @@ def _kept_rows(
         schema=KEPT_SCHEMA,
     )
     return engine.from_table(kept), chosen.details
+
+
+# -- mixtures (thresher.stages.mixture) ----------------------------------------------------
+
+_REPEAT = "_thresher_repeat"
+_MIXTURE_KEPT = pa.schema([*_KEPT_COLUMNS, pa.field(_REPEAT, pa.int64())])
+
+
+class _DropUngrouped:
+    """Drop the active rows no share covers (a null group, a group without a share)."""
+
+    def __init__(self, ungrouped: M.Ungrouped, reason: str) -> None:
+        self.ungrouped = ungrouped
+        self.reason = reason
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows, detail = self.ungrouped(table)
+        return _drop(table, rows, self.reason, detail)
+
+
+class _AsMixtureKept:
+    """A group's kept rows (``KEPT_SCHEMA``) as the mixture's columns, each used ``copies`` times."""
+
+    def __init__(self, copies: int) -> None:
+        self.copies = copies
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        return pa.table(
+            {
+                S.ORDER: table.column(S.ORDER),
+                _WEIGHT: table.column("weight"),
+                _GROUP: table.column("group"),
+                _REPEAT: pa.array(np.full(n, self.copies, dtype=np.int64)),
+            },
+            schema=_MIXTURE_KEPT,
+        )
+
+
+class _ApplyMixtureKept:
+    """The mixture's kept rows of an embedding selector (joined in), and its groups' base copies."""
+
+    def __init__(
+        self, reason: str, detail: str, schema: pa.Schema, column: str, bases: dict[str, int]
+    ) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.schema = schema
+        self.column = column
+        self.bases = bases
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        chosen = np.asarray(pc.is_valid(table.column(_WEIGHT)), dtype=bool)
+        base = M.base_copies(table, self.column, self.bases)
+        table = _drop(table, ~(chosen | (base >= 1)), self.reason, self.detail)
+        rows = np.flatnonzero(_active(table))
+        if rows.size:
+            mine = chosen[rows]
+            weights = table.column(_WEIGHT).to_numpy(zero_copy_only=False)[rows]
+            groups = table.column(_GROUP).to_numpy(zero_copy_only=False)[rows]
+            copies = table.column(_REPEAT).to_numpy(zero_copy_only=False)[rows]
+            table = _set_kept(
+                table,
+                rows,
+                np.where(mine, weights, 1.0),
+                np.where(mine, groups, -1),
+            )
+            repeat = table.column(S.REPEAT).to_numpy().copy()
+            repeat[rows] = np.where(mine, copies, base[rows]).astype(np.int64)
+            table = _set(table, S.REPEAT, pa.array(repeat, pa.int64()))
+        return table.select(self.schema.names)
+
+
+def _decide_mixture(
+    frame: Frame, schema: pa.Schema, spec: SelectionSpec, number: int, engine: Engine
+) -> tuple[Frame, dict[str, Any]]:
+    """The final step with a mixture (:mod:`thresher.stages.mixture`); the frame and details."""
+    step, selector = spec.steps[number]
+    mixture = step.mixture
+    column = spec.mixture_column
+    assert mixture is not None and column is not None
+    M.check_group_column(schema, column, mixture.by)
+    label = step_label(step, selector)
+    reason = R.not_selected(label)
+    budget = step.selector_budget()
+    assert budget is not None  # the config refuses a mixture without one
+    rows_in = frame.map_batches(_Active(), schema).count()
+    unit, total = M.mixture_total(budget, rows_in)
+    sizes = budget.column if isinstance(budget, SumBudget) else None
+    ungrouped = M.Ungrouped(column, mixture.by, mixture.shares)
+    grouped = frame.map_batches(_DropUngrouped(ungrouped, reason), schema).cache()
+    active = grouped.map_batches(_Active(), schema)
+    available = active.aggregate(M.GroupTotals(column, sizes), M.add_totals)
+    every = M.plan_mixture(mixture.shares, available, total, mixture.max_repeat)
+    plans = [p for p in every if p.share > 0]  # the others' rows were dropped above
+    per_group: dict[str, Any] = {}
+    with timed("selector"):
+        if step.partitions is None and isinstance(selector, FrameSelector):
+            parts: dict[str, tuple[Marks | None, int]] = {}
+            for plan in plans:
+                marks = None
+                within = M.group_budget(plan, budget)
+                if within is not None:
+                    rows = active.map_batches(M.InGroup(column, plan.group), schema)
+                    marks = selector.select_frame(
+                        rows,
+                        within,
+                        random_state=M.group_random_state(spec.seed, number, plan.index),
+                    )
+                    per_group[plan.group] = marks.details
+                parts[plan.group] = (marks, plan.base)
+            rule = M.MixtureMarks(column, parts, per_group)
+            chosen = grouped.map_batches(
+                _ApplyMarks(rule, reason, describe(step), True), schema
+            ).map_batches(_SetRepeats(rule), schema)
+        else:
+            kept = engine.from_table(_MIXTURE_KEPT.empty_table())
+            for plan in plans:
+                within = M.group_budget(plan, budget)
+                if within is None:
+                    continue
+                rows = active.map_batches(M.InGroup(column, plan.group), schema)
+                group_kept, per_group[plan.group] = _kept_rows(
+                    rows,
+                    rows.count(),
+                    seed_material(spec.seed, number, plan.index),
+                    number,
+                    step,
+                    selector,
+                    engine,
+                    M.group_random_state(spec.seed, number, plan.index),
+                    within,
+                )
+                kept = kept.union(
+                    group_kept.map_batches(_AsMixtureKept(plan.base + 1), _MIXTURE_KEPT)
+                )
+            bases = {p.group: p.base for p in plans}
+            chosen = grouped.join(kept, [S.ORDER], "left").map_batches(
+                _ApplyMixtureKept(reason, describe(step), schema, column, bases), schema
+            )
+        chosen = chosen.cache()
+        survivors = chosen.map_batches(_Active(), schema).count()
+    grouped.release()
+    frame.release()
+    achieved = chosen.aggregate(M.KeptByGroup(column, sizes, S.REPEAT), M.add_kept)
+    details = {
+        "mixture": M.mixture_details(
+            mixture.by, unit, sizes, total, mixture.max_repeat, every, achieved
+        ),
+        "groups": per_group,
+    }
+    return chosen, {
+        "step": label,
+        "role": "selector",
+        "params": step.params,
+        "budget": step.budget_json(),
+        "rows_in": int(rows_in),
+        "kept": int(survivors),
+        "details": details,
+    }

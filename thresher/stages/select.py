@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from thresher.config import TOKEN_COLUMN, RunConfig
+from thresher.errors import ConfigError
 from thresher.frame import Frame
 from thresher.io import schema as S
 from thresher.io.files import read_schema, write_json_atomic
@@ -71,6 +72,8 @@ def selection_columns(spec: SelectionSpec, available: pa.Schema) -> list[str]:
         wanted += selector.score_columns()
         if needs_vectors(step, selector):
             wanted.append(step.embeddings)
+    if spec.mixture_column is not None:
+        wanted.append(spec.mixture_column)
     return [c for c in dict.fromkeys(wanted) if c in available.names]
 
 
@@ -88,6 +91,41 @@ def score_rows(
     schema = pa.schema([available.field(c) for c in columns] + [pa.field(S.ORDER, pa.int64())])
     files = [run.scores_shard(i) for i in sorted(indices)]
     return engine.read(files, schema, AddOrder(ranks))
+
+
+def with_group_column(
+    engine: Engine,
+    run: RunDir,
+    indices: list[int],
+    spec: SelectionSpec,
+    rows: Frame,
+    ranks: NDArray[np.int64],
+) -> Frame:
+    """``rows`` with a mixture's group column: from the score files, else the ingested shards.
+
+    The score files hold the label and the score columns; a passthrough
+    column is joined in from the ingested shards on the input-order key.
+    A column in neither is refused naming the columns there are.
+    """
+    column = spec.mixture_column
+    if column is None or column in rows.schema.names:
+        return rows
+    assert spec.mixture is not None
+    ingested = pa.unify_schemas(
+        [read_schema(run.ingested_shard(i)) for i in indices], promote_options="permissive"
+    )
+    if column not in ingested.names:
+        hidden = {S.SHARD, S.ROW, S.TEXT, S.FEATURES}
+        names = {*rows.schema.names, *ingested.names} - hidden - {S.ORDER}
+        raise ConfigError(
+            f"selector.mixture.by: column {spec.mixture.by!r} is in neither the scores nor the "
+            f"ingested input; available: {sorted(names)}"
+        )
+    fields = [ingested.field(S.SHARD), ingested.field(S.ROW), ingested.field(column)]
+    schema = pa.schema([*fields, pa.field(S.ORDER, pa.int64())])
+    files = [run.ingested_shard(i) for i in sorted(indices)]
+    groups = engine.read(files, schema, AddOrder(ranks)).select([S.ORDER, column])
+    return rows.join(groups, [S.ORDER], "left")
 
 
 class _Duplicates:
@@ -176,6 +214,7 @@ def select_into(
     with engine.watch(progress):
         columns = selection_columns(spec, score_schema(run, indices))
         rows = score_rows(engine, run, indices, columns, ranks)
+        rows = with_group_column(engine, run, indices, spec, rows, ranks)
         duplicates = duplicate_rows(engine, run, ranks) if spec.deduplicated else None
         contaminated = contaminated_rows(engine, run, ranks) if spec.decontaminated else None
         decided, steps = decide(rows, spec, engine, names, duplicates, contaminated)
@@ -339,7 +378,10 @@ def decide_table(
     if config.decontaminate is not None and run is not None:
         contaminated = contaminated_rows(engine, run, order_ranks(names))
     spec = SelectionSpec.of(config)
-    decided, steps = decide(TableFrame.of(scores), spec, engine, names, duplicates, contaminated)
+    rows: Frame = TableFrame.of(scores)
+    if run is not None:
+        rows = with_group_column(engine, run, sorted(names), spec, rows, order_ranks(names))
+    decided, steps = decide(rows, spec, engine, names, duplicates, contaminated)
     table = decided.to_table(max_rows=scores.num_rows).sort_by(S.ORDER)
     keep = pc.is_null(table.column("reason"))
     selection = pa.table(

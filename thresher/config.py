@@ -519,6 +519,7 @@ class MaterializeConfig(_Strict):
 
 #: A format the training hand-off is written in (:mod:`thresher.export`).
 OutputFormat = Literal["parquet", "megatron", "mds"]
+_DEFAULT_FORMATS: tuple[OutputFormat, ...] = ("parquet",)
 _SIZE_UNITS = {
     "": 1,
     "B": 1,
@@ -580,7 +581,7 @@ class OutputConfig(_Strict):
     ``</s>``, ``<|end_of_text|>``, ``<eos>`` it has).
     """
 
-    formats: list[OutputFormat] = Field(default_factory=lambda: ["parquet"], min_length=1)
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(_DEFAULT_FORMATS), min_length=1)
     file_rows: int | None = Field(default=None, gt=0)
     file_size: int | None = None
     validation: float = Field(default=0.0, ge=0.0, lt=1.0)

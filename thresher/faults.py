@@ -28,13 +28,15 @@ POINTS = (
     "publish:after-pointer",  # the pointer names the new version; old versions still there
     "publish:after-link",  # the local ``data`` link moved; old versions not yet retired
 )
+#: Points inside stages, reached only by runs that have the stage (killed as above).
+STAGE_POINTS = ("export:after-file",)  # one hand-off file written, the version unpublished
 #: Points inside tasks where a test may hold the task (``THRESHER_PAUSE_AT``).
 PAUSE_POINTS = ("score:shard",)
 
 
 def point(name: str) -> None:
     """Die here if the environment asks for it (a no-op otherwise)."""
-    if name not in POINTS:
+    if name not in POINTS and name not in STAGE_POINTS:
         raise ValueError(f"unknown fault point {name!r}")
     if os.environ.get(KILL_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from thresher import faults
 from thresher.errors import ConfigError
 from thresher.io import schema as S
 from thresher.io.fs import Location
@@ -365,6 +366,7 @@ class WriteFiles:
                 end += 1
             rows = table.slice(start, end - start)
             reports.append(self._write(int(split[start]), int(file[start]), rows))
+            faults.point("export:after-file")
             start = end
         if not reports:
             return FILE_SCHEMA.empty_table()
@@ -413,7 +415,8 @@ class WriteFiles:
                 chunk = texts.slice(start, 1024).to_pylist()
                 for tokens in self.tokenizer.documents(chunk):
                     writer.add_document(tokens)
-        written = writer.close()
+        written = writer.files
+        assert written is not None
         return {"tokens": written.tokens, "megatron_bytes": written.bin_bytes + written.idx_bytes}
 
 

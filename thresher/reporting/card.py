@@ -476,6 +476,59 @@ with the reason and the raw record).
 """
 
 
+def _handoff(manifest: dict[str, Any], root: str) -> str:
+    """The training hand-off: its splits and files, and a tested loader per format."""
+    from thresher.export.snippets import loader_snippets
+
+    output = manifest.get("output")
+    if not output:
+        return ""
+    formats = output["formats"]
+    header = "| split | rows | files | rows per file | tokens | " + " | ".join(
+        f"{fmt} bytes" for fmt in formats
+    )
+    lines = [header + " |", "|---" * (5 + len(formats)) + "|"]
+    for name, split in output["splits"].items():
+        per_file = f"{split['file_rows']['min']:,}-{split['file_rows']['max']:,}"
+        tokens = f"{split['tokens']:,}" if "tokens" in split else "-"
+        sizes = " | ".join(f"{split['bytes'][fmt]:,}" for fmt in formats)
+        lines.append(
+            f"| {code(name, table=True)} | {split['rows']:,} | {split['files']:,} | {per_file} | "
+            f"{tokens} | {sizes} |"
+        )
+    where = "this directory" if not root else "anywhere with read access to the bucket"
+    snippets = "\n".join(
+        f"{code(fmt)}:\n\n```python\n{text}```\n"
+        for fmt, text in loader_snippets(output, root).items()
+    )
+    tokenizer = output.get("tokenizer")
+    token_note = (
+        f" Token ids come from the run's tokenizer ({code(tokenizer['kind'])}, vocabulary "
+        f"{tokenizer['vocab_size']:,}), each document followed by the end-of-document token "
+        f"{code(tokenizer['eod'])}."
+        if tokenizer
+        else ""
+    )
+    validation = (
+        f" {output['validation']:.2%} of the documents are held out by a second hash of the "
+        "id (`validation/`, the same formats)."
+        if output.get("validation")
+        else ""
+    )
+    return f"""## Train on it
+
+The kept rows again, ready for a trainer: ordered by a seeded hash of their id (seed
+{code(output["seed"])}: the same order on every engine and every re-run), a row the
+selection repeats appearing once per repeat, each at its own place, and cut into files
+that are contiguous runs of that order.{validation}{token_note}
+
+{chr(10).join(lines)}
+
+Load the train split from {where}; each snippet runs as written:
+
+{snippets}"""
+
+
 def render_card(
     manifest: dict[str, Any],
     schema: pa.Schema | None = None,
@@ -556,6 +609,7 @@ Every input record is kept, dropped (`dropped/` of the version, with its reason)
 quarantined (`quarantine/`, with its reason): {balance}.
 {_skipped(manifest)}
 {_load(weighted, data, root, local, _retention(manifest))}
+{_handoff(manifest, root)}
 ## Lineage
 
 Config hash {code(manifest["config_hash"])} (SHA-256 of the canonical JSON of the

@@ -581,7 +581,9 @@ class OutputConfig(_Strict):
     ``</s>``, ``<|end_of_text|>``, ``<eos>`` it has).
     """
 
-    formats: list[OutputFormat] = Field(default_factory=lambda: list(_DEFAULT_FORMATS), min_length=1)
+    formats: list[OutputFormat] = Field(
+        default_factory=lambda: list(_DEFAULT_FORMATS), min_length=1
+    )
     file_rows: int | None = Field(default=None, gt=0)
     file_size: int | None = None
     validation: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -240,9 +240,7 @@ class BPETokenizer:
     def from_dict(cls, data: Any, source: str = "tokenizer") -> BPETokenizer:
         """The tokenizer :meth:`to_dict` describes (TokenizerError naming ``source`` otherwise)."""
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise TokenizerError(
-                f"{source}: not a thresher tokenizer (format must be {_FORMAT!r})"
-            )
+            raise TokenizerError(f"{source}: not a thresher tokenizer (format must be {_FORMAT!r})")
         merges = data.get("merges")
         if not isinstance(merges, list) or not all(
             isinstance(m, list) and len(m) == 2 and all(isinstance(i, int) for i in m)

@@ -518,7 +518,7 @@ class MaterializeConfig(_Strict):
 
 
 #: A format the training hand-off is written in (:mod:`thresher.export`).
-OutputFormat = Literal["parquet", "megatron", "mds"]
+OutputFormat = Literal["parquet", "megatron", "mds", "delta"]
 _DEFAULT_FORMATS: tuple[OutputFormat, ...] = ("parquet",)
 _SIZE_UNITS = {
     "": 1,
@@ -573,7 +573,10 @@ class OutputConfig(_Strict):
 
     ``formats``: ``parquet``; ``megatron`` (Megatron-LM ``.bin``/``.idx``:
     token ids with the end-of-document token after each document); ``mds``
-    (MosaicML Streaming shards and ``index.json``). ``megatron`` tokenizes
+    (MosaicML Streaming shards and ``index.json``); ``delta`` (with
+    ``parquet``: each split's Parquet files published as the next version of
+    the Delta Lake table ``RUN_DIR/delta/<split>``, after the version pointer
+    moves; the ``delta`` extra). ``megatron`` tokenizes
     with ``tokenizer_path`` (a local ``tokenizer.json``: Hugging Face's, or
     thresher's BPE) or, without it, the run's ``token_count`` scorer's
     tokenizer; ``eod_token`` names a Hugging Face tokenizer's
@@ -603,6 +606,14 @@ class OutputConfig(_Strict):
         if repeated:
             raise ValueError(f"output.formats: {repeated[0]!r} is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _delta_from_parquet(self) -> OutputConfig:
+        if "delta" in self.formats and "parquet" not in self.formats:
+            raise ValueError(
+                "output.formats: delta publishes the Parquet files of each split; list parquet too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_size(self) -> OutputConfig:

@@ -20,6 +20,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +32,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.flows.test_faults import reap, start, write_job
-from tests.helpers.readers import megatron_indexed_dataset, streaming_without_torchvision
+from tests.helpers.readers import (
+    deltalake_in_child,
+    megatron_indexed_dataset,
+    streaming_without_torchvision,
+)
 from thresher import faults
 from thresher.api import load_run
 from thresher.config import RunConfig
+from thresher.export.delta import table_state
 from thresher.export.handoff import DocumentTokenizer
 from thresher.flows.curate import curate
 from thresher.io import schema as S
@@ -57,7 +64,7 @@ def _config(make_config: Callable[..., RunConfig], run: Path, engine: dict[str, 
         },
         engine=engine,
         output={
-            "formats": ["parquet", "megatron", "mds"],
+            "formats": ["parquet", "megatron", "mds", "delta"],
             "file_rows": FILE_ROWS,
             "validation": 0.1,
         },
@@ -174,6 +181,10 @@ def test_each_format_reads_back_with_its_own_library(runs: dict[str, Any]) -> No
             assert [s["topic"] for s in samples] == [r["topic"] for r in rows], name
 
 
+def _every(rows: int) -> dict[str, int]:
+    return dict.fromkeys(["parquet", "megatron", "mds", "delta"], rows)
+
+
 def _card_snippets(run: Path) -> dict[str, str]:
     card = (run / "README.md").read_text(encoding="utf-8")
     section = card.split("## Train on it", 1)[1].split("\n## ", 1)[0]
@@ -189,6 +200,13 @@ def _run_snippets(run: Path) -> dict[str, int]:
     os.chdir(run)
     try:
         for fmt, code in _card_snippets(run).items():
+            if fmt == "delta":  # deltalake only in a child process (tests/helpers/readers.py)
+                deltalake_in_child()
+                done = subprocess.run(
+                    [sys.executable, "-c", code], cwd=run, capture_output=True, check=True
+                )
+                printed[fmt] = int(done.stdout.split()[0])
+                continue
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 exec(compile(code, f"<card snippet {fmt}>", "exec"), {})
@@ -202,7 +220,7 @@ def _run_snippets(run: Path) -> dict[str, int]:
 def test_the_cards_loader_snippets_run_as_written(runs: dict[str, Any]) -> None:
     run, manifest = runs["spark"]
     rows = manifest["output"]["splits"]["train"]["rows"]
-    assert _run_snippets(run) == {"parquet": rows, "megatron": rows, "mds": rows}
+    assert _run_snippets(run) == _every(rows)
 
 
 def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
@@ -214,7 +232,7 @@ def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
     first = curate(_config(make_config, run, {"kind": "local", "workers": 1}))
     published = json.loads((run / "CURRENT").read_text())["version"]
     rows = first["output"]["splits"]["train"]["rows"]
-    assert _run_snippets(run) == {"parquet": rows, "megatron": rows, "mds": rows}
+    assert _run_snippets(run) == _every(rows)
 
     smaller = _config(make_config, run, {"kind": "local", "workers": 1}).config_dict()
     smaller["selector"]["budget"] = {"tokens": 12_000}
@@ -236,15 +254,45 @@ def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
 
     # Readers still find the previous version, whole, in every format.
     assert json.loads((run / "CURRENT").read_text())["version"] == published
-    assert _run_snippets(run) == {"parquet": rows, "megatron": rows, "mds": rows}
+    assert _run_snippets(run) == _every(rows)
 
     from thresher.config import parse_config
 
     second = curate(parse_config(smaller, base_dir=tmp_path))
     smaller_rows = second["output"]["splits"]["train"]["rows"]
     assert smaller_rows < rows
-    assert _run_snippets(run) == {
-        "parquet": smaller_rows,
-        "megatron": smaller_rows,
-        "mds": smaller_rows,
+    assert _run_snippets(run) == _every(smaller_rows)
+    assert table_state(Location.of(str(run / "delta" / "train")))[1] == second["version"]
+
+
+def test_a_delta_table_left_behind_by_a_killed_run_catches_up_at_the_next_start(
+    make_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from thresher.config import parse_config
+
+    run = tmp_path / "run"
+    first = curate(_config(make_config, run, {"kind": "local", "workers": 1}))
+    smaller = _config(make_config, run, {"kind": "local", "workers": 1}).config_dict()
+    smaller["selector"]["budget"] = {"tokens": 12_000}
+    config_file = write_job(tmp_path / "smaller.yaml", smaller)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        faults.KILL_AT_ENV: "publish:after-pointer",
     }
+    process = start(config_file, env)
+    process.wait(timeout=300)
+    reap(process)
+    assert process.returncode == -signal.SIGKILL, config_file.with_suffix(".log").read_text()
+    published = json.loads((run / "CURRENT").read_text())["version"]
+    assert published != first["version"]  # the pointer moved; the table did not follow
+    table = Location.of(str(run / "delta" / "train"))
+    assert table_state(table) == (0, first["version"])
+
+    again = curate(parse_config(smaller, base_dir=tmp_path))  # nothing new to publish
+    assert again["version"] == published
+    assert table_state(table) == (1, published)
+    rows = again["output"]["splits"]["train"]["rows"]
+    assert _run_snippets(run)["delta"] == rows

@@ -56,3 +56,56 @@ def streaming_without_torchvision() -> Any:
                 stub.__path__ = []
                 sys.modules[name] = stub
     return importlib.import_module("streaming")
+
+
+def deltalake_in_child() -> None:
+    """Skip the calling test when deltalake is absent; its reads then go through :func:`read_delta`.
+
+    delta-rs can abort its process at interpreter exit after its work is
+    done (thresher talks to it in a child process for that reason,
+    :mod:`thresher.export.delta`); the tests never import it in the test
+    session either, so that a test run cannot end with that abort.
+    """
+    if importlib.util.find_spec("deltalake") is None:
+        pytest.skip("deltalake is not installed (delta extra)")
+
+
+_READ_DELTA = """
+import json, sys
+import pyarrow as pa
+from deltalake import DeltaTable
+uri, version, options, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+table = DeltaTable(uri, version=version, storage_options=options).to_pyarrow_table()
+with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    writer.write_table(table)
+"""
+
+
+def read_delta(
+    uri: str, out: Any, version: int | None = None, storage_options: dict[str, str] | None = None
+) -> Any:
+    """The rows of a Delta table's ``version`` (latest: None), read by deltalake in a child process.
+
+    ``out`` is a scratch file path for the rows (Arrow IPC).
+    """
+    import json
+    import subprocess
+
+    import pyarrow as pa
+
+    deltalake_in_child()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _READ_DELTA,
+            uri,
+            json.dumps(version),
+            json.dumps(storage_options),
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with pa.memory_map(str(out)) as source:
+        return pa.ipc.open_file(source).read_all()

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.readers import megatron_indexed_dataset, streaming_without_torchvision
+from tests.helpers.readers import (
+    deltalake_in_child,
+    megatron_indexed_dataset,
+    read_delta,
+    streaming_without_torchvision,
+)
+from thresher.errors import StorageError
 from thresher.export.mds import MDSWriter, mds_encodings, write_mds_index
 from thresher.export.megatron import MegatronFiles, MegatronWriter, megatron_dtype
 from thresher.io.fs import Location
@@ -307,39 +313,48 @@ def _parquet_files(directory: Path, tables: list[pa.Table]) -> list[Location]:
 
 
 def test_delta_publications_are_versions_readers_can_travel_back_to(tmp_path: Path) -> None:
-    deltalake = pytest.importorskip("deltalake", reason="deltalake is not installed (delta extra)")
-    from thresher.export.delta import delta_state, publish_delta
+    deltalake_in_child()
+    from thresher.export.delta import publish_table, table_state
 
     table = Location.of(str(tmp_path / "delta"))
-    assert delta_state(table) is None
+    assert table_state(table) is None
     first = _table(30).select(["id", "text", "score"])
     files = _parquet_files(tmp_path / "v1", [first.slice(0, 12), first.slice(12)])
-    assert publish_delta(table, files, "v-one") == 0
-    assert delta_state(table) == (0, "v-one")
+    assert publish_table(table, files, "v-one") == 0
+    assert table_state(table) == (0, "v-one")
 
     second = _table(50).slice(30).select(["id", "text", "tags"])  # other rows, other schema
     files = _parquet_files(tmp_path / "v2", [second])
-    assert publish_delta(table, files, "v-two") == 1
-    assert delta_state(table) == (1, "v-two")
+    assert publish_table(table, files, "v-two") == 1
+    assert table_state(table) == (1, "v-two")
 
-    latest = deltalake.DeltaTable(table.uri).to_pyarrow_table()
+    latest = read_delta(table.uri, tmp_path / "latest.arrow")
     assert latest.sort_by("id").to_pylist() == second.to_pylist()
-    old = deltalake.DeltaTable(table.uri, version=0).to_pyarrow_table()
+    old = read_delta(table.uri, tmp_path / "old.arrow", version=0)
     assert old.sort_by("id").to_pylist() == first.to_pylist()
 
 
 def test_delta_table_on_object_storage(s3_bucket: str, tmp_path: Path) -> None:
-    deltalake = pytest.importorskip("deltalake", reason="deltalake is not installed (delta extra)")
-    from thresher.export.delta import delta_state, delta_storage_options, publish_delta
+    deltalake_in_child()
+    from thresher.export.delta import delta_storage_options, publish_table, table_state
 
     rows = _table(20).select(["id", "text"])
     source = Location.of(f"s3://{s3_bucket}/export/part-00000.parquet")
     source.write_bytes(_parquet_bytes(rows))
     table = Location.of(f"s3://{s3_bucket}/delta")
-    assert delta_state(table) is None
-    assert publish_delta(table, [source], "v-one") == 0
-    assert publish_delta(table, [source], "v-two") == 1
-    assert delta_state(table) == (1, "v-two")
+    assert table_state(table) is None
+    assert publish_table(table, [source], "v-one") == 0
+    assert publish_table(table, [source], "v-two") == 1
+    assert table_state(table) == (1, "v-two")
     options = delta_storage_options(table)
-    read = deltalake.DeltaTable(f"s3://{s3_bucket}/delta", version=0, storage_options=options)
-    assert read.to_pyarrow_table().sort_by("id").to_pylist() == rows.to_pylist()
+    read = read_delta(f"s3://{s3_bucket}/delta", tmp_path / "old.arrow", 0, options)
+    assert read.sort_by("id").to_pylist() == rows.to_pylist()
+
+
+def test_a_delta_failure_is_reported_with_its_reason(tmp_path: Path) -> None:
+    deltalake_in_child()
+    from thresher.export.delta import publish_table
+
+    missing = Location.of(str(tmp_path / "absent.parquet"))
+    with pytest.raises(StorageError, match=r"absent\.parquet"):
+        publish_table(Location.of(str(tmp_path / "delta")), [missing], "v-one")

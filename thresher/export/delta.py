@@ -19,7 +19,11 @@ go in ``storage_options``, passed as given.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pyarrow.dataset as ds
@@ -127,3 +131,82 @@ def delta_state(
     history = delta_table.history(1)
     name = history[0].get(VERSION_KEY) if history else None
     return int(delta_table.version()), None if name is None else str(name)
+
+
+# -- in a child process -----------------------------------------------------------------------
+#
+# delta-rs's runtime can abort the process at interpreter exit ("terminate called without an
+# active exception"), after its work is done: a run, a test session or a CLI would end with
+# status 134 for nothing. thresher therefore talks to deltalake only in a child process, which
+# reports its result on its standard output before it exits; the request (with the store's
+# credentials) travels on its standard input, never on a command line.
+
+
+def publish_table(
+    table: Location,
+    files: list[Location],
+    version_name: str,
+    storage_options: dict[str, str] | None = None,
+) -> int:
+    """:func:`publish_delta` in a child process (see above); the new table version."""
+    return int(_in_child("publish", table, files, version_name, storage_options))
+
+
+def table_state(
+    table: Location, storage_options: dict[str, str] | None = None
+) -> tuple[int, str | None] | None:
+    """:func:`delta_state` in a child process (see above)."""
+    state = _in_child("state", table, [], "", storage_options)
+    return None if state is None else (int(state[0]), state[1])
+
+
+def _in_child(
+    action: str,
+    table: Location,
+    files: list[Location],
+    version_name: str,
+    storage_options: dict[str, str] | None,
+) -> Any:
+    request = pickle.dumps((action, table, files, version_name, storage_options))
+    done = subprocess.run(
+        [sys.executable, "-m", "thresher.export.delta"],
+        input=request,
+        capture_output=True,
+        check=False,
+        timeout=_CHILD_SECONDS,
+    )
+    lines = done.stdout.decode("utf-8", errors="replace").strip().splitlines()
+    reply = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+    if reply is None:
+        tail = done.stderr.decode("utf-8", errors="replace").strip()[-2000:]
+        raise StorageError(
+            f"{table}: the Delta Lake child process failed ({done.returncode}): {tail}"
+        )
+    if "error" in reply:
+        raise StorageError(f"{table}: {reply['error']}")
+    return reply["result"]
+
+
+#: How long a Delta commit may take (a large export over a slow store).
+_CHILD_SECONDS = 6 * 3600
+
+
+def _serve() -> None:
+    """The child's side: one request from standard input, its reply as the last output line."""
+    action, table, files, version_name, storage_options = pickle.loads(sys.stdin.buffer.read())
+    try:
+        if action == "publish":
+            result: Any = publish_delta(table, files, version_name, storage_options)
+        else:
+            result = delta_state(table, storage_options)
+        reply = {"result": result}
+    except (StorageError, ValueError, OSError) as error:
+        reply = {"error": str(error)}
+    except Exception as error:  # delta-rs raises its own exception types
+        reply = {"error": f"{type(error).__name__}: {error}"}
+    sys.stdout.write("\n" + json.dumps(reply) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()

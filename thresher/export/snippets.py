@@ -50,4 +50,12 @@ def loader_snippets(output: dict[str, Any], root: str = "", split: str = "train"
                 f"{split} = StreamingDataset({source}, shuffle=False, batch_size=1)\n"
                 f'print(len({split}), "rows")\n'
             )
+        elif fmt == "delta":
+            table = _text(f"{root}delta/{split}")
+            snippets[fmt] = (
+                "from deltalake import DeltaTable\n\n"
+                f"# one table version per publication: DeltaTable({table}, version=n)\n"
+                f"{split} = DeltaTable({table})\n"
+                f'print({split}.to_pyarrow_dataset().count_rows(), "rows")\n'
+            )
     return snippets

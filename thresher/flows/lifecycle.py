@@ -23,6 +23,7 @@ from thresher.io.files import read_json
 from thresher.io.fs import Location
 from thresher.io.lock import HEARTBEAT_SECONDS, STALE_SECONDS, RunLock
 from thresher.run_dir import RunDir
+from thresher.stages.export import lagging_tables, publish_tables
 from thresher.stages.publish import write_root_files
 
 
@@ -95,6 +96,21 @@ def clean_up_after_a_dead_run(run: RunDir, logger: Any, lock: RunLock) -> None:
     if current is not None:
         logger.info("rewriting the root manifest, card and report of version %s", current.name)
         write_root_files(run, read_json(current.manifest))
+    republish_lagging_tables(run, logger)
+
+
+def republish_lagging_tables(run: RunDir, logger: Any) -> None:
+    """Publish the current version to the Delta tables a killed run left behind it."""
+    current = publish.current_version(run.root)
+    if current is None or not current.manifest.is_file():
+        return
+    output = read_json(current.manifest).get("output")
+    if not output or "delta" not in output.get("formats", []):
+        return
+    lagging = lagging_tables(run.root, current, output)
+    if lagging:
+        logger.info("publishing version %s to the Delta tables of %s", current.name, lagging)
+        publish_tables(run.root, current, {**output, "splits": {n: None for n in lagging}})
 
 
 def engine_log_to_run_dir(engine: Engine, run: RunDir, run_id: str, logger: Any) -> None:

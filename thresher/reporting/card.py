@@ -483,7 +483,7 @@ def _handoff(manifest: dict[str, Any], root: str) -> str:
     output = manifest.get("output")
     if not output:
         return ""
-    formats = output["formats"]
+    formats = [fmt for fmt in output["formats"] if fmt != "delta"]
     header = "| split | rows | files | rows per file | tokens | " + " | ".join(
         f"{fmt} bytes" for fmt in formats
     )

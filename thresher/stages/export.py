@@ -30,6 +30,7 @@ from thresher.errors import ConfigError
 from thresher.export import handoff as H
 from thresher.io import schema as S
 from thresher.io.files import data_files
+from thresher.io.fs import Location
 from thresher.io.publish import VERSIONS, Version
 from thresher.stages.base import RunContext, Stage
 from thresher.stages.materialize import output_names
@@ -183,7 +184,9 @@ def _finish(
             "rows": sum(r["rows"] for r in mine),
             "files": len(mine),
             "file_rows": {"min": min(r["rows"] for r in mine), "max": max(r["rows"] for r in mine)},
-            "bytes": {f: sum(r[f"{f}_bytes"] for r in mine) for f in output.formats},
+            "bytes": {
+                f: sum(r[f"{f}_bytes"] for r in mine) for f in output.formats if f in H.FORMATS
+            },
             "directory": f"{VERSIONS}/{version.name}/{name}",
         }
         if "megatron" in output.formats:
@@ -208,3 +211,40 @@ def _finish(
         },
         "splits": splits,
     }
+
+
+#: Where a split's Delta Lake table lives, under the run directory.
+DELTA = "delta"
+
+
+def publish_tables(run_root: Location, version: Version, output: dict[str, Any]) -> dict[str, int]:
+    """Publish each split of ``version`` as the next version of its Delta table (``delta`` format).
+
+    Called after the version pointer moved (and again at start-up for a
+    table that lags the published version): a table never runs ahead of
+    what readers of ``CURRENT`` see. Returns each table's new version.
+    """
+    from thresher.export.delta import publish_table
+
+    if "delta" not in output.get("formats", []):
+        return {}
+    published = {}
+    for name in output["splits"]:
+        files = data_files(version.root / name / "parquet")
+        if files:
+            published[name] = publish_table(run_root / DELTA / name, files, version.name)
+    return published
+
+
+def lagging_tables(run_root: Location, version: Version, output: dict[str, Any]) -> list[str]:
+    """The splits whose Delta table does not hold ``version`` (a run died before publishing it)."""
+    from thresher.export.delta import table_state
+
+    if "delta" not in output.get("formats", []):
+        return []
+    lagging = []
+    for name in output["splits"]:
+        state = table_state(run_root / DELTA / name)
+        if state is None or state[1] != version.name:
+            lagging.append(name)
+    return lagging

@@ -21,6 +21,7 @@ from thresher.reporting.card import write_card
 from thresher.run_dir import RunDir
 from thresher.stages.base import RunContext, Stage
 from thresher.stages.decontaminate import manifest_section
+from thresher.stages.export import publish_tables
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class PublishStage(Stage):
             retention=publish.Retention(retention.versions, retention.hours),
         )
         ctx.check_lock()
+        if exported is not None:
+            publish_tables(run.root, selected.version, exported.summary)
         write_root_files(run, manifest)
         run.staging.delete_tree()
         return Published(manifest, str(selected.version.data))

@@ -81,7 +81,8 @@ def clean_up_after_a_dead_run(run: RunDir, logger: Any, lock: RunLock) -> None:
     for the stale limit: a younger one may be a live run's (see
     :func:`thresher.io.publish.retire_versions`). Root files that describe
     another version than ``CURRENT`` (a run killed after moving the pointer)
-    are rewritten from the current version's manifest.
+    are rewritten from the current version's manifest, and Delta tables of
+    the hand-off that lag it are published to.
     """
     run.staging.delete_tree()
     dead = lock.taken_over.get("token") if lock.taken_over and lock.taken_from_dead else None

@@ -364,3 +364,65 @@ def test_unusable_stores_are_refused_with_one_line(
         )
     assert code == 2 and stderr.startswith("error: ") and len(stderr.splitlines()) == 1, stderr
     assert "refused the credentials" in stderr and f"s3://{bucket}/run" in stderr
+
+
+HANDOFF = {"formats": ["parquet", "megatron", "mds", "delta"], "file_rows": 60, "validation": 0.1}
+
+
+def _download(s3: S3Server, bucket: str, prefix: str, out: Path) -> Path:
+    """Every object under ``prefix`` into ``out`` (the layout kept)."""
+    client = s3.client()
+    for key in s3.keys(bucket, prefix):
+        target = out / key[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return out
+
+
+def _handoff_rows(directory: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    files = sorted((directory / "parquet").glob("part-*.parquet"))
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+@pytest.mark.spark
+def test_the_training_hand_off_on_s3_equals_the_local_one(
+    s3: S3Server, corpus_uri: str, small_corpus: Path, tmp_path: Path, spark: Any
+) -> None:
+    """Spark's executors write the hand-off to S3: the same files as the local engine on disk."""
+    from tests.helpers.readers import megatron_indexed_dataset, streaming_without_torchvision
+    from thresher.export.delta import table_state
+
+    scorers = [
+        {"name": "token_count"},
+        {"name": "alpha_fraction"},
+        {"name": "minhash", "params": {"num_perm": 64}},
+    ]
+    local = job(str(small_corpus / "shard-*"), str(tmp_path / "local"), "local")
+    local.update(scorers=scorers, output=HANDOFF)
+    reference = curate(parse_config(local, tmp_path))
+    bucket = s3.bucket("handoff")
+    remote = job(corpus_uri, f"s3://{bucket}/curate", "spark")
+    remote.update(scorers=scorers, output=HANDOFF)
+    manifest = curate(parse_config(remote, tmp_path))
+    keys = s3.keys(bucket, "curate/")
+    assert not [k for k in keys if "/_staging/" in k or ".tmp-" in k]  # nothing half-written
+
+    for split in ("train", "validation"):
+        here = tmp_path / "local" / reference["output"]["splits"][split]["directory"]
+        prefix = f"curate/{manifest['output']['splits'][split]['directory']}/"
+        there = _download(s3, bucket, prefix, tmp_path / "downloaded" / split)
+        rows = _handoff_rows(there)
+        assert rows == _handoff_rows(here)  # the same rows in the same order
+        indexed = megatron_indexed_dataset()
+        parts = [
+            indexed.IndexedDataset(str(p)[: -len(".idx")])
+            for p in sorted(there.glob("megatron/*.idx"))
+        ]
+        assert sum(len(part) for part in parts) == len(rows)
+        streaming = streaming_without_torchvision()
+        mds = streaming.StreamingDataset(local=str(there / "mds"), shuffle=False, batch_size=1)
+        assert [mds[i]["id"] for i in range(len(mds))] == [r["id"] for r in rows]
+    table = Location.of(f"s3://{bucket}/curate/delta/train")
+    assert table_state(table) == (0, manifest["version"])

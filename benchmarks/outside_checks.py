@@ -261,6 +261,7 @@ def check_influence(n: int, width: int, seed: int = 0) -> dict[str, Any]:
 
     from thresher.models.proxy import ProxyModel
     from thresher.scorers import make_scorer
+    from thresher.scorers.influence import InfluenceScorer
 
     table, flipped = labelled_vectors(n + N_TARGET, width, 3, 0.1, seed)
     train, target = table.slice(0, n), table.slice(n)
@@ -279,6 +280,7 @@ def check_influence(n: int, width: int, seed: int = 0) -> dict[str, Any]:
                 "device": "cpu",
             },
         )
+        assert isinstance(scorer, InfluenceScorer)
         started = time.perf_counter()
         scorer.fit(_fit_context(train, work / "models" / "influence", seed))
         fit_s = time.perf_counter() - started
@@ -412,15 +414,14 @@ def check_semdedup(
     """thresher's ``semdedup`` and ``semdedup_rank`` against the authors' rule, per eps."""
     from thresher.selectors import make_selector
     from thresher.selectors.base import check_random_state
+    from thresher.selectors.semdedup import SemDeDupRankSelector
 
     matrix = chained_embeddings(n_base, dim, n_chains, seed)
     n = matrix.shape[0]
     scores = pa.table({"id": np.arange(n)})
-    params = {"n_clusters": n_clusters, "n_iter": 20}
+    params: dict[str, Any] = {"n_clusters": n_clusters, "n_iter": 20}
     # the clusters the selectors fit: their public clustering step with the same Generator
-    unit, clustering = make_selector("semdedup_rank", params).cluster(
-        matrix, check_random_state(seed)
-    )
+    unit, clustering = SemDeDupRankSelector(**params).cluster(matrix, check_random_state(seed))
     started = time.perf_counter()
     m = authors_semdedup(unit, clustering.labels, clustering.centroids)
     reference_s = time.perf_counter() - started
@@ -689,9 +690,7 @@ def main(argv: list[str] | None = None) -> None:
         print("influence against captum...", file=sys.stderr, flush=True)
         influence = check_influence(n_influence, args.influence_width)
     print("semdedup against the authors' rule...", file=sys.stderr, flush=True)
-    semdedup = check_semdedup(
-        n_semdedup, max(4, n_semdedup // 20), 32, max(2, n_semdedup // 200)
-    )
+    semdedup = check_semdedup(n_semdedup, max(4, n_semdedup // 20), 32, max(2, n_semdedup // 200))
     print("ccs against bin_allocate...", file=sys.stderr, flush=True)
     ccs = check_ccs(n_ccs, (0.01, 0.1, 0.3, 0.5, 0.9))
     text = report(influence, semdedup, ccs)

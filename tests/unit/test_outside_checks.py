@@ -53,7 +53,9 @@ def test_semdedup_agrees_with_the_authors_rule_at_every_eps() -> None:
     assert all(r["filter_superset"] and r["filter_is_kept_rows_rule"] for r in rows)
     # the data tells the two rules apart: the filter keeps more at some eps
     assert any(r["filter_extra"] > 0 for r in rows)
-    assert [r["authors_kept"] for r in rows] == sorted((r["authors_kept"] for r in rows), reverse=True)
+    assert [r["authors_kept"] for r in rows] == sorted(
+        (r["authors_kept"] for r in rows), reverse=True
+    )
 
 
 def test_bin_allocate_known_answer() -> None:

@@ -21,6 +21,8 @@ Spark ``local[2]``, each engine in a child process of its own:
    (``engine.read(files, schema).write(directory)``), same run, same
    machine: seconds and their ratio.
 
+Each engine first exports a 2,000-document version once per tokenizer
+(not timed), so that its workers are started and the tokenizers loaded.
 Documents are 40-80 words drawn with Zipf-like frequencies from a 20,000-word
 vocabulary (text built with numpy). The record run::
 
@@ -269,7 +271,7 @@ def run_engine(kind: str, job: dict[str, Any]) -> dict[str, Any]:
     full = Version("v-000001-0000beef", Location.of(job["full"]))
     small = Version("v-000001-0000beef", Location.of(job["small"]))
     paths = {name: Path(p) for name, p in job["tokenizers"].items()}
-    engine = make_engine(_config(kind, work, ["parquet"], job["file_rows"], None))
+    engine: Any = make_engine(_config(kind, work, ["parquet"], job["file_rows"], None))
     if kind == "spark":
         engine.spark.range(10).count()  # start the session outside the measurements
     out: dict[str, Any] = {"engine": kind, "cores": engine.parallelism}

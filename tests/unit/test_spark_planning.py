@@ -35,3 +35,31 @@ def test_planned_partitions_of_shuffles_and_unions(spark_engine: Any) -> None:
     assert planned_partitions(shuffled.union(spark.range(5).repartition(3))) == 10
     assert _jobs(spark) == before
     assert shuffled.rdd.getNumPartitions() == 7
+
+
+class _Mark:
+    """A grouped step with a side effect: one empty file per group it is called on."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import os
+        import uuid
+
+        for key in set(table.column("key").to_pylist()):
+            open(os.path.join(self.directory, f"{key}-{uuid.uuid4().hex}"), "w").close()
+        return table
+
+
+@pytest.mark.spark
+def test_to_table_runs_a_grouped_step_once(spark_engine: Any, tmp_path: Any) -> None:
+    spark = spark_engine.spark
+    rows = spark.range(40).selectExpr("id", "id % 4 AS key")
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("key", pa.int64())])
+    frame = SparkFrame(spark_engine, rows, schema).map_groups(["key"], _Mark(str(tmp_path)), schema)
+    assert frame.to_table(max_rows=100).num_rows == 40
+    marks = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
+    assert marks == ["0", "1", "2", "3"]  # each group's step ran once (twice: count, then collect)
+    with pytest.raises(ValueError, match="40 rows exceed the driver limit of 39"):
+        frame.to_table(max_rows=39)

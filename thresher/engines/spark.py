@@ -161,11 +161,13 @@ class SparkFrame(Frame):
         self.df.unpersist()
 
     def to_table(self, max_rows: int) -> pa.Table:
-        n = self.count()
-        if n > max_rows:
-            raise ValueError(f"{n} rows exceed the driver limit of {max_rows}")
+        # One job: a count first would run the plan twice (and its side effects, such as
+        # the files a grouped step writes); at most max_rows + 1 rows reach the driver.
         with user_errors():
-            return conform_to(self.df.toArrow(), self._schema)
+            table = self.df.limit(max_rows + 1).toArrow()
+        if table.num_rows > max_rows:
+            raise ValueError(f"{self.count()} rows exceed the driver limit of {max_rows}")
+        return conform_to(table, self._schema)
 
     def write(self, directory: Location) -> list[Location]:
         schema = self._schema

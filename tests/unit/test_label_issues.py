@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.helpers.batches import vector_table
 from tests.helpers.proxy_data import batch_of, fit_context
 from thresher.io import schema as S
 from thresher.models.confident_learning import (
@@ -151,9 +150,7 @@ def test_folds_depend_on_the_id_and_seed_only() -> None:
 
 def test_thresholds_joint_and_prune_counts_known_answer() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])
-    probs = np.array(
-        [[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7], [0.95, 0.05]]
-    )
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7], [0.95, 0.05]])
     thresholds = class_thresholds(labels, probs)
     np.testing.assert_allclose(thresholds, [(0.9 + 0.8 + 0.2) / 3, (0.9 + 0.7 + 0.05) / 3])
     joint = confident_joint(labels, probs, thresholds)

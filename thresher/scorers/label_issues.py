@@ -264,7 +264,9 @@ class LabelIssuesScorer(ProxyScorer):
         n = batch.num_rows
         confidence, flagged = np.full(n, np.nan), np.full(n, np.nan)
         index = {label: i for i, label in enumerate(self.meta_["classes"])}
-        keys = [label_key(v) for v in batch.column(batch.schema.get_field_index(S.LABEL)).to_pylist()]
+        keys = [
+            label_key(v) for v in batch.column(batch.schema.get_field_index(S.LABEL)).to_pylist()
+        ]
         labels = np.asarray([index.get(k, -1) if k is not None else -1 for k in keys])
         ids = batch.column(batch.schema.get_field_index(S.ID))
         outside = []

@@ -63,7 +63,7 @@ format: venv
 
 # The reference implementations some benchmarks compare against (never a run-time dependency).
 bench: venv sysdeps-bench
-	$(BIN)/python -m pip install --quiet -e ".[bench-filters,bench-lm,bench-dedup,bench-influence]"
+	$(BIN)/python -m pip install --quiet -e ".[bench-filters,bench-lm,bench-dedup,bench-influence,bench-labels]"
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -97,6 +97,9 @@ SCORER_FACTORIES: dict[str, Factory] = {
         make_scorer("influence", {"proxy": TINY_PROXY, "projection_dim": 4}), ctx
     ),
     "vog": lambda ctx: _fitted(make_scorer("vog", {"proxy": TINY_PROXY, "n_normalize": 100}), ctx),
+    "label_issues": lambda ctx: _fitted(
+        make_scorer("label_issues", {"proxy": TINY_PROXY, "n_folds": 2}), ctx
+    ),
     "embedding": lambda ctx: _fitted(make_scorer("embedding", {"dim": 32}), ctx),
     # The conformance batches carry no row positions: no `_in_lm_train` output here.
     "perplexity": lambda ctx: _fitted(
@@ -256,6 +259,7 @@ SCORER_PARAMS: dict[str, dict[str, object]] = {
     "grand": {"proxy": TINY_PROXY},
     "influence": {"proxy": TINY_PROXY, "projection_dim": 4},
     "vog": {"proxy": TINY_PROXY, "n_normalize": 100},
+    "label_issues": {"proxy": TINY_PROXY, "n_folds": 2},
     "embedding": {"dim": 32},
     "perplexity": {"lm": TINY_LM, "token_el2n": True, "flag_lm_train": False},
     "memorization": MEMORIZATION,

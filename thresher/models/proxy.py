@@ -212,17 +212,52 @@ def fit_proxy(context: FitContext, config: ProxyConfig, device: str = "cpu") -> 
     extractor = FeatureExtractor(config.features).fit(sample, context)
     matrix = extractor.transform(sample)
     torch_device = _device(device)
-    lr, weight_decay, trials, holdout_accuracy = _choose_settings(
+    lr, weight_decay, trials, holdout_accuracy = choose_settings(
         matrix, targets, len(classes), config, context.seed, torch_device
     )
 
+    write_proxy(
+        directory,
+        sample,
+        extractor,
+        matrix,
+        targets,
+        classes,
+        config,
+        (lr, weight_decay, trials, holdout_accuracy),
+        context.seed,
+        torch_device,
+    )
+    return directory
+
+
+def write_proxy(
+    directory: Path,
+    sample: pa.Table,
+    extractor: FeatureExtractor,
+    matrix: Matrix,
+    targets: NDArray[np.int64],
+    classes: list[str],
+    config: ProxyConfig,
+    settings: tuple[float, float, list[dict[str, Any]], float | None],
+    run_seed: int,
+    device: str,
+) -> None:
+    """Train ``config.n_seeds`` proxies on ``matrix`` rows and save them under ``directory``.
+
+    ``settings`` is (learning rate, weight decay, search trials, held-out
+    accuracy) as :func:`choose_settings` gives them; ``sample`` holds the
+    rows' positions. The directory appears complete or not at all (staged,
+    then renamed), in the format :meth:`ProxyModel.load` reads.
+    """
+    lr, weight_decay, trials, holdout_accuracy = settings
     staging = directory.parent / f".{directory.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         extractor.save(staging / "features")
         train_accuracy = []
         for seed_index in range(config.n_seeds):
-            seed = int(np.random.SeedSequence([context.seed, seed_index]).generate_state(1)[0])
+            seed = int(np.random.SeedSequence([run_seed, seed_index]).generate_state(1)[0])
             model = _train_one(
                 matrix,
                 targets,
@@ -232,14 +267,14 @@ def fit_proxy(context: FitContext, config: ProxyConfig, device: str = "cpu") -> 
                 weight_decay,
                 seed,
                 staging / f"seed-{seed_index}",
-                torch_device,
+                device,
             )
             train_accuracy.append(model.accuracy(matrix, targets))
         pq.write_table(sample.select([S.SHARD, S.ROW]), staging / "train_rows.parquet")
         metadata = {
             "format": PROXY_FORMAT,
             "config": config.model_dump(mode="json"),
-            "seed": context.seed,
+            "seed": run_seed,
             "classes": classes,
             "class_counts": np.bincount(targets, minlength=len(classes)).tolist(),
             "input_dim": _width(matrix),
@@ -262,7 +297,6 @@ def fit_proxy(context: FitContext, config: ProxyConfig, device: str = "cpu") -> 
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return directory
 
 
 def _device(device: str) -> str:
@@ -284,7 +318,7 @@ def _settings(config: ProxyConfig, n: int, lr: float, weight_decay: float) -> SG
     )
 
 
-def _choose_settings(
+def choose_settings(
     matrix: Matrix,
     targets: NDArray[np.int64],
     n_classes: int,

@@ -11,6 +11,7 @@ from thresher.scorers.embedding_classifier import EmbeddingClassifierScorer
 from thresher.scorers.fasttext_quality import FastTextQualityScorer
 from thresher.scorers.grand import GraNdScorer
 from thresher.scorers.influence import InfluenceScorer
+from thresher.scorers.label_issues import LabelIssuesScorer
 from thresher.scorers.language import LanguageScorer
 from thresher.scorers.memorization import MemorizationScorer
 from thresher.scorers.minhash import MinHashScorer
@@ -40,6 +41,7 @@ _REGISTERED: list[type[Scorer]] = [
     EL2NScorer,
     GraNdScorer,
     InfluenceScorer,
+    LabelIssuesScorer,
     VoGScorer,
     EmbeddingScorer,
     PerplexityScorer,

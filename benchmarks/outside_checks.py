@@ -154,17 +154,7 @@ def labelled_vectors(
 def _fit_context(table: pa.Table, artifact_dir: Path, seed: int = 0) -> Any:
     from thresher.fitting import FitContext
 
-    def sample(n: int, columns: list[str], sample_seed: int) -> pa.Table:
-        rows = np.random.default_rng(sample_seed).choice(
-            table.num_rows, min(n, table.num_rows), replace=False
-        )
-        wanted = [c for c in dict.fromkeys([*columns, "thresher_shard", "thresher_row"])]
-        return table.take(pa.array(np.sort(rows))).select(
-            [c for c in wanted if c in table.column_names]
-        )
-
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return FitContext(artifact_dir=artifact_dir, sample=sample, n_rows=table.num_rows, seed=seed)
+    return FitContext.of_table(table, artifact_dir, seed)
 
 
 def _captum_model(metadata: dict[str, Any], fold_bias: bool, dtype: Any) -> Any:

@@ -11,7 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+
+from thresher.io import schema as S
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,22 @@ class FitContext:
     seed: int
     device: str = "cpu"
     derived: Mapping[str, Derived] = field(default_factory=dict)
+
+    @classmethod
+    def of_table(cls, table: pa.Table, artifact_dir: Path, seed: int = 0) -> FitContext:
+        """A context whose ``sample`` draws from ``table`` as the fit stage draws from a run.
+
+        For fitting a scorer on rows in memory (a notebook, a benchmark, a
+        test); ``artifact_dir`` is created.
+        """
+
+        def sample(n: int, columns: list[str], sample_seed: int) -> pa.Table:
+            rng = np.random.default_rng(sample_seed)
+            rows = np.sort(rng.choice(table.num_rows, size=min(n, table.num_rows), replace=False))
+            wanted = [
+                c for c in dict.fromkeys([*columns, S.SHARD, S.ROW]) if c in table.column_names
+            ]
+            return table.take(pa.array(rows)).select(wanted)
+
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        return cls(artifact_dir=artifact_dir, sample=sample, n_rows=table.num_rows, seed=seed)

@@ -222,30 +222,36 @@ def test_the_cards_loader_snippets_run_as_written(runs: dict[str, Any]) -> None:
     assert _run_snippets(run) == _every(rows)
 
 
-def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
-    make_config: Callable[..., RunConfig], tmp_path: Path
-) -> None:
+def _first_then_killed(
+    make_config: Callable[..., RunConfig], tmp_path: Path, point: str
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A published run, then a run with a smaller budget killed at ``point``.
+
+    Returns the run directory, the first manifest and the smaller run's config.
+    """
     from prefect.settings import PREFECT_API_URL
 
     run = tmp_path / "run"
     first = curate(_config(make_config, run, {"kind": "local", "workers": 1}))
-    published = json.loads((run / "CURRENT").read_text())["version"]
-    rows = first["output"]["splits"]["train"]["rows"]
-    assert _run_snippets(run) == _every(rows)
-
     smaller = _config(make_config, run, {"kind": "local", "workers": 1}).config_dict()
     smaller["selector"]["budget"] = {"tokens": 12_000}
     config_file = write_job(tmp_path / "smaller.yaml", smaller)
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        faults.KILL_AT_ENV: "export:after-file",
-    }
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), faults.KILL_AT_ENV: point}
     process = start(config_file, env)
     process.wait(timeout=300)
     reap(process)
-    log = config_file.with_suffix(".log").read_text()
-    assert process.returncode == -signal.SIGKILL, log
+    assert process.returncode == -signal.SIGKILL, config_file.with_suffix(".log").read_text()
+    return run, first, smaller
+
+
+def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
+    make_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    from thresher.config import parse_config
+
+    run, first, smaller = _first_then_killed(make_config, tmp_path, "export:after-file")
+    published = first["version"]
+    rows = first["output"]["splits"]["train"]["rows"]
     unpublished = [
         v for v in (run / "versions").iterdir() if v.name != published and (v / "train").exists()
     ]
@@ -254,8 +260,6 @@ def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
     # Readers still find the previous version, whole, in every format.
     assert json.loads((run / "CURRENT").read_text())["version"] == published
     assert _run_snippets(run) == _every(rows)
-
-    from thresher.config import parse_config
 
     second = curate(parse_config(smaller, base_dir=tmp_path))
     smaller_rows = second["output"]["splits"]["train"]["rows"]
@@ -267,24 +271,9 @@ def test_a_run_killed_while_exporting_leaves_the_last_hand_off_published(
 def test_a_delta_table_left_behind_by_a_killed_run_catches_up_at_the_next_start(
     make_config: Callable[..., RunConfig], tmp_path: Path
 ) -> None:
-    from prefect.settings import PREFECT_API_URL
-
     from thresher.config import parse_config
 
-    run = tmp_path / "run"
-    first = curate(_config(make_config, run, {"kind": "local", "workers": 1}))
-    smaller = _config(make_config, run, {"kind": "local", "workers": 1}).config_dict()
-    smaller["selector"]["budget"] = {"tokens": 12_000}
-    config_file = write_job(tmp_path / "smaller.yaml", smaller)
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        faults.KILL_AT_ENV: "publish:after-pointer",
-    }
-    process = start(config_file, env)
-    process.wait(timeout=300)
-    reap(process)
-    assert process.returncode == -signal.SIGKILL, config_file.with_suffix(".log").read_text()
+    run, first, smaller = _first_then_killed(make_config, tmp_path, "publish:after-pointer")
     published = json.loads((run / "CURRENT").read_text())["version"]
     assert published != first["version"]  # the pointer moved; the table did not follow
     table = Location.of(str(run / "delta" / "train"))

@@ -61,15 +61,7 @@ def noisy_topics(n_documents: int = 700, flip_fraction: float = 0.15, seed: int 
 
 def fit_context(table: pa.Table, artifact_dir: Path, seed: int = 0) -> FitContext:
     """A FitContext whose ``sample`` draws from ``table`` like the fit stage does."""
-
-    def sample(n: int, columns: list[str], sample_seed: int) -> pa.Table:
-        rng = np.random.default_rng(sample_seed)
-        rows = np.sort(rng.choice(table.num_rows, size=min(n, table.num_rows), replace=False))
-        wanted = [c for c in dict.fromkeys([*columns, S.SHARD, S.ROW]) if c in table.column_names]
-        return table.take(pa.array(rows)).select(wanted)
-
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return FitContext(artifact_dir=artifact_dir, sample=sample, n_rows=table.num_rows, seed=seed)
+    return FitContext.of_table(table, artifact_dir, seed)
 
 
 def shared_context(

@@ -32,13 +32,13 @@ import json
 import struct
 from base64 import b64encode
 from collections.abc import Collection
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from thresher.io.fs import Location
+from thresher.io.sink import PublishedWhole
 
 #: The MDS format version (shards and index).
 MDS_VERSION = 2
@@ -90,7 +90,7 @@ def mds_encodings(schema: pa.Schema, required: Collection[str]) -> dict[str, str
     return encodings
 
 
-class MDSWriter:
+class MDSWriter(PublishedWhole):
     """Writes a table's rows as MDS shards ``{prefix}.{j:05d}.mds`` in ``directory``.
 
     Parameters
@@ -233,20 +233,6 @@ class MDSWriter:
             with contextlib.suppress(Exception):
                 (self.directory / shard["raw_data"]["basename"]).delete()
         self.shards = []
-
-    def __enter__(self) -> MDSWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_mds_index(directory: Location, shards: list[dict[str, Any]]) -> None:

@@ -24,12 +24,12 @@ import struct
 import tempfile
 from array import array
 from dataclasses import dataclass
-from types import TracebackType
 from typing import BinaryIO
 
 import numpy as np
 
 from thresher.io.fs import Location
+from thresher.io.sink import PublishedWhole
 
 #: The first bytes of every ``.idx`` file.
 INDEX_HEADER = b"MMIDIDX\x00\x00"
@@ -70,7 +70,7 @@ class MegatronFiles:
     idx_bytes: int
 
 
-class MegatronWriter:
+class MegatronWriter(PublishedWhole):
     """Writes one Megatron indexed dataset at ``prefix`` (see module docstring).
 
     Parameters
@@ -192,17 +192,3 @@ class MegatronWriter:
         self._closed = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._scratch)
-
-    def __enter__(self) -> MegatronWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import uuid
 from types import TracebackType
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,7 +37,35 @@ ROW_GROUP_ROWS = 1 << 20
 _COPY_CHUNK = 16 << 20
 
 
-class ParquetSink:
+class PublishedWhole:
+    """A writer whose output appears whole at :meth:`close` and not at all after :meth:`abort`.
+
+    Used as a context manager, it closes when the block succeeds and aborts
+    when it raises, so a failed task publishes nothing.
+    """
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ParquetSink(PublishedWhole):
     """Writes tables to ``target`` (zstd Parquet); see module docstring.
 
     Parameters
@@ -217,17 +246,3 @@ class ParquetSink:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
-
-    def __enter__(self) -> ParquetSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

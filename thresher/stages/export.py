@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +34,9 @@ from thresher.io.fs import Location
 from thresher.io.publish import VERSIONS, Version
 from thresher.stages.base import RunContext, Stage
 from thresher.stages.materialize import output_names
+
+if TYPE_CHECKING:
+    from thresher.engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class ExportStage(Stage):
 
 
 def export_version(
-    engine: Any,
+    engine: Engine,
     version: Version,
     config: RunConfig,
     output: OutputConfig,

@@ -139,7 +139,7 @@ def export_version(
         .to_table(max_rows=max(1, sum(counts.values())))
     )
     keyed.release()
-    copies = engine.read(files, _repeat_schema(data_schema)).aggregate(_copies, sum)
+    copies = engine.read(files, _repeat_schema(data_schema)).aggregate(_copies, _total)
     planned = sum(size.rows for size in sizes.values())
     if copies != planned:
         raise AssertionError(f"the hand-off holds {planned} rows for {copies} kept row copies")
@@ -149,6 +149,10 @@ def export_version(
 def _repeat_schema(data: pa.Schema) -> pa.Schema:
     """The one column :func:`_copies` reads: ``repeat`` when there, else the first column."""
     return pa.schema([data.field(S.REPEAT) if S.REPEAT in data.names else data.field(0)])
+
+
+def _total(counts: list[int]) -> int:
+    return sum(counts)
 
 
 def _copies(table: pa.Table) -> int:

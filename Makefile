@@ -34,14 +34,16 @@ $(CORPUS)/_truth.parquet: | venv
 demo: venv $(CORPUS)/_truth.parquet
 	$(BIN)/thresher run examples/curate.yaml
 
-# Installs the missing SYSDEPS with apt-get when run as root; otherwise says how.
+# Installs the missing SYSDEPS with apt-get when run as root; otherwise says how. The update
+# keeps the English package descriptions (examples/debian_text_to_lm_corpus.py reads them),
+# which images that turn translations off would otherwise drop.
 sysdeps:
 	@missing="$$(for p in $(SYSDEPS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done | xargs)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing Debian packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		apt-get update -qq -o Acquire::Languages=en && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
 		echo "missing Debian packages; install them with: sudo apt-get install -y $$missing" >&2; \
 	fi

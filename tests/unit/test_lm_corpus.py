@@ -218,7 +218,9 @@ def test_normalise_drops_short_and_foreign_text_and_caps_long_text() -> None:
     assert len(capped) <= 20_000 and paragraphs.startswith(capped) and capped.endswith("x")
 
 
-@pytest.mark.skipif(not lm_corpus.package_available(), reason="no apt-cache package index")
+@pytest.mark.skipif(
+    not lm_corpus.package_available(), reason="no apt-cache package index with long descriptions"
+)
 def test_package_descriptions_are_long_and_distinct() -> None:
     docs = lm_corpus.package_descriptions()
     assert len(docs) > 1000

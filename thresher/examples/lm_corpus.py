@@ -233,8 +233,15 @@ def _translation_descriptions() -> dict[str, str]:
 
 
 def package_available() -> bool:
-    """Whether ``apt-cache`` is installed and its package index is not empty."""
+    """Whether ``apt-cache`` is installed and its index is not empty and has long descriptions.
+
+    Debian's package lists carry only a summary line; the long descriptions
+    come with the English translation files, which an ``apt-get update``
+    under ``Acquire::Languages=none`` (a common container setting) leaves out.
+    """
     if shutil.which("apt-cache") is None:
+        return False
+    if not any(_apt_lists_dir().glob("*_i18n_Translation-en*")):
         return False
     try:
         result = subprocess.run(["apt-cache", "stats"], capture_output=True, text=True, check=True)

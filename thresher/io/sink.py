@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any, Self
 
@@ -37,18 +38,20 @@ ROW_GROUP_ROWS = 1 << 20
 _COPY_CHUNK = 16 << 20
 
 
-class PublishedWhole:
+class PublishedWhole(ABC):
     """A writer whose output appears whole at :meth:`close` and not at all after :meth:`abort`.
 
     Used as a context manager, it closes when the block succeeds and aborts
     when it raises, so a failed task publishes nothing.
     """
 
+    @abstractmethod
     def close(self) -> Any:
-        raise NotImplementedError
+        """Publish what was written, whole; return what the writer reports."""
 
+    @abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        """Discard what was written; nothing is published."""
 
     def __enter__(self) -> Self:
         return self

@@ -9,6 +9,7 @@ from thresher.selectors.ccs import CCSSelector
 from thresher.selectors.d2 import D2Selector
 from thresher.selectors.dpp import DPPSelector
 from thresher.selectors.dsir import DSIRSelector
+from thresher.selectors.ideal import IDEALSelector
 from thresher.selectors.kmeans_sensitivity import KMeansSensitivitySelector
 from thresher.selectors.language_filter import LanguageFilterSelector
 from thresher.selectors.prototypes import PrototypesSelector
@@ -34,6 +35,7 @@ _REGISTERED: list[type[Selector]] = [
     LanguageFilterSelector,
     DSIRSelector,
     D2Selector,
+    IDEALSelector,
     BucketRepeatSelector,
     RulesSelector,
 ]

@@ -85,6 +85,7 @@ CASES = [
     ("semdedup", {"eps": 0.3, "n_clusters": 6}, None),
     ("semdedup_rank", {"n_clusters": 6}, 150),
     ("d2", {"score": "word_count", "n_neighbors": 5, "beta": 0.05}, 150),
+    ("ideal", {"n_neighbors": 5}, 150),
 ]
 
 

@@ -46,6 +46,7 @@ SELECTOR_FACTORIES: dict[str, Callable[[], Selector]] = {
     "d2": lambda: make_selector(
         "d2", {"score": "score", "n_neighbors": 4, "beta": 0.1, "gamma_reverse": 2.0}
     ),
+    "ideal": lambda: make_selector("ideal", {"n_neighbors": 4, "n_simulations": 5}),
     "bucket_repeat": lambda: make_selector(
         "bucket_repeat", {"score": "score", "buckets": 3, "repeats": [0, 1, 2]}
     ),

@@ -229,6 +229,7 @@ def test_sum_cuts_keep_the_prefix_through_ties_and_zero_sizes(ranked_by: str) ->
 EMBEDDING_SELECTORS = [
     ("dpp", {"score": "score", "device": "cpu"}),
     ("d2", {"score": "score", "n_neighbors": 3}),
+    ("ideal", {"n_neighbors": 3}),
     ("semdedup_rank", {"n_clusters": 3}),
     ("prototypes", {"n_clusters": 3}),
 ]

@@ -150,9 +150,10 @@ class ScorerConfig(_Strict):
     def resolved_params(self, resolve: Callable[[str], Location]) -> dict[str, Any]:
         """``params`` with file paths resolved against the config file's directory.
 
-        A parameter is a path when its key ends in ``_path``, ``_file`` or
-        ``_files`` (at any depth, e.g. inside a list of classifier specs), so
-        a config runs the same from any working directory.
+        A parameter is a path when its key is ``path`` or ends in ``_path``,
+        ``_file`` or ``_files`` (at any depth, e.g. inside a list of
+        classifier specs or of PreSelect's models), so a config runs the
+        same from any working directory.
         """
         return _resolve_paths(self.params, resolve)
 
@@ -160,7 +161,9 @@ class ScorerConfig(_Strict):
 def _resolve_paths(value: Any, resolve: Callable[[str], Location], is_path: bool = False) -> Any:
     if isinstance(value, dict):
         return {
-            key: _resolve_paths(item, resolve, key.endswith(("_path", "_file", "_files")))
+            key: _resolve_paths(
+                item, resolve, key == "path" or key.endswith(("_path", "_file", "_files"))
+            )
             for key, item in value.items()
         }
     if isinstance(value, list):

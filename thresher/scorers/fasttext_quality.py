@@ -10,6 +10,14 @@ reference data") versus negative text, trained in ``fit`` from one of:
 - ``positive_labels``: a labelled column of the corpus (``label_column``,
   default the canonical ``label``); rows whose value is one of
   ``positive_labels`` are positives, every other labelled row a negative;
+- ``preselect``: PreSelect labels (:mod:`thresher.models.preselect`): a
+  sample of the corpus (``sample`` documents) is scored by three or more
+  local LMs whose benchmark scores the user gives (``models: [{path: ...,
+  score: ...}, ...]``); the ``n_positive`` documents on which the models'
+  order by loss best matches their order by score are positives, the
+  ``n_negative`` that match it worst negatives. The labelled documents
+  (id, text, agreement, each model's bits per byte, label) are saved next
+  to the classifier as ``classifier-<k>-<key>-preselect.parquet``;
 
 or loaded from ``model_path``, an existing fastText classifier (``.bin``;
 ``positive_label`` names its positive class, e.g. ``__label__hq``).
@@ -37,12 +45,14 @@ Li et al., "DataComp-LM: In search of the next generation of training sets
 for language models" (DCLM), 2024. Su et al., "Nemotron-CC: Transforming
 Common Crawl into a Refined Long-Horizon Pretraining Dataset", 2024.
 Messmer et al., "Enhancing Multilingual LLM Pretraining with Model-Based
-Data Selection", 2025.
+Data Selection", 2025. Shum et al., "Predictive Data Selection: The Data
+That Predicts Is the Data That Teaches" (PreSelect), 2025.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,6 +72,14 @@ from thresher.models.fasttext import (
     normalise,
     positive_probability,
     train_classifier,
+)
+from thresher.models.preselect import (
+    label_summary,
+    model_fingerprints,
+    preselect_labels,
+    preselect_params,
+    training_documents,
+    write_labels,
 )
 from thresher.scorers.base import Scorer
 from thresher.scorers.fasttext_specs import (
@@ -88,6 +106,13 @@ class FastTextQualityScorer(Scorer):
         (default: as many as positives).
     n_documents : int
         Corpus rows drawn for ``positive_labels`` training.
+    preselect : dict, optional
+        PreSelect labelling: ``models`` (at least 3 mappings of ``path``, a
+        local thresher LM directory or Hugging Face checkpoint, and
+        ``score``, its benchmark score), ``sample`` (corpus documents scored,
+        default 2000), ``n_positive`` and ``n_negative`` (default 500 each),
+        ``max_chars`` (characters of a document the LMs read, default 4000),
+        ``batch_tokens`` (default 8192) and ``device`` (default ``auto``).
     model_path : str, optional
         A trained fastText classifier to load instead of training one.
     positive_label : str
@@ -129,6 +154,7 @@ class FastTextQualityScorer(Scorer):
         label_column: str = S.LABEL,
         n_negatives: int | None = None,
         n_documents: int = 20_000,
+        preselect: dict[str, Any] | None = None,
         model_path: str | None = None,
         positive_label: str = POSITIVE,
         seed: int | None = None,
@@ -150,6 +176,7 @@ class FastTextQualityScorer(Scorer):
         self.label_column = label_column
         self.n_negatives = n_negatives
         self.n_documents = n_documents
+        self.preselect = preselect
         self.model_path = model_path
         self.positive_label = positive_label
         self.seed = seed
@@ -209,23 +236,36 @@ class FastTextQualityScorer(Scorer):
                 summary.append({"model_path": uri, "positive_label": spec["positive_label"]})
                 continue
             seed = context.seed if spec["seed"] is None else int(spec["seed"])
-            key = json_digest(
-                {
-                    **spec,
-                    "seed": seed,
-                    "lowercase": self.lowercase,
-                    "max_words": self.max_words,
-                    "files": example_fingerprints(spec),  # a changed example file retrains
-                },
-                length=12,
-            )
+            keyed = {
+                **spec,
+                "seed": seed,
+                "lowercase": self.lowercase,
+                "max_words": self.max_words,
+                "files": example_fingerprints(spec),  # a changed example file retrains
+            }
+            where = f"{self.name}: classifiers[{k}]" if self.classifiers else self.name
+            if spec["preselect"] is None:
+                del keyed["preselect"]  # the key a classifier had before this source existed
+            else:  # a changed LM (or score) retrains
+                keyed["preselect_models"] = model_fingerprints(
+                    preselect_params(spec["preselect"], f"{where}: preselect"),
+                    f"{where}: preselect",
+                )
+            key = json_digest(keyed, length=12)
             path = context.artifact_dir / f"classifier-{k}-{key}.bin"
             record_path = path.with_suffix(".json")
             if not (path.is_file() and record_path.is_file()):
-                positives, negatives = self._training_documents(spec, context, seed)
+                labelled: dict[str, Any] = {}
+                if spec["preselect"] is not None:
+                    positives, negatives, labelled = self._preselect_documents(
+                        spec, context, seed, path, where, keyed["preselect_models"]
+                    )
+                else:
+                    positives, negatives = self._training_documents(spec, context, seed)
                 record = train_classifier(
                     positives, negatives, spec, seed, path, self.lowercase, self.max_words
                 )
+                record.update(labelled)
                 record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
             paths.append(str(path))
             labels.append(POSITIVE)
@@ -264,6 +304,25 @@ class FastTextQualityScorer(Scorer):
         return pa.StructArray.from_arrays(arrays, fields=list(self.output_field(self.name).type))
 
     # -- training data ---------------------------------------------------------------
+    def _preselect_documents(
+        self,
+        spec: dict[str, Any],
+        context: FitContext,
+        seed: int,
+        path: Path,
+        where: str,
+        fingerprints: list[dict[str, Any]],
+    ) -> tuple[list[str], list[str], dict[str, Any]]:
+        """PreSelect positives and negatives of a corpus sample; the labels saved beside ``path``."""
+        params = preselect_params(spec["preselect"], f"{where}: preselect")
+        sample = context.sample(int(params["sample"]), [S.ID, S.TEXT], seed)
+        table = preselect_labels(params, sample, seed, f"{where}: preselect")
+        labels_path = path.with_name(f"{path.stem}-preselect.parquet")
+        write_labels(table, labels_path)
+        positives, negatives = training_documents(table)
+        summary = {"labels": labels_path.name, "models": fingerprints, **label_summary(table)}
+        return positives, negatives, {"preselect": summary}
+
     def _training_documents(
         self, spec: dict[str, Any], context: FitContext, seed: int
     ) -> tuple[list[str], list[str]]:

@@ -5,17 +5,29 @@ keys a spec leaves out). Each key is declared once, in
 :data:`SPEC_CONSTRAINTS`: the scorer's parameters of the same names and the
 keys of every ``classifiers`` entry are checked against it.
 :func:`check_spec` checks a classifier's own keys and refuses a spec without
-exactly one data source; :func:`example_fingerprints` tells a changed
-example file (local or on a store), so that the classifier is trained
-again. The files are read by :mod:`thresher.io.documents`.
+exactly one data source (and checks a ``preselect`` source in full,
+:func:`thresher.models.preselect.preselect_params`);
+:func:`example_fingerprints` tells a changed example file (local or on a
+store), so that the classifier is trained again. The files are read by
+:mod:`thresher.io.documents`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from thresher._params import Constraints, Integral, Interval, ListOf, Real, Text, check_entry
+from thresher._params import (
+    Constraints,
+    Integral,
+    Interval,
+    ListOf,
+    Mapping,
+    Real,
+    Text,
+    check_entry,
+)
 from thresher.io.documents import file_fingerprints
+from thresher.models.preselect import preselect_params
 
 _POSITIVE_COUNT = Interval(Integral, 1, None)
 
@@ -30,6 +42,7 @@ SPEC_CONSTRAINTS: dict[str, Constraints] = {
     "label_column": [Text()],
     "n_negatives": [_POSITIVE_COUNT, None],
     "n_documents": [_POSITIVE_COUNT],
+    "preselect": [Mapping(), None],
     "model_path": [Text(), None],
     "positive_label": [Text()],
     "seed": [Interval(Integral, None, None), None],
@@ -60,6 +73,7 @@ def check_spec(own: dict[str, Any], defaults: dict[str, Any], where: str) -> dic
         for name, present in (
             ("positive_files", spec["positive_files"] is not None),
             ("positive_labels", spec["positive_labels"] is not None),
+            ("preselect", spec["preselect"] is not None),
             ("model_path", spec["model_path"] is not None),
         )
         if present
@@ -67,10 +81,12 @@ def check_spec(own: dict[str, Any], defaults: dict[str, Any], where: str) -> dic
     if len(sources) != 1:
         raise ValueError(
             f"{where}: give exactly one of positive_files (with or without negative_files), "
-            f"positive_labels or model_path; got {sources or 'none'}"
+            f"positive_labels, preselect or model_path; got {sources or 'none'}"
         )
     if spec["negative_files"] is not None and spec["positive_files"] is None:
         raise ValueError(f"{where}: negative_files needs positive_files")
+    if spec["preselect"] is not None:
+        preselect_params(spec["preselect"], f"{where}: preselect")
     return spec
 
 

@@ -845,10 +845,17 @@ def _scorer_problems(
 
 def _step_problems(where: str, step: SelectorConfig, available: set[str] | None) -> list[str]:
     """The problems of one filter or the selector (``available``: None when unknown)."""
+    from thresher.models.dynamic_pruning import DYNAMIC_EL2N
     from thresher.registry import RegistryError
     from thresher.selectors import SELECTORS, make_selector
     from thresher.selectors.partition import Partitionable
 
+    if step.name == DYNAMIC_EL2N:
+        return [
+            f"{where}.name: {DYNAMIC_EL2N!r} prunes while the eval's downstream model trains; "
+            "it is not a curate selector: list it under eval.selectors of a `thresher eval` "
+            "configuration"
+        ]
     try:
         selector = make_selector(step.name, step.params)
     except RegistryError as error:

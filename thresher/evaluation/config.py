@@ -20,7 +20,9 @@ hyper-parameter grids searched on a validation split.
 A top-level ``selector`` is refused: the selectors compared are listed in
 ``eval.selectors``, each with ``name``, ``params``, ``embeddings`` and
 ``partitions`` as a run's ``selector`` step, plus a display ``label`` and a
-``search`` grid.
+``search`` grid. One name there is the eval's own, not a run's selector:
+``dynamic_el2n``, dynamic pruning while the downstream model trains
+(:mod:`thresher.evaluation.dynamic`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from thresher.config import (
 from thresher.errors import ConfigError
 from thresher.keys import json_digest
 from thresher.models.classifier import LR_GRID, WEIGHT_DECAY_GRID
+from thresher.models.dynamic_pruning import DYNAMIC_EL2N, dynamic_params
 from thresher.models.features import FeatureConfig
 
 #: Display label of the reference trained on the whole training pool.
@@ -328,6 +331,11 @@ class EvalSettings(_Strict):
         if any(s.search for s in self.selectors) and self.validation == 0.0:
             raise ValueError("validation: a search needs a validation split; set validation > 0")
         if self.task == "language_model":
+            if any(s.name == DYNAMIC_EL2N for s in self.selectors):
+                raise ValueError(
+                    f"selectors: {DYNAMIC_EL2N} prunes a classifier's rows by its EL2N; "
+                    "the language_model task does not support it"
+                )
             return self._check_language_model()
         if self.targets:
             raise ValueError("targets: target sets are measured by the language_model task")
@@ -439,7 +447,10 @@ def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalC
     for i, selector in enumerate(config.eval.selectors):
         for params in selector.grid():
             try:
-                selection_config(config, selector.step(params, 1), seed=0)
+                if selector.name == DYNAMIC_EL2N:
+                    _check_dynamic(selector, params)
+                else:
+                    selection_config(config, selector.step(params, 1), seed=0)
             except ConfigError as error:
                 detail = str(error).removeprefix("invalid run configuration:").strip()
                 raise ConfigError(
@@ -447,6 +458,16 @@ def parse_eval_config(data: dict[str, Any], base_dir: str | Path = ".") -> EvalC
                     f"params {params}): {detail}"
                 ) from None
     return config
+
+
+def _check_dynamic(selector: EvalSelectorConfig, params: dict[str, Any]) -> None:
+    """Dynamic pruning is the eval's own (:mod:`thresher.evaluation.dynamic`): its parameters."""
+    if selector.partitions is not None:
+        raise ConfigError(f"partitions: {DYNAMIC_EL2N} prunes the whole pool; remove partitions")
+    try:
+        dynamic_params(params)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:

@@ -20,7 +20,8 @@ from prefect.futures import as_completed
 from thresher.devices import worker_threads
 from thresher.errors import RunStateError
 from thresher.evaluation.config import RANDOM, EvalConfig
-from thresher.evaluation.jobs import Job, run_job, run_jobs
+from thresher.evaluation.dynamic import run_classifier_job
+from thresher.evaluation.jobs import Job, run_jobs
 from thresher.evaluation.lm_eval import run_lm_job
 from thresher.evaluation.summary import CHECK_RATE, write_curve
 from thresher.io.files import write_parquet_atomic, write_text_atomic
@@ -44,7 +45,7 @@ EVAL_RECORD = "eval.json"
 
 @task(name="eval-train", cache_policy=NO_CACHE, retries=1)
 def train_task(config: EvalConfig, jobs: list[Job], parts: str) -> list[dict[str, Any]]:
-    run = run_lm_job if config.eval.language_model else run_job
+    run = run_lm_job if config.eval.language_model else run_classifier_job
     return run_jobs(config, jobs, Path(parts), run)
 
 

@@ -35,7 +35,7 @@ Important Examples Early in Training", NeurIPS 2021 (fixed-steps protocol).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +209,7 @@ def train_classifier(
     device: str = "cpu",
     every: int | None = None,
     on_checkpoint: Callable[[int, Classifier], None] | None = None,
+    batches: Callable[[Classifier], Iterable[NDArray[np.int64]]] | None = None,
 ) -> Classifier:
     """Train a classifier on ``matrix`` rows for exactly ``settings.steps`` steps.
 
@@ -233,6 +234,11 @@ def train_classifier(
     every, on_checkpoint : optional
         ``on_checkpoint(k, model)`` is called after every ``every`` steps
         (``k`` = 1, 2, ...), e.g. to save per-epoch checkpoints.
+    batches : callable, optional
+        ``batches(model)`` gives the row positions of each step from the
+        model being trained (dynamic pruning rescores the rows as it learns,
+        :mod:`thresher.models.dynamic_pruning`); left out, :func:`batch_rows`
+        over every row.
 
     Returns
     -------
@@ -255,7 +261,11 @@ def train_classifier(
         weight_decay=settings.weight_decay,
     )
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
-    schedule = batch_rows(n, settings.batch_size, settings.steps, rng)
+    schedule = (
+        batch_rows(n, settings.batch_size, settings.steps, rng)
+        if batches is None
+        else batches(model)
+    )
     dense = None if isinstance(matrix, SparseRows) else _tensors(matrix, device)
     labels = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(device)
     row_weights = (

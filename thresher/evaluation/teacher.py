@@ -3,8 +3,8 @@
 With ``eval.model.distill`` set, every subset's model (the student) learns
 from the soft predictions of a teacher trained on the whole pool: the rows
 the ``full`` reference trains on, with the same (tuned) settings, but its
-own seed, the model seed of ``SeedSequence([run seed, 3])`` (code 3 beside
-the validation split's 1 and the test split's 2; see
+own seed: ``SeedSequence([run seed, 3]).generate_state(1)[0]`` (code 3
+beside the validation split's 1 and the test split's 2 of
 :class:`thresher.evaluation.jobs.Seeds`), so that it is not the ``full``
 model of any seed. Students read its logits on every pool row (float32, in
 score-table order).

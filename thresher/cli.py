@@ -396,6 +396,7 @@ def eval_(
     from thresher.evaluation.summary import markdown_table
     from thresher.io.fs import Location
     from thresher.logs import run_log
+    from thresher.reporting.html import distill_line
 
     cfg = load_eval_config(config)
     cfg.run.input_files()  # fail fast, before Prefect and Spark start
@@ -404,6 +405,9 @@ def eval_(
     result = load_evaluation(cfg.root)
     for warning in result.record.get("warnings", []):
         console.print(f"[bold red]WARNING[/]: {warning}", soft_wrap=True)
+    distilled = distill_line(result.record)
+    if distilled is not None:
+        out.print(distilled, soft_wrap=True)
     best = result.best
     if not best.empty:
         measured = (

@@ -13,6 +13,7 @@ the validation split. Results, summary and curve go to
 from __future__ import annotations
 
 from thresher.evaluation.config import (
+    DistillConfig,
     DownstreamConfig,
     EvalConfig,
     EvalSelectorConfig,
@@ -23,6 +24,7 @@ from thresher.evaluation.config import (
 )
 
 __all__ = [
+    "DistillConfig",
     "DownstreamConfig",
     "EvalConfig",
     "EvalSelectorConfig",

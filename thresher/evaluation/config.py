@@ -145,6 +145,32 @@ class EvalSelectorConfig(_Strict):
         )
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation of each subset's model from a teacher trained on the whole pool.
+
+    Each subset's model (the student) minimises ``(1 - alpha) * CE(label) +
+    alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))`` with
+    ``T = temperature`` (:func:`thresher.models.classifier.distillation_loss`);
+    the teacher is trained once per eval (:mod:`thresher.evaluation.teacher`).
+    The ``full`` reference is not distilled.
+
+    References
+    ----------
+    Ben-Baruch, Botach, Kviatkovsky, Aggarwal and Medioni, "Distilling the
+    Knowledge in Data Pruning", ICML 2025, arXiv:2403.07854.
+    """
+
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    temperature: float = Field(default=4.0, gt=0.0)
+
+    @field_validator("alpha", "temperature", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"{info.field_name} is a number, got {value!r}")
+        return value
+
+
 class DownstreamConfig(_Strict):
     """The model trained on each subset: an MLP (``hidden > 0``) or a linear softmax classifier.
 
@@ -161,6 +187,10 @@ class DownstreamConfig(_Strict):
     weight decay, else the first of ``weight_decay_grid``), then the weight
     decay from ``weight_decay_grid``, each candidate a model trained on the
     whole pool; ``eval.json`` records the trials and the choice.
+
+    ``distill`` (:class:`DistillConfig`; left out or null: off) trains each
+    subset's model against a full-pool teacher's soft predictions as well
+    as the labels; the search above is not distilled.
     """
 
     features: FeatureConfig | None = None
@@ -176,6 +206,7 @@ class DownstreamConfig(_Strict):
     )
     schedule: str = Field(default="cosine", pattern=r"^(cosine|constant)$")
     weighted: bool = True
+    distill: DistillConfig | None = None
 
     @field_validator("lr_grid", "weight_decay_grid")
     @classmethod
@@ -347,6 +378,11 @@ class EvalSettings(_Strict):
         return self
 
     def _check_language_model(self) -> EvalSettings:
+        if self.model.distill is not None:
+            raise ValueError(
+                "model.distill: knowledge distillation is for the classifier task; the "
+                "language_model task trains language models (eval.lm), not classifiers"
+            )
         if self.label_noise:
             raise ValueError("label_noise: the language_model task trains on unlabelled text")
         if (self.lm.lr is None or self.lm.warmup is None) and self.validation == 0.0:

@@ -16,6 +16,9 @@ gives each its Prefect task, its time (``seconds_per_stage`` in
    learning rate and then weight decay are chosen from small grids by
    full-pool models measured on the *validation* split (:func:`thresher.evaluation.steps.tune_downstream`);
    every later model trains with the chosen values;
+   with ``eval.model.distill``, the **teacher** is trained next (once, stored
+   under ``eval/teacher/``; :mod:`thresher.evaluation.teacher`) and every
+   later model but the ``full`` reference is distilled from it;
 5. **search**: for a selector with a ``search`` grid, every candidate at every
    rate is trained on its subset and measured on the *validation* split;
    the best candidate per rate is kept (``eval/search.parquet``);

@@ -13,6 +13,10 @@ Seeds: seed ``s`` of a split gives the selection seed and the model's seed
 (initial weights, batch order) through ``SeedSequence([run seed, split, s])``;
 every selector and rate uses the same model seed for the same ``s``, so the
 comparison against random is paired.
+
+Distillation (``eval.model.distill``): every job but ``full`` trains against
+the teacher's logits on its rows (:mod:`thresher.evaluation.teacher`); the
+teacher is :func:`train_teacher`'s model, trained on the ``full`` job's rows.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from thresher.evaluation.config import (
     EvalSelectorConfig,
     selection_config,
 )
-from thresher.evaluation.features import load_split
+from thresher.evaluation.features import SplitData, load_split
 from thresher.evaluation.model import train_classifier
+from thresher.evaluation.teacher import Teacher, teacher_logits, teacher_seed
 from thresher.io import schema as S
 from thresher.keys import row_key
 from thresher.models.features import take_rows
@@ -181,11 +186,8 @@ def select_rows(config: EvalConfig, job: Job) -> tuple[np.ndarray, np.ndarray, d
     return kept, weights, steps[-1]
 
 
-def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
-    """Select, train and evaluate one classifier job; return its result row."""
-    started = time.perf_counter()
-    kept, weights, step = select_rows(config, job)
-    selected = time.perf_counter()
+def pool_split(config: EvalConfig) -> SplitData:
+    """The training pool's features, checked to be in the score table's order."""
     train = load_split(config, "train")
     scores = score_table(config)
     positions = row_key(scores.column(S.SHARD).to_numpy(), scores.column(S.ROW).to_numpy())
@@ -194,10 +196,60 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
             f"{config.root / 'run'}: the eval features do not match the score table; "
             "rerun thresher eval (it recomputes them)"
         )
+    return train
+
+
+def train_teacher(config: EvalConfig) -> Teacher:
+    """The distillation teacher: the ``full`` job's model with the teacher's seed.
+
+    It trains on the rows the ``full`` reference keeps, with the downstream
+    settings of ``config`` (tuned), undistilled; its logits cover every pool row.
+    """
+    kept, weights, _ = select_rows(config, Job.full(0))
+    train = pool_split(config)
+    n_classes = int(train.targets.max()) + 1
+    settings = config.eval.model.model_copy(update={"distill": None})
+    model = train_classifier(
+        take_rows(train.matrix, kept),
+        train.targets[kept],
+        n_classes,
+        settings,
+        teacher_seed(config.run.seed),
+        weights=weights,
+    )
+    if model.diverged:
+        raise RunStateError(
+            "the distillation teacher diverged; lower eval.model.lr or give smaller lr_grid values"
+        )
+    record: dict[str, Any] = {
+        "rows": int(kept.size),
+        "train_accuracy": model.accuracy(take_rows(train.matrix, kept), train.targets[kept]),
+        "validation_accuracy": None,
+    }
+    if config.eval.validation > 0.0:
+        validation = load_split(config, "validation")
+        if validation.targets.size:
+            record["validation_accuracy"] = model.accuracy(validation.matrix, validation.targets)
+    return Teacher(model.state(), model.predict_logits(train.matrix), record)
+
+
+def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
+    """Select, train and evaluate one classifier job; return its result row.
+
+    With ``eval.model.distill``, every job but ``full`` is distilled from the
+    eval's teacher (trained first when it is not stored).
+    """
+    started = time.perf_counter()
+    kept, weights, step = select_rows(config, job)
+    selected = time.perf_counter()
+    train = pool_split(config)
+    scores = score_table(config)
     if kept.size == 0:
         raise RunStateError(f"{job.selector} kept no row at pruning rate {job.prune_rate}")
     n_classes = int(train.targets.max()) + 1
     settings = config.eval.model.model_copy(update=job.model or {})
+    distill = settings.distill if job.selector != FULL else None
+    teacher = None if distill is None else teacher_logits(config, train_teacher)[kept]
     model = train_classifier(
         take_rows(train.matrix, kept),
         train.targets[kept],
@@ -205,6 +257,7 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
         settings,
         Seeds.of(config.run.seed, job.split, job.seed).model,
         weights=weights,
+        teacher_logits=teacher,
     )
     trained = time.perf_counter()
     target = load_split(config, job.split)
@@ -228,6 +281,8 @@ def run_job(config: EvalConfig, job: Job) -> dict[str, Any]:
         "lr": float(settings.lr) if settings.lr is not None else None,
         "weight_decay": float(settings.weight_decay) if settings.weight_decay is not None else None,
         "diverged": bool(model.diverged),
+        "distill_alpha": None if distill is None else float(distill.alpha),
+        "distill_temperature": None if distill is None else float(distill.temperature),
     }
 
 

@@ -14,12 +14,19 @@ out, are chosen once per eval on the validation split by models trained
 on the whole pool (:func:`thresher.models.classifier.tune`); every subset
 then trains with the chosen values.
 
+With ``distill`` configured, a subset's model also learns from a teacher's
+logits on its rows (:class:`thresher.models.classifier.SoftTargets`): the
+teacher is a model trained on the whole pool
+(:mod:`thresher.evaluation.teacher`).
+
 References
 ----------
 Paul, Ganguli and Dziugaite, "Deep Learning on a Data Diet: Finding
 Important Examples Early in Training", NeurIPS 2021 (fixed-steps protocol).
 Zheng, Liu, Li and Prakash, "Coverage-centric Coreset Selection for High
 Pruning Rates", ICLR 2023.
+Ben-Baruch, Botach, Kviatkovsky, Aggarwal and Medioni, "Distilling the
+Knowledge in Data Pruning", ICML 2025, arXiv:2403.07854.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from thresher.evaluation.config import DownstreamConfig
 from thresher.models.classifier import (
     Classifier,
     SGDSettings,
+    SoftTargets,
     batch_rows,
     init_classifier,
     width,
@@ -75,6 +83,7 @@ def train_classifier(
     config: DownstreamConfig,
     seed: int,
     weights: NDArray[np.float64] | None = None,
+    teacher_logits: NDArray[np.float32] | None = None,
 ) -> Classifier:
     """Train a classifier on ``matrix`` rows for exactly ``config.steps`` steps.
 
@@ -92,7 +101,15 @@ def train_classifier(
         Seed of the initial weights and of the batch order.
     weights : ndarray of float64, shape (n,), optional
         Importance weight of each row's loss (used when ``config.weighted``).
+    teacher_logits : ndarray of float32, shape (n, n_classes), optional
+        The teacher's logits on each row: the model is distilled with
+        ``config.distill``'s ``alpha`` and ``temperature`` (which must be set).
     """
+    soft = None
+    if teacher_logits is not None:
+        if config.distill is None:
+            raise ValueError("teacher logits given but eval.model.distill is not configured")
+        soft = SoftTargets(teacher_logits, config.distill.alpha, config.distill.temperature)
     return _train(
         matrix,
         targets,
@@ -101,4 +118,5 @@ def train_classifier(
         settings(config),
         seed,
         weights=weights if config.weighted else None,
+        soft_targets=soft,
     )

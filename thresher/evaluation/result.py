@@ -39,7 +39,8 @@ class Evaluation:
     @cached_property
     def results(self) -> pd.DataFrame:
         """One row per trained model: ``selector, prune_rate, fraction_kept, seed,
-        label_noise, accuracy`` and extra columns (``n_kept``, ``flipped_kept``, ``params``...)."""
+        label_noise, accuracy`` and extra columns (``n_kept``, ``flipped_kept``, ``params``,
+        ``distill_alpha`` and ``distill_temperature``: None when not distilled...)."""
         return pq.read_table(self.dir / "results.parquet").to_pandas()
 
     @cached_property

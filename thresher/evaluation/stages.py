@@ -27,6 +27,7 @@ from thresher.evaluation.steps import (
     check_jobs,
     choose_params,
     model_key,
+    parts_key,
     proxy_records,
     results_frame,
     search_jobs,
@@ -237,7 +238,45 @@ class ModelSearchStage(EvalStage):
             )
         tuning = tune_downstream(cfg, stored / cfg.digest(base, model_key(cfg)), ctx.logger)
         tuned = with_model(cfg, tuning["lr"], tuning["weight_decay"])
-        return ModelChoice(tuning, tuned, stored / cfg.digest(base, model_key(tuned)))
+        return ModelChoice(tuning, tuned, stored / parts_key(tuned, base))
+
+
+@dataclass(frozen=True)
+class Taught:
+    """The distillation teacher's record (``eval.json``: ``distill.teacher``); trained by this run?"""
+
+    record: dict[str, Any]
+    trained: bool
+
+
+class TeacherStage(EvalStage):
+    """Train (or reuse) the distillation teacher before any student (:mod:`.teacher`).
+
+    Only with ``eval.model.distill``; after the model search, whose
+    learning rate and weight decay the teacher trains with.
+    """
+
+    name = "eval-teacher"
+    timing_key = "teacher"
+
+    def run(self, ctx: RunContext, bar: Any) -> Taught:
+        from thresher.evaluation.jobs import train_teacher
+        from thresher.evaluation.teacher import ensure_teacher
+
+        cfg = ctx.result(ModelSearchStage.name).config
+        record, trained = ensure_teacher(cfg, train_teacher)
+        return Taught(record, trained)
+
+    def describe(self, result: Taught) -> str:
+        record = result.record
+        how = "trained" if result.trained else "reused"
+        held = record.get("validation_accuracy")
+        return (
+            f"eval: distillation teacher {how} ({record['rows']} rows, seed {record['seed']}, "
+            f"training accuracy {record['train_accuracy']:.3f}"
+            + (f", validation accuracy {held:.3f}" if held is not None else "")
+            + ")"
+        )
 
 
 @dataclass(frozen=True)
@@ -309,6 +348,7 @@ class RecordStage(EvalStage):
         searched, model = ctx.result(SearchStage.name), ctx.result(ModelSearchStage.name)
         cfg = model.config
         frame = results_frame(tested.results)
+        taught = ctx.results.get(TeacherStage.name)
         sets = measured_sets(cfg) if cfg.eval.language_model else None
         if sets is None:
             summary = summarize(frame)
@@ -331,6 +371,7 @@ class RecordStage(EvalStage):
             "models": n_models + len(model.tuning["trials"]),
             "model": model.tuning,
             "dedup": getattr(ctx.results.get(DedupStage.name), "summary", None),
+            "distill": _distill_record(cfg, taught),
             **(
                 {}
                 if sets is None
@@ -358,6 +399,14 @@ class RecordStage(EvalStage):
         return f"eval: {result.outcome['models']} models; results in {result.where}"
 
 
+def _distill_record(cfg: EvalConfig, taught: Taught | None) -> dict[str, Any] | None:
+    """``eval.json``'s ``distill``: alpha, temperature and the teacher (None: not distilled)."""
+    distill = cfg.eval.model.distill
+    if distill is None or taught is None:
+        return None
+    return {**distill.model_dump(mode="json"), "teacher": taught.record}
+
+
 def eval_stages(config: EvalConfig, scoring: RunConfig, quiet: bool) -> list[Stage]:
     """The eval flow's stages, in order (see :mod:`thresher.evaluation.flow`)."""
     inputs = TokensStage(config) if config.eval.language_model else FeaturesStage(config)
@@ -368,6 +417,7 @@ def eval_stages(config: EvalConfig, scoring: RunConfig, quiet: bool) -> list[Sta
         *([DedupStage(config, scoring)] if deduplicated else []),
         inputs,
         ModelSearchStage(config, scoring),
+        *([TeacherStage()] if config.eval.model.distill is not None else []),
         SearchStage(),
         TestStage(),
         RecordStage(),

@@ -99,7 +99,20 @@ def set_threads(cfg: EvalConfig, width: int) -> int:
 
 
 def model_key(cfg: EvalConfig) -> dict[str, Any]:
-    return cfg.eval.model.model_dump(mode="json")
+    """The downstream settings that key the model search's stored batches.
+
+    ``distill`` is left out: the search trains full-pool models, never
+    distilled (:func:`parts_key` adds it for the subsets' models).
+    """
+    return cfg.eval.model.model_dump(mode="json", exclude={"distill"})
+
+
+def parts_key(cfg: EvalConfig, base: str) -> str:
+    """The key of the stored batches of the subsets' models: ``base``, the settings, ``distill``."""
+    distill = cfg.eval.model.distill
+    if distill is None:
+        return cfg.digest(base, model_key(cfg))
+    return cfg.digest(base, model_key(cfg), {"distill": distill.model_dump(mode="json")})
 
 
 def with_model(cfg: EvalConfig, lr: float, weight_decay: float) -> EvalConfig:
@@ -359,9 +372,20 @@ def progress_line(
     return line
 
 
+#: Columns of the classifier's result rows that batches stored by earlier versions lack.
+DISTILL_COLUMNS = ("distill_alpha", "distill_temperature")
+
+
 def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Result rows as a DataFrame: the contract's columns first, then the others by name."""
+    """Result rows as a DataFrame: the contract's columns first, then the others by name.
+
+    Classifier rows always have the distillation columns (None: not distilled).
+    """
     frame = pd.DataFrame(rows)
+    if "accuracy" in frame.columns:
+        for column in DISTILL_COLUMNS:
+            if column not in frame.columns:
+                frame[column] = None
     first = [f.name for f in _fields(frame)]
     # the rest by name: rows read back from stored batches have their keys sorted
     return frame[first + sorted(c for c in frame.columns if c not in first)]

@@ -12,6 +12,10 @@ the whole pool.
 trained on the whole pool must beat a small random subset clearly, or the
 data does not matter to the model and no selector can be told apart from
 another.
+
+:func:`distill_rankings` sets two evals side by side, the same eval run
+without and with knowledge distillation (``eval.model.distill``): does
+distillation change which selector wins, and by how much each beats random?
 """
 
 from __future__ import annotations
@@ -195,6 +199,84 @@ def best_by_rate(summary: pd.DataFrame) -> pd.DataFrame:
         )
     return pd.DataFrame(
         rows, columns=[first, "prune_rate", "best", "mean", "margin", "margin_std", "n_seeds"]
+    )
+
+
+#: Columns of :func:`distill_rankings`.
+RANKING_COLUMNS = [
+    "label_noise",
+    "prune_rate",
+    "selector",
+    "rank_without",
+    "mean_without",
+    "margin_without",
+    "rank_with",
+    "mean_with",
+    "margin_with",
+]
+
+
+def _ranked(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (label noise, rate): every selector but ``full``, ranked by mean accuracy (1 = best)."""
+    summary = summarize(results)
+    table = summary[summary["selector"] != FULL].copy()
+    table["margin"] = table["diff_vs_random"].where(table["selector"] != RANDOM, 0.0)
+    table = table.sort_values(
+        ["label_noise", "prune_rate", "mean", "selector"], ascending=[True, True, False, True]
+    )
+    table["rank"] = table.groupby(["label_noise", "prune_rate"]).cumcount() + 1
+    return table[["label_noise", "prune_rate", "selector", "rank", "mean", "margin"]]
+
+
+def distill_rankings(without: pd.DataFrame, distilled: pd.DataFrame) -> pd.DataFrame:
+    """Does distillation change which selector wins? The two evals' rankings side by side.
+
+    ``without`` and ``distilled`` are the results of the same eval run
+    without and with ``eval.model.distill`` (:attr:`Evaluation.results
+    <thresher.evaluation.result.Evaluation.results>`). Per (label noise,
+    pruning rate), every selector but ``full`` is ranked by mean test
+    accuracy in each (1 = best; ties by name), with its mean and its
+    paired margin over random (0 for random itself). One row per
+    (label noise, rate, selector), ordered by the rank without
+    distillation; a selector missing from one eval has NaN there.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`RANKING_COLUMNS`.
+    """
+    keys = ["label_noise", "prune_rate", "selector"]
+    table = _ranked(without).merge(
+        _ranked(distilled), on=keys, how="outer", suffixes=("_without", "_with")
+    )
+    table = table.sort_values(["label_noise", "prune_rate", "rank_without", "rank_with"])
+    return table[RANKING_COLUMNS].reset_index(drop=True)
+
+
+def distill_winners(rankings: pd.DataFrame) -> pd.DataFrame:
+    """Per (label noise, rate): the best selector without and with distillation, and if it changed.
+
+    ``rankings`` is :func:`distill_rankings`'s table; random counts as a
+    selector (with distillation it often wins). Columns: ``label_noise,
+    prune_rate, best_without, best_with, changed``.
+    """
+    rows = []
+    for (noise, rate), group in rankings.groupby(["label_noise", "prune_rate"], sort=True):
+        before = group.loc[group["rank_without"] == 1, "selector"]
+        after = group.loc[group["rank_with"] == 1, "selector"]
+        best_without = before.iloc[0] if len(before) else None
+        best_with = after.iloc[0] if len(after) else None
+        rows.append(
+            {
+                "label_noise": noise,
+                "prune_rate": rate,
+                "best_without": best_without,
+                "best_with": best_with,
+                "changed": best_without != best_with,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["label_noise", "prune_rate", "best_without", "best_with", "changed"]
     )
 
 

@@ -24,12 +24,24 @@ initialisation after a few epochs; one that suits text (about 10) makes an
 MLP on pixels diverge. :func:`tune` picks the learning rate, then the
 weight decay, from small grids on a validation split.
 
+Knowledge distillation (:class:`SoftTargets`): given a teacher's logits for
+each row, a row's loss becomes ``(1 - alpha) * CE(label) + alpha * T^2 *
+KL(softmax(teacher / T) || softmax(student / T))``; the ``T^2`` keeps the
+soft term's gradients on the scale of the hard term's whatever the
+temperature. Importance weights still weight each row's whole loss. Without
+soft targets, training is exactly the plain loop.
+
 References
 ----------
 Bottou, "Stochastic Gradient Descent Tricks", in Neural Networks: Tricks of
 the Trade, 2012 (the learning rate chosen on a validation sample).
 Paul, Ganguli and Dziugaite, "Deep Learning on a Data Diet: Finding
 Important Examples Early in Training", NeurIPS 2021 (fixed-steps protocol).
+Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network",
+NIPS 2014 Deep Learning Workshop, arXiv:1503.02531 (soft targets, ``T^2``).
+Ben-Baruch, Botach, Kviatkovsky, Aggarwal and Medioni, "Distilling the
+Knowledge in Data Pruning", ICML 2025, arXiv:2403.07854 (distilling the student
+trained on a pruned subset from a teacher trained on all the data).
 """
 
 from __future__ import annotations
@@ -71,6 +83,47 @@ class SGDSettings:
         if self.schedule == "constant":
             return self.lr
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
+
+
+@dataclass(frozen=True)
+class SoftTargets:
+    """A teacher's soft targets for knowledge distillation: its logits per row, ``alpha``, ``T``.
+
+    ``logits`` has one row per training row (same order) and one column per
+    class; ``alpha`` in [0, 1] is the soft term's share of the loss and
+    ``temperature`` (> 0) softens both distributions.
+    """
+
+    logits: NDArray[np.float32]
+    alpha: float
+    temperature: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha is a share of the loss in [0, 1], got {self.alpha!r}")
+        if not self.temperature > 0.0:
+            raise ValueError(f"the temperature must be > 0, got {self.temperature!r}")
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """Per-row loss ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(p_teacher || p_student)``.
+
+    ``p`` are the softmax of the logits divided by ``T``; rows, not their
+    mean, so that importance weights can weight each one.
+    """
+    import torch
+
+    hard = torch.nn.functional.cross_entropy(student, labels, reduction="none")
+    log_student = torch.log_softmax(student / temperature, dim=1)
+    log_teacher = torch.log_softmax(teacher.to(student.dtype) / temperature, dim=1)
+    soft = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    return (1.0 - alpha) * hard + (alpha * temperature**2) * soft
 
 
 def width(matrix: Matrix) -> int:
@@ -143,6 +196,19 @@ class Classifier:
                 out[rows] = self.logits(x).argmax(dim=1).cpu().numpy()
         return out
 
+    def predict_logits(self, matrix: Matrix) -> NDArray[np.float32]:
+        """Logits of each row, shape ``(n, n_classes)``, float32 (a teacher's soft targets)."""
+        import torch
+
+        out = np.zeros((n_rows(matrix), self.n_classes), dtype=np.float32)
+        device = self.weights["out.weight"].device
+        with torch.inference_mode():
+            for start in range(0, out.shape[0], PREDICT_ROWS):
+                rows = np.arange(start, min(out.shape[0], start + PREDICT_ROWS))
+                x = _tensors(take_rows(matrix, rows), device)
+                out[rows] = self.logits(x).to("cpu", dtype=torch.float32).numpy()
+        return out
+
     def accuracy(self, matrix: Matrix, targets: NDArray[np.int64]) -> float:
         """Fraction of rows whose predicted class is the target (a target of -1 is never right)."""
         if targets.size == 0:
@@ -210,6 +276,7 @@ def train_classifier(
     every: int | None = None,
     on_checkpoint: Callable[[int, Classifier], None] | None = None,
     batches: Callable[[Classifier], Iterable[NDArray[np.int64]]] | None = None,
+    soft_targets: SoftTargets | None = None,
 ) -> Classifier:
     """Train a classifier on ``matrix`` rows for exactly ``settings.steps`` steps.
 
@@ -239,6 +306,9 @@ def train_classifier(
         model being trained (dynamic pruning rescores the rows as it learns,
         :mod:`thresher.models.dynamic_pruning`); left out, :func:`batch_rows`
         over every row.
+    soft_targets : SoftTargets, optional
+        A teacher's logits per row: each row's loss is then
+        :func:`distillation_loss` (the weights still weight it).
 
     Returns
     -------
@@ -251,6 +321,11 @@ def train_classifier(
     n = n_rows(matrix)
     if targets.shape != (n,) or (n and (targets.min() < 0 or targets.max() >= n_classes)):
         raise ValueError(f"targets must be {n} class indices in 0..{n_classes - 1}")
+    if soft_targets is not None and soft_targets.logits.shape != (n, n_classes):
+        raise ValueError(
+            f"soft targets must be {n} rows of {n_classes} teacher logits, "
+            f"got shape {soft_targets.logits.shape}"
+        )
     model = init_classifier(width(matrix), n_classes, hidden, seed)
     model.weights = {k: v.to(device).requires_grad_() for k, v in model.weights.items()}
     parameters = list(model.weights.values())
@@ -273,10 +348,26 @@ def train_classifier(
         if weights is None
         else torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(device)
     )
+    teacher = (
+        None
+        if soft_targets is None
+        else torch.from_numpy(np.asarray(soft_targets.logits, dtype=np.float32)).to(device)
+    )
     for step, rows in enumerate(schedule):
         index = torch.from_numpy(rows).to(device)
         x = dense[index] if dense is not None else _tensors(take_rows(matrix, rows), device)
-        losses = torch.nn.functional.cross_entropy(model.logits(x), labels[index], reduction="none")
+        if teacher is None or soft_targets is None:
+            losses = torch.nn.functional.cross_entropy(
+                model.logits(x), labels[index], reduction="none"
+            )
+        else:
+            losses = distillation_loss(
+                model.logits(x),
+                labels[index],
+                teacher[index],
+                soft_targets.alpha,
+                soft_targets.temperature,
+            )
         if row_weights is None:
             loss = losses.mean()
         else:

@@ -333,6 +333,25 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> dict[s
     }
 
 
+def distill_line(record: dict[str, Any]) -> str | None:
+    """One sentence on the eval's knowledge distillation (None when it was off).
+
+    ``record`` is ``eval.json``; the report's pruning-curve section and ``thresher eval`` show it.
+    """
+    distill = record.get("distill")
+    if not distill:
+        return None
+    teacher = distill.get("teacher") or {}
+    held = teacher.get("validation_accuracy")
+    return (
+        f"Knowledge distillation on: every subset's model learns from a teacher trained on the "
+        f"whole pool (seed {teacher.get('seed')}"
+        + (f", validation accuracy {held:.3f}" if held is not None else "")
+        + f") with alpha {distill['alpha']:g} and temperature {distill['temperature']:g}; "
+        "the full-data reference is not distilled."
+    )
+
+
 def _curve_context(
     results: pd.DataFrame | None,
     summary: pd.DataFrame | None,
@@ -356,6 +375,9 @@ def _curve_context(
             f"Downstream model: learning rate {model['lr']:g}, weight decay "
             f"{model['weight_decay']:g} ({how})."
         )
+    distilled = distill_line(record)
+    if distilled is not None:
+        facts.append(distilled)
     check = record.get("data_check") or {}
     if check.get("ok") and "diff" in check:
         facts.append(f"Data check: {check['message']}.")

@@ -3,7 +3,7 @@
 A small text corpus (hashed n-grams, a linear model, one seed, one rate)
 runs through the eval twice with ``eval.model.distill`` on: the teacher is
 trained once and stored, the second run reuses it (and every stored
-batch), the subsets' rows carry the distillation settings, the ``full``
+batch), the subsets' rows (dynamic pruning's too) carry the distillation settings, the ``full``
 reference is not distilled, and the record and report say so.
 """
 
@@ -35,7 +35,10 @@ def test_a_distilled_eval_trains_its_teacher_once(
             "validation": 0.0,
             "rates": [0.5],
             "seeds": 1,
-            "selectors": [{"name": "topk", "params": {"score": "word_count"}}],
+            "selectors": [
+                {"name": "topk", "params": {"score": "word_count"}},
+                {"name": "dynamic_el2n", "params": {"every": 0.5}},
+            ],
             "model": {
                 "features": {"dim": 256},
                 "hidden": 0,
@@ -52,8 +55,8 @@ def test_a_distilled_eval_trains_its_teacher_once(
     stamp = path.stat().st_mtime_ns
 
     results = first.results.set_index("selector")
-    assert set(results.index) == {"random", "topk(word_count)", "full"}
-    for label in ("random", "topk(word_count)"):
+    assert set(results.index) == {"random", "topk(word_count)", "dynamic_el2n", "full"}
+    for label in ("random", "topk(word_count)", "dynamic_el2n"):
         assert results.loc[label, "distill_alpha"] == DISTILL["alpha"]
         assert results.loc[label, "distill_temperature"] == DISTILL["temperature"]
     assert pd.isna(results.loc["full", "distill_alpha"])  # the reference is not distilled

@@ -19,6 +19,9 @@ steps is never pruned (``rescorings`` 0, the subset statistics are the
 pool's): the model is then the full-data model, so give ``every`` below
 ``steps / (n / batch_size)``.
 
+With ``eval.model.distill`` it trains against the teacher's logits on the
+pool's rows, as every subset does.
+
 Only for the classifier task: a language model trains on token budgets,
 not rows scored by a classifier's EL2N.
 """
@@ -35,10 +38,19 @@ import numpy as np
 from thresher.errors import ConfigError, RunStateError
 from thresher.evaluation.config import EvalConfig
 from thresher.evaluation.features import load_split
-from thresher.evaluation.jobs import Job, Seeds, budget_rows, run_job, score_table, select_rows
+from thresher.evaluation.jobs import (
+    Job,
+    Seeds,
+    budget_rows,
+    pool_split,
+    run_job,
+    score_table,
+    select_rows,
+    train_teacher,
+)
 from thresher.evaluation.model import settings
-from thresher.io import schema as S
-from thresher.keys import row_key
+from thresher.evaluation.teacher import teacher_logits
+from thresher.models.classifier import SoftTargets
 from thresher.models.dynamic_pruning import DYNAMIC_EL2N, dynamic_params, train_dynamic
 from thresher.models.features import take_rows
 
@@ -64,18 +76,17 @@ def run_dynamic_job(config: EvalConfig, job: Job) -> dict[str, Any]:
     started = time.perf_counter()
     pool, _, _ = select_rows(config, pool_job(job))
     scores = score_table(config)
-    train = load_split(config, "train")
-    positions = row_key(scores.column(S.SHARD).to_numpy(), scores.column(S.ROW).to_numpy())
-    if train.positions is None or not np.array_equal(train.positions, positions):
-        raise RunStateError(
-            f"{config.root / 'run'}: the eval features do not match the score table; "
-            "rerun thresher eval (it recomputes them)"
-        )
+    train = pool_split(config)
     if pool.size == 0:
         raise RunStateError(f"{job.selector}: no row reaches the selector")
     n_pool = scores.num_rows
     keep = min(budget_rows(job.prune_rate, n_pool), pool.size)
     model_settings = config.eval.model.model_copy(update=job.model or {})
+    distill = model_settings.distill
+    soft = None
+    if distill is not None:
+        logits = teacher_logits(config, train_teacher)[pool]
+        soft = SoftTargets(logits, float(distill.alpha), float(distill.temperature))
     selected = time.perf_counter()
     model, schedule = train_dynamic(
         take_rows(train.matrix, pool),
@@ -86,6 +97,7 @@ def run_dynamic_job(config: EvalConfig, job: Job) -> dict[str, Any]:
         Seeds.of(config.run.seed, job.split, job.seed).model,
         keep,
         float(params.every),
+        soft_targets=soft,
     )
     trained = time.perf_counter()
     target = load_split(config, job.split)
@@ -111,6 +123,8 @@ def run_dynamic_job(config: EvalConfig, job: Job) -> dict[str, Any]:
         if model_settings.weight_decay is not None
         else None,
         "diverged": bool(model.diverged),
+        "distill_alpha": None if distill is None else float(distill.alpha),
+        "distill_temperature": None if distill is None else float(distill.temperature),
         "rescorings": int(schedule.rescorings),
         "ever_trained": int(schedule.trained.sum()) / n_pool,
         "ever_kept": np.unique(np.concatenate(pruned)).size / n_pool,

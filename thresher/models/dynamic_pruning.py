@@ -49,6 +49,7 @@ from thresher.models.classifier import (
     PREDICT_ROWS,
     Classifier,
     SGDSettings,
+    SoftTargets,
     _tensors,
     batch_rows,
     train_classifier,
@@ -201,6 +202,7 @@ def train_dynamic(
     every: float,
     *,
     device: str = "cpu",
+    soft_targets: SoftTargets | None = None,
 ) -> tuple[Classifier, DynamicSchedule]:
     """Train a classifier for ``settings.steps`` steps, pruning to the ``keep`` hardest rows.
 
@@ -212,6 +214,8 @@ def train_dynamic(
         Rows trained on after each rescoring, in ``1 .. n``.
     every : float
         Epochs of the current rows between rescorings (> 0).
+    soft_targets : SoftTargets, optional
+        A distillation teacher's logits on the pool's rows.
 
     Returns
     -------
@@ -222,6 +226,14 @@ def train_dynamic(
         matrix, targets, keep, every, settings.batch_size, settings.steps, seed
     )
     model = train_classifier(
-        matrix, targets, n_classes, hidden, settings, seed, device=device, batches=schedule
+        matrix,
+        targets,
+        n_classes,
+        hidden,
+        settings,
+        seed,
+        device=device,
+        batches=schedule,
+        soft_targets=soft_targets,
     )
     return model, schedule

@@ -35,8 +35,8 @@ target's training leads, the role of the paper's fully trained reference.
 Every loaded checkpoint is trained at once (one batch order), in float64 on
 the CPU, whatever device scores: the same heads on every machine. The
 target's features are held in memory meanwhile, ``T x K x P`` floats (a
-10,000-row target under 32 checkpoints of a 64-wide proxy: 160 MB). The heads are
-saved as ``reference.safetensors`` (``out.weight`` ``(K, C, P)``,
+10,000-row target under 32 checkpoints of a 64-wide proxy: 160 MB). The
+heads are saved as ``reference.safetensors`` (``out.weight`` ``(K, C, P)``,
 ``out.bias`` ``(K, C)`` for ``K`` checkpoints) with ``reference.json``
 (checkpoints, settings, the target's loss and accuracy before and after),
 in a directory staged and renamed into place, like the proxy's, so a crash

@@ -63,6 +63,23 @@ def _dsir(ctx: Callable[[], FitContext]) -> Scorer:
     return scorer
 
 
+def _mimic(ctx: Callable[[], FitContext]) -> Scorer:
+    """A mimic scorer whose reference trains on clean sample-corpus documents (labelled records)."""
+    import json
+
+    from thresher.examples.sample_corpus import generate_records
+
+    context = ctx()
+    target = context.artifact_dir / "target.jsonl"
+    records = [r for r in generate_records(40, seed=11) if r["kind"] == "clean"]
+    target.write_text(
+        "".join(json.dumps({"text": r["text"], "label": r["topic"]}) + "\n" for r in records)
+    )
+    scorer = make_scorer("mimic", {"proxy": TINY_PROXY, "target_file": str(target)})
+    scorer.fit(context)
+    return scorer
+
+
 def _embedding_classifier(ctx: Callable[[], FitContext]) -> Scorer:
     """Two heads on the `embedding` column, which the fit computes with the embedding scorer."""
     from dataclasses import replace
@@ -96,6 +113,7 @@ SCORER_FACTORIES: dict[str, Factory] = {
     "influence": lambda ctx: _fitted(
         make_scorer("influence", {"proxy": TINY_PROXY, "projection_dim": 4}), ctx
     ),
+    "mimic": _mimic,
     "vog": lambda ctx: _fitted(make_scorer("vog", {"proxy": TINY_PROXY, "n_normalize": 100}), ctx),
     "label_issues": lambda ctx: _fitted(
         make_scorer("label_issues", {"proxy": TINY_PROXY, "n_folds": 2}), ctx
@@ -258,6 +276,7 @@ SCORER_PARAMS: dict[str, dict[str, object]] = {
     "el2n": {"proxy": TINY_PROXY},
     "grand": {"proxy": TINY_PROXY},
     "influence": {"proxy": TINY_PROXY, "projection_dim": 4},
+    "mimic": {"proxy": TINY_PROXY, "target_file": "target.jsonl"},
     "vog": {"proxy": TINY_PROXY, "n_normalize": 100},
     "label_issues": {"proxy": TINY_PROXY, "n_folds": 2},
     "embedding": {"dim": 32},

@@ -14,6 +14,7 @@ from thresher.scorers.influence import InfluenceScorer
 from thresher.scorers.label_issues import LabelIssuesScorer
 from thresher.scorers.language import LanguageScorer
 from thresher.scorers.memorization import MemorizationScorer
+from thresher.scorers.mimic import MimicScorer
 from thresher.scorers.minhash import MinHashScorer
 from thresher.scorers.perplexity import PerplexityScorer
 from thresher.scorers.quality_signals import (
@@ -41,6 +42,7 @@ _REGISTERED: list[type[Scorer]] = [
     EL2NScorer,
     GraNdScorer,
     InfluenceScorer,
+    MimicScorer,
     LabelIssuesScorer,
     VoGScorer,
     EmbeddingScorer,

@@ -41,22 +41,16 @@ Sampling", EMNLP 2023.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from thresher._params import Constraints, Integral, Interval, ListOf, Mapping, Text
-from thresher.errors import ConfigError
 from thresher.fitting import FitContext
-from thresher.io import schema as S
 from thresher.keys import json_digest
 from thresher.models._safe import load_safetensors
 from thresher.models.proxy import ProxyModel, round_scores
@@ -66,11 +60,16 @@ from thresher.scorers.proxy import (
     struct_or_array,
     with_unknown_as_nan,
 )
+from thresher.scorers.targets import (
+    check_target_params,
+    target_labels,
+    target_spec,
+    target_table,
+)
 
 if TYPE_CHECKING:
     import torch
 
-_RECORD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
 _TARGET_FILE = "target_gradients.safetensors"
 _TARGET_META = "target.json"
 _TARGET_CHUNK = 1024  # target rows per forward pass in fit
@@ -134,13 +133,7 @@ class InfluenceScorer(ProxyScorer):
 
     def _check_together(self) -> None:
         super()._check_together()
-        if self.target_ids is not None and self.target_file is not None:
-            raise ConfigError("influence: give target_ids or target_file, not both")
-        unknown = sorted(set(self.target_columns or {}) - {S.LABEL, S.TEXT, S.FEATURES})
-        if unknown:
-            raise ConfigError(
-                f"influence.target_columns: unknown role(s) {unknown}; use label, text, features"
-            )
+        check_target_params(self.name, self.target_ids, self.target_file, self.target_columns)
 
     def output_fields(self, column: str) -> list[pa.Field]:
         fields = [pa.field(column, pa.float64())]
@@ -162,21 +155,16 @@ class InfluenceScorer(ProxyScorer):
         import torch
         from safetensors.numpy import save_file
 
-        table = self._target_table(context)
-        model = ProxyModel.load(Path(self.proxy_path_), device="cpu")
-        labels = model.label_indices(table.column(S.LABEL))
-        unseen = sorted(
-            {
-                str(v)
-                for v, i in zip(table.column(S.LABEL).to_pylist(), labels, strict=True)
-                if i < 0
-            }
+        table = target_table(
+            self.name,
+            context,
+            self.proxy_config.features.input_column,
+            self.target_ids,
+            self.target_file,
+            self.target_columns,
         )
-        if unseen:
-            raise ConfigError(
-                f"influence: target label(s) {unseen[:10]} are not among the proxy's classes "
-                f"{model.classes}"
-            )
+        model = ProxyModel.load(Path(self.proxy_path_), device="cpu")
+        labels = target_labels(self.name, model, table)
         projection = self._projection(model)
         total: torch.Tensor | None = None
         for start in range(0, table.num_rows, _TARGET_CHUNK):
@@ -202,40 +190,9 @@ class InfluenceScorer(ProxyScorer):
             "proxy_path": self.proxy_path_,
             "projection_dim": self.projection_dim,
             "seed": self.projection_seed_,
-            "ids": self.target_ids,
-            "file": self.target_file,
-            "columns": self.target_columns,
+            **target_spec(self.target_ids, self.target_file, self.target_columns),
         }
-        if self.target_file is not None and Path(self.target_file).is_file():
-            spec["file_sha256"] = hashlib.sha256(Path(self.target_file).read_bytes()).hexdigest()
         return json_digest(spec, length=64)
-
-    def _target_table(self, context: FitContext) -> pa.Table:
-        """The target rows with canonical columns ``label`` and the proxy's input column."""
-        column = self.proxy_config.features.input_column
-        ids = self.target_ids
-        if self.target_file is not None:
-            path = Path(self.target_file).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"influence.target_file: {path} does not exist")
-            if not path.name.endswith(_RECORD_SUFFIXES):
-                lines = path.read_text(encoding="utf-8").splitlines()
-                ids = [line.strip() for line in lines if line.strip()]
-                if not ids:
-                    raise ConfigError(f"influence.target_file: {path} holds no id")
-            else:
-                return _records(path, column, self.target_columns or {})
-        assert ids is not None
-        corpus = context.sample(context.n_rows, [S.ID, S.LABEL, column], context.seed)
-        wanted = pa.array(sorted(set(ids)), pa.string())
-        found = corpus.filter(pc.is_in(corpus.column(S.ID), value_set=wanted))
-        missing = sorted(set(ids) - set(found.column(S.ID).to_pylist()))
-        if missing:
-            raise ConfigError(
-                f"influence: {len(missing)} target id(s) are not in the ingested corpus, "
-                f"e.g. {missing[:10]}"
-            )
-        return found
 
     # -- scoring ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -299,33 +256,3 @@ def _project(h: torch.Tensor, projection: torch.Tensor | None) -> torch.Tensor:
 def _per_seed_sum(model: ProxyModel, values: torch.Tensor) -> NDArray[np.float64]:
     """Sum over epochs (TracIn's sum over checkpoints), mean over seeds: ``(n, K) -> (n,)``."""
     return model.seed_epoch_grid(values).sum(axis=2).mean(axis=1)
-
-
-def _records(path: Path, column: str, renames: dict[str, str]) -> pa.Table:
-    """Target records from Parquet or JSONL, with canonical column names."""
-    if path.name.endswith(".parquet"):
-        table = pq.read_table(path)
-    else:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            try:
-                rows = [json.loads(line) for line in handle if line.strip()]
-            except json.JSONDecodeError as error:
-                raise ConfigError(
-                    f"influence.target_file: {path}: invalid JSON line ({error})"
-                ) from None
-        table = pa.Table.from_pylist(rows)
-    out = {}
-    for role in (S.LABEL, column):
-        source = renames.get(role, role)
-        if source not in table.column_names:
-            raise ConfigError(
-                f"influence.target_file: {path} has no column {source!r} for the {role} "
-                f"(columns: {table.column_names}; map it with target_columns)"
-            )
-        out[role] = table.column(source)
-    if column == S.FEATURES:
-        out[S.FEATURES] = pc.cast(out[S.FEATURES], pa.list_(pa.float32()))
-    if table.num_rows == 0:
-        raise ConfigError(f"influence.target_file: {path} holds no record")
-    return pa.table(out)

@@ -348,7 +348,7 @@ def choose_settings(
     seed = int(np.random.SeedSequence([run_seed, 0]).generate_state(1)[0])
 
     def evaluate(lr: float, weight_decay: float) -> tuple[float, bool]:
-        with _threads_for(_step_size(matrix, config, n_classes), device.split(":")[0]):
+        with threads_for(_step_size(matrix, config, n_classes), device.split(":")[0]):
             model = train_classifier(
                 fit_rows,
                 targets[rest],
@@ -410,7 +410,7 @@ def _train_one(
     def save(epoch: int, model: Classifier) -> None:
         save_file(model.state(), str(out / f"epoch-{epoch:03d}.safetensors"))
 
-    with _threads_for(_step_size(matrix, config, n_classes), device.split(":")[0]):
+    with threads_for(_step_size(matrix, config, n_classes), device.split(":")[0]):
         model = train_classifier(
             matrix,
             targets,
@@ -431,7 +431,7 @@ def _train_one(
 
 
 @contextmanager
-def _threads_for(multiply_adds: int, device_type: str) -> Iterator[None]:
+def threads_for(multiply_adds: int, device_type: str) -> Iterator[None]:
     """One CPU thread for steps under ~10^8 multiply-adds (every default proxy step).
 
     Measured on the 2-core machine: a 64 x 4096 x 64 step takes under a

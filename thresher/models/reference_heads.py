@@ -65,7 +65,7 @@ from numpy.typing import NDArray
 from thresher.errors import ScorerError
 from thresher.models._safe import load_safetensors
 from thresher.models.classifier import batch_rows
-from thresher.models.proxy import ProxyModel, _threads_for
+from thresher.models.proxy import ProxyModel, threads_for
 
 if TYPE_CHECKING:
     import torch
@@ -158,7 +158,7 @@ def fit_reference_heads(
     steps = max(int(min_steps), model.epochs * max(1, n // batch_size))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), BATCH_SALT]))
     velocity_w, velocity_b = torch.zeros_like(weight), torch.zeros_like(bias)
-    with _threads_for(batch_size * weight.numel(), "cpu"):
+    with threads_for(batch_size * weight.numel(), "cpu"):
         for rows in batch_rows(n, batch_size, steps, rng):
             index = torch.from_numpy(rows)
             batch_h = h[index]

@@ -10,7 +10,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from tests.helpers.proxy_data import SMALL_PROXY, auc, batch_of, noisy_topics, shared_context
+from tests.helpers.batches import vector_table
+from tests.helpers.proxy_data import (
+    SMALL_PROXY,
+    auc,
+    batch_of,
+    fit_context,
+    noisy_topics,
+    shared_context,
+)
 from thresher.io import schema as S
 from thresher.models.features import hashed_ngrams
 from thresher.models.proxy import ProxyModel
@@ -119,3 +127,100 @@ def test_proxy_on_lm_features_scores_every_row(lm_context) -> None:  # type: ign
     assert values.shape == (50,) and np.isfinite(values).all()
     model = ProxyModel.load(Path(scorer.proxy_path_), epochs=[4])
     assert model.metadata["input_dim"] == TINY_LM["d_model"]
+
+
+GRADIENT_PROXY = {
+    "features": {"source": "features"},
+    "hidden": 8,
+    "epochs": 3,
+    "n_seeds": 2,
+    "lr": 0.05,
+    "weight_decay": 0.0,
+}
+
+
+def _autograd_gradients(directory: Path, table: pa.Table, epoch: int) -> np.ndarray:
+    """Seed 0's flattened last-layer gradient ``[dW, db]`` per row, by autograd through the proxy."""
+    import torch
+
+    from thresher.models._safe import load_safetensors
+
+    weights = {
+        name: torch.tensor(value, dtype=torch.float64)
+        for name, value in load_safetensors(
+            directory / "seed-0" / f"epoch-{epoch:03d}.safetensors"
+        ).items()
+    }
+    model = ProxyModel.load(directory, epochs=[epoch])
+    x = model.features(table)
+    labels = model.label_indices(table.column(S.LABEL))
+    out = []
+    for row, label in zip(x, labels, strict=True):
+        w = weights["out.weight"].clone().requires_grad_(True)
+        b = weights["out.bias"].clone().requires_grad_(True)
+        h = torch.relu(weights["hidden.weight"] @ row + weights["hidden.bias"])
+        loss = torch.nn.functional.cross_entropy((w @ h + b)[None], torch.tensor([int(label)]))
+        out.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, [w, b])]).numpy())
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def gradient_rows(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Labelled feature rows (4 classes) and a fit context on them; rows 3 and 8 then lose their label."""
+    table = vector_table(n=160)
+    context = fit_context(table, tmp_path_factory.mktemp("gradient") / "models" / "embedding")
+    labels = table.column(S.LABEL).to_pylist()
+    labels[3], labels[8] = None, "never-seen"  # no class of the proxy
+    table = table.set_column(table.schema.get_field_index(S.LABEL), S.LABEL, pa.array(labels))
+    return table, context
+
+
+def _gradient_scorer(context, dim: int, normalize: bool):  # type: ignore[no-untyped-def]
+    scorer = make_scorer(
+        "embedding",
+        {"source": "gradient", "proxy": GRADIENT_PROXY, "dim": dim, "normalize": normalize},
+    )
+    assert scorer.width() == dim  # known before the proxy is trained
+    scorer.fit(context)
+    return scorer
+
+
+def test_gradient_embedding_is_the_last_layer_gradient(gradient_rows) -> None:  # type: ignore[no-untyped-def]
+    table, context = gradient_rows
+    scorer = _gradient_scorer(context, dim=64, normalize=False)
+    assert scorer.input_columns == (S.FEATURES, S.LABEL)
+    vectors = scorer.score(batch_of(table, scorer.input_columns))
+    matrix = vectors.flatten().to_numpy().reshape(table.num_rows, 64)
+    unknown = np.isin(np.arange(table.num_rows), [3, 8])
+    assert np.isnan(matrix[unknown]).all() and np.isfinite(matrix[~unknown]).all()
+    expected = _autograd_gradients(Path(scorer.model_path_), table.filter(pa.array(~unknown)), 3)
+    width = 4 * (GRADIENT_PROXY["hidden"] + 1)  # classes x (hidden + bias): fits in 64, exact
+    np.testing.assert_allclose(matrix[~unknown, :width], expected, rtol=1e-5, atol=1e-7)
+    assert not matrix[~unknown, width:].any()  # zeros up to the fixed width
+    unit = _matrix(
+        _gradient_scorer(context, 64, True)
+        .score(batch_of(table, scorer.input_columns))
+        .filter(pa.array(~unknown))
+    )
+    np.testing.assert_allclose(
+        unit[:, :width], expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("dim", [16, 4])  # the Kronecker product projected; [h, 1] first too
+def test_projected_gradient_embedding_is_a_fixed_random_projection(gradient_rows, dim: int) -> None:  # type: ignore[no-untyped-def]
+    table, context = gradient_rows
+    known = table.filter(pa.array(~np.isin(np.arange(table.num_rows), [3, 8])))
+    scorer = _gradient_scorer(context, dim=dim, normalize=False)
+    batch = batch_of(known, scorer.input_columns)
+    projected = _matrix(scorer.score(batch))
+    exact = _autograd_gradients(Path(scorer.model_path_), known, 3)
+    # one linear map of the exact gradients, the same for every row
+    fitted, *_ = np.linalg.lstsq(exact, projected.astype(np.float64), rcond=None)
+    np.testing.assert_allclose(exact @ fitted, projected, atol=1e-5)
+    if dim == 16:  # lengths preserved on average (a Gaussian projection)
+        ratio = (projected.astype(np.float64) ** 2).sum(1) / (exact**2).sum(1)
+        assert 0.5 < ratio.mean() < 2.0
+    # seeded: a copy of the scorer sent to a worker projects alike
+    clone = pickle.loads(pickle.dumps(scorer))
+    np.testing.assert_array_equal(_matrix(clone.score(batch)), projected)

@@ -227,7 +227,8 @@ def test_spark_selects_the_same_rows_as_local(
     local, local_summary = _selection(local_config, LocalEngine(workers=1), indices)
     remote, spark_summary = _selection(local_config, spark_engine, indices)
     pd.testing.assert_frame_equal(local, remote)
-    assert local_summary["steps"] == spark_summary["steps"]
+    assert local_summary["steps"] == spark_summary["steps"]  # the diversity samples too
+    assert local_summary["steps"][-1]["details"]["diversity"]["sample"] == 120
     assert local.loc[5, "reason"] == R.INVALID_SCORE
     assert local["keep"].sum() == 120 and local_summary["weighted"]
 

@@ -14,8 +14,8 @@ epoch), plus ``proxy.json`` (classes, learning rate per epoch, shapes, the
 search, the training accuracy and the held-out accuracy) and
 ``train_rows.parquet`` (the corpus positions it was trained on). The scorers then read what they need from these checkpoints:
 EL2N at an early epoch, per-epoch margins and correctness for AUM and
-forgetting counts, last-layer gradients for GraNd and TracIn, input
-gradients for VoG, the hidden layer as an embedding.
+forgetting counts, last-layer gradients for GraNd and TracIn (and as an
+embedding), input gradients for VoG, the hidden layer as an embedding.
 
 Several scorers asking for the same proxy share one training run: the
 checkpoints live in ``<models>/_shared/proxy-<hash>/``, keyed by a hash of

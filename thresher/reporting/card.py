@@ -37,6 +37,7 @@ from thresher.io import schema as S
 from thresher.io.files import data_files, read_json, read_schema, write_text_atomic
 from thresher.io.fs import Location
 from thresher.redact import redact_uris, shown
+from thresher.reporting.diversity import diversity_rows
 from thresher.reporting.inputs import listing
 from thresher.reporting.mixture import HEADER as MIXTURE_HEADER
 from thresher.reporting.mixture import mixture_of, mixture_rows, mixture_sentences
@@ -294,10 +295,21 @@ def _steps(manifest: dict[str, Any]) -> str:
             f"{_params(params)}{' and the rules below' if rules else ''}"
             f"{budget}: {step['rows_in']:,} rows in, {step['kept']:,} kept"
         )
+        lines += _diversity_lines(step)
         mixture = mixture_of(step)
         if mixture is not None:
             tables.append(_mixture_table(number, step, mixture))
     return "\n".join(lines) + "".join(tables)
+
+
+def _diversity_lines(step: dict[str, Any]) -> list[str]:
+    """The step's log-det diversity, kept rows against chance, as sub-items of its line."""
+    return [
+        f"   - log-det diversity{'' if group is None else f' of group {code(group)}'} "
+        f"({sample:,}-row samples; higher is more diverse): kept {kept:.3f}, "
+        f"a random subset {random:.3f}"
+        for group, sample, kept, random, _ in diversity_rows(step)
+    ]
 
 
 def _mixture_table(number: int, step: dict[str, Any], mixture: dict[str, Any]) -> str:

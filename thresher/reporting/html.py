@@ -21,6 +21,9 @@ from thresher.redact import redact_uris
 from thresher.reporting import plots
 from thresher.reporting.card import budget_label, dedup_rule, dedup_threshold, dedup_warnings
 from thresher.reporting.data import ReportData, gather
+from thresher.reporting.diversity import CAPTION as DIVERSITY_CAPTION
+from thresher.reporting.diversity import HEADER as DIVERSITY_HEADER
+from thresher.reporting.diversity import diversity_rows
 from thresher.reporting.inputs import listing
 from thresher.reporting.mixture import HEADER as MIXTURE_HEADER
 from thresher.reporting.mixture import mixture_of, mixture_rows, mixture_sentences
@@ -290,6 +293,20 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
                 ["cluster", "size", "selected", "weight_mean"],
             )
         )
+    diversity = diversity_rows(step)
+    if diversity:
+        context["notes"].append(DIVERSITY_CAPTION)
+        context["tables"].append(
+            {
+                "title": "log-det diversity: kept rows and a random subset",
+                "header": list(DIVERSITY_HEADER),
+                "rows": [
+                    ["all" if group is None else f"group {group}", *map(_number, numbers)]
+                    for group, *numbers in diversity
+                ],
+                "open": True,
+            }
+        )
     params = step.get("params") or {}
     rules = rule_rows(step)
     if rules:  # a quality preset: its rules as a table, not as parameters
@@ -304,7 +321,7 @@ def _step_context(number: int, step: dict[str, Any]) -> dict[str, Any]:
             }
         )
     for key, value in sorted(details.items()):
-        if key in ("strata", "clusters", "rules", "mixture") or value is None:
+        if key in ("strata", "clusters", "rules", "mixture", "diversity") or value is None:
             continue  # shown above, or empty
         if params.get(key, ...) == value:
             continue  # already shown as a parameter

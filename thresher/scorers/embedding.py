@@ -1,6 +1,6 @@
 """An ``embedding`` column for the selectors (k-means, prototypes, DPP, SemDeDup...).
 
-Three sources (``source``):
+Sources (``source``):
 
 ``hashed_ngrams`` (default)
     The signed hashed bag of word n-grams of
@@ -11,6 +11,17 @@ Three sources (``source``):
     The hidden layer of the proxy classifier (:mod:`thresher.models.proxy`,
     seed 0, at ``epoch``, default the last), ``proxy.hidden`` wide: a
     supervised embedding where distances follow the label structure.
+``gradient``
+    The same proxy's last-layer loss gradient of each row (``g (x) [h, 1]``,
+    ``g = softmax - onehot(label)``, at seed 0 and ``epoch``): exact and
+    zero-padded to ``dim`` when it fits, else a seeded Gaussian projection
+    of it to ``dim`` (:mod:`thresher.scorers.gradient_sketch`). Rows are
+    close when training on them would move the model alike (Wang et al.
+    2024 measure and select instruction data in this space). A row whose
+    label the proxy has no class for (null, or unseen) gets a vector of
+    NaN, which the select stage drops as ``invalid_score``, as it drops a
+    NaN score. Any ``proxy.hidden``: with 0 the gradient is the linear
+    head's, over the features.
 ``lm``
     Mean-pooled final hidden states of the reference LM
     (:meth:`thresher.models.lm.ReferenceLM.embed`), ``d_model`` wide:
@@ -29,7 +40,7 @@ Three sources (``source``):
 
 With ``normalize`` (default) each vector is scaled to unit L2 norm, so
 Euclidean k-means on it clusters by cosine similarity (a zero vector stays
-zero). The column is a list of float32 holding exactly ``width()`` values in
+zero, a NaN vector NaN). The column is a list of float32 holding exactly ``width()`` values in
 every row. Not Arrow's fixed-size list: Spark has no such type and refuses
 it from ``mapInArrow`` (``UNSUPPORTED_ARROWTYPE``), and a plain list is what
 both engines then write, so score tables look the same on both.
@@ -40,6 +51,8 @@ Sorscher et al., "Beyond neural scaling laws: beating power law scaling via
 data pruning", NeurIPS 2022 (embeddings for prototype-based pruning).
 Abbas et al., "SemDeDup: Data-efficient learning at web-scale through
 semantic deduplication", 2023.
+Wang et al., "Diversity Measurement and Subset Selection for Instruction
+Tuning Datasets", 2024 (the gradient embedding).
 """
 
 from __future__ import annotations
@@ -60,9 +73,13 @@ from thresher.io.localize import local_model
 from thresher.models.features import hashed_ngrams
 from thresher.models.proxy import ProxyModel, fit_proxy, parse_proxy_config
 from thresher.scorers.base import Scorer
+from thresher.scorers.gradient_sketch import GradientProjection
+from thresher.scorers.proxy import residuals
 
-EmbeddingSource = Literal["hashed_ngrams", "proxy", "lm", "sentence_transformer"]
-_SOURCES = ("hashed_ngrams", "proxy", "lm", "sentence_transformer")
+EmbeddingSource = Literal["hashed_ngrams", "proxy", "gradient", "lm", "sentence_transformer"]
+_SOURCES = ("hashed_ngrams", "proxy", "gradient", "lm", "sentence_transformer")
+#: Sources read from the proxy classifier's checkpoints.
+_PROXY_SOURCES = ("proxy", "gradient")
 
 
 class EmbeddingScorer(Scorer):
@@ -70,19 +87,22 @@ class EmbeddingScorer(Scorer):
 
     Parameters
     ----------
-    source : {"hashed_ngrams", "proxy", "lm", "sentence_transformer"}
+    source : {"hashed_ngrams", "proxy", "gradient", "lm", "sentence_transformer"}
         Where the vectors come from.
-    dim, ngrams : int
-        Width and largest n-gram order of ``hashed_ngrams``.
+    dim : int
+        Width of ``hashed_ngrams`` and of ``gradient``.
+    ngrams : int
+        Largest n-gram order of ``hashed_ngrams``.
     proxy : dict, optional
-        Proxy settings for ``source: proxy`` (``hidden`` must be > 0).
+        Proxy settings for ``source: proxy`` (``hidden`` must be > 0) and
+        ``source: gradient``.
     lm : dict, optional
         Reference LM settings for ``source: lm`` (as the perplexity scorer's).
     model_path : str, optional
         For ``source: lm``: use this LM directory instead of training one;
         for ``sentence_transformer``: the model directory (default: packaged).
     epoch : int, optional
-        Proxy epoch whose hidden layer is used (default: the last).
+        Proxy epoch whose hidden layer or gradient is used (default: the last).
     normalize : bool
         Scale every vector to unit L2 norm.
     device : str
@@ -98,7 +118,7 @@ class EmbeddingScorer(Scorer):
 
     name: ClassVar[str] = "embedding"
     requires_fit: ClassVar[bool] = True
-    transient_attributes: ClassVar[tuple[str, ...]] = ("model_", "device_")
+    transient_attributes: ClassVar[tuple[str, ...]] = ("model_", "device_", "projection_")
     _parameter_constraints: ClassVar[dict[str, Constraints]] = {
         "source": [Options(*_SOURCES)],
         "dim": [Interval(Integral, 2, None)],
@@ -141,6 +161,8 @@ class EmbeddingScorer(Scorer):
     def input_columns(self) -> tuple[str, ...]:  # type: ignore[override]
         if self.source == "proxy":
             return (parse_proxy_config(self.proxy, self.name).features.input_column,)
+        if self.source == "gradient":
+            return (parse_proxy_config(self.proxy, self.name).features.input_column, S.LABEL)
         return (S.TEXT,)
 
     def width(self) -> int:
@@ -152,16 +174,16 @@ class EmbeddingScorer(Scorer):
         """
         if self.source == "hashed_ngrams":
             return int(self.dim)
-        if self.source == "proxy":
+        if self.source in _PROXY_SOURCES:
             config = parse_proxy_config(self.proxy, self.name)
-            if config.hidden == 0:
+            if self.source == "proxy" and config.hidden == 0:
                 raise ConfigError(
                     "embedding.proxy.hidden: source 'proxy' embeds with the hidden layer; "
                     "set proxy.hidden > 0"
                 )
             if self.epoch is not None and not 1 <= self.epoch <= config.epochs:
                 raise ConfigError(f"embedding.epoch: {self.epoch!r} is not in 1..{config.epochs}")
-            return config.hidden
+            return config.hidden if self.source == "proxy" else int(self.dim)
         if self.source == "sentence_transformer":
             from thresher.models.sentence import embedding_width
 
@@ -190,9 +212,10 @@ class EmbeddingScorer(Scorer):
     # -- lifecycle -------------------------------------------------------------------------
     def fit(self, context: FitContext) -> None:
         self.validate_params()  # the source's settings too (on the way to the width)
-        if self.source == "proxy":
+        if self.source in _PROXY_SOURCES:
             config = parse_proxy_config(self.proxy, self.name)
             self.model_path_ = str(fit_proxy(context, config, device=resolve_device(self.device)))
+            self.projection_seed_ = int(context.seed)
         elif self.source == "sentence_transformer":
             from thresher.models.sentence import model_directory
 
@@ -215,9 +238,11 @@ class EmbeddingScorer(Scorer):
             raise ScorerError(f"embedding ({self.source}) is not fitted: call fit() first")
         device = resolve_device(self.device)
         self.model_: Any
-        if self.source == "proxy":
+        if self.source in _PROXY_SOURCES:
             epochs = parse_proxy_config(self.proxy, self.name).epochs
             self.model_ = ProxyModel.load(Path(path), epochs=[self.epoch or epochs], device=device)
+            if self.source == "gradient":
+                self.projection_ = self._projection(self.model_)
         elif self.source == "sentence_transformer":
             from thresher.models.sentence import load_encoder
 
@@ -253,6 +278,8 @@ class EmbeddingScorer(Scorer):
             model: ProxyModel = self.model_
             h, _ = model.forward(model.features(batch))
             return h[:, 0, :].double().cpu().numpy().astype(np.float32)  # seed 0
+        if self.source == "gradient":
+            return self._gradients(batch)
         texts = [t or "" for t in column.to_pylist()]
         if self.source == "sentence_transformer":
             from thresher.models.sentence import encode
@@ -260,9 +287,26 @@ class EmbeddingScorer(Scorer):
             return encode(texts, self.model_path_, self.device_, self.batch_size)
         return np.asarray(self.model_.embed(texts), dtype=np.float32)
 
+    def _projection(self, model: ProxyModel) -> GradientProjection:
+        """The seeded map of this proxy's gradients to ``dim`` numbers (on the model's device)."""
+        width = model.hidden or int(model.metadata["input_dim"])
+        seed = getattr(self, "projection_seed_", 0)
+        like = model.weights["out.weight"]
+        return GradientProjection.make(int(self.dim), model.n_classes, width, seed, like)
+
+    def _gradients(self, batch: pa.RecordBatch) -> NDArray[np.float32]:
+        """Seed 0's last-layer gradient of every row, NaN where the label has no class."""
+        model: ProxyModel = self.model_
+        labels = model.label_indices(batch.column(batch.schema.get_field_index(S.LABEL)))
+        h, logits = model.forward(model.features(batch))
+        g = residuals(logits[:, :1, :], labels)[:, 0, :]  # seed 0 (the first checkpoint)
+        vectors = self.projection_(g, h[:, 0, :]).double().cpu().numpy()
+        vectors[labels < 0] = np.nan
+        return vectors.astype(np.float32)
+
 
 def _unit_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Rows scaled to unit L2 norm (computed in float64; zero rows stay zero)."""
+    """Rows scaled to unit L2 norm (computed in float64; zero rows stay zero, NaN rows NaN)."""
     as64 = vectors.astype(np.float64)
     norms = np.linalg.norm(as64, axis=1, keepdims=True)
     return (as64 / np.where(norms > 0, norms, 1.0)).astype(np.float32)

@@ -27,7 +27,9 @@ embedding steps with ``partitions`` per partition
 (:mod:`thresher.stages.partitioned`). Only an embedding step without
 ``partitions`` gathers its rows on the driver, up to
 ``engine.driver_max_rows``: the config check refuses it earlier for a
-larger corpus.
+larger corpus. Every embedding step records the log-det diversity of its
+kept rows and of a random subset of the same size
+(:mod:`thresher.stages.diversity`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from thresher.selectors import Selector, make_selector
 from thresher.selectors.base import Budget, FrameSelector, Marks, SumBudget, resolve_budget
 from thresher.selectors.vectors import is_vector_type, valid_vectors, vector_matrix
 from thresher.stages import mixture as M
+from thresher.stages.diversity import diversity_seed, frame_diversity, table_diversity
 from thresher.stages.partitioned import KEPT_SCHEMA, PartitionJob, select_partitioned
 
 if TYPE_CHECKING:
@@ -547,7 +550,8 @@ def _kept_rows(
     """The kept rows of an embedding step: per partition, or gathered on the driver.
 
     ``budget`` is the step's (or, in a mixture, the group's); ``seed`` and
-    ``number`` seed the partitions.
+    ``number`` seed the partitions and the diversity samples. The details
+    get the kept rows' ``diversity`` (:mod:`thresher.stages.diversity`).
     """
     label = [S.LABEL] if S.LABEL in active.schema.names else []
     summed = [budget.column] if isinstance(budget, SumBudget) else []
@@ -566,7 +570,12 @@ def _kept_rows(
             embeddings=step.embeddings,
             columns=columns,
         )
-        return select_partitioned(active, job, rows_in)
+        kept, details = select_partitioned(active, job, rows_in)
+        n_kept = sum(cluster["selected"] for cluster in details["clusters"])
+        diversity = frame_diversity(
+            active, kept, rows_in, n_kept, step.embeddings, diversity_seed(seed, number)
+        )
+        return kept, {**details, "diversity": diversity}
     needed = list(dict.fromkeys([S.ID, S.ORDER, *columns, step.embeddings]))
     try:
         table = active.select(needed).to_table(max_rows=engine.driver_max_rows)
@@ -589,7 +598,8 @@ def _kept_rows(
         },
         schema=KEPT_SCHEMA,
     )
-    return engine.from_table(kept), chosen.details
+    diversity = table_diversity(table, matrix, chosen.indices, diversity_seed(seed, number))
+    return engine.from_table(kept), {**chosen.details, "diversity": diversity}
 
 
 # -- mixtures (thresher.stages.mixture) ----------------------------------------------------

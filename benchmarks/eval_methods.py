@@ -417,6 +417,7 @@ def method_config(
     noise: float,
     quick: bool,
     model: dict[str, float] | None = None,
+    grid: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The eval config of ``method`` on ``dataset`` at ``noise`` (a mapping, not validated).
 
@@ -437,6 +438,7 @@ def method_config(
     section["selectors"] = method.selectors(ctx)
     if not quick:
         section["rates"] = list(RATES)
+    section.update(grid or {})  # --seeds, --rates: a development-size pool at full grid depth
     if model:
         section["model"].update(model)
     return _merge(config, method.options)
@@ -450,6 +452,7 @@ def build(
     noise: float,
     quick: bool,
     model: dict[str, float] | None = None,
+    grid: dict[str, Any] | None = None,
 ) -> tuple[Any, str | None]:
     """The validated eval config of ``method`` (an EvalConfig), or None and why it cannot run here.
 
@@ -463,7 +466,7 @@ def build(
     if missing is not None:
         return None, missing
     try:
-        raw = method_config(dataset, method, data, work, noise, quick, model)
+        raw = method_config(dataset, method, data, work, noise, quick, model, grid)
         return parse_eval_config(raw, base_dir=ROOT), None
     except (ConfigError, KeyError) as error:
         return None, " ".join(str(error).split())
@@ -788,6 +791,7 @@ def run_grid(
     work: Path,
     quick: bool,
     fresh: bool,
+    grid: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, str]]:
     """Run (or resume) every eval; model rows of all, their timings, and the skipped methods."""
     from thresher.evaluation.flow import evaluate_with_runner
@@ -801,7 +805,9 @@ def run_grid(
             model: dict[str, float] | None = None
             for name in methods:
                 # every eval after the reference trains with the reference's chosen settings
-                config, reason = build(dataset, METHODS[name], data, work, noise, quick, model)
+                config, reason = build(
+                    dataset, METHODS[name], data, work, noise, quick, model, grid
+                )
                 if config is None:
                     skipped[name] = reason or "unknown"
                     print(f"skipped {name} on {key}: {reason}", flush=True)
@@ -844,6 +850,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default="fashion,debian", help="fashion, debian")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2])
     parser.add_argument("--fresh", action="store_true", help="discard earlier runs in --work")
+    parser.add_argument("--seeds", type=int, help="seeds per (selector, rate); default by scale")
+    parser.add_argument("--rates", type=float, nargs="+", help="fractions pruned; default by scale")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     quick = args.quick or os.environ.get("THRESHER_BENCH_QUICK") == "1"
     methods, datasets = choose_methods(args.methods), choose_datasets(args.datasets)
@@ -852,7 +860,10 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     work = args.work.resolve()
-    results, timings, skipped = run_grid(datasets, methods, args.noise, work, quick, args.fresh)
+    grid = {key: value for key, value in (("seeds", args.seeds), ("rates", args.rates)) if value}
+    results, timings, skipped = run_grid(
+        datasets, methods, args.noise, work, quick, args.fresh, grid
+    )
     summary = margins(results)
     total = time.perf_counter() - started
 

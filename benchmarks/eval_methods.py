@@ -26,14 +26,15 @@ A method with eval-level options is compared with plain random (what the
 option is worth) and its rankings of the selectors it shares with the
 reference are listed side by side.
 
-A method whose scorer, selector or option is not in this checkout yet is
-skipped with the reason (a registry or import check, then the eval config's
-own validation): the table already holds ``mimic`` (top-k and CCS on the
-mimic score), ``ideal`` (the IDEAL selector on the embedding), ``gradient``
-(k-means sensitivity sampling and a DPP on gradient embeddings, beside the
-same on the grid's embedding), ``distill`` (random and the references with
-knowledge distillation from the full-data model) and ``dynamic`` (dynamic
-pruning during the downstream training).
+The methods: ``label_issues`` (CCS with confident learning's hard cutoff),
+``label_issues_filter`` (the flagged rows removed, then random), ``mimic``
+(top-k and CCS on the mimic score), ``ideal`` (the IDEAL selector on the
+embedding), ``gradient`` (k-means sensitivity sampling and a DPP on gradient
+embeddings, beside the same on the grid's embedding), ``distill`` (random
+and the references with knowledge distillation from the full-data model) and
+``dynamic`` (dynamic pruning during the downstream training). A method whose
+scorer, selector or option a checkout lacks is skipped with the reason (a
+registry or import check, then the eval config's own validation).
 
 Writes ``benchmarks/results/eval_methods.md`` (the section printed here),
 ``eval_methods.csv`` (one row per trained model) and
@@ -49,6 +50,11 @@ sentence embeddings)::
 Development scale (the two benchmarks' subsamples, 2 rates, 2 seeds)::
 
     python -m benchmarks.eval_methods --quick --datasets fashion    # or THRESHER_BENCH_QUICK=1
+
+The subsampled pools at the full grid's depth (what ``results/eval_methods_quick.md``
+holds: 50/70/90%, 5 seeds)::
+
+    python -m benchmarks.eval_methods --quick --seeds 5 --rates 0.5 0.7 0.9
 
 Runs go to ``--work`` (default ``runs/bench-eval-methods``); a re-run resumes
 there (``--fresh`` starts the chosen methods' evals over). An eval refuses a
